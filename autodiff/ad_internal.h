@@ -1,0 +1,214 @@
+/* ad_internal.h: the tape's internals shared by the engine's files; never installed. */
+#ifndef AUTODIFF_AD_INTERNAL_H
+#define AUTODIFF_AD_INTERNAL_H
+
+#include "ad.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#define AD_INTERNAL __attribute__((visibility("hidden")))
+
+/* ---- allocation: every byte the library takes goes through here ---- */
+
+AD_INTERNAL void *ad__malloc(size_t n);
+AD_INTERNAL void *ad__calloc(size_t count, size_t size);
+AD_INTERNAL void *ad__realloc(void *p, size_t n);
+AD_INTERNAL void ad__free(void *p);
+/* a * b into *out; false on overflow (or a negative operand). */
+AD_INTERNAL bool ad__mul_ok(int64_t a, int64_t b, int64_t *out);
+
+/* ---- tensors ---- */
+
+enum {
+    AD_TENSOR_HEAP = 1u << 0,    /* header and data from ad__malloc, freed by ad_tensor_free */
+    AD_TENSOR_BORROWED = 1u << 1 /* data belongs to someone else */
+};
+
+/* Checks ndim/shape and computes the element count; false on a bad shape. */
+AD_INTERNAL bool ad__shape_size(int ndim, const int64_t *shape, int64_t *size);
+AD_INTERNAL void ad__tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape, int64_t size);
+static inline size_t ad__nbytes(const ad_tensor *t) { return (size_t)t->size * ad_dtype_size(t->dtype); }
+
+/* ---- the op enum, from the op list ---- */
+
+typedef enum ad_op {
+#define AD_OP(ID, name, nin, family) AD_OP_##ID,
+#include "ops.def"
+#undef AD_OP
+    AD_OP_COUNT
+} ad_op;
+
+/* Per-op attributes; which fields mean what is said next to each op. */
+typedef struct ad_attr {
+    double f[2];       /* scalar constants: c, slope, alpha, lo/hi */
+    int64_t i[4];      /* axes, flags, bounds, sizes */
+    const int64_t *idx; /* index lists, copied into the arena */
+} ad_attr;
+
+enum {
+    AD_NODE_REQ_GRAD = 1u << 0, /* depends on a leaf/param with grad enabled */
+    AD_NODE_LEAF = 1u << 1,     /* made by ad_leaf */
+    AD_NODE_PARAM = 1u << 2,    /* made by ad_param */
+    AD_NODE_BACKWARD = 1u << 3  /* recorded by a backward pass */
+};
+
+typedef struct ad_node {
+    ad_tensor value;       /* data in the arena, or borrowed for leaves and constants */
+    uint16_t op;
+    uint8_t flags;
+    uint32_t nin;
+    uint32_t grad;         /* leaves: node id of the gradient after backward, or AD_NO_NODE */
+    uint32_t in_small[3];
+    uint32_t *in;          /* in_small, or an arena array when nin > 3 */
+    ad_tensor *param_grad; /* params: the caller's gradient tensor */
+    ad_attr attr;
+} ad_node;
+
+#define AD_NODE_CHUNK_BITS 10
+#define AD_NODE_CHUNK (1u << AD_NODE_CHUNK_BITS)
+
+typedef struct ad_arena_block {
+    struct ad_arena_block *next;
+    size_t cap, used;
+    unsigned char *mem; /* aligned start */
+} ad_arena_block;
+
+struct ad_tape {
+    ad_node **chunks;  /* node storage: stable addresses, kept across resets */
+    size_t nchunks, chunks_cap;
+    uint32_t count;    /* nodes recorded */
+    uint32_t gen;      /* bumped by every reset: stale handles are detected */
+    ad_arena_block *blocks; /* first block, the one in use is `cur` */
+    ad_arena_block *cur;
+    size_t arena_total;     /* bytes of all blocks */
+    size_t arena_peak_use;  /* bytes used since the last reset (sum over blocks) */
+    ad_status status;
+    bool grad_enabled;
+    bool anomaly;
+    bool in_backward;
+    uint32_t bw_node; /* during backward: the node whose VJP is running */
+    char msg[320];
+};
+
+static inline ad_node *ad__node(const ad_tape *t, uint32_t id)
+{
+    return &t->chunks[id >> AD_NODE_CHUNK_BITS][id & (AD_NODE_CHUNK - 1)];
+}
+static inline ad_var ad__var(ad_tape *t, uint32_t id) { return (ad_var){t, id, t->gen}; }
+static inline ad_var ad__invalid(ad_tape *t) { return (ad_var){t, AD_NO_NODE, t ? t->gen : 0}; }
+static inline const ad_tensor *ad__val(ad_var v) { return &ad__node(v.tape, v.id)->value; }
+static inline bool ad__req(ad_var v) { return (ad__node(v.tape, v.id)->flags & AD_NODE_REQ_GRAD) != 0; }
+
+/* Arena memory, 64-byte aligned, valid until reset; NULL (and NOMEM on the tape) on failure. */
+AD_INTERNAL void *ad__arena_alloc(ad_tape *t, size_t n);
+/* Position in the arena and node list, to drop what was recorded after it. */
+typedef struct ad_mark {
+    uint32_t count;
+    ad_arena_block *block;
+    size_t used;
+} ad_mark;
+AD_INTERNAL ad_mark ad__tape_mark(const ad_tape *t);
+AD_INTERNAL void ad__tape_rewind(ad_tape *t, ad_mark m);
+
+/* Records the first error on the tape (later ones are ignored). */
+AD_INTERNAL void ad__fail(ad_tape *t, ad_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Validates op inputs: same live tape, current handles, no error yet. On false
+** the var to return is ad__invalid(*t) (*t may be NULL). */
+AD_INTERNAL bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **t);
+/* Appends a node for op with inputs xs, output dtype/shape, and runs its forward
+** kernel. Returns the var, or an invalid one after recording an error. */
+AD_INTERNAL ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
+                            const int64_t *shape, const ad_attr *attr);
+/* Normalizes axis into [0, ndim) (ndim 0 accepts 0 and -1 as axis 0 of a scalar
+** only when allow_scalar); false (and an AD_ERR_AXIS error) when out of range. */
+AD_INTERNAL bool ad__axis(ad_tape *t, const char *op, int axis, int ndim, int *out);
+
+/* ---- the op table ---- */
+
+typedef ad_status (*ad_fwd_fn)(ad_tape *t, ad_node *n);
+/* Given gy = dL/d(output) as a var, sets gx[i] to dL/d(input i) for each input
+** that needs it (ad__needs), using the engine's own ops so that the pass can be
+** recorded; inputs that need no gradient are left as AD_NO_NODE. */
+typedef void (*ad_vjp_fn)(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx);
+
+typedef struct ad_op_info {
+    const char *name;
+    int nin; /* -1: variadic */
+    ad_fwd_fn forward;
+    ad_vjp_fn vjp;
+    bool differentiable; /* false: outputs never carry a gradient (masks, leaves) */
+} ad_op_info;
+
+/* Which op families carry gradients (the last column of ops.def). */
+#define AD_FAMILY_DIFF_leaf false
+#define AD_FAMILY_DIFF_mask false
+#define AD_FAMILY_DIFF_binary true
+#define AD_FAMILY_DIFF_unary true
+#define AD_FAMILY_DIFF_reduce true
+#define AD_FAMILY_DIFF_linalg true
+#define AD_FAMILY_DIFF_shape true
+#define AD_FAMILY_DIFF_nn true
+
+AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];
+
+#define AD_OP(ID, name, nin, family)                                                                     \
+    AD_INTERNAL ad_status ad__fwd_##name(ad_tape *t, ad_node *n);                                         \
+    AD_INTERNAL void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx);
+#include "ops.def"
+#undef AD_OP
+
+static inline const ad_tensor *ad__in(const ad_tape *t, const ad_node *n, int i)
+{
+    return &ad__node(t, n->in[i])->value;
+}
+static inline ad_var ad__inv(ad_tape *t, const ad_node *n, int i) { return ad__var(t, n->in[i]); }
+static inline bool ad__needs(const ad_tape *t, const ad_node *n, int i)
+{
+    return (ad__node(t, n->in[i])->flags & AD_NODE_REQ_GRAD) != 0;
+}
+
+/* ---- kernels shared between families ---- */
+
+/* Broadcast shape of a and b into out (NumPy rules); false if incompatible. */
+AD_INTERNAL bool ad__broadcast_shape(int na, const int64_t *sa, int nb, const int64_t *sb, int *nout,
+                                     int64_t *out);
+/* Element strides of `in` seen through the broadcast to (ndim, shape): 0 on broadcast dims. */
+AD_INTERNAL void ad__bcast_strides(const ad_tensor *in, int ndim, const int64_t *shape, int64_t *strides);
+/* dst (shape of dst) = src broadcast to dst's shape. */
+AD_INTERNAL void ad__broadcast_copy(ad_tensor *dst, const ad_tensor *src);
+/* dst = src summed down to dst's shape (dst's shape broadcasts to src's). */
+AD_INTERNAL void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src);
+/* dst += src, same size and dtype (any shape). */
+AD_INTERNAL void ad__add_into(ad_tensor *dst, const ad_tensor *src);
+/* true when every element is finite. */
+AD_INTERNAL bool ad__all_finite(const ad_tensor *t);
+
+/* C = alpha * op(A) op(B) + beta * C, row-major; op transposes when the flag is set.
+** A is [m,k] (or [k,m] with ta), B is [k,n] (or [n,k] with tb). */
+AD_INTERNAL ad_status ad__gemm_f32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                                   float *c, int64_t ldc);
+AD_INTERNAL ad_status ad__gemm_f64(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
+                                   const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
+                                   double *c, int64_t ldc);
+
+/* Zeros like x (a constant var). */
+AD_INTERNAL ad_var ad__zeros_like(ad_var x);
+/* Non-differentiable masks used by VJPs (outputs never need a gradient). */
+AD_INTERNAL ad_var ad__step(ad_var x, double lo, double hi);      /* x > 0 ? hi : lo */
+AD_INTERNAL ad_var ad__inrange(ad_var x, double lo, double hi);   /* lo <= x <= hi ? 1 : 0 */
+AD_INTERNAL ad_var ad__cmp_gt(ad_var a, ad_var b);                /* a > b ? 1 : a == b ? 0.5 : 0 */
+AD_INTERNAL ad_var ad__eq(ad_var a, ad_var b);                    /* a == b ? 1 : 0 */
+
+/* Iterates a shape with an odometer: advance idx (row-major), returns false at the end. */
+static inline bool ad__next_index(int ndim, const int64_t *shape, int64_t *idx)
+{
+    for (int d = ndim - 1; d >= 0; d--) {
+        if (++idx[d] < shape[d]) return true;
+        idx[d] = 0;
+    }
+    return false;
+}
+
+#endif

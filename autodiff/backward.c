@@ -1,0 +1,170 @@
+/* backward.c: the reverse sweep: one pass over the tape from the output back to the leaves. */
+#include "ad_internal.h"
+
+/*
+** The tape is in topological order (an op's inputs always have smaller ids), so
+** the sweep is a plain loop from the output's id down to 0: no sort, no
+** recursion, any depth. grads[i] holds the node id of dL/d(node i) so far; a
+** node used several times gets the sum of its gradients. Each VJP is written
+** with the engine's own ops, so the sweep appends its work to the tape: with
+** AD_CREATE_GRAPH those nodes are differentiable themselves (higher order),
+** without it they are recorded with grad disabled and carry no gradient.
+*/
+
+typedef struct sweep_args {
+    ad_var y, seed;
+    unsigned flags;
+    bool to_leaves;  /* ad_backward: fill leaf gradients and param grad tensors */
+    int n;           /* ad_gradients: which vars to return gradients for */
+    const ad_var *xs;
+    ad_var *out;
+} sweep_args;
+
+static void accumulate(ad_tape *t, uint32_t *grads, uint32_t k, ad_var g)
+{
+    if (g.id == AD_NO_NODE) return;
+    if (grads[k] == AD_NO_NODE)
+        grads[k] = g.id;
+    else
+        grads[k] = ad_add(ad__var(t, grads[k]), g).id;
+}
+
+static void to_leaf(ad_tape *t, ad_node *n, ad_var g)
+{
+    n->grad = n->grad == AD_NO_NODE ? g.id : ad_add(ad__var(t, n->grad), g).id;
+    if ((n->flags & AD_NODE_PARAM) && n->param_grad && t->status == AD_OK) ad__add_into(n->param_grad, ad__val(g));
+}
+
+static ad_status sweep(ad_tape *t, const sweep_args *a)
+{
+    uint32_t top = a->y.id, count = top + 1;
+    uint32_t *grads = ad__arena_alloc(t, (size_t)count * sizeof *grads);
+    if (!grads) return t->status;
+    for (uint32_t i = 0; i < count; i++) grads[i] = AD_NO_NODE;
+    grads[top] = a->seed.id;
+
+    bool create = (a->flags & AD_CREATE_GRAPH) != 0;
+    bool was_enabled = t->grad_enabled;
+    t->grad_enabled = create;
+    t->in_backward = true;
+    ad_var small[3], *gx = small;
+    uint32_t gx_cap = 3;
+
+    for (uint32_t i = top + 1; i-- > 0 && t->status == AD_OK;) {
+        if (grads[i] == AD_NO_NODE) continue;
+        ad_node *n = ad__node(t, i);
+        if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
+        ad_var g = ad__var(t, grads[i]);
+        if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
+            if (a->to_leaves) to_leaf(t, n, g);
+            continue;
+        }
+        if (n->nin > gx_cap) {
+            gx = ad__arena_alloc(t, (size_t)n->nin * sizeof *gx);
+            if (!gx) break;
+            gx_cap = n->nin;
+        }
+        for (uint32_t j = 0; j < n->nin; j++) gx[j] = ad__invalid(t);
+        t->bw_node = i;
+        ad__ops[n->op].vjp(t, n, i, g, gx);
+        for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
+            if (gx[j].id == AD_NO_NODE) continue;
+            const ad_tensor *want = ad__in(t, n, (int)j), *got = ad__val(gx[j]);
+            if (!ad_shape_equal(want, got) || want->dtype != got->dtype) {
+                char s1[96], s2[96];
+                ad__fail(t, AD_ERR_STATE, "%s: internal error: VJP for input %u gave %s %s, expected %s %s",
+                         ad__ops[n->op].name, j + 1, ad_shape_str(got->ndim, got->shape, s1, 96),
+                         ad_dtype_name(got->dtype), ad_shape_str(want->ndim, want->shape, s2, 96),
+                         ad_dtype_name(want->dtype));
+                break;
+            }
+            accumulate(t, grads, n->in[j], gx[j]);
+        }
+    }
+    t->bw_node = AD_NO_NODE;
+    for (int i = 0; i < a->n && t->status == AD_OK; i++) {
+        uint32_t k = a->xs[i].id;
+        a->out[i] = (k < count && grads[k] != AD_NO_NODE) ? ad__var(t, grads[k]) : ad__zeros_like(a->xs[i]);
+    }
+    t->in_backward = false;
+    t->grad_enabled = was_enabled;
+    return t->status;
+}
+
+/* A seed var in the arena: a copy of `seed`, or ones when seed is NULL. */
+static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *seed)
+{
+    const ad_tensor *vy = ad__val(y);
+    char s1[96], s2[96];
+    if (!seed) {
+        if (vy->size != 1) {
+            ad__fail(t, AD_ERR_SHAPE, "%s: output %s has %lld elements; pass a seed (dL/dy) for non-scalar outputs",
+                     op, ad_shape_str(vy->ndim, vy->shape, s1, 96), (long long)vy->size);
+            return ad__invalid(t);
+        }
+        return ad_full(t, vy->dtype, vy->ndim, vy->shape, 1.0);
+    }
+    if (seed->dtype != vy->dtype || !ad_shape_equal(seed, vy)) {
+        ad__fail(t, seed->dtype != vy->dtype ? AD_ERR_DTYPE : AD_ERR_SHAPE,
+                 "%s: seed %s %s does not match output %s %s", op, ad_shape_str(seed->ndim, seed->shape, s1, 96),
+                 ad_dtype_name(seed->dtype), ad_shape_str(vy->ndim, vy->shape, s2, 96), ad_dtype_name(vy->dtype));
+        return ad__invalid(t);
+    }
+    ad_var s = ad_full(t, vy->dtype, vy->ndim, vy->shape, 0.0);
+    if (s.id != AD_NO_NODE && seed->size) memcpy(ad__node(t, s.id)->value.data, seed->data, ad__nbytes(seed));
+    return s;
+}
+
+ad_status ad_backward(ad_var y, const ad_tensor *seed, unsigned flags)
+{
+    ad_tape *t;
+    if (!ad__begin("ad_backward", 1, &y, &t)) return t ? (t->status ? t->status : AD_ERR_ARG) : AD_ERR_ARG;
+    if (!ad__req(y)) {
+        ad__fail(t, AD_ERR_STATE,
+                 "ad_backward: the output does not depend on any leaf or param with grad enabled");
+        return t->status;
+    }
+    ad_var s = make_seed(t, "ad_backward", y, seed);
+    if (s.id == AD_NO_NODE) return t->status;
+    sweep_args a = {y, s, flags, true, 0, NULL, NULL};
+    return sweep(t, &a);
+}
+
+static ad_status gradients(const char *op, ad_var y, ad_var seed, bool has_seed, int n, const ad_var *xs,
+                           ad_var *out, unsigned flags)
+{
+    ad_tape *t;
+    if (!ad__begin(op, 1, &y, &t)) return t ? (t->status ? t->status : AD_ERR_ARG) : AD_ERR_ARG;
+    if (n < 0 || (n > 0 && (!xs || !out))) {
+        ad__fail(t, AD_ERR_ARG, "%s: %s", op, n < 0 ? "negative count" : "xs or grads_out is NULL");
+        return t->status;
+    }
+    for (int i = 0; i < n; i++) out[i] = ad__invalid(t);
+    if (n > 0 && !ad__begin(op, n, xs, &t)) return t->status ? t->status : AD_ERR_ARG;
+    if (has_seed) {
+        if (!ad__begin(op, 1, &seed, &t)) return t->status ? t->status : AD_ERR_ARG;
+        const ad_tensor *vs = ad__val(seed), *vy = ad__val(y);
+        if (vs->dtype != vy->dtype || !ad_shape_equal(vs, vy)) {
+            char s1[96], s2[96];
+            ad__fail(t, AD_ERR_SHAPE, "%s: seed %s %s does not match output %s %s", op,
+                     ad_shape_str(vs->ndim, vs->shape, s1, 96), ad_dtype_name(vs->dtype),
+                     ad_shape_str(vy->ndim, vy->shape, s2, 96), ad_dtype_name(vy->dtype));
+            return t->status;
+        }
+    } else {
+        seed = make_seed(t, op, y, NULL);
+        if (seed.id == AD_NO_NODE) return t->status;
+    }
+    sweep_args a = {y, seed, flags, false, n, xs, out};
+    return sweep(t, &a);
+}
+
+ad_status ad_gradients(ad_var y, int n, const ad_var *xs, ad_var *grads_out, unsigned flags)
+{
+    return gradients("ad_gradients", y, ad__invalid(y.tape), false, n, xs, grads_out, flags);
+}
+
+ad_status ad_gradients_seed(ad_var y, ad_var seed, int n, const ad_var *xs, ad_var *grads_out, unsigned flags)
+{
+    return gradients("ad_gradients_seed", y, seed, true, n, xs, grads_out, flags);
+}

@@ -1,0 +1,235 @@
+/* ops_binary.c: elementwise binary ops with NumPy broadcasting; each forward beside its VJP. */
+#include "ad_internal.h"
+
+#include <math.h>
+
+/* ---- the broadcasting driver ----
+** An op supplies its formula as an inner loop over one row with strides sa, sb
+** in {0, 1}; the driver walks the outer dimensions. */
+
+#define INNER(name, T, EXPR)                                                                             \
+    static void name(T *restrict y, const T *restrict pa, int64_t sa, const T *restrict pb, int64_t sb,  \
+                     int64_t n)                                                                          \
+    {                                                                                                    \
+        if (sa == 1 && sb == 1) {                                                                        \
+            for (int64_t i = 0; i < n; i++) {                                                            \
+                T a = pa[i], b = pb[i];                                                                  \
+                y[i] = (EXPR);                                                                           \
+            }                                                                                            \
+        } else if (sa == 1) {                                                                            \
+            T b = pb[0];                                                                                 \
+            for (int64_t i = 0; i < n; i++) {                                                            \
+                T a = pa[i];                                                                             \
+                y[i] = (EXPR);                                                                           \
+            }                                                                                            \
+        } else if (sb == 1) {                                                                            \
+            T a = pa[0];                                                                                 \
+            for (int64_t i = 0; i < n; i++) {                                                            \
+                T b = pb[i];                                                                             \
+                y[i] = (EXPR);                                                                           \
+            }                                                                                            \
+        } else {                                                                                         \
+            T a = pa[0], b = pb[0];                                                                      \
+            T r = (EXPR);                                                                                \
+            for (int64_t i = 0; i < n; i++) y[i] = r;                                                    \
+        }                                                                                                \
+    }
+
+typedef void (*inner_f64)(double *, const double *, int64_t, const double *, int64_t, int64_t);
+typedef void (*inner_f32)(float *, const float *, int64_t, const float *, int64_t, int64_t);
+
+#define KERNELS(op, EXPR64, EXPR32)                                                                      \
+    INNER(op##_f64, double, EXPR64)                                                                      \
+    INNER(op##_f32, float, EXPR32)
+
+static void drive(ad_tensor *y, const ad_tensor *a, const ad_tensor *b, inner_f64 f64, inner_f32 f32)
+{
+    if (y->size == 0) return;
+    size_t es = ad_dtype_size(y->dtype);
+    char *py = y->data;
+    const char *pa = a->data, *pb = b->data;
+#define CALL(yo, ao, sa_, bo, sb_, n)                                                                    \
+    do {                                                                                                 \
+        if (y->dtype == AD_F64)                                                                          \
+            f64((double *)(void *)(py + (yo) * es), (const double *)(const void *)(pa + (ao) * es), sa_,  \
+                (const double *)(const void *)(pb + (bo) * es), sb_, n);                                 \
+        else                                                                                             \
+            f32((float *)(void *)(py + (yo) * es), (const float *)(const void *)(pa + (ao) * es), sa_,   \
+                (const float *)(const void *)(pb + (bo) * es), sb_, n);                                  \
+    } while (0)
+    if (a->size == y->size && b->size == y->size) {
+        CALL(0, 0, 1, 0, 1, y->size);
+        return;
+    }
+    if (b->size == 1 && a->size == y->size) {
+        CALL(0, 0, 1, 0, 0, y->size);
+        return;
+    }
+    if (a->size == 1 && b->size == y->size) {
+        CALL(0, 0, 0, 0, 1, y->size);
+        return;
+    }
+    int64_t sa[AD_MAX_DIMS], sb[AD_MAX_DIMS], idx[AD_MAX_DIMS] = {0};
+    ad__bcast_strides(a, y->ndim, y->shape, sa);
+    ad__bcast_strides(b, y->ndim, y->shape, sb);
+    int last = y->ndim - 1;
+    int64_t inner = y->shape[last], oa = 0, ob = 0;
+    for (int64_t o = 0; o < y->size; o += inner) {
+        CALL(o, oa, sa[last], ob, sb[last], inner);
+        for (int d = last - 1; d >= 0; d--) {
+            oa += sa[d];
+            ob += sb[d];
+            if (++idx[d] < y->shape[d]) break;
+            oa -= sa[d] * y->shape[d];
+            ob -= sb[d] * y->shape[d];
+            idx[d] = 0;
+        }
+    }
+#undef CALL
+}
+
+static ad_var binary(ad_op op, ad_var a, ad_var b)
+{
+    ad_var xs[2] = {a, b};
+    ad_tape *t;
+    const char *name = ad__ops[op].name;
+    if (!ad__begin(name, 2, xs, &t)) return ad__invalid(t);
+    const ad_tensor *va = ad__val(a), *vb = ad__val(b);
+    if (va->dtype != vb->dtype) {
+        ad__fail(t, AD_ERR_DTYPE, "%s: dtypes differ: %s and %s", name, ad_dtype_name(va->dtype),
+                 ad_dtype_name(vb->dtype));
+        return ad__invalid(t);
+    }
+    int nd;
+    int64_t shape[AD_MAX_DIMS];
+    if (!ad__broadcast_shape(va->ndim, va->shape, vb->ndim, vb->shape, &nd, shape)) {
+        char s1[96], s2[96];
+        ad__fail(t, AD_ERR_SHAPE, "%s: shapes %s and %s do not broadcast", name,
+                 ad_shape_str(va->ndim, va->shape, s1, sizeof s1), ad_shape_str(vb->ndim, vb->shape, s2, sizeof s2));
+        return ad__invalid(t);
+    }
+    return ad__emit(t, op, 2, xs, va->dtype, nd, shape, NULL);
+}
+
+/* g summed over the axes input i was broadcast along, back to input i's shape. */
+static ad_var unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g)
+{
+    const ad_tensor *x = ad__in(t, n, i);
+    const ad_tensor *gv = ad_value(g);
+    if (!gv || ad_shape_equal(gv, x)) return g;
+    return ad_sum_to(g, x->ndim, x->shape);
+}
+
+#define FWD(op)                                                                                          \
+    ad_status ad__fwd_##op(ad_tape *t, ad_node *n)                                                       \
+    {                                                                                                    \
+        drive(&n->value, ad__in(t, n, 0), ad__in(t, n, 1), op##_f64, op##_f32);                          \
+        return AD_OK;                                                                                    \
+    }
+
+/* add: y = a + b; VJP: ga = sum_to(gy), gb = sum_to(gy) */
+KERNELS(add, a + b, a + b)
+FWD(add)
+ad_var ad_add(ad_var a, ad_var b) { return binary(AD_OP_ADD, a, b); }
+void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, gy);
+    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, gy);
+}
+
+/* sub: y = a - b; VJP: ga = sum_to(gy), gb = -sum_to(gy) */
+KERNELS(sub, a - b, a - b)
+FWD(sub)
+ad_var ad_sub(ad_var a, ad_var b) { return binary(AD_OP_SUB, a, b); }
+void ad__vjp_sub(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, gy);
+    if (ad__needs(t, n, 1)) gx[1] = ad_neg(unbroadcast(t, n, 1, gy));
+}
+
+/* mul: y = a * b; VJP: ga = sum_to(gy * b), gb = sum_to(gy * a) */
+KERNELS(mul, a *b, a *b)
+FWD(mul)
+ad_var ad_mul(ad_var a, ad_var b) { return binary(AD_OP_MUL, a, b); }
+void ad__vjp_mul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, ad_mul(gy, ad__inv(t, n, 1)));
+    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_mul(gy, ad__inv(t, n, 0)));
+}
+
+/* div: y = a / b; VJP: ga = sum_to(gy / b), gb = sum_to(-gy * y / b) */
+KERNELS(div, a / b, a / b)
+FWD(div)
+ad_var ad_div(ad_var a, ad_var b) { return binary(AD_OP_DIV, a, b); }
+void ad__vjp_div(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    ad_var b = ad__inv(t, n, 1);
+    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, ad_div(gy, b));
+    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_neg(ad_mul(gy, ad_div(ad__var(t, self), b))));
+}
+
+/* pow: y = a ^ b; VJP: ga = sum_to(gy * b * a^(b-1)), gb = sum_to(gy * xlogy(y, a))
+** (xlogy makes gb 0 where y is 0, e.g. a = 0 with b > 0, as PyTorch does) */
+KERNELS(pow, pow(a, b), powf(a, b))
+FWD(pow)
+ad_var ad_pow(ad_var a, ad_var b) { return binary(AD_OP_POW, a, b); }
+void ad__vjp_pow(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    ad_var a = ad__inv(t, n, 0), b = ad__inv(t, n, 1);
+    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, ad_mul(gy, ad_mul(b, ad_pow(a, ad_add_scalar(b, -1.0)))));
+    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_mul(gy, ad_xlogy(ad__var(t, self), a)));
+}
+
+/* maximum: y = max(a, b), NaN propagates; VJP: ga = sum_to(gy * m), gb = sum_to(gy * (1 - m)),
+** m = 1 where a > b, 1/2 on ties, 0 elsewhere */
+KERNELS(maximum, (a > b || isnan(a)) ? a : b, (a > b || isnan(a)) ? a : b)
+FWD(maximum)
+ad_var ad_maximum(ad_var a, ad_var b) { return binary(AD_OP_MAXIMUM, a, b); }
+static void minmax_vjp(ad_tape *t, const ad_node *n, ad_var gy, ad_var *gx, ad_var m)
+{
+    ad_var gm = ad_mul(gy, m);
+    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, gm);
+    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_sub(gy, gm));
+}
+void ad__vjp_maximum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad__inv(t, n, 0), ad__inv(t, n, 1)));
+}
+
+/* minimum: y = min(a, b), NaN propagates; VJP as maximum with m = 1 where a < b */
+KERNELS(minimum, (a < b || isnan(a)) ? a : b, (a < b || isnan(a)) ? a : b)
+FWD(minimum)
+ad_var ad_minimum(ad_var a, ad_var b) { return binary(AD_OP_MINIMUM, a, b); }
+void ad__vjp_minimum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad__inv(t, n, 1), ad__inv(t, n, 0)));
+}
+
+/* xlogy: y = x * log(z), 0 where x == 0 (unless z is NaN);
+** VJP: gx = sum_to(gy * xlogy(x != 0, z)), gz = sum_to(gy * x / z) */
+KERNELS(xlogy, (a == 0 && !isnan(b)) ? 0.0 : a * log(b), (a == 0 && !isnan(b)) ? 0.0f : a * logf(b))
+FWD(xlogy)
+ad_var ad_xlogy(ad_var x, ad_var z) { return binary(AD_OP_XLOGY, x, z); }
+void ad__vjp_xlogy(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    ad_var x = ad__inv(t, n, 0), z = ad__inv(t, n, 1);
+    if (ad__needs(t, n, 0)) {
+        ad_var s = ad_sign(x);
+        gx[0] = unbroadcast(t, n, 0, ad_mul(gy, ad_xlogy(ad_mul(s, s), z)));
+    }
+    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_mul(gy, ad_div(x, z)));
+}
+
+/* ---- masks (not differentiable) used by the VJPs above ---- */
+
+/* cmp_gt: y = a > b ? 1 : (a == b ? 1/2 : 0) */
+KERNELS(cmp_gt, a > b ? 1.0 : (a == b ? 0.5 : 0.0), a > b ? 1.0f : (a == b ? 0.5f : 0.0f))
+FWD(cmp_gt)
+ad_var ad__cmp_gt(ad_var a, ad_var b) { return binary(AD_OP_CMP_GT, a, b); }
+void ad__vjp_cmp_gt(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}
+
+/* eq: y = a == b ? 1 : 0 */
+KERNELS(eq, a == b ? 1.0 : 0.0, a == b ? 1.0f : 0.0f)
+FWD(eq)
+ad_var ad__eq(ad_var a, ad_var b) { return binary(AD_OP_EQ, a, b); }
+void ad__vjp_eq(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}

@@ -1,0 +1,133 @@
+/* ops_linalg.c: matrix products, 2-D and batched with NumPy's broadcast batch dimensions. */
+#include "ad_internal.h"
+
+/* matmul: y = op(a) @ op(b), op transposing the last two axes when trans_a / trans_b (attr.i[0], i[1]).
+** VJP, by case (G = gy), each then summed back over broadcast batch axes:
+**   a @ b:      ga = G @ b^T,   gb = a^T @ G
+**   a @ b^T:    ga = G @ b,     gb = G^T @ a
+**   a^T @ b:    ga = b @ G^T,   gb = a @ G
+**   a^T @ b^T:  ga = b^T @ G^T, gb = G^T @ a^T
+** All run through the same op with flags, so no transpose is materialized. */
+ad_var ad_matmul_t(ad_var a, ad_var b, bool ta, bool tb)
+{
+    ad_var xs[2] = {a, b};
+    ad_tape *t;
+    if (!ad__begin("ad_matmul", 2, xs, &t)) return ad__invalid(t);
+    const ad_tensor *va = ad__val(a), *vb = ad__val(b);
+    char s1[96], s2[96];
+    if (va->dtype != vb->dtype) {
+        ad__fail(t, AD_ERR_DTYPE, "ad_matmul: dtypes differ: %s and %s", ad_dtype_name(va->dtype),
+                 ad_dtype_name(vb->dtype));
+        return ad__invalid(t);
+    }
+    if (va->ndim == 1 || vb->ndim == 1) {
+        /* vectors as in numpy.matmul: a [k] is a row [1,k], b [k] a column [k,1]; the unit axis is dropped */
+        if (va->ndim < 1 || vb->ndim < 1) goto scalar;
+        ad_var a2 = va->ndim == 1 ? ad_reshape(a, 2, (const int64_t[]){1, va->shape[0]}) : a;
+        ad_var b2 = vb->ndim == 1 ? ad_reshape(b, 2, (const int64_t[]){vb->shape[0], 1}) : b;
+        ad_var r = ad_matmul_t(a2, b2, va->ndim == 1 ? false : ta, vb->ndim == 1 ? false : tb);
+        const ad_tensor *vr = ad_value(r);
+        if (!vr) return r;
+        int64_t shape[AD_MAX_DIMS];
+        int nd = 0;
+        for (int i = 0; i < vr->ndim - 2; i++) shape[nd++] = vr->shape[i];
+        if (va->ndim != 1) shape[nd++] = vr->shape[vr->ndim - 2];
+        if (vb->ndim != 1) shape[nd++] = vr->shape[vr->ndim - 1];
+        return ad_reshape(r, nd, shape);
+    }
+    if (va->ndim < 2 || vb->ndim < 2) {
+    scalar:
+        ad__fail(t, AD_ERR_SHAPE, "ad_matmul: operands must have at least 1 dimension: %s x %s",
+                 ad_shape_str(va->ndim, va->shape, s1, 96), ad_shape_str(vb->ndim, vb->shape, s2, 96));
+        return ad__invalid(t);
+    }
+    int64_t m = va->shape[va->ndim - (ta ? 1 : 2)], ka = va->shape[va->ndim - (ta ? 2 : 1)];
+    int64_t kb = vb->shape[vb->ndim - (tb ? 1 : 2)], nn = vb->shape[vb->ndim - (tb ? 2 : 1)];
+    if (ka != kb) {
+        ad__fail(t, AD_ERR_SHAPE, "ad_matmul: inner dimensions differ: %s%s x %s%s",
+                 ad_shape_str(va->ndim, va->shape, s1, 96), ta ? "^T" : "", ad_shape_str(vb->ndim, vb->shape, s2, 96),
+                 tb ? "^T" : "");
+        return ad__invalid(t);
+    }
+    int64_t shape[AD_MAX_DIMS];
+    int nb;
+    if (!ad__broadcast_shape(va->ndim - 2, va->shape, vb->ndim - 2, vb->shape, &nb, shape)) {
+        ad__fail(t, AD_ERR_SHAPE, "ad_matmul: batch dimensions do not broadcast: %s x %s",
+                 ad_shape_str(va->ndim, va->shape, s1, 96), ad_shape_str(vb->ndim, vb->shape, s2, 96));
+        return ad__invalid(t);
+    }
+    shape[nb] = m;
+    shape[nb + 1] = nn;
+    ad_attr at = {{0}, {ta, tb, ka}, NULL};
+    return ad__emit(t, AD_OP_MATMUL, 2, xs, va->dtype, nb + 2, shape, &at);
+}
+
+ad_var ad_matmul(ad_var a, ad_var b) { return ad_matmul_t(a, b, false, false); }
+
+ad_status ad__fwd_matmul(ad_tape *t, ad_node *n)
+{
+    const ad_tensor *a = ad__in(t, n, 0), *b = ad__in(t, n, 1);
+    ad_tensor *y = &n->value;
+    bool ta = n->attr.i[0], tb = n->attr.i[1];
+    int64_t k = n->attr.i[2];
+    int nb = y->ndim - 2;
+    int64_t m = y->shape[nb], nn = y->shape[nb + 1];
+    int64_t lda = a->shape[a->ndim - 1], ldb = b->shape[b->ndim - 1];
+    int64_t sa_mat = a->shape[a->ndim - 2] * lda, sb_mat = b->shape[b->ndim - 2] * ldb;
+    if (y->size == 0) return AD_OK;
+    /* batch strides, in matrices, with 0 on broadcast batch axes */
+    int64_t sa[AD_MAX_DIMS] = {0}, sb[AD_MAX_DIMS] = {0}, idx[AD_MAX_DIMS] = {0};
+    int64_t s = 1;
+    for (int i = nb - 1, j = a->ndim - 3; i >= 0; i--, j--) {
+        if (j < 0) break;
+        sa[i] = a->shape[j] == 1 ? 0 : s;
+        s *= a->shape[j];
+    }
+    s = 1;
+    for (int i = nb - 1, j = b->ndim - 3; i >= 0; i--, j--) {
+        if (j < 0) break;
+        sb[i] = b->shape[j] == 1 ? 0 : s;
+        s *= b->shape[j];
+    }
+    int64_t batches = y->size / (m * nn), oa = 0, ob = 0;
+    for (int64_t bi = 0; bi < batches; bi++) {
+        ad_status st;
+        if (y->dtype == AD_F64)
+            st = ad__gemm_f64(ta, tb, m, nn, k, 1.0, (const double *)a->data + oa * sa_mat, lda,
+                              (const double *)b->data + ob * sb_mat, ldb, 0.0, (double *)y->data + bi * m * nn, nn);
+        else
+            st = ad__gemm_f32(ta, tb, m, nn, k, 1.0f, (const float *)a->data + oa * sa_mat, lda,
+                              (const float *)b->data + ob * sb_mat, ldb, 0.0f, (float *)y->data + bi * m * nn, nn);
+        if (st != AD_OK) return st;
+        for (int d = nb - 1; d >= 0; d--) {
+            oa += sa[d];
+            ob += sb[d];
+            if (++idx[d] < y->shape[d]) break;
+            oa -= sa[d] * y->shape[d];
+            ob -= sb[d] * y->shape[d];
+            idx[d] = 0;
+        }
+    }
+    return AD_OK;
+}
+
+static ad_var unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g)
+{
+    const ad_tensor *x = ad__in(t, n, i), *gv = ad_value(g);
+    if (!gv || ad_shape_equal(gv, x)) return g;
+    return ad_sum_to(g, x->ndim, x->shape);
+}
+
+void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+{
+    ad_var a = ad__inv(t, n, 0), b = ad__inv(t, n, 1);
+    bool ta = n->attr.i[0], tb = n->attr.i[1];
+    if (ad__needs(t, n, 0)) {
+        ad_var g = !ta ? ad_matmul_t(gy, b, false, !tb) : ad_matmul_t(b, gy, tb, true);
+        gx[0] = unbroadcast(t, n, 0, g);
+    }
+    if (ad__needs(t, n, 1)) {
+        ad_var g = !tb ? ad_matmul_t(a, gy, !ta, false) : ad_matmul_t(gy, a, true, ta);
+        gx[1] = unbroadcast(t, n, 1, g);
+    }
+}

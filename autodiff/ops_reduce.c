@@ -1,0 +1,309 @@
+/* ops_reduce.c: sums, means, maxima, log-sum-exp and softmax over all elements or one axis. */
+#include "ad_internal.h"
+
+#include <math.h>
+
+#define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+
+/* The reduced axis splits x into [outer, len, inner]. */
+typedef struct {
+    int64_t outer, len, inner;
+} split3;
+
+static split3 split_at(const ad_tensor *x, int axis)
+{
+    split3 s = {1, x->shape[axis], 1};
+    for (int i = 0; i < axis; i++) s.outer *= x->shape[i];
+    for (int i = axis + 1; i < x->ndim; i++) s.inner *= x->shape[i];
+    return s;
+}
+
+/* x's shape with dimension `axis` set to 1 (keepdim) or removed. */
+static int reduced_shape(const ad_tensor *x, int axis, bool keepdim, int64_t *out)
+{
+    int k = 0;
+    for (int i = 0; i < x->ndim; i++) {
+        if (i != axis)
+            out[k++] = x->shape[i];
+        else if (keepdim)
+            out[k++] = 1;
+    }
+    return k;
+}
+
+/* gy reshaped so that it broadcasts against the node's input (the reduced axis kept as 1). */
+static ad_var keep(ad_tape *t, const ad_node *n, ad_var g)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    int64_t shape[AD_MAX_DIMS];
+    int nd = reduced_shape(x, (int)n->attr.i[0], true, shape);
+    const ad_tensor *gv = ad_value(g);
+    if (!gv || gv->ndim == nd) return g;
+    return ad_reshape(g, nd, shape);
+}
+
+static ad_var expand(ad_tape *t, const ad_node *n, ad_var g)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    return ad_broadcast_to(g, x->ndim, x->shape);
+}
+
+/* ---- over all elements ---- */
+
+static ad_var reduce_all(ad_op op, ad_var x)
+{
+    ad_tape *t;
+    if (!ad__begin(ad__ops[op].name, 1, &x, &t)) return ad__invalid(t);
+    return ad__emit(t, op, 1, &x, ad__val(x)->dtype, 0, NULL, NULL);
+}
+
+static double total(const ad_tensor *x)
+{
+    double acc = 0;
+    if (x->dtype == AD_F64) {
+        const double *d = x->data;
+        for (int64_t i = 0; i < x->size; i++) acc += d[i];
+    } else {
+        const float *d = x->data;
+        for (int64_t i = 0; i < x->size; i++) acc += d[i];
+    }
+    return acc;
+}
+
+/* sum: y = sum_i x_i; VJP: gx = broadcast(gy) */
+ad_var ad_sum(ad_var x) { return reduce_all(AD_OP_SUM, x); }
+ad_status ad__fwd_sum(ad_tape *t, ad_node *n)
+{
+    ad_tensor_set(&n->value, 0, total(ad__in(t, n, 0)));
+    return AD_OK;
+}
+VJP(sum) { gx[0] = expand(t, n, gy); }
+
+/* mean: y = sum_i x_i / N (NaN for N = 0); VJP: gx = broadcast(gy) / N */
+ad_var ad_mean(ad_var x) { return reduce_all(AD_OP_MEAN, x); }
+ad_status ad__fwd_mean(ad_tape *t, ad_node *n)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    ad_tensor_set(&n->value, 0, x->size ? total(x) / (double)x->size : (double)NAN);
+    return AD_OK;
+}
+VJP(mean) { gx[0] = ad_mul_scalar(expand(t, n, gy), 1.0 / (double)ad__in(t, n, 0)->size); }
+
+/* ---- over one axis ---- */
+
+static ad_var reduce_axis(ad_op op, ad_var x, int axis, bool keepdim, bool nonempty)
+{
+    ad_tape *t;
+    const char *name = ad__ops[op].name;
+    if (!ad__begin(name, 1, &x, &t)) return ad__invalid(t);
+    const ad_tensor *v = ad__val(x);
+    int ax;
+    if (!ad__axis(t, name, axis, v->ndim, &ax)) return ad__invalid(t);
+    if (nonempty && v->shape[ax] == 0) {
+        ad__fail(t, AD_ERR_SHAPE, "%s: cannot reduce axis %d of length 0", name, axis);
+        return ad__invalid(t);
+    }
+    int64_t shape[AD_MAX_DIMS];
+    int nd = reduced_shape(v, ax, keepdim, shape);
+    ad_attr a = {{0}, {ax, keepdim}, NULL};
+    return ad__emit(t, op, 1, &x, v->dtype, nd, shape, &a);
+}
+
+/* One generic loop over [outer, len, inner]: body(acc, v) folds, fin(acc, len) finishes. */
+#define AXIS_LOOP(T, INIT, BODY, FIN)                                                                    \
+    do {                                                                                                 \
+        const T *xd = x->data;                                                                           \
+        T *yd = n->value.data;                                                                           \
+        for (int64_t o = 0; o < s.outer; o++)                                                            \
+            for (int64_t j = 0; j < s.inner; j++) {                                                      \
+                const T *p = xd + o * s.len * s.inner + j;                                               \
+                double acc = (INIT);                                                                     \
+                for (int64_t k = 0; k < s.len; k++) {                                                    \
+                    double v = p[k * s.inner];                                                           \
+                    BODY;                                                                                \
+                }                                                                                        \
+                yd[o * s.inner + j] = (T)(FIN);                                                          \
+            }                                                                                            \
+    } while (0)
+
+#define AXIS_FWD(name, INIT, BODY, FIN)                                                                  \
+    ad_status ad__fwd_##name(ad_tape *t, ad_node *n)                                                     \
+    {                                                                                                    \
+        const ad_tensor *x = ad__in(t, n, 0);                                                            \
+        split3 s = split_at(x, (int)n->attr.i[0]);                                                       \
+        if (x->dtype == AD_F64)                                                                          \
+            AXIS_LOOP(double, INIT, BODY, FIN);                                                          \
+        else                                                                                             \
+            AXIS_LOOP(float, INIT, BODY, FIN);                                                           \
+        return AD_OK;                                                                                    \
+    }
+
+/* sum_axis: y = sum_k x[.., k, ..]; VJP: gx = broadcast(gy with the axis kept) */
+ad_var ad_sum_axis(ad_var x, int axis, bool keepdim) { return reduce_axis(AD_OP_SUM_AXIS, x, axis, keepdim, false); }
+AXIS_FWD(sum_axis, 0.0, acc += v, acc)
+VJP(sum_axis) { gx[0] = expand(t, n, keep(t, n, gy)); }
+
+/* mean_axis: y = sum_k x[.., k, ..] / K; VJP: gx = broadcast(gy) / K */
+ad_var ad_mean_axis(ad_var x, int axis, bool keepdim)
+{
+    return reduce_axis(AD_OP_MEAN_AXIS, x, axis, keepdim, false);
+}
+AXIS_FWD(mean_axis, 0.0, acc += v, s.len ? acc / (double)s.len : (double)NAN)
+VJP(mean_axis)
+{
+    double len = (double)ad__in(t, n, 0)->shape[n->attr.i[0]];
+    gx[0] = ad_mul_scalar(expand(t, n, keep(t, n, gy)), 1.0 / len);
+}
+
+/* max_axis: y = max_k x[.., k, ..] (NaN propagates); VJP: gx = gy [x == y] / #ties */
+ad_var ad_max_axis(ad_var x, int axis, bool keepdim) { return reduce_axis(AD_OP_MAX_AXIS, x, axis, keepdim, true); }
+AXIS_FWD(max_axis, -INFINITY, if (v > acc || isnan(v)) acc = v, acc)
+VJP(max_axis)
+{
+    ad_var mask = ad__eq(ad__inv(t, n, 0), keep(t, n, ad__var(t, self)));
+    ad_var count = ad_sum_axis(mask, (int)n->attr.i[0], true);
+    gx[0] = ad_mul(keep(t, n, gy), ad_div(mask, count));
+}
+
+/* logsumexp: y = m + ln sum_k e^(x_k - m), m = max_k x_k (so no overflow);
+** VJP: gx = gy e^(x - y) */
+ad_var ad_logsumexp(ad_var x, int axis, bool keepdim)
+{
+    return reduce_axis(AD_OP_LOGSUMEXP, x, axis, keepdim, false);
+}
+#define LSE_LOOP(T)                                                                                      \
+    do {                                                                                                 \
+        const T *xd = x->data;                                                                           \
+        T *yd = n->value.data;                                                                           \
+        for (int64_t o = 0; o < s.outer; o++)                                                            \
+            for (int64_t j = 0; j < s.inner; j++) {                                                      \
+                const T *p = xd + o * s.len * s.inner + j;                                               \
+                double m = -INFINITY;                                                                    \
+                for (int64_t k = 0; k < s.len; k++)                                                      \
+                    if (p[k * s.inner] > m || isnan(p[k * s.inner])) m = p[k * s.inner];                 \
+                double r = m;                                                                            \
+                if (isfinite(m)) {                                                                       \
+                    double acc = 0;                                                                      \
+                    for (int64_t k = 0; k < s.len; k++) acc += exp(p[k * s.inner] - m);                  \
+                    r = m + log(acc);                                                                    \
+                }                                                                                        \
+                yd[o * s.inner + j] = (T)r;                                                              \
+            }                                                                                            \
+    } while (0)
+ad_status ad__fwd_logsumexp(ad_tape *t, ad_node *n)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    split3 s = split_at(x, (int)n->attr.i[0]);
+    if (x->dtype == AD_F64)
+        LSE_LOOP(double);
+    else
+        LSE_LOOP(float);
+    return AD_OK;
+}
+VJP(logsumexp)
+{
+    ad_var e = ad_exp(ad_sub(ad__inv(t, n, 0), keep(t, n, ad__var(t, self))));
+    gx[0] = ad_mul(keep(t, n, gy), e);
+}
+
+/* ---- softmax and log_softmax: the axis stays ---- */
+
+static ad_var softmax_like(ad_op op, ad_var x, int axis)
+{
+    ad_tape *t;
+    const char *name = ad__ops[op].name;
+    if (!ad__begin(name, 1, &x, &t)) return ad__invalid(t);
+    const ad_tensor *v = ad__val(x);
+    int ax;
+    if (!ad__axis(t, name, axis, v->ndim, &ax)) return ad__invalid(t);
+    ad_attr a = {{0}, {ax, 1}, NULL};
+    return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
+}
+
+/* Shifted by the row maximum, so logits of +-1e4 stay finite. */
+#define SOFTMAX_LOOP(T, LOG)                                                                             \
+    do {                                                                                                 \
+        const T *xd = x->data;                                                                           \
+        T *yd = n->value.data;                                                                           \
+        for (int64_t o = 0; o < s.outer; o++)                                                            \
+            for (int64_t j = 0; j < s.inner; j++) {                                                      \
+                const T *p = xd + o * s.len * s.inner + j;                                               \
+                T *q = yd + o * s.len * s.inner + j;                                                     \
+                double m = -INFINITY;                                                                    \
+                for (int64_t k = 0; k < s.len; k++)                                                      \
+                    if (p[k * s.inner] > m || isnan(p[k * s.inner])) m = p[k * s.inner];                 \
+                if (!isfinite(m)) m = isnan(m) ? m : 0.0;                                                \
+                double acc = 0;                                                                          \
+                for (int64_t k = 0; k < s.len; k++) acc += exp(p[k * s.inner] - m);                      \
+                double lacc = log(acc);                                                                  \
+                for (int64_t k = 0; k < s.len; k++) {                                                    \
+                    double z = p[k * s.inner] - m;                                                       \
+                    q[k * s.inner] = (T)(LOG ? z - lacc : exp(z) / acc);                                 \
+                }                                                                                        \
+            }                                                                                            \
+    } while (0)
+
+/* softmax: y = e^(x - m) / sum_k e^(x_k - m); VJP: gx = y (gy - sum_k gy_k y_k) */
+ad_var ad_softmax(ad_var x, int axis) { return softmax_like(AD_OP_SOFTMAX, x, axis); }
+ad_status ad__fwd_softmax(ad_tape *t, ad_node *n)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    split3 s = split_at(x, (int)n->attr.i[0]);
+    if (x->dtype == AD_F64)
+        SOFTMAX_LOOP(double, 0);
+    else
+        SOFTMAX_LOOP(float, 0);
+    return AD_OK;
+}
+VJP(softmax)
+{
+    ad_var y = ad__var(t, self);
+    ad_var dot = ad_sum_axis(ad_mul(gy, y), (int)n->attr.i[0], true);
+    gx[0] = ad_mul(y, ad_sub(gy, dot));
+}
+
+/* log_softmax: y = x - m - ln sum_k e^(x_k - m); VJP: gx = gy - e^y sum_k gy_k */
+ad_var ad_log_softmax(ad_var x, int axis) { return softmax_like(AD_OP_LOG_SOFTMAX, x, axis); }
+ad_status ad__fwd_log_softmax(ad_tape *t, ad_node *n)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    split3 s = split_at(x, (int)n->attr.i[0]);
+    if (x->dtype == AD_F64)
+        SOFTMAX_LOOP(double, 1);
+    else
+        SOFTMAX_LOOP(float, 1);
+    return AD_OK;
+}
+VJP(log_softmax)
+{
+    ad_var total_g = ad_sum_axis(gy, (int)n->attr.i[0], true);
+    gx[0] = ad_sub(gy, ad_mul(ad_exp(ad__var(t, self)), total_g));
+}
+
+/* ---- sum_to: the adjoint of broadcast_to ---- */
+
+/* sum_to: y = x summed over the axes along which `shape` broadcasts to x; VJP: gx = broadcast(gy) */
+ad_var ad_sum_to(ad_var x, int ndim, const int64_t *shape)
+{
+    ad_tape *t;
+    if (!ad__begin("ad_sum_to", 1, &x, &t)) return ad__invalid(t);
+    const ad_tensor *v = ad__val(x);
+    int64_t size, out[AD_MAX_DIMS];
+    int nout;
+    bool ok = ad__shape_size(ndim, shape, &size) && ndim <= v->ndim &&
+              ad__broadcast_shape(v->ndim, v->shape, ndim, shape, &nout, out);
+    for (int i = 0; ok && i < nout; i++) ok = out[i] == v->shape[i];
+    if (!ok) {
+        char s1[96], s2[96];
+        ad__fail(t, AD_ERR_SHAPE, "ad_sum_to: %s does not broadcast to %s", ndim >= 0 && ndim <= AD_MAX_DIMS && (ndim == 0 || shape) ? ad_shape_str(ndim, shape, s1, sizeof s1) : "(bad shape)",
+                 ad_shape_str(v->ndim, v->shape, s2, sizeof s2));
+        return ad__invalid(t);
+    }
+    return ad__emit(t, AD_OP_SUM_TO, 1, &x, v->dtype, ndim, shape, NULL);
+}
+ad_status ad__fwd_sum_to(ad_tape *t, ad_node *n)
+{
+    ad__sum_to_kernel(&n->value, ad__in(t, n, 0));
+    return AD_OK;
+}
+VJP(sum_to) { gx[0] = expand(t, n, gy); }

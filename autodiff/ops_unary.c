@@ -1,0 +1,194 @@
+/* ops_unary.c: elementwise unary ops and scalar variants; each forward beside its VJP. */
+#include "ad_internal.h"
+
+#include <math.h>
+
+#define SQRT1_2 0.70710678118654752440
+#define INV_SQRT_2PI 0.39894228040143267794
+#define TWO_INV_SQRT_PI 1.12837916709551257390
+
+/* An op's formula as a loop over its elements; c0, c1 are its scalar attributes. */
+#define UNARY(name, EXPR64, EXPR32)                                                                      \
+    static void name##_f64(double *restrict y, const double *restrict x, int64_t n, double c0, double c1) \
+    {                                                                                                    \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            double v = x[i];                                                                             \
+            y[i] = (EXPR64);                                                                             \
+        }                                                                                                \
+    }                                                                                                    \
+    static void name##_f32(float *restrict y, const float *restrict x, int64_t n, double c0d, double c1d) \
+    {                                                                                                    \
+        float c0 = (float)c0d, c1 = (float)c1d;                                                          \
+        (void)c0;                                                                                        \
+        (void)c1;                                                                                        \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            float v = x[i];                                                                              \
+            y[i] = (EXPR32);                                                                             \
+        }                                                                                                \
+    }                                                                                                    \
+    ad_status ad__fwd_##name(ad_tape *t, ad_node *n)                                                     \
+    {                                                                                                    \
+        const ad_tensor *x = ad__in(t, n, 0);                                                            \
+        if (x->dtype == AD_F64)                                                                          \
+            name##_f64(n->value.data, x->data, x->size, n->attr.f[0], n->attr.f[1]);                     \
+        else                                                                                             \
+            name##_f32(n->value.data, x->data, x->size, n->attr.f[0], n->attr.f[1]);                     \
+        return AD_OK;                                                                                    \
+    }
+
+static ad_var unary(ad_op op, ad_var x, double c0, double c1)
+{
+    ad_tape *t;
+    if (!ad__begin(ad__ops[op].name, 1, &x, &t)) return ad__invalid(t);
+    const ad_tensor *v = ad__val(x);
+    ad_attr a = {{c0, c1}, {0}, NULL};
+    return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
+}
+
+#define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
+#define X ad__inv(t, n, 0)
+#define Y ad__var(t, self)
+
+/* add_scalar: y = x + c; VJP: gx = gy */
+UNARY(add_scalar, v + c0, v + c0)
+ad_var ad_add_scalar(ad_var x, double c) { return unary(AD_OP_ADD_SCALAR, x, c, 0); }
+VJP(add_scalar) { gx[0] = gy; }
+
+/* mul_scalar: y = c * x; VJP: gx = c * gy */
+UNARY(mul_scalar, v *c0, v *c0)
+ad_var ad_mul_scalar(ad_var x, double c) { return unary(AD_OP_MUL_SCALAR, x, c, 0); }
+VJP(mul_scalar) { gx[0] = ad_mul_scalar(gy, n->attr.f[0]); }
+
+/* pow_scalar: y = x^p; VJP: gx = p * x^(p-1) * gy (0 for p = 0) */
+UNARY(pow_scalar, c0 == 2.0 ? v * v : pow(v, c0), c0 == 2.0f ? v * v : powf(v, c0))
+ad_var ad_pow_scalar(ad_var x, double p) { return unary(AD_OP_POW_SCALAR, x, p, 0); }
+VJP(pow_scalar)
+{
+    double p = n->attr.f[0];
+    gx[0] = p == 0.0 ? ad__zeros_like(X) : ad_mul(gy, ad_mul_scalar(ad_pow_scalar(X, p - 1.0), p));
+}
+
+/* neg: y = -x; VJP: gx = -gy */
+UNARY(neg, -v, -v)
+ad_var ad_neg(ad_var x) { return unary(AD_OP_NEG, x, 0, 0); }
+VJP(neg) { gx[0] = ad_neg(gy); }
+
+/* exp: y = e^x; VJP: gx = gy * y */
+UNARY(exp, exp(v), expf(v))
+ad_var ad_exp(ad_var x) { return unary(AD_OP_EXP, x, 0, 0); }
+VJP(exp) { gx[0] = ad_mul(gy, Y); }
+
+/* log: y = ln x; VJP: gx = gy / x */
+UNARY(log, log(v), logf(v))
+ad_var ad_log(ad_var x) { return unary(AD_OP_LOG, x, 0, 0); }
+VJP(log) { gx[0] = ad_div(gy, X); }
+
+/* log1p: y = ln(1 + x); VJP: gx = gy / (1 + x) */
+UNARY(log1p, log1p(v), log1pf(v))
+ad_var ad_log1p(ad_var x) { return unary(AD_OP_LOG1P, x, 0, 0); }
+VJP(log1p) { gx[0] = ad_div(gy, ad_add_scalar(X, 1.0)); }
+
+/* sqrt: y = sqrt(x); VJP: gx = gy / (2 y) */
+UNARY(sqrt, sqrt(v), sqrtf(v))
+ad_var ad_sqrt(ad_var x) { return unary(AD_OP_SQRT, x, 0, 0); }
+VJP(sqrt) { gx[0] = ad_div(ad_mul_scalar(gy, 0.5), Y); }
+
+/* square: y = x^2; VJP: gx = 2 x gy */
+UNARY(square, v *v, v *v)
+ad_var ad_square(ad_var x) { return unary(AD_OP_SQUARE, x, 0, 0); }
+VJP(square) { gx[0] = ad_mul(gy, ad_mul_scalar(X, 2.0)); }
+
+/* abs: y = |x|; VJP: gx = gy * sign(x) (0 at x = 0, as PyTorch) */
+UNARY(abs, fabs(v), fabsf(v))
+ad_var ad_abs(ad_var x) { return unary(AD_OP_ABS, x, 0, 0); }
+VJP(abs) { gx[0] = ad_mul(gy, ad_sign(X)); }
+
+/* sin: y = sin x; VJP: gx = gy cos x */
+UNARY(sin, sin(v), sinf(v))
+ad_var ad_sin(ad_var x) { return unary(AD_OP_SIN, x, 0, 0); }
+VJP(sin) { gx[0] = ad_mul(gy, ad_cos(X)); }
+
+/* cos: y = cos x; VJP: gx = -gy sin x */
+UNARY(cos, cos(v), cosf(v))
+ad_var ad_cos(ad_var x) { return unary(AD_OP_COS, x, 0, 0); }
+VJP(cos) { gx[0] = ad_neg(ad_mul(gy, ad_sin(X))); }
+
+/* tanh: y = tanh x; VJP: gx = gy (1 - y^2) */
+UNARY(tanh, tanh(v), tanhf(v))
+ad_var ad_tanh(ad_var x) { return unary(AD_OP_TANH, x, 0, 0); }
+VJP(tanh) { gx[0] = ad_mul(gy, ad_add_scalar(ad_neg(ad_square(Y)), 1.0)); }
+
+/* sigmoid: y = 1 / (1 + e^-x), branching on the sign so exp never overflows; VJP: gx = gy y (1 - y) */
+UNARY(sigmoid, v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)),
+      v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)))
+ad_var ad_sigmoid(ad_var x) { return unary(AD_OP_SIGMOID, x, 0, 0); }
+VJP(sigmoid) { gx[0] = ad_mul(gy, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0))); }
+
+/* relu: y = max(x, 0); VJP: gx = gy [x > 0] (0 at the kink, as PyTorch; the mask has no derivative) */
+UNARY(relu, v < 0 ? 0.0 : v, v < 0 ? 0.0f : v)
+ad_var ad_relu(ad_var x) { return unary(AD_OP_RELU, x, 0, 0); }
+VJP(relu) { gx[0] = ad_mul(gy, ad__step(X, 0.0, 1.0)); }
+
+/* leaky_relu: y = x > 0 ? x : s x; VJP: gx = gy (x > 0 ? 1 : s) */
+UNARY(leaky_relu, v > 0 ? v : c0 * v, v > 0 ? v : c0 * v)
+ad_var ad_leaky_relu(ad_var x, double slope) { return unary(AD_OP_LEAKY_RELU, x, slope, 0); }
+VJP(leaky_relu) { gx[0] = ad_mul(gy, ad__step(X, n->attr.f[0], 1.0)); }
+
+/* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : y + a) */
+UNARY(elu, v > 0 ? v : c0 * expm1(v), v > 0 ? v : c0 * expm1f(v))
+ad_var ad_elu(ad_var x, double alpha) { return unary(AD_OP_ELU, x, alpha, 0); }
+VJP(elu)
+{
+    ad_var d = ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), ad_add_scalar(Y, n->attr.f[0])));
+    gx[0] = ad_mul(gy, d);
+}
+
+/* gelu: y = x Phi(x) = x/2 erfc(-x/sqrt2); VJP: gx = gy (Phi(x) + x phi(x)) */
+UNARY(gelu, 0.5 * v * erfc(-v * SQRT1_2), 0.5f * v * erfcf(-v * (float)SQRT1_2))
+ad_var ad_gelu(ad_var x) { return unary(AD_OP_GELU, x, 0, 0); }
+VJP(gelu)
+{
+    ad_var x = X;
+    ad_var Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
+    ad_var phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
+    gx[0] = ad_mul(gy, ad_add(Phi, ad_mul(x, phi)));
+}
+
+/* softplus: y = ln(1 + e^x), computed without overflow; VJP: gx = gy sigmoid(x) */
+UNARY(softplus, v > 0 ? v + log1p(exp(-v)) : log1p(exp(v)), v > 0 ? v + log1pf(expf(-v)) : log1pf(expf(v)))
+ad_var ad_softplus(ad_var x) { return unary(AD_OP_SOFTPLUS, x, 0, 0); }
+VJP(softplus) { gx[0] = ad_mul(gy, ad_sigmoid(X)); }
+
+/* erf: y = erf x; VJP: gx = gy 2/sqrt(pi) e^(-x^2) */
+UNARY(erf, erf(v), erff(v))
+ad_var ad_erf(ad_var x) { return unary(AD_OP_ERF, x, 0, 0); }
+VJP(erf) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), TWO_INV_SQRT_PI)); }
+
+/* clamp: y = min(max(x, lo), hi); VJP: gx = gy [lo <= x <= hi] (bounds inclusive, as PyTorch) */
+UNARY(clamp, v < c0 ? c0 : (v > c1 ? c1 : v), v < c0 ? c0 : (v > c1 ? c1 : v))
+ad_var ad_clamp(ad_var x, double lo, double hi)
+{
+    if (lo > hi && x.tape && x.tape->status == AD_OK) {
+        ad__fail(x.tape, AD_ERR_ARG, "ad_clamp: lo %g is greater than hi %g", lo, hi);
+        return ad__invalid(x.tape);
+    }
+    return unary(AD_OP_CLAMP, x, lo, hi);
+}
+VJP(clamp) { gx[0] = ad_mul(gy, ad__inrange(X, n->attr.f[0], n->attr.f[1])); }
+
+/* ---- masks: not differentiable ---- */
+
+/* sign: y = x > 0 ? 1 : x < 0 ? -1 : 0 */
+UNARY(sign, v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0 * v), v > 0 ? 1.0f : (v < 0 ? -1.0f : 0.0f * v))
+ad_var ad_sign(ad_var x) { return unary(AD_OP_SIGN, x, 0, 0); }
+VJP(sign) {}
+
+/* step: y = x > 0 ? hi : lo */
+UNARY(step, v > 0 ? c1 : c0, v > 0 ? c1 : c0)
+ad_var ad__step(ad_var x, double lo, double hi) { return unary(AD_OP_STEP, x, lo, hi); }
+VJP(step) {}
+
+/* inrange: y = lo <= x <= hi ? 1 : 0 */
+UNARY(inrange, (v >= c0 && v <= c1) ? 1.0 : 0.0, (v >= c0 && v <= c1) ? 1.0f : 0.0f)
+ad_var ad__inrange(ad_var x, double lo, double hi) { return unary(AD_OP_INRANGE, x, lo, hi); }
+VJP(inrange) {}

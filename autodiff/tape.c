@@ -1,0 +1,458 @@
+/* tape.c: the Wengert list: node storage, the arena, sticky errors, recording and leaves. */
+#include "ad_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define ARENA_MIN_BLOCK ((size_t)64 << 10)
+#define ARENA_ALIGN ((size_t)64)
+
+/* ---- the arena ----
+** A list of blocks, bump-allocated. Reset rewinds to the first block; if the
+** last cycle needed several blocks they are merged into one of the total size,
+** so that a repeated step of the same size allocates nothing afterwards. */
+
+static ad_arena_block *block_new(size_t cap)
+{
+    if (cap > SIZE_MAX - sizeof(ad_arena_block) - 2 * ARENA_ALIGN) return NULL;
+    unsigned char *raw = ad__malloc(sizeof(ad_arena_block) + cap + ARENA_ALIGN);
+    if (!raw) return NULL;
+    ad_arena_block *b = (ad_arena_block *)raw;
+    b->next = NULL;
+    b->cap = cap;
+    b->used = 0;
+    uintptr_t p = ((uintptr_t)(raw + sizeof(ad_arena_block)) + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
+    b->mem = (unsigned char *)p;
+    return b;
+}
+
+void *ad__arena_alloc(ad_tape *t, size_t n)
+{
+    /* small values (scalars) pack at 16 bytes; anything vectorizable starts on a cache line */
+    size_t align = n >= ARENA_ALIGN ? ARENA_ALIGN : 16;
+    size_t need = (n + 15) & ~(size_t)15;
+    if (need < n) goto nomem;
+    for (;;) {
+        ad_arena_block *b = t->cur;
+        if (b) {
+            size_t at = (b->used + align - 1) & ~(align - 1);
+            if (at <= b->cap && b->cap - at >= need) {
+                b->used = at + need;
+                return b->mem + at;
+            }
+        }
+        /* the next kept block, if it is big enough; blocks past cur are empty */
+        if (b && b->next && b->next->cap >= need) {
+            t->cur = b->next;
+            t->cur->used = 0;
+            continue;
+        }
+        size_t cap = b ? b->cap * 2 : ARENA_MIN_BLOCK;
+        if (cap < need) cap = need;
+        ad_arena_block *nb = block_new(cap);
+        if (!nb) goto nomem;
+        t->arena_total += cap;
+        if (b) {
+            nb->next = b->next;
+            b->next = nb;
+        } else {
+            t->blocks = nb;
+        }
+        t->cur = nb;
+    }
+nomem:
+    ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape's arena could not grow by %zu bytes", n);
+    return NULL;
+}
+
+static void arena_free_all(ad_tape *t)
+{
+    ad_arena_block *b = t->blocks;
+    while (b) {
+        ad_arena_block *nx = b->next;
+        ad__free(b);
+        b = nx;
+    }
+    t->blocks = t->cur = NULL;
+    t->arena_total = 0;
+}
+
+static void arena_reset(ad_tape *t)
+{
+    if (t->blocks && t->blocks->next && t->cur != t->blocks) {
+        ad_arena_block *one = block_new(t->arena_total);
+        if (one) {
+            size_t total = t->arena_total;
+            arena_free_all(t);
+            t->blocks = one;
+            t->arena_total = total;
+        }
+    }
+    t->cur = t->blocks;
+    if (t->cur) t->cur->used = 0;
+}
+
+ad_mark ad__tape_mark(const ad_tape *t)
+{
+    return (ad_mark){t->count, t->cur, t->cur ? t->cur->used : 0};
+}
+
+void ad__tape_rewind(ad_tape *t, ad_mark m)
+{
+    t->count = m.count;
+    t->cur = m.block ? m.block : t->blocks;
+    if (t->cur) t->cur->used = m.block ? m.used : 0;
+}
+
+/* ---- the tape ---- */
+
+ad_tape *ad_tape_new(void)
+{
+    ad_tape *t = ad__calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->grad_enabled = true;
+    return t;
+}
+
+void ad_tape_free(ad_tape *t)
+{
+    if (!t) return;
+    for (size_t i = 0; i < t->nchunks; i++) ad__free(t->chunks[i]);
+    ad__free(t->chunks);
+    arena_free_all(t);
+    ad__free(t);
+}
+
+void ad_tape_reset(ad_tape *t)
+{
+    if (!t) return;
+    t->count = 0;
+    t->gen++;
+    t->status = AD_OK;
+    t->msg[0] = '\0';
+    t->in_backward = false;
+    arena_reset(t);
+}
+
+ad_status ad_tape_status(const ad_tape *t) { return t ? t->status : AD_ERR_ARG; }
+const char *ad_tape_error(const ad_tape *t) { return t ? t->msg : "no tape"; }
+
+void ad_tape_clear_error(ad_tape *t)
+{
+    if (!t) return;
+    t->status = AD_OK;
+    t->msg[0] = '\0';
+}
+
+bool ad_tape_set_grad_enabled(ad_tape *t, bool on)
+{
+    if (!t) return false;
+    bool old = t->grad_enabled;
+    t->grad_enabled = on;
+    return old;
+}
+
+bool ad_tape_grad_enabled(const ad_tape *t) { return t && t->grad_enabled; }
+void ad_tape_set_anomaly_detection(ad_tape *t, bool on)
+{
+    if (t) t->anomaly = on;
+}
+size_t ad_tape_node_count(const ad_tape *t) { return t ? t->count : 0; }
+size_t ad_tape_arena_bytes(const ad_tape *t) { return t ? t->arena_total : 0; }
+
+void ad__fail(ad_tape *t, ad_status s, const char *fmt, ...)
+{
+    if (!t || t->status != AD_OK) return;
+    t->status = s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* A new node slot; NULL (NOMEM recorded) on failure. */
+static ad_node *node_alloc(ad_tape *t, uint32_t *id)
+{
+    if (t->count >= AD_NO_NODE - 1) {
+        ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape holds the most nodes it can (%u)", t->count);
+        return NULL;
+    }
+    size_t chunk = t->count >> AD_NODE_CHUNK_BITS;
+    if (chunk >= t->nchunks) {
+        if (t->nchunks == t->chunks_cap) {
+            size_t ncap = t->chunks_cap ? t->chunks_cap * 2 : 16;
+            ad_node **nc = ad__realloc(t->chunks, ncap * sizeof *nc);
+            if (!nc) goto nomem;
+            t->chunks = nc;
+            t->chunks_cap = ncap;
+        }
+        ad_node *c = ad__malloc(AD_NODE_CHUNK * sizeof(ad_node));
+        if (!c) goto nomem;
+        t->chunks[t->nchunks++] = c;
+    }
+    *id = t->count++;
+    ad_node *n = ad__node(t, *id);
+    memset(n, 0, sizeof *n);
+    n->grad = AD_NO_NODE;
+    n->in = n->in_small;
+    return n;
+nomem:
+    ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape could not grow past %u nodes", t->count);
+    return NULL;
+}
+
+bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **tp)
+{
+    ad_tape *t = NULL;
+    for (int i = 0; i < n && !t; i++) t = xs[i].tape;
+    *tp = t;
+    if (!t) return false; /* nowhere to record an error: the result is invalid */
+    if (t->status != AD_OK) return false;
+    for (int i = 0; i < n; i++) {
+        if (xs[i].tape != t) {
+            ad__fail(t, AD_ERR_ARG, "%s: operand %d is %s", op, i + 1,
+                     xs[i].tape ? "on a different tape" : "not a var (no tape)");
+            return false;
+        }
+        if (xs[i].gen != t->gen) {
+            ad__fail(t, AD_ERR_STATE, "%s: operand %d is a stale handle (from before ad_tape_reset)", op, i + 1);
+            return false;
+        }
+        if (xs[i].id == AD_NO_NODE) {
+            ad__fail(t, AD_ERR_ARG, "%s: operand %d is an invalid var", op, i + 1);
+            return false;
+        }
+        if (xs[i].id >= t->count) {
+            ad__fail(t, AD_ERR_STATE, "%s: operand %d refers to node %u, past the tape's end (%u)", op, i + 1,
+                     xs[i].id, t->count);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool ad__axis(ad_tape *t, const char *op, int axis, int ndim, int *out)
+{
+    int a = axis < 0 ? axis + ndim : axis;
+    if (a < 0 || a >= ndim) {
+        ad__fail(t, AD_ERR_AXIS, "%s: axis %d is out of range for a tensor of %d dimension%s", op, axis, ndim,
+                 ndim == 1 ? "" : "s");
+        return false;
+    }
+    *out = a;
+    return true;
+}
+
+static void anomaly_check(ad_tape *t, const ad_node *n, uint32_t id)
+{
+    if (ad__all_finite(&n->value)) return;
+    if (t->in_backward && t->bw_node < t->count) {
+        /* name the forward op whose gradient went bad, not the VJP's helper op */
+        id = t->bw_node;
+        n = ad__node(t, id);
+    }
+    char shapes[160] = "", one[48];
+    size_t at = 0;
+    for (int i = 0; i < (int)n->nin && at < sizeof shapes - 1; i++) {
+        const ad_tensor *x = ad__in(t, n, i);
+        ad_shape_str(x->ndim, x->shape, one, sizeof one);
+        int w = snprintf(shapes + at, sizeof shapes - at, "%s%s", i ? ", " : "", one);
+        if (w < 0) break;
+        at += (size_t)w;
+    }
+    ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite output at node %u (input%s %s) during %s", ad__ops[n->op].name,
+             id, n->nin == 1 ? "" : "s", n->nin ? shapes : "none", t->in_backward ? "backward" : "forward");
+}
+
+ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim, const int64_t *shape,
+                const ad_attr *attr)
+{
+    int64_t size;
+    if (!ad__shape_size(ndim, shape, &size)) {
+        ad__fail(t, AD_ERR_SHAPE, "%s: the result's shape is too large", ad__ops[op].name);
+        return ad__invalid(t);
+    }
+    ad_mark m = ad__tape_mark(t);
+    uint32_t id;
+    ad_node *n = node_alloc(t, &id);
+    if (!n) return ad__invalid(t);
+    n->op = (uint16_t)op;
+    n->nin = (uint32_t)nin;
+    if (nin > 3) {
+        n->in = ad__arena_alloc(t, (size_t)nin * sizeof(uint32_t));
+        if (!n->in) goto fail;
+    }
+    bool req = false;
+    for (int i = 0; i < nin; i++) {
+        n->in[i] = xs[i].id;
+        req = req || ad__req(xs[i]);
+    }
+    if (req && t->grad_enabled && op != AD_OP_DETACH && ad__ops[op].differentiable) n->flags |= AD_NODE_REQ_GRAD;
+    if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
+    if (attr) n->attr = *attr;
+    ad__tensor_init(&n->value, dtype, ndim, shape, size);
+    if (op == AD_OP_RESHAPE || op == AD_OP_DETACH) {
+        /* values on the tape never change, so these share their input's data */
+        n->value.data = ad__val(xs[0])->data;
+    } else {
+        n->value.data = ad__arena_alloc(t, (size_t)size * ad_dtype_size(dtype));
+        if (!n->value.data) goto fail;
+    }
+    if (ad__ops[op].forward(t, n) != AD_OK) goto fail;
+    if (t->anomaly) {
+        anomaly_check(t, n, id);
+        if (t->status != AD_OK) return ad__invalid(t);
+    }
+    return ad__var(t, id);
+fail:
+    if (t->status == AD_OK) ad__fail(t, AD_ERR_NOMEM, "%s: out of memory", ad__ops[op].name);
+    ad__tape_rewind(t, m);
+    return ad__invalid(t);
+}
+
+/* ---- leaves ---- */
+
+static bool leaf_ok(ad_tape *t, const char *op, const ad_tensor *v)
+{
+    if (!t) return false;
+    if (t->status != AD_OK) return false;
+    if (!v) {
+        ad__fail(t, AD_ERR_ARG, "%s: value is NULL", op);
+        return false;
+    }
+    int64_t size;
+    if (ad_dtype_size(v->dtype) == 0) {
+        ad__fail(t, AD_ERR_DTYPE, "%s: unknown dtype %d", op, (int)v->dtype);
+        return false;
+    }
+    if (!ad__shape_size(v->ndim, v->shape, &size) || size != v->size || (size > 0 && !v->data)) {
+        ad__fail(t, AD_ERR_SHAPE, "%s: the tensor's shape, size and data do not agree", op);
+        return false;
+    }
+    return true;
+}
+
+static ad_var leaf_new(ad_tape *t, ad_op op, const ad_tensor *v, unsigned flags)
+{
+    uint32_t id;
+    ad_node *n = node_alloc(t, &id);
+    if (!n) return ad__invalid(t);
+    n->op = (uint16_t)op;
+    n->value = *v;
+    n->value.flags_ = AD_TENSOR_BORROWED;
+    n->flags = (uint8_t)flags;
+    if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
+    return ad__var(t, id);
+}
+
+ad_var ad_const(ad_tape *t, const ad_tensor *value)
+{
+    if (!leaf_ok(t, "ad_const", value)) return ad__invalid(t);
+    return leaf_new(t, AD_OP_CONST, value, 0);
+}
+
+ad_var ad_leaf(ad_tape *t, const ad_tensor *value)
+{
+    if (!leaf_ok(t, "ad_leaf", value)) return ad__invalid(t);
+    return leaf_new(t, AD_OP_LEAF, value, AD_NODE_LEAF | (t->grad_enabled ? AD_NODE_REQ_GRAD : 0));
+}
+
+ad_var ad_param(ad_tape *t, ad_tensor *value, ad_tensor *grad)
+{
+    if (!leaf_ok(t, "ad_param", value)) return ad__invalid(t);
+    if (grad && (grad->dtype != value->dtype || !ad_shape_equal(grad, value))) {
+        char a[96], b[96];
+        ad__fail(t, grad->dtype != value->dtype ? AD_ERR_DTYPE : AD_ERR_SHAPE,
+                 "ad_param: grad %s %s does not match value %s %s", ad_shape_str(grad->ndim, grad->shape, a, 96),
+                 ad_dtype_name(grad->dtype), ad_shape_str(value->ndim, value->shape, b, 96),
+                 ad_dtype_name(value->dtype));
+        return ad__invalid(t);
+    }
+    ad_var v = leaf_new(t, AD_OP_PARAM, value, AD_NODE_PARAM | (t->grad_enabled ? AD_NODE_REQ_GRAD : 0));
+    if (v.id != AD_NO_NODE) ad__node(t, v.id)->param_grad = grad;
+    return v;
+}
+
+ad_var ad_full(ad_tape *t, ad_dtype dtype, int ndim, const int64_t *shape, double v)
+{
+    if (!t || t->status != AD_OK) return ad__invalid(t);
+    int64_t size;
+    if (ad_dtype_size(dtype) == 0) {
+        ad__fail(t, AD_ERR_DTYPE, "ad_full: unknown dtype %d", (int)dtype);
+        return ad__invalid(t);
+    }
+    if (!ad__shape_size(ndim, shape, &size)) {
+        ad__fail(t, AD_ERR_SHAPE, "ad_full: invalid shape");
+        return ad__invalid(t);
+    }
+    ad_mark m = ad__tape_mark(t);
+    uint32_t id;
+    ad_node *n = node_alloc(t, &id);
+    if (!n) return ad__invalid(t);
+    n->op = AD_OP_CONST;
+    if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
+    ad__tensor_init(&n->value, dtype, ndim, shape, size);
+    n->value.data = ad__arena_alloc(t, (size_t)size * ad_dtype_size(dtype));
+    if (!n->value.data) {
+        ad__tape_rewind(t, m);
+        return ad__invalid(t);
+    }
+    ad_tensor_fill(&n->value, v);
+    return ad__var(t, id);
+}
+
+ad_var ad_scalar(ad_tape *t, ad_dtype dtype, double v) { return ad_full(t, dtype, 0, NULL, v); }
+
+ad_var ad__zeros_like(ad_var x)
+{
+    const ad_tensor *v = ad__val(x);
+    return ad_full(x.tape, v->dtype, v->ndim, v->shape, 0.0);
+}
+
+static bool var_live(ad_var v)
+{
+    return v.tape && v.id != AD_NO_NODE && v.gen == v.tape->gen && v.id < v.tape->count;
+}
+
+bool ad_ok(ad_var v) { return var_live(v) && v.tape->status == AD_OK; }
+const ad_tensor *ad_value(ad_var v) { return var_live(v) ? ad__val(v) : NULL; }
+bool ad_requires_grad(ad_var v) { return var_live(v) && ad__req(v); }
+
+double ad_item(ad_var v)
+{
+    const ad_tensor *x = ad_value(v);
+    return x && x->size > 0 ? ad_tensor_get(x, 0) : (double)NAN;
+}
+
+const ad_tensor *ad_grad(ad_var v)
+{
+    if (!var_live(v)) return NULL;
+    const ad_node *n = ad__node(v.tape, v.id);
+    if (n->grad == AD_NO_NODE || n->grad >= v.tape->count) return NULL;
+    return &ad__node(v.tape, n->grad)->value;
+}
+
+/* ---- the op table, from ops.def ---- */
+
+const ad_op_info ad__ops[AD_OP_COUNT] = {
+#define AD_OP(ID, name, nin, family) [AD_OP_##ID] = {"ad_" #name, nin, ad__fwd_##name, ad__vjp_##name, AD_FAMILY_DIFF_##family},
+#include "ops.def"
+#undef AD_OP
+};
+
+/* The enum and the table come from the same list; this keeps it that way if
+** anyone edits one by hand. */
+#define AD_OP(ID, name, nin, family) +1
+_Static_assert(AD_OP_COUNT == 0
+#include "ops.def"
+               , "op enum and op table out of sync");
+#undef AD_OP
+
+/* Leaves have no kernel and no VJP: their values come from the caller, and the
+** sweep stops at them (backward.c hands them their gradient). */
+ad_status ad__fwd_const(ad_tape *t, ad_node *n) { return AD_OK; }
+ad_status ad__fwd_leaf(ad_tape *t, ad_node *n) { return AD_OK; }
+ad_status ad__fwd_param(ad_tape *t, ad_node *n) { return AD_OK; }
+void ad__vjp_const(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}
+void ad__vjp_leaf(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}
+void ad__vjp_param(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}
