@@ -8,15 +8,19 @@
 #include <string.h>
 
 #define AD_INTERNAL __attribute__((visibility("hidden")))
+/* Internal too (never in an installed header), but exported from the shared
+** library so that libautodiff-nn allocates through the same allocator and
+** records errors on tapes the same way. */
+#define AD_SHARED __attribute__((visibility("default")))
 
 /* ---- allocation: every byte the library takes goes through here ---- */
 
-AD_INTERNAL void *ad__malloc(size_t n);
-AD_INTERNAL void *ad__calloc(size_t count, size_t size);
-AD_INTERNAL void *ad__realloc(void *p, size_t n);
-AD_INTERNAL void ad__free(void *p);
+AD_SHARED void *ad__malloc(size_t n);
+AD_SHARED void *ad__calloc(size_t count, size_t size);
+AD_SHARED void *ad__realloc(void *p, size_t n);
+AD_SHARED void ad__free(void *p);
 /* a * b into *out; false on overflow (or a negative operand). */
-AD_INTERNAL bool ad__mul_ok(int64_t a, int64_t b, int64_t *out);
+AD_SHARED bool ad__mul_ok(int64_t a, int64_t b, int64_t *out);
 
 /* ---- tensors ---- */
 
@@ -101,7 +105,7 @@ static inline const ad_tensor *ad__val(ad_var v) { return &ad__node(v.tape, v.id
 static inline bool ad__req(ad_var v) { return (ad__node(v.tape, v.id)->flags & AD_NODE_REQ_GRAD) != 0; }
 
 /* Arena memory, 64-byte aligned, valid until reset; NULL (and NOMEM on the tape) on failure. */
-AD_INTERNAL void *ad__arena_alloc(ad_tape *t, size_t n);
+AD_SHARED void *ad__arena_alloc(ad_tape *t, size_t n);
 /* Position in the arena and node list, to drop what was recorded after it. */
 typedef struct ad_mark {
     uint32_t count;
@@ -112,7 +116,7 @@ AD_INTERNAL ad_mark ad__tape_mark(const ad_tape *t);
 AD_INTERNAL void ad__tape_rewind(ad_tape *t, ad_mark m);
 
 /* Records the first error on the tape (later ones are ignored). */
-AD_INTERNAL void ad__fail(ad_tape *t, ad_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+AD_SHARED void ad__fail(ad_tape *t, ad_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Validates op inputs: same live tape, current handles, no error yet. On false
 ** the var to return is ad__invalid(*t) (*t may be NULL). */
 AD_INTERNAL bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **t);
