@@ -359,6 +359,9 @@ AD_API ad_status ad_jvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor 
 AD_API void ad_set_num_threads(int n);
 AD_API int ad_get_num_threads(void);
 
+/* ---- files: .npy reading and writing ---- */
+#include "ad_io.h"
+
 #ifdef __cplusplus
 }
 #endif
