@@ -32,7 +32,8 @@ enum {
 /* Checks ndim/shape and computes the element count; false on a bad shape. */
 AD_INTERNAL bool ad__shape_size(int ndim, const int64_t *shape, int64_t *size);
 AD_INTERNAL void ad__tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape, int64_t size);
-static inline size_t ad__nbytes(const ad_tensor *t) { return (size_t)t->size * ad_dtype_size(t->dtype); }
+static inline size_t ad__dsize(ad_dtype d) { return d == AD_F64 ? 8 : 4; }
+static inline size_t ad__nbytes(const ad_tensor *t) { return (size_t)t->size * ad__dsize(t->dtype); }
 
 /* ---- the op enum, from the op list ---- */
 
@@ -92,6 +93,7 @@ struct ad_tape {
     bool anomaly;
     bool in_backward;
     uint32_t bw_node; /* during backward: the node whose VJP is running */
+    struct ad_gbuf *gbufs; /* during a backward without AD_CREATE_GRAPH: gradient buffers by node */
     char msg[320];
 };
 
@@ -104,8 +106,22 @@ static inline ad_var ad__invalid(ad_tape *t) { return (ad_var){t, AD_NO_NODE, t 
 static inline const ad_tensor *ad__val(ad_var v) { return &ad__node(v.tape, v.id)->value; }
 static inline bool ad__req(ad_var v) { return (ad__node(v.tape, v.id)->flags & AD_NODE_REQ_GRAD) != 0; }
 
-/* Arena memory, 64-byte aligned, valid until reset; NULL (and NOMEM on the tape) on failure. */
-AD_SHARED void *ad__arena_alloc(ad_tape *t, size_t n);
+/* Arena memory, valid until reset: 64-byte aligned from 64 bytes up (16 below);
+** NULL (and NOMEM on the tape) on failure. The common case is inline. */
+AD_SHARED void *ad__arena_alloc_slow(ad_tape *t, size_t n);
+static inline void *ad__arena_alloc(ad_tape *t, size_t n)
+{
+    ad_arena_block *b = t->cur;
+    if (b && n <= ((size_t)1 << 30)) {
+        size_t align = n >= 64 ? 64 : 16;
+        size_t at = (b->used + align - 1) & ~(align - 1), need = (n + 15) & ~(size_t)15;
+        if (at <= b->cap && b->cap - at >= need) {
+            b->used = at + need;
+            return b->mem + at;
+        }
+    }
+    return ad__arena_alloc_slow(t, n);
+}
 /* Position in the arena and node list, to drop what was recorded after it. */
 typedef struct ad_mark {
     uint32_t count;
@@ -119,7 +135,20 @@ AD_INTERNAL void ad__tape_rewind(ad_tape *t, ad_mark m);
 AD_SHARED void ad__fail(ad_tape *t, ad_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Validates op inputs: same live tape, current handles, no error yet. On false
 ** the var to return is ad__invalid(*t) (*t may be NULL). */
-AD_INTERNAL bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **t);
+AD_INTERNAL bool ad__begin_slow(const char *op, int n, const ad_var *xs, ad_tape **t);
+static inline bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **tp)
+{
+    ad_tape *t = n > 0 ? xs[0].tape : NULL;
+    if (t && t->status == AD_OK) {
+        bool ok = true;
+        for (int i = 0; i < n; i++) ok &= xs[i].tape == t && xs[i].gen == t->gen && xs[i].id < t->count;
+        if (ok) {
+            *tp = t;
+            return true;
+        }
+    }
+    return ad__begin_slow(op, n, xs, tp);
+}
 /* Appends a node for op with inputs xs, output dtype/shape, and runs its forward
 ** kernel. Returns the var, or an invalid one after recording an error. */
 AD_INTERNAL ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
@@ -155,6 +184,38 @@ typedef struct ad_op_info {
 #define AD_FAMILY_DIFF_nn true
 
 AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];
+
+/*
+** The fast path. A backward pass without AD_CREATE_GRAPH records nothing that
+** needs differentiating, so ops may supply a second VJP that works on tensors
+** directly: it adds dL/d(input j) into the buffer ad__gslot() hands out,
+** computing the same formula as the recorded VJP (tests check both agree).
+** It returns false to decline (e.g. for broadcast shapes), and the sweep then
+** runs the recorded VJP. Registered in backward.c's table.
+*/
+typedef bool (*ad_fast_vjp_fn)(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy);
+
+typedef struct ad_gbuf {
+    void *data;    /* gradient so far, shaped like the node's value; NULL if none */
+    uint32_t node; /* a node whose value holds exactly `data`, or AD_NO_NODE */
+    bool owned;    /* allocated by the sweep: may be added into in place */
+} ad_gbuf;
+
+/* The buffer to add input j's gradient into (input j must need a gradient).
+** *fresh is true when it holds nothing yet (write, don't add). NULL when out
+** of memory (the error is on the tape). */
+AD_INTERNAL void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh);
+/* Passes gy through unchanged as input j's gradient (same shape): shares it when
+** the slot is empty, adds it in otherwise. */
+AD_INTERNAL void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy);
+#define AD_FAST_VJPS(X)                                                                                  \
+    X(add) X(sub) X(mul) X(div) X(add_scalar) X(mul_scalar) X(neg) X(exp) X(log) X(sqrt) X(square) X(sin) \
+    X(cos) X(tanh) X(sigmoid) X(relu) X(leaky_relu) X(sum) X(mean) X(reshape)
+#define AD_DECLARE_FAST(name) AD_INTERNAL bool ad__fast_##name(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy);
+AD_FAST_VJPS(AD_DECLARE_FAST)
+#undef AD_DECLARE_FAST
+/* A constant node whose value borrows `data`, shaped like `like`. */
+AD_INTERNAL ad_var ad__wrap(ad_tape *t, const ad_tensor *like, void *data);
 
 #define AD_OP(ID, name, nin, family)                                                                     \
     AD_INTERNAL ad_status ad__fwd_##name(ad_tape *t, ad_node *n);                                         \

@@ -35,7 +35,19 @@ static void to_leaf(ad_tape *t, ad_node *n, ad_var g)
     if ((n->flags & AD_NODE_PARAM) && n->param_grad && t->status == AD_OK) ad__add_into(n->param_grad, ad__val(g));
 }
 
-static ad_status sweep(ad_tape *t, const sweep_args *a)
+/* A VJP must return each input's shape and dtype; anything else is a bug in the op. */
+static bool check_shape(ad_tape *t, const ad_node *n, uint32_t j, ad_var g)
+{
+    const ad_tensor *want = ad__in(t, n, (int)j), *got = ad__val(g);
+    if (ad_shape_equal(want, got) && want->dtype == got->dtype) return true;
+    char s1[96], s2[96];
+    ad__fail(t, AD_ERR_STATE, "%s: internal error: VJP for input %u gave %s %s, expected %s %s", ad__ops[n->op].name,
+             j + 1, ad_shape_str(got->ndim, got->shape, s1, 96), ad_dtype_name(got->dtype),
+             ad_shape_str(want->ndim, want->shape, s2, 96), ad_dtype_name(want->dtype));
+    return false;
+}
+
+static ad_status sweep_graph(ad_tape *t, const sweep_args *a)
 {
     uint32_t top = a->y.id, count = top + 1;
     uint32_t *grads = ad__arena_alloc(t, (size_t)count * sizeof *grads);
@@ -69,15 +81,7 @@ static ad_status sweep(ad_tape *t, const sweep_args *a)
         ad__ops[n->op].vjp(t, n, i, g, gx);
         for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
             if (gx[j].id == AD_NO_NODE) continue;
-            const ad_tensor *want = ad__in(t, n, (int)j), *got = ad__val(gx[j]);
-            if (!ad_shape_equal(want, got) || want->dtype != got->dtype) {
-                char s1[96], s2[96];
-                ad__fail(t, AD_ERR_STATE, "%s: internal error: VJP for input %u gave %s %s, expected %s %s",
-                         ad__ops[n->op].name, j + 1, ad_shape_str(got->ndim, got->shape, s1, 96),
-                         ad_dtype_name(got->dtype), ad_shape_str(want->ndim, want->shape, s2, 96),
-                         ad_dtype_name(want->dtype));
-                break;
-            }
+            if (!check_shape(t, n, j, gx[j])) break;
             accumulate(t, grads, n->in[j], gx[j]);
         }
     }
@@ -89,6 +93,168 @@ static ad_status sweep(ad_tape *t, const sweep_args *a)
     t->in_backward = false;
     t->grad_enabled = was_enabled;
     return t->status;
+}
+
+/* ---- the fast sweep: gradients as tensors, no graph recorded ---- */
+
+/* Fast VJPs, by op; the functions sit beside their ops' recorded VJPs. */
+#define FAST(ID, name) [AD_OP_##ID] = ad__fast_##name,
+static const ad_fast_vjp_fn fast_vjps[AD_OP_COUNT] = {
+    FAST(ADD, add) FAST(SUB, sub) FAST(MUL, mul) FAST(DIV, div)
+    FAST(ADD_SCALAR, add_scalar) FAST(MUL_SCALAR, mul_scalar) FAST(NEG, neg) FAST(EXP, exp) FAST(LOG, log)
+    FAST(SQRT, sqrt) FAST(SQUARE, square) FAST(SIN, sin) FAST(COS, cos) FAST(TANH, tanh)
+    FAST(SIGMOID, sigmoid) FAST(RELU, relu) FAST(LEAKY_RELU, leaky_relu)
+    FAST(SUM, sum) FAST(MEAN, mean) FAST(RESHAPE, reshape)
+};
+#undef FAST
+
+void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
+{
+    uint32_t k = n->in[j];
+    ad_gbuf *g = &t->gbufs[k];
+    const ad_tensor *x = &ad__node(t, k)->value;
+    size_t bytes = ad__nbytes(x);
+    if (!g->data) {
+        g->data = ad__arena_alloc(t, bytes);
+        g->owned = true;
+        g->node = AD_NO_NODE;
+        *fresh = true;
+        return g->data;
+    }
+    if (!g->owned) {
+        void *copy = ad__arena_alloc(t, bytes);
+        if (!copy) return NULL;
+        if (bytes) memcpy(copy, g->data, bytes);
+        g->data = copy;
+        g->owned = true;
+        g->node = AD_NO_NODE;
+    }
+    *fresh = false;
+    return g->data;
+}
+
+void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
+{
+    ad_gbuf *g = &t->gbufs[n->in[j]];
+    if (!g->data) {
+        *g = (ad_gbuf){gy->data, AD_NO_NODE, false};
+        return;
+    }
+    bool fresh;
+    void *buf = ad__gslot(t, n, j, &fresh);
+    if (!buf) return;
+    ad_tensor dst = *gy;
+    dst.data = buf;
+    ad__add_into(&dst, gy);
+}
+
+/* Adds the value of var v (a result of a recorded VJP) into node k's buffer. */
+static void adopt(ad_tape *t, uint32_t k, ad_var v)
+{
+    ad_gbuf *g = &t->gbufs[k];
+    if (!g->data) {
+        g->data = ad__val(v)->data;
+        g->node = v.id;
+        g->owned = false;
+        return;
+    }
+    ad_node fake; /* ad__gslot needs a node whose input 0 is k */
+    fake.in = &k;
+    bool fresh;
+    void *buf = ad__gslot(t, &fake, 0, &fresh);
+    if (!buf) return;
+    ad_tensor dst = ad__node(t, k)->value;
+    dst.data = buf;
+    ad__add_into(&dst, ad__val(v));
+}
+
+/* Node k's gradient as a var (wrapping the buffer when no node holds it). */
+static ad_var gvar(ad_tape *t, uint32_t k)
+{
+    ad_gbuf *g = &t->gbufs[k];
+    if (g->node == AD_NO_NODE || g->owned) {
+        ad_var v = ad__wrap(t, &ad__node(t, k)->value, g->data);
+        g->node = v.id;
+        g->owned = false; /* others may now read it through the node */
+        return v;
+    }
+    return ad__var(t, g->node);
+}
+
+static void check_finite(ad_tape *t, const ad_node *n, uint32_t i)
+{
+    for (uint32_t j = 0; j < n->nin; j++) {
+        const ad_gbuf *g = &t->gbufs[n->in[j]];
+        if (!g->data) continue;
+        ad_tensor v = ad__node(t, n->in[j])->value;
+        v.data = g->data;
+        if (!ad__all_finite(&v)) {
+            char s[96];
+            const ad_tensor *x = ad__in(t, n, 0);
+            ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite gradient at node %u (input %s) during backward",
+                     ad__ops[n->op].name, i, n->nin ? ad_shape_str(x->ndim, x->shape, s, 96) : "none");
+            return;
+        }
+    }
+}
+
+static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
+{
+    uint32_t top = a->y.id, count = top + 1;
+    ad_gbuf *gb = ad__arena_alloc(t, (size_t)count * sizeof *gb);
+    if (!gb) return t->status;
+    memset(gb, 0, (size_t)count * sizeof *gb);
+    t->gbufs = gb;
+    gb[top] = (ad_gbuf){ad__val(a->seed)->data, a->seed.id, false};
+
+    bool was_enabled = t->grad_enabled;
+    t->grad_enabled = false;
+    t->in_backward = true;
+    ad_var small[3], *gx = small;
+    uint32_t gx_cap = 3;
+
+    for (uint32_t i = top + 1; i-- > 0 && t->status == AD_OK;) {
+        if (!gb[i].data) continue;
+        ad_node *n = ad__node(t, i);
+        if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
+        if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
+            if (a->to_leaves) to_leaf(t, n, gvar(t, i));
+            continue;
+        }
+        t->bw_node = i;
+        ad_fast_vjp_fn fast = fast_vjps[n->op];
+        ad_tensor gy = n->value;
+        gy.data = gb[i].data;
+        if (!fast || !fast(t, n, i, &gy)) {
+            if (n->nin > gx_cap) {
+                gx = ad__arena_alloc(t, (size_t)n->nin * sizeof *gx);
+                if (!gx) break;
+                gx_cap = n->nin;
+            }
+            for (uint32_t j = 0; j < n->nin; j++) gx[j] = ad__invalid(t);
+            ad__ops[n->op].vjp(t, n, i, gvar(t, i), gx);
+            for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
+                if (gx[j].id == AD_NO_NODE) continue;
+                if (!check_shape(t, n, j, gx[j])) break;
+                adopt(t, n->in[j], gx[j]);
+            }
+        }
+        if (t->anomaly && t->status == AD_OK) check_finite(t, n, i);
+    }
+    t->bw_node = AD_NO_NODE;
+    for (int i = 0; i < a->n && t->status == AD_OK; i++) {
+        uint32_t k = a->xs[i].id;
+        a->out[i] = (k < count && gb[k].data) ? gvar(t, k) : ad__zeros_like(a->xs[i]);
+    }
+    t->gbufs = NULL;
+    t->in_backward = false;
+    t->grad_enabled = was_enabled;
+    return t->status;
+}
+
+static ad_status sweep(ad_tape *t, const sweep_args *a)
+{
+    return (a->flags & AD_CREATE_GRAPH) ? sweep_graph(t, a) : sweep_fast(t, a);
 }
 
 /* A seed var in the arena: a copy of `seed`, or ones when seed is NULL. */

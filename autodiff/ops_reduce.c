@@ -78,6 +78,23 @@ ad_status ad__fwd_sum(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(sum) { gx[0] = expand(t, n, gy); }
+/* The fast path for sum and mean: every input element gets g (times 1/N). */
+static bool fast_fill(ad_tape *t, const ad_node *n, const ad_tensor *gy, double scale)
+{
+    bool fresh;
+    void *buf = ad__gslot(t, n, 0, &fresh);
+    if (!buf) return true;
+    const ad_tensor *x = ad__in(t, n, 0);
+    if (x->dtype == AD_F64) {
+        double g = ((const double *)gy->data)[0] * scale, *o = buf;
+        for (int64_t i = 0; i < x->size; i++) o[i] = fresh ? g : o[i] + g;
+    } else {
+        float g = (float)(((const float *)gy->data)[0] * (float)scale), *o = buf;
+        for (int64_t i = 0; i < x->size; i++) o[i] = fresh ? g : o[i] + g;
+    }
+    return true;
+}
+bool ad__fast_sum(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy) { return fast_fill(t, n, gy, 1.0); }
 
 /* mean: y = sum_i x_i / N (NaN for N = 0); VJP: gx = broadcast(gy) / N */
 ad_var ad_mean(ad_var x) { return reduce_all(AD_OP_MEAN, x); }
@@ -88,6 +105,10 @@ ad_status ad__fwd_mean(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(mean) { gx[0] = ad_mul_scalar(expand(t, n, gy), 1.0 / (double)ad__in(t, n, 0)->size); }
+bool ad__fast_mean(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+{
+    return fast_fill(t, n, gy, 1.0 / (double)ad__in(t, n, 0)->size);
+}
 
 /* ---- over one axis ---- */
 

@@ -26,7 +26,7 @@ static ad_arena_block *block_new(size_t cap)
     return b;
 }
 
-void *ad__arena_alloc(ad_tape *t, size_t n)
+void *ad__arena_alloc_slow(ad_tape *t, size_t n)
 {
     /* small values (scalars) pack at 16 bytes; anything vectorizable starts on a cache line */
     size_t align = n >= ARENA_ALIGN ? ARENA_ALIGN : 16;
@@ -171,7 +171,7 @@ void ad__fail(ad_tape *t, ad_status s, const char *fmt, ...)
 }
 
 /* A new node slot; NULL (NOMEM recorded) on failure. */
-static ad_node *node_alloc(ad_tape *t, uint32_t *id)
+static inline ad_node *node_alloc(ad_tape *t, uint32_t *id)
 {
     if (t->count >= AD_NO_NODE - 1) {
         ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape holds the most nodes it can (%u)", t->count);
@@ -192,16 +192,20 @@ static ad_node *node_alloc(ad_tape *t, uint32_t *id)
     }
     *id = t->count++;
     ad_node *n = ad__node(t, *id);
-    memset(n, 0, sizeof *n);
+    /* field by field: a memset of the whole node costs more than the op itself on scalars */
+    n->op = 0;
+    n->flags = 0;
+    n->nin = 0;
     n->grad = AD_NO_NODE;
     n->in = n->in_small;
+    n->param_grad = NULL;
     return n;
 nomem:
     ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape could not grow past %u nodes", t->count);
     return NULL;
 }
 
-bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **tp)
+bool ad__begin_slow(const char *op, int n, const ad_var *xs, ad_tape **tp)
 {
     ad_tape *t = NULL;
     for (int i = 0; i < n && !t; i++) t = xs[i].tape;
@@ -268,7 +272,9 @@ ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype,
                 const ad_attr *attr)
 {
     int64_t size;
-    if (!ad__shape_size(ndim, shape, &size)) {
+    if (ndim == 0)
+        size = 1;
+    else if (!ad__shape_size(ndim, shape, &size)) {
         ad__fail(t, AD_ERR_SHAPE, "%s: the result's shape is too large", ad__ops[op].name);
         return ad__invalid(t);
     }
@@ -289,13 +295,16 @@ ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype,
     }
     if (req && t->grad_enabled && op != AD_OP_DETACH && ad__ops[op].differentiable) n->flags |= AD_NODE_REQ_GRAD;
     if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
-    if (attr) n->attr = *attr;
+    if (attr)
+        n->attr = *attr;
+    else
+        n->attr = (ad_attr){{0}, {0}, NULL};
     ad__tensor_init(&n->value, dtype, ndim, shape, size);
     if (op == AD_OP_RESHAPE || op == AD_OP_DETACH) {
         /* values on the tape never change, so these share their input's data */
         n->value.data = ad__val(xs[0])->data;
     } else {
-        n->value.data = ad__arena_alloc(t, (size_t)size * ad_dtype_size(dtype));
+        n->value.data = ad__arena_alloc(t, (size_t)size * ad__dsize(dtype));
         if (!n->value.data) goto fail;
     }
     if (ad__ops[op].forward(t, n) != AD_OK) goto fail;
@@ -341,8 +350,16 @@ static ad_var leaf_new(ad_tape *t, ad_op op, const ad_tensor *v, unsigned flags)
     n->value = *v;
     n->value.flags_ = AD_TENSOR_BORROWED;
     n->flags = (uint8_t)flags;
+    n->attr = (ad_attr){{0}, {0}, NULL};
     if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
     return ad__var(t, id);
+}
+
+ad_var ad__wrap(ad_tape *t, const ad_tensor *like, void *data)
+{
+    ad_tensor v = *like;
+    v.data = data;
+    return leaf_new(t, AD_OP_CONST, &v, 0);
 }
 
 ad_var ad_const(ad_tape *t, const ad_tensor *value)
@@ -390,9 +407,10 @@ ad_var ad_full(ad_tape *t, ad_dtype dtype, int ndim, const int64_t *shape, doubl
     ad_node *n = node_alloc(t, &id);
     if (!n) return ad__invalid(t);
     n->op = AD_OP_CONST;
+    n->attr = (ad_attr){{0}, {0}, NULL};
     if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
     ad__tensor_init(&n->value, dtype, ndim, shape, size);
-    n->value.data = ad__arena_alloc(t, (size_t)size * ad_dtype_size(dtype));
+    n->value.data = ad__arena_alloc(t, (size_t)size * ad__dsize(dtype));
     if (!n->value.data) {
         ad__tape_rewind(t, m);
         return ad__invalid(t);

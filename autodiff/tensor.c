@@ -19,7 +19,8 @@ void ad__tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shap
 {
     t->dtype = dtype;
     t->ndim = ndim;
-    for (int i = 0; i < AD_MAX_DIMS; i++) t->shape[i] = i < ndim ? shape[i] : 0;
+    memset(t->shape, 0, sizeof t->shape);
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->size = size;
     t->data = NULL;
     t->flags_ = 0;
