@@ -1,0 +1,208 @@
+/* test_fastpath.c: the backward pass's fast path (tensors, no graph) agrees with the recorded VJPs. */
+#include "test_util.h"
+
+#include "ad_internal.h"
+
+/* A function of two inputs; the cases below cover every op with a fast VJP
+** (ad_internal.h's AD_FAST_VJPS), same-shape and broadcast operands, a var
+** used twice, and compositions. */
+typedef ad_var (*fn2)(ad_var a, ad_var b);
+
+static ad_var f_add(ad_var a, ad_var b) { return ad_add(a, b); }
+static ad_var f_sub(ad_var a, ad_var b) { return ad_sub(a, b); }
+static ad_var f_mul(ad_var a, ad_var b) { return ad_mul(a, b); }
+static ad_var f_div(ad_var a, ad_var b) { return ad_div(a, b); }
+static ad_var f_self(ad_var a, ad_var b) { return ad_add(ad_mul(a, a), ad_sub(a, ad_div(b, a))); }
+static ad_var f_unary(ad_var a, ad_var b)
+{
+    ad_var s = ad_add_scalar(ad_mul_scalar(ad_neg(a), 0.5), 2.0);
+    s = ad_add(s, ad_exp(ad_mul_scalar(a, 0.1)));
+    s = ad_add(s, ad_log(ad_square(b)));
+    s = ad_add(s, ad_sqrt(ad_add_scalar(ad_square(a), 1.0)));
+    s = ad_add(s, ad_mul(ad_sin(a), ad_cos(b)));
+    s = ad_add(s, ad_tanh(ad_sigmoid(a)));
+    s = ad_add(s, ad_relu(b));
+    return ad_add(s, ad_leaky_relu(a, 0.1));
+}
+static ad_var f_reduce(ad_var a, ad_var b)
+{
+    ad_var r = ad_reshape(ad_mul(a, b), 1, (const int64_t[]){-1});
+    return ad_add(ad_mean(r), ad_sum(ad_tanh(r)));
+}
+static ad_var f_layer(ad_var a, ad_var b)
+{
+    /* a [4,3] as inputs, b [3] as a bias-like row: matmul, broadcast add, log_softmax */
+    ad_var h = ad_relu(ad_add(ad_matmul_t(a, a, false, true), ad_sum(b)));
+    return ad_mean(ad_log_softmax(ad_add(h, ad_mul_scalar(ad_sum(ad_tanh(a)), 0.01)), 1));
+}
+
+typedef struct fcase {
+    const char *name;
+    fn2 f;
+    int64_t sa[3], sb[3];
+    int na, nb;
+    double lo, hi;
+} fcase;
+
+static const fcase cases[] = {
+    {"add", f_add, {3, 4}, {3, 4}, 2, 2, -2, 2},
+    {"add broadcast", f_add, {3, 4}, {4}, 2, 1, -2, 2},
+    {"sub", f_sub, {2, 3, 2}, {2, 3, 2}, 3, 3, -2, 2},
+    {"sub broadcast", f_sub, {2, 1, 2}, {3, 1}, 3, 2, -2, 2},
+    {"mul", f_mul, {5}, {5}, 1, 1, -2, 2},
+    {"mul scalar", f_mul, {0}, {0}, 0, 0, -2, 2},
+    {"mul broadcast", f_mul, {3, 1}, {1, 4}, 2, 2, -2, 2},
+    {"div", f_div, {4}, {4}, 1, 1, 0.5, 2},
+    {"div broadcast", f_div, {2, 4}, {1}, 2, 1, 0.5, 2},
+    {"var used twice", f_self, {6}, {6}, 1, 1, 0.5, 2},
+    {"unary ops", f_unary, {3, 5}, {3, 5}, 2, 2, 0.2, 1.5},
+    {"reductions", f_reduce, {2, 3}, {2, 3}, 2, 2, -1, 1},
+    {"layer", f_layer, {4, 3}, {3}, 2, 1, -1, 1},
+    {"empty", f_mul, {0, 3}, {0, 3}, 2, 2, -1, 1},
+};
+
+/* dL/da and dL/db for L = sum(f(a, b) * w), with flags. */
+static void grads(const fcase *c, ad_dtype dt, unsigned flags, ad_tensor **ga, ad_tensor **gb)
+{
+    ad_tape *t = ad_tape_new();
+    ck_assert_ptr_nonnull(t);
+    ad_tensor *a = tu_rand(AD_F64, c->na, c->sa, c->lo, c->hi, 11), *b = tu_rand(AD_F64, c->nb, c->sb, c->lo, c->hi, 12);
+    ad_tensor *a2 = ad_tensor_new(dt, a->ndim, a->shape), *b2 = ad_tensor_new(dt, b->ndim, b->shape);
+    ad_tensor_copy(a2, a);
+    ad_tensor_copy(b2, b);
+    ad_var va = ad_leaf(t, a2), vb = ad_leaf(t, b2);
+    ad_var y = c->f(va, vb);
+    const ad_tensor *vy = ad_value(y);
+    ck_assert_msg(vy != NULL, "%s: %s", c->name, ad_tape_error(t));
+    ad_tensor *w = tu_rand(AD_F64, vy->ndim, vy->shape, -1, 1, 13), *w2 = ad_tensor_new(dt, vy->ndim, vy->shape);
+    ad_tensor_copy(w2, w);
+    ad_var l = ad_sum(ad_mul(y, ad_const(t, w2)));
+    ad_var g[2];
+    ck_assert_msg(ad_gradients(l, 2, (ad_var[]){va, vb}, g, flags) == AD_OK, "%s: %s", c->name, ad_tape_error(t));
+    *ga = ad_tensor_clone(ad_value(g[0]));
+    *gb = ad_tensor_clone(ad_value(g[1]));
+    ck_assert_ptr_nonnull(*ga);
+    ck_assert_ptr_nonnull(*gb);
+    ad_tensor_free(a);
+    ad_tensor_free(b);
+    ad_tensor_free(a2);
+    ad_tensor_free(b2);
+    ad_tensor_free(w);
+    ad_tensor_free(w2);
+    ad_tape_free(t);
+}
+
+static void agree(const char *name, const ad_tensor *x, const ad_tensor *y, double rtol)
+{
+    ck_assert_int_eq(x->size, y->size);
+    for (int64_t i = 0; i < x->size; i++)
+        ck_assert_msg(tu_close(ad_tensor_get(x, i), ad_tensor_get(y, i), rtol * 1e-3, rtol), "%s: element %lld: %.17g vs %.17g",
+                      name, (long long)i, ad_tensor_get(x, i), ad_tensor_get(y, i));
+}
+
+START_TEST(fast_matches_recorded)
+{
+    const fcase *c = &cases[_i];
+    for (int d = 0; d < 2; d++) {
+        ad_dtype dt = d ? AD_F32 : AD_F64;
+        ad_tensor *fa, *fb, *ra, *rb;
+        grads(c, dt, 0, &fa, &fb);
+        grads(c, dt, AD_CREATE_GRAPH, &ra, &rb);
+        double rtol = dt == AD_F64 ? 1e-12 : 1e-5;
+        agree(c->name, fa, ra, rtol);
+        agree(c->name, fb, rb, rtol);
+        ad_tensor_free(fa);
+        ad_tensor_free(fb);
+        ad_tensor_free(ra);
+        ad_tensor_free(rb);
+    }
+}
+END_TEST
+
+/* Every op that has a fast VJP is reached by at least one case above: a
+** recording of all cases must contain each of them. */
+START_TEST(cases_cover_fast_ops)
+{
+    static const ad_op fast_ops[] = {
+        AD_OP_ADD, AD_OP_SUB, AD_OP_MUL, AD_OP_DIV, AD_OP_ADD_SCALAR, AD_OP_MUL_SCALAR, AD_OP_NEG, AD_OP_EXP,
+        AD_OP_LOG, AD_OP_SQRT, AD_OP_SQUARE, AD_OP_SIN, AD_OP_COS, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
+        AD_OP_LEAKY_RELU, AD_OP_SUM, AD_OP_MEAN, AD_OP_RESHAPE,
+    };
+    /* the list above must be as long as AD_FAST_VJPS */
+#define ONE(name) +1
+    ck_assert_int_eq((int)(sizeof fast_ops / sizeof fast_ops[0]), 0 AD_FAST_VJPS(ONE));
+#undef ONE
+    bool seen[AD_OP_COUNT] = {false};
+    ad_tape *t = ad_tape_new();
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const fcase *c = &cases[k];
+        ad_tensor *a = tu_rand(AD_F64, c->na, c->sa, c->lo, c->hi, 1), *b = tu_rand(AD_F64, c->nb, c->sb, c->lo, c->hi, 2);
+        ad_tape_reset(t);
+        c->f(ad_leaf(t, a), ad_leaf(t, b));
+        for (uint32_t i = 0; i < t->count; i++) seen[ad__node(t, i)->op] = true;
+        ad_tensor_free(a);
+        ad_tensor_free(b);
+    }
+    for (size_t k = 0; k < sizeof fast_ops / sizeof fast_ops[0]; k++)
+        ck_assert_msg(seen[fast_ops[k]], "no case reaches %s", ad__ops[fast_ops[k]].name);
+    ad_tape_free(t);
+}
+END_TEST
+
+/* Params accumulate the same gradient from both paths. */
+START_TEST(params_agree)
+{
+    ad_tensor *w = tu_rand(AD_F64, AD_SHAPE(3, 3), -1, 1, 5), *x = tu_rand(AD_F64, AD_SHAPE(3, 3), -1, 1, 6);
+    ad_tensor *g1 = ad_tensor_new(AD_F64, AD_SHAPE(3, 3)), *g2 = ad_tensor_new(AD_F64, AD_SHAPE(3, 3));
+    for (int k = 0; k < 2; k++) {
+        ad_tape *t = ad_tape_new();
+        ad_var p = ad_param(t, w, k ? g2 : g1);
+        ad_var y = ad_sum(ad_tanh(ad_add(ad_matmul(ad_const(t, x), p), ad_mul(p, p))));
+        ck_assert_int_eq(ad_backward(y, NULL, k ? AD_CREATE_GRAPH : 0), AD_OK);
+        ck_assert_int_eq(ad_backward(y, NULL, k ? AD_CREATE_GRAPH : 0), AD_OK); /* twice: accumulates */
+        ad_tape_free(t);
+    }
+    agree("param grads", g1, g2, 1e-12);
+    ck_assert(fabs(ad_tensor_get(g1, 0)) > 0);
+    ad_tensor_free(w);
+    ad_tensor_free(x);
+    ad_tensor_free(g1);
+    ad_tensor_free(g2);
+}
+END_TEST
+
+/* Anomaly detection sees non-finite gradients on the fast path too and names the op. */
+START_TEST(fast_path_anomaly)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_anomaly_detection(t, true);
+    ad_tensor *x = tu_f64(AD_SHAPE(2), (const double[]){0.0, 1.0});
+    ad_var y = ad_sum(ad_sqrt(ad_leaf(t, x)));
+    ck_assert_int_eq(ad_tape_status(t), AD_OK);
+    ck_assert_int_eq(ad_backward(y, NULL, 0), AD_ERR_NUMERIC);
+    ck_assert_msg(strstr(ad_tape_error(t), "ad_sqrt") && strstr(ad_tape_error(t), "backward"), "%s", ad_tape_error(t));
+    ad_tape_free(t);
+    ad_tensor_free(x);
+}
+END_TEST
+
+static Suite *fastpath_suite(void)
+{
+    Suite *s = suite_create("fastpath");
+    TCase *tc = tcase_create("agree");
+    tcase_add_loop_test(tc, fast_matches_recorded, 0, (int)(sizeof cases / sizeof cases[0]));
+    tcase_add_test(tc, cases_cover_fast_ops);
+    tcase_add_test(tc, params_agree);
+    tcase_add_test(tc, fast_path_anomaly);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(fastpath_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
