@@ -342,10 +342,10 @@ void ad_check_report_print(const ad_check_report *rep, FILE *f)
     if (rep->input < 0) return;
     if (rep->element >= 0)
         fprintf(f, "  %s at input %d, element %lld, output element %lld:\n",
-                rep->status == AD_OK ? "largest error" : "worst mismatch", rep->input, (long long)rep->element,
+                rep->status == AD_OK ? "closest to the tolerance" : "worst mismatch", rep->input, (long long)rep->element,
                 (long long)rep->output);
     else
-        fprintf(f, "  %s at input %d (v^T J u):\n", rep->status == AD_OK ? "largest error" : "worst mismatch",
+        fprintf(f, "  %s at input %d (v^T J u):\n", rep->status == AD_OK ? "closest to the tolerance" : "worst mismatch",
                 rep->input);
     fprintf(f, "  analytic %.10g  numeric %.10g  abs error %.3g  rel error %.3g\n", rep->analytic, rep->numeric,
             rep->abs_err, rep->rel_err);
