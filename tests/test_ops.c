@@ -72,6 +72,22 @@ void gc_n(const char *what, ad_fn f, void *ctx, int n, const ad_tensor *const *i
         }
         ck_abort_msg("%s: gradcheck returned %s\n%s", what, ad_status_str(s), buf);
     }
+    gg_n(what, f, ctx, n, in); /* and the recorded VJP differentiates right as well */
+}
+
+void gg_n(const char *what, ad_fn f, void *ctx, int n, const ad_tensor *const *in)
+{
+    ad_check_report rep;
+    ad_status s = ad_gradgradcheck(f, ctx, n, in, NULL, &rep);
+    if (s != AD_OK) {
+        char buf[1024] = "";
+        FILE *mf = fmemopen(buf, sizeof buf - 1, "w");
+        if (mf) {
+            ad_check_report_print(&rep, mf);
+            fclose(mf);
+        }
+        ck_abort_msg("%s: gradgradcheck returned %s\n%s", what, ad_status_str(s), buf);
+    }
 }
 
 /* Gradcheck of f over n inputs of the given shapes and ranges; frees the inputs. */

@@ -21,8 +21,10 @@ ad_tensor *input(shp s, double lo, double hi, bool away);
 /* Flat index into `in` of element `flat` of a tensor shaped (nd, d), NumPy broadcasting. */
 int64_t bcast_index(const ad_tensor *in, int nd, const int64_t *d, int64_t flat);
 
-/* ad_gradcheck (slow mode, defaults) must pass; the report is printed into the failure message. */
+/* ad_gradcheck and then ad_gradgradcheck (slow mode, defaults) must pass; the report goes into the failure message. */
 void gc_n(const char *what, ad_fn f, void *ctx, int n, const ad_tensor *const *in);
+/* ad_gradgradcheck (slow mode, defaults) must pass: the VJP recorded with AD_CREATE_GRAPH is right. */
+void gg_n(const char *what, ad_fn f, void *ctx, int n, const ad_tensor *const *in);
 /* The same over fresh inputs of shapes s[0..n) in [lo, hi). */
 void gc_shapes(const char *what, ad_fn f, void *ctx, int n, const shp *s, double lo, double hi, bool away);
 
