@@ -7,7 +7,6 @@
 ** (like sqlite3_config), never changed behind the caller's back. */
 static ad_alloc_fn g_alloc = NULL;
 static void *g_alloc_ud = NULL;
-static int g_threads = 1;
 
 void ad_set_allocator(ad_alloc_fn fn, void *ud)
 {
@@ -53,9 +52,6 @@ bool ad__mul_ok(int64_t a, int64_t b, int64_t *out)
     *out = a * b;
     return true;
 }
-
-void ad_set_num_threads(int n) { g_threads = n < 1 ? 1 : n; }
-int ad_get_num_threads(void) { return g_threads; }
 
 const char *ad_status_str(ad_status s)
 {

@@ -1,15 +1,106 @@
-/* gemm.c: the built-in matrix product kernel, C = alpha op(A) op(B) + beta C, row-major. */
-#include "ad_internal.h"
+/* gemm.c: the matrix product C = alpha op(A) op(B) + beta C (row-major): packing, cache blocking, threads, BLAS. */
+#include "gemm.h"
+#include "threads.h"
 
-/* A plain loop nest: i-p-j order so the innermost loop runs along rows of B and C. */
-#define GEMM_BODY(T)                                                                                     \
-    do {                                                                                                 \
+#include <stdatomic.h>
+#include <stdint.h>
+
+#ifdef AD_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+/*
+** The blocked algorithm (Goto and van de Geijn, "Anatomy of high-performance matrix
+** multiplication", 2008; the loop order of BLIS):
+**
+**   for jc in N by NC:              B~ = op(B)[pc:pc+KC, jc:jc+NC] packed    (L3: KC x NC)
+**     for pc in K by KC:
+**       pack B~ into NR-wide micro-panels
+**       for ic in M by MC:          A~ = op(A)[ic:ic+MC, pc:pc+KC] packed    (L2: MC x KC)
+**         pack A~ into MR-tall micro-panels
+**         for jr in NC by NR:       one B~ micro-panel, KC x NR, stays in L1
+**           for ir in MC by MR:     A~ micro-panels stream from L2
+**             micro-kernel: C[ir:ir+MR, jr:jr+NR] (+)= A~_ir B~_jr
+**
+** Why these sizes (per kernel in gemm_kernels.c; for AVX-512 F32: MR x NR = 12 x 32, KC = 256,
+** MC = 144, NC = 4096): the tile MR x NR is the largest the register file holds (see
+** gemm_kernels.c). KC is the length of each micro-kernel call: long enough to amortize loading
+** and storing the C tile (2 MR NR KC flops per MR NR stores), short enough that the B~
+** micro-panel (KC NR elements, 32 KiB at F32) sits in the 48 KiB L1 next to the A~ micro-panel
+** being streamed. MC x KC (144 KiB) fills a fraction of the 1 MiB L2 so A~ stays there while it
+** is reused for every NR columns of B~. NC x KC (4 MiB at F32) is sized for the shared L3; for
+** the products this engine meets it holds all of N. Packing also turns the four transpose cases
+** into one: the kernels only ever read packed, contiguous panels, and edge panels are padded
+** with zeros so the kernels always run on full tiles (partial tiles of C go through a buffer).
+**
+** Threads split the rows of C (or the columns, for short wide products) into fixed, MR- or
+** NR-aligned ranges; each element is computed by one thread with the same blocking as with one
+** thread, so results are identical for any thread count. Products smaller than SMALL_FLOPS
+** skip packing (a plain loop is faster there); with BLAS, products of BLAS_FLOPS or more go to
+** OpenBLAS. Both thresholds were measured with bench/bench_matmul.
+**
+** Packing buffers: when one thread's panels fit in STACK_BYTES (products up to about 64 x 64 x 64
+** at F64) they live on that thread's stack, so small and medium products, like those of a
+** training step on a small network, never touch the heap (a warmed-up tape step allocates
+** nothing). Larger products take one ad__malloc block per call for all threads' panels.
+*/
+
+#define SMALL_MNK ((int64_t)4096)        /* m n k below this: the plain loop */
+#define BLAS_MNK ((int64_t)64 * 64 * 64) /* m n k from this on: OpenBLAS, when built with it */
+#define THREAD_MNK ((int64_t)1 << 21)    /* m n k from this on: ad_get_num_threads() threads */
+#define STACK_BYTES ((size_t)64 << 10)   /* packed panels up to this size live on the stack */
+
+/* ---- the process-wide backend choice (set by tests and benchmarks) ---- */
+
+static atomic_int g_backend = AD__GEMM_AUTO;
+static atomic_int g_level = AD__GEMM_BEST;
+
+void ad__gemm_set_backend(int backend, int level)
+{
+    atomic_store_explicit(&g_backend, backend, memory_order_relaxed);
+    atomic_store_explicit(&g_level, level, memory_order_relaxed);
+}
+
+const char *ad__gemm_kernel_name(bool f64)
+{
+    int level = atomic_load_explicit(&g_level, memory_order_relaxed);
+    return f64 ? ad__gemm_kernel_f64(level)->name : ad__gemm_kernel_f32(level)->name;
+}
+
+bool ad__gemm_has_blas(void)
+{
+#ifdef AD_HAVE_BLAS
+    return true;
+#else
+    return false;
+#endif
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Packed buffers start on a cache line. */
+static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+/*
+** Everything below is written once over the element type T (suffix S): the plain loop, packing,
+** the blocked product of one thread's share, and the entry point.
+*/
+#define DEFINE_GEMM(T, S)                                                                                \
+    /* C = beta C over an m x n block (beta == 0 clears, dropping NaNs, as BLAS does). */                \
+    static void scale_##S(int64_t m, int64_t n, T beta, T *c, int64_t ldc)                               \
+    {                                                                                                    \
+        if (beta == 1) return;                                                                           \
+        for (int64_t i = 0; i < m; i++)                                                                  \
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];      \
+    }                                                                                                    \
+                                                                                                         \
+    /* The plain loop for small products: i-p-j, the inner loop along rows of B and C. */                \
+    static void small_##S(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T *a,        \
+                          int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc)               \
+    {                                                                                                    \
+        scale_##S(m, n, beta, c, ldc);                                                                   \
         for (int64_t i = 0; i < m; i++) {                                                                \
             T *ci = c + i * ldc;                                                                         \
-            if (beta == 0)                                                                               \
-                for (int64_t j = 0; j < n; j++) ci[j] = 0;                                               \
-            else if (beta != 1)                                                                          \
-                for (int64_t j = 0; j < n; j++) ci[j] *= beta;                                           \
             for (int64_t p = 0; p < k; p++) {                                                            \
                 T aip = alpha * (ta ? a[p * lda + i] : a[i * lda + p]);                                  \
                 if (!tb) {                                                                               \
@@ -20,18 +111,219 @@
                 }                                                                                        \
             }                                                                                            \
         }                                                                                                \
+    }                                                                                                    \
+                                                                                                         \
+    /* A~ <- op(A)[0:mc, 0:kc] as MR-tall micro-panels, dst[panel][p][i], rows past mc zero. */          \
+    static void pack_a_##S(bool ta, int64_t mc, int64_t kc, const T *a, int64_t lda, int mr, T *dst)     \
+    {                                                                                                    \
+        for (int64_t i0 = 0; i0 < mc; i0 += mr, dst += mr * kc) {                                        \
+            int64_t rows = min64(mr, mc - i0);                                                           \
+            if (ta) { /* row p of A holds op(A)[., p]: contiguous along i */                             \
+                for (int64_t p = 0; p < kc; p++) {                                                       \
+                    const T *src = a + p * lda + i0;                                                     \
+                    T *d = dst + p * mr;                                                                 \
+                    for (int64_t i = 0; i < rows; i++) d[i] = src[i];                                    \
+                    for (int64_t i = rows; i < mr; i++) d[i] = 0;                                        \
+                }                                                                                        \
+            } else {                                                                                     \
+                for (int64_t i = 0; i < rows; i++) {                                                     \
+                    const T *src = a + (i0 + i) * lda;                                                   \
+                    for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];                           \
+                }                                                                                        \
+                for (int64_t i = rows; i < mr; i++)                                                      \
+                    for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = 0;                                \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+                                                                                                         \
+    /* B~ <- op(B)[0:kc, 0:nc] as NR-wide micro-panels, dst[panel][p][j], columns past nc zero. */       \
+    static void pack_b_##S(bool tb, int64_t kc, int64_t nc, const T *b, int64_t ldb, int nr, T *dst)     \
+    {                                                                                                    \
+        for (int64_t j0 = 0; j0 < nc; j0 += nr, dst += nr * kc) {                                        \
+            int64_t cols = min64(nr, nc - j0);                                                           \
+            if (!tb) { /* row p of B is contiguous along j */                                            \
+                for (int64_t p = 0; p < kc; p++) {                                                       \
+                    const T *src = b + p * ldb + j0;                                                     \
+                    T *d = dst + p * nr;                                                                 \
+                    for (int64_t j = 0; j < cols; j++) d[j] = src[j];                                    \
+                    for (int64_t j = cols; j < nr; j++) d[j] = 0;                                        \
+                }                                                                                        \
+            } else {                                                                                     \
+                for (int64_t j = 0; j < cols; j++) {                                                     \
+                    const T *src = b + (j0 + j) * ldb;                                                   \
+                    for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = src[p];                           \
+                }                                                                                        \
+                for (int64_t j = cols; j < nr; j++)                                                      \
+                    for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = 0;                                \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+                                                                                                         \
+    /* The blocked product on one thread's share; abuf holds MC x KC, bbuf KC x NC (rounded up). */      \
+    static void blocked_##S(const ad__gemm_kernel *kr, bool ta, bool tb, int64_t m, int64_t n, int64_t k,   \
+                            T alpha, const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c,     \
+                            int64_t ldc, T *abuf, T *bbuf)                                               \
+    {                                                                                                    \
+        const int mr = kr->mr, nr = kr->nr;                                                              \
+        T tile[AD__GEMM_MAX_TILE];                                                                       \
+        for (int64_t jc = 0; jc < n; jc += kr->nc) {                                                     \
+            int64_t nc = min64(kr->nc, n - jc);                                                          \
+            for (int64_t pc = 0; pc < k; pc += kr->kc) {                                                 \
+                int64_t kc = min64(kr->kc, k - pc);                                                      \
+                T bet = pc == 0 ? beta : 1;                                                              \
+                pack_b_##S(tb, kc, nc, tb ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, nr, bbuf);       \
+                for (int64_t ic = 0; ic < m; ic += kr->mc) {                                             \
+                    int64_t mc = min64(kr->mc, m - ic);                                                  \
+                    pack_a_##S(ta, mc, kc, ta ? a + pc * lda + ic : a + ic * lda + pc, lda, mr, abuf);   \
+                    for (int64_t jr = 0; jr < nc; jr += nr) {                                            \
+                        int64_t cols = min64(nr, nc - jr);                                               \
+                        const T *bp = bbuf + jr * kc;                                                    \
+                        for (int64_t ir = 0; ir < mc; ir += mr) {                                        \
+                            int64_t rows = min64(mr, mc - ir);                                           \
+                            T *cp = c + (ic + ir) * ldc + jc + jr;                                       \
+                            if (rows == mr && cols == nr) {                                              \
+                                kr->S(kc, abuf + ir * kc, bp, cp, ldc, alpha, bet);                      \
+                                continue;                                                                \
+                            }                                                                            \
+                            kr->S(kc, abuf + ir * kc, bp, tile, nr, alpha, 0);                           \
+                            for (int64_t i = 0; i < rows; i++)                                           \
+                                for (int64_t j = 0; j < cols; j++) {                                     \
+                                    T *e = cp + i * ldc + j;                                             \
+                                    *e = bet == 0 ? tile[i * nr + j] : bet * *e + tile[i * nr + j];      \
+                                }                                                                        \
+                        }                                                                                \
+                    }                                                                                    \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+                                                                                                         \
+    typedef struct job_##S {                                                                             \
+        const ad__gemm_kernel *kr;                                                                       \
+        bool ta, tb, split_n;                                                                            \
+        int64_t m, n, k, lda, ldb, ldc, abuf_len, bbuf_len;                                              \
+        T alpha, beta;                                                                                   \
+        const T *a, *b;                                                                                  \
+        T *c, *bufs;                                                                                     \
+    } job_##S;                                                                                           \
+                                                                                                         \
+    /* One thread's share: a fixed range of rows (or columns) of C, aligned to the tile. */              \
+    static void run_job_##S(void *ctx, int tid, int nth)                                                 \
+    {                                                                                                    \
+        const job_##S *jb = ctx;                                                                         \
+        int64_t len = jb->split_n ? jb->n : jb->m, unit = jb->split_n ? jb->kr->nr : jb->kr->mr;         \
+        int64_t units = (len + unit - 1) / unit;                                                         \
+        int64_t lo = min64(len, units * tid / nth * unit), hi = min64(len, units * (tid + 1) / nth * unit); \
+        if (lo >= hi) return;                                                                            \
+        _Alignas(64) unsigned char local[STACK_BYTES]; /* used when the panels are this small */      \
+        T *abuf = jb->bufs ? jb->bufs + (int64_t)tid * (jb->abuf_len + jb->bbuf_len) : (T *)(void *)local; \
+        T *bbuf = abuf + jb->abuf_len;                                                                   \
+        if (jb->split_n)                                                                                 \
+            blocked_##S(jb->kr, jb->ta, jb->tb, jb->m, hi - lo, jb->k, jb->alpha, jb->a, jb->lda,        \
+                        jb->tb ? jb->b + lo * jb->ldb : jb->b + lo, jb->ldb, jb->beta, jb->c + lo,       \
+                        jb->ldc, abuf, bbuf);                                                            \
+        else                                                                                             \
+            blocked_##S(jb->kr, jb->ta, jb->tb, hi - lo, jb->n, jb->k, jb->alpha,                        \
+                        jb->ta ? jb->a + lo : jb->a + lo * jb->lda, jb->lda, jb->b, jb->ldb, jb->beta,   \
+                        jb->c + lo * jb->ldc, jb->ldc, abuf, bbuf);                                      \
+    }                                                                                                    \
+                                                                                                         \
+    /* The built-in path: sizes the buffers for every thread, allocates once, runs the shares. */        \
+    static ad_status builtin_##S(const ad__gemm_kernel *kr, bool ta, bool tb, int64_t m, int64_t n,      \
+                                 int64_t k, T alpha, const T *a, int64_t lda, const T *b, int64_t ldb,   \
+                                 T beta, T *c, int64_t ldc, int nth)                                     \
+    {                                                                                                    \
+        job_##S jb = {kr, ta, tb, false, m, n, k, lda, ldb, ldc, 0, 0, alpha, beta, a, b, c, NULL};      \
+        /* split the longer side, unless it leaves too few tiles per thread */                           \
+        jb.split_n = n > m && n >= (int64_t)nth * kr->nr;                                                \
+        int64_t mm = jb.split_n ? m : (m + nth - 1) / nth + kr->mr;                                      \
+        int64_t nn = jb.split_n ? (n + nth - 1) / nth + kr->nr : n;                                      \
+        int64_t kc = min64(kr->kc, k);                                                                   \
+        int64_t mc = min64(kr->mc, (mm + kr->mr - 1) / kr->mr * kr->mr);                                 \
+        int64_t nc = min64(kr->nc, (nn + kr->nr - 1) / kr->nr * kr->nr);                                 \
+        jb.abuf_len = (mc * kc + 15) / 16 * 16; /* whole cache lines, so each buffer stays aligned */    \
+        jb.bbuf_len = (nc * kc + 15) / 16 * 16;                                                          \
+        size_t each = (size_t)(jb.abuf_len + jb.bbuf_len) * sizeof(T);                                   \
+        if (each <= STACK_BYTES) { /* each thread packs on its own stack: no allocation */               \
+            ad__parallel(nth, run_job_##S, &jb);                                                         \
+            return AD_OK;                                                                                \
+        }                                                                                                \
+        void *mem = ad__malloc((size_t)nth * each + 64);                                                 \
+        if (!mem) return AD_ERR_NOMEM;                                                                   \
+        jb.bufs = align64(mem);                                                                          \
+        ad__parallel(nth, run_job_##S, &jb);                                                             \
+        ad__free(mem);                                                                                   \
+        return AD_OK;                                                                                    \
+    }
+
+DEFINE_GEMM(float, f32)
+DEFINE_GEMM(double, f64)
+
+/* The path one product takes. */
+typedef enum path { PATH_NONE, PATH_SMALL, PATH_PACKED, PATH_BLAS } path;
+
+/* Checks the arguments and picks the path and thread count: PATH_NONE when only C = beta C is
+** left to do (an empty product, or alpha == 0, where A and B are not read, as in BLAS). */
+static ad_status plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
+                      bool zero_alpha, path *pa, int *nth)
+{
+    *nth = 1;
+    if (m < 0 || n < 0 || k < 0) return AD_ERR_ARG;
+    if (lda < (ta ? m : k) || ldb < (tb ? k : n) || ldc < n) return AD_ERR_ARG;
+    if (m == 0 || n == 0 || k == 0 || zero_alpha) {
+        *pa = PATH_NONE;
+        return AD_OK;
+    }
+    int64_t mn, mnk;
+    if (!ad__mul_ok(m, n, &mn) || !ad__mul_ok(mn, k, &mnk)) mnk = INT64_MAX;
+    int backend = atomic_load_explicit(&g_backend, memory_order_relaxed);
+    bool blas_ok = ad__gemm_has_blas() && m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX &&
+                   lda <= INT32_MAX && ldb <= INT32_MAX && ldc <= INT32_MAX;
+    if (backend == AD__GEMM_BLAS && blas_ok)
+        *pa = PATH_BLAS;
+    else if (backend == AD__GEMM_PACKED)
+        *pa = PATH_PACKED;
+    else if (mnk < SMALL_MNK)
+        *pa = PATH_SMALL;
+    else if (backend == AD__GEMM_AUTO && blas_ok && mnk >= BLAS_MNK)
+        *pa = PATH_BLAS;
+    else
+        *pa = PATH_PACKED;
+    int want = ad_get_num_threads();
+    if (*pa == PATH_BLAS || backend == AD__GEMM_PACKED || mnk >= THREAD_MNK)
+        *nth = want > AD__MAX_THREADS ? AD__MAX_THREADS : want;
+    return AD_OK;
+}
+
+/* The entry points, one per element type; BLAS is the cblas_?gemm of that type. */
+#ifdef AD_HAVE_BLAS
+#define BLAS_CALL(BLASFN)                                                                                \
+    do {                                                                                                 \
+        if (openblas_get_num_threads() != nth) openblas_set_num_threads(nth);                            \
+        BLASFN(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, \
+               (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);                              \
     } while (0)
+#else
+#define BLAS_CALL(BLASFN) ((void)0)
+#endif
 
-ad_status ad__gemm_f32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
-{
-    GEMM_BODY(float);
-    return AD_OK;
-}
+#define DEFINE_ENTRY(T, S, BLASFN)                                                                       \
+    ad_status ad__gemm_##S(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T *a,       \
+                           int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc)              \
+    {                                                                                                    \
+        path pa;                                                                                         \
+        int nth;                                                                                         \
+        ad_status st = plan(ta, tb, m, n, k, lda, ldb, ldc, alpha == 0, &pa, &nth);                      \
+        if (st != AD_OK) return st;                                                                      \
+        switch (pa) {                                                                                    \
+        case PATH_NONE: scale_##S(m, n, beta, c, ldc); return AD_OK;                                     \
+        case PATH_SMALL: small_##S(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return AD_OK;  \
+        case PATH_BLAS: BLAS_CALL(BLASFN); return AD_OK;                                                 \
+        case PATH_PACKED: break;                                                                         \
+        }                                                                                                \
+        const ad__gemm_kernel *kr = ad__gemm_kernel_##S(atomic_load_explicit(&g_level, memory_order_relaxed)); \
+        return builtin_##S(kr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nth);               \
+    }
 
-ad_status ad__gemm_f64(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double *a,
-                       int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc)
-{
-    GEMM_BODY(double);
-    return AD_OK;
-}
+DEFINE_ENTRY(float, f32, cblas_sgemm)
+DEFINE_ENTRY(double, f64, cblas_dgemm)

@@ -1,0 +1,215 @@
+/* bench_matmul.c: GFLOP/s of the matrix product: the built-in kernel, the engine's default path, OpenBLAS. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ad.h"
+#include "gemm.h"
+
+#ifdef AD_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+/*
+** Usage: bench_matmul [--sizes 64,256,1024] [--threads 1,2] [--dtypes f32,f64] [--reps 11]
+**                     [--min-ms 20] [--impls builtin,auto,openblas] [--quick]
+** For each dtype, size n (square n x n x n products) and thread count, the implementations run
+** interleaved, rep by rep, so drift of the machine hits them alike. Each rep times enough calls
+** to last --min-ms; the figures are the median, min and max over the reps of the time per call.
+**   builtin:  the engine's own packed kernel (ad__gemm_* with the BLAS backend off)
+**   auto:     ad__gemm_* as the engine runs it (OpenBLAS above a size threshold when built with it)
+**   openblas: cblas_?gemm called directly
+** Output: a table for people, and one JSON line (starting with '{') per case for scripts.
+*/
+
+#define MAX_LIST 16
+
+typedef struct opts {
+    int sizes[MAX_LIST], nsizes;
+    int threads[MAX_LIST], nthreads;
+    int f64[2], ndtypes;
+    const char *impls[3];
+    int nimpls;
+    int reps;
+    double min_s;
+} opts;
+
+static int parse_ints(const char *s, int *out)
+{
+    int n = 0;
+    while (*s && n < MAX_LIST) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || v > 1 << 16) return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One call of implementation `impl` on n x n x n; false when it is not available. */
+static bool call(const char *impl, bool f64, int n, int threads, const void *a, const void *b, void *c)
+{
+    ad_set_num_threads(threads);
+    if (!strcmp(impl, "openblas")) {
+#ifdef AD_HAVE_BLAS
+        if (openblas_get_num_threads() != threads) openblas_set_num_threads(threads);
+        if (f64)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n, 0.0, c, n);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        return true;
+#else
+        return false;
+#endif
+    }
+    ad__gemm_set_backend(!strcmp(impl, "builtin") ? AD__GEMM_BUILTIN : AD__GEMM_AUTO, AD__GEMM_BEST);
+    ad_status st = f64 ? ad__gemm_f64(false, false, n, n, n, 1.0, a, n, b, n, 0.0, c, n)
+                       : ad__gemm_f32(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    return st == AD_OK;
+}
+
+typedef struct result {
+    double t[64];
+    int64_t iters;
+    bool ok;
+} result;
+
+static void run_case(const opts *o, bool f64, int n, int threads)
+{
+    size_t es = f64 ? sizeof(double) : sizeof(float), bytes = (size_t)n * (size_t)n * es;
+    void *a = malloc(bytes), *b = malloc(bytes), *c = malloc(bytes);
+    if (!a || !b || !c) {
+        fprintf(stderr, "bench_matmul: out of memory at n=%d\n", n);
+        free(a), free(b), free(c);
+        return;
+    }
+    uint64_t s = 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < (size_t)n * (size_t)n; i++) {
+        for (int w = 0; w < 2; w++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            double v = (double)(s >> 11) / 9007199254740992.0 - 0.5;
+            if (f64)
+                ((double *)(w ? b : a))[i] = v;
+            else
+                ((float *)(w ? b : a))[i] = (float)v;
+        }
+    }
+    result r[3] = {0};
+    /* warm up and size the inner loop so one rep lasts about min_s */
+    for (int im = 0; im < o->nimpls; im++) {
+        r[im].ok = call(o->impls[im], f64, n, threads, a, b, c);
+        if (!r[im].ok) continue;
+        double t0 = now_s();
+        int64_t it = 0;
+        do {
+            call(o->impls[im], f64, n, threads, a, b, c);
+            it++;
+        } while (now_s() - t0 < o->min_s / 4);
+        double per = (now_s() - t0) / (double)it;
+        r[im].iters = (int64_t)(o->min_s / per) + 1;
+    }
+    for (int rep = 0; rep < o->reps; rep++)
+        for (int im = 0; im < o->nimpls; im++) {
+            if (!r[im].ok) continue;
+            double t0 = now_s();
+            for (int64_t it = 0; it < r[im].iters; it++) call(o->impls[im], f64, n, threads, a, b, c);
+            r[im].t[rep] = (now_s() - t0) / (double)r[im].iters;
+        }
+    double flops = 2.0 * n * n * (double)n, ref = 0;
+    for (int im = 0; im < o->nimpls; im++)
+        if (r[im].ok && !strcmp(o->impls[im], "openblas")) {
+            double tmp[64];
+            memcpy(tmp, r[im].t, sizeof(double) * (size_t)o->reps);
+            qsort(tmp, (size_t)o->reps, sizeof(double), cmp_double);
+            ref = flops / tmp[o->reps / 2] * 1e-9;
+        }
+    for (int im = 0; im < o->nimpls; im++) {
+        if (!r[im].ok) continue;
+        qsort(r[im].t, (size_t)o->reps, sizeof(double), cmp_double);
+        double med = r[im].t[o->reps / 2], mn = r[im].t[0], mx = r[im].t[o->reps - 1];
+        double gf = flops / med * 1e-9;
+        const char *impl = o->impls[im];
+        const char *kernel = !strcmp(impl, "builtin") ? ad__gemm_kernel_name(f64) : !strcmp(impl, "auto") ? "default" : "openblas";
+        printf("%-4s %5d %3d  %-9s %-8s %9.3f %9.3f %9.3f %8.1f", f64 ? "f64" : "f32", n, threads, impl, kernel,
+               med * 1e3, mn * 1e3, mx * 1e3, gf);
+        if (ref > 0)
+            printf("   %5.2f\n", gf / ref);
+        else
+            printf("       -\n");
+        printf("{\"bench\":\"matmul\",\"impl\":\"%s\",\"kernel\":\"%s\",\"dtype\":\"%s\",\"n\":%d,\"threads\":%d,"
+               "\"reps\":%d,\"iters\":%" PRId64 ",\"median_s\":%.9g,\"min_s\":%.9g,\"max_s\":%.9g,"
+               "\"gflops\":%.3f,\"gflops_best\":%.3f}\n",
+               impl, kernel, f64 ? "f64" : "f32", n, threads, o->reps, r[im].iters, med, mn, mx, gf,
+               flops / mn * 1e-9);
+    }
+    fflush(stdout);
+    free(a), free(b), free(c);
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {{64, 256, 1024}, 3, {1, 2}, 2, {0, 1}, 2, {"builtin", "auto", "openblas"}, 3, 11, 0.02};
+    if (!ad__gemm_has_blas()) o.nimpls = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(argv[i], "--quick")) {
+            o.reps = 3, o.min_s = 0.005;
+        } else if (!strcmp(argv[i], "--sizes") && (o.nsizes = parse_ints(v, o.sizes)) > 0) {
+            i++;
+        } else if (!strcmp(argv[i], "--threads") && (o.nthreads = parse_ints(v, o.threads)) > 0) {
+            i++;
+        } else if (!strcmp(argv[i], "--reps") && atoi(v) > 0 && atoi(v) <= 64) {
+            o.reps = atoi(v), i++;
+        } else if (!strcmp(argv[i], "--min-ms") && atof(v) > 0) {
+            o.min_s = atof(v) * 1e-3, i++;
+        } else if (!strcmp(argv[i], "--dtypes")) {
+            o.ndtypes = 0;
+            if (strstr(v, "f32")) o.f64[o.ndtypes++] = 0;
+            if (strstr(v, "f64")) o.f64[o.ndtypes++] = 1;
+            i++;
+        } else if (!strcmp(argv[i], "--impls")) {
+            o.nimpls = 0;
+            static const char *const all[3] = {"builtin", "auto", "openblas"};
+            for (int k = 0; k < 3; k++)
+                if (strstr(v, all[k]) && (k == 0 || ad__gemm_has_blas())) o.impls[o.nimpls++] = all[k];
+            i++;
+        } else {
+            fprintf(stderr, "usage: %s [--sizes 64,256,1024] [--threads 1,2] [--dtypes f32,f64] [--reps N]\n"
+                            "       [--min-ms MS] [--impls builtin,auto,openblas] [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+#ifdef AD_HAVE_BLAS
+    printf("# OpenBLAS %s, core %s%s%s\n", openblas_get_config(), openblas_get_corename(),
+           ct ? "; OPENBLAS_CORETYPE is set to " : "", ct ? ct : "");
+#else
+    printf("# built without OpenBLAS%s%s\n", ct ? "; OPENBLAS_CORETYPE=" : "", ct ? ct : "");
+#endif
+    printf("# built-in kernels: f32 %s, f64 %s; %d reps of >= %.0f ms; vs-openblas = GFLOP/s ratio\n",
+           ad__gemm_kernel_name(false), ad__gemm_kernel_name(true), o.reps, o.min_s * 1e3);
+    printf("%-4s %5s %3s  %-9s %-8s %9s %9s %9s %8s %8s\n", "type", "n", "thr", "impl", "kernel", "med ms",
+           "min ms", "max ms", "GFLOP/s", "vs-oblas");
+    for (int d = 0; d < o.ndtypes; d++)
+        for (int s = 0; s < o.nsizes; s++)
+            for (int t = 0; t < o.nthreads; t++) run_case(&o, o.f64[d] != 0, o.sizes[s], o.threads[t]);
+    ad__gemm_set_backend(AD__GEMM_AUTO, AD__GEMM_BEST);
+    return 0;
+}

@@ -1,0 +1,508 @@
+/* dataset.c: data sets from IDX (gzipped or plain) and numeric CSV files, and the mini-batch iterator. */
+#include "ad_internal.h"
+#include "nn_io.h"
+
+#include <errno.h>
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+/* Formats "fn: path: message" into err; returns s. */
+static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt,
+                      ...) __attribute__((format(printf, 6, 7)));
+static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
+{
+    if (err && errlen > 0) {
+        int k = snprintf(err, errlen, "%s: %s%s", fn, path ? path : "", path ? ": " : "");
+        if (k >= 0 && (size_t)k < errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return s;
+}
+
+void nn_dataset_free(nn_dataset *ds)
+{
+    if (!ds) return;
+    ad__free(ds->pixels_u8);
+    ad__free(ds->features);
+    ad__free(ds->labels);
+    ad__free(ds);
+}
+
+/* ---- IDX ---- */
+
+#define IDX_UBYTE 0x08
+/* Deflate expands at most about 1032:1; a claimed size beyond this cannot be in the file. */
+#define GZ_MAX_RATIO 1040u
+
+/* One opened IDX file: its dimensions and the stream positioned at the data. */
+typedef struct idx_file {
+    gzFile gz;
+    int ndim;
+    int64_t dims[3];
+    int64_t count; /* product of dims */
+} idx_file;
+
+/* Reads exactly n bytes; on failure writes a reason ("truncated", zlib's message). */
+static ad_status gz_read_all(gzFile gz, void *buf, int64_t n, const char *fn, const char *path, const char *what,
+                             char *err, size_t errlen)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        unsigned chunk = n > (1 << 30) ? 1u << 30 : (unsigned)n;
+        int got = gzread(gz, p, chunk);
+        if (got < 0) {
+            int zerr;
+            const char *m = gzerror(gz, &zerr);
+            return fail(err, errlen, zerr == Z_ERRNO ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the %s: %s",
+                        what, zerr == Z_ERRNO ? strerror(errno) : m);
+        }
+        if (got == 0) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "truncated in the %s", what);
+        p += got;
+        n -= got;
+    }
+    return AD_OK;
+}
+
+/* Opens path and reads its IDX header, checking magic, element type, ndim, and
+** that the data size fits what the file can hold. */
+static ad_status idx_open(const char *fn, const char *path, int want_ndim, idx_file *f, char *err, size_t errlen)
+{
+    f->gz = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return fail(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+    errno = 0;
+    f->gz = gzopen(path, "rb");
+    if (!f->gz)
+        return fail(err, errlen, errno ? AD_ERR_IO : AD_ERR_NOMEM, fn, path, "cannot open: %s",
+                    errno ? strerror(errno) : "out of memory");
+    gzbuffer(f->gz, 1u << 18);
+    unsigned char magic[4];
+    if (sb.st_size == 0) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "empty file");
+    ad_status st = gz_read_all(f->gz, magic, 4, fn, path, "magic number", err, errlen);
+    if (st != AD_OK) return st;
+    if (magic[0] != 0 || magic[1] != 0)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "bad magic %02x%02x%02x%02x: not an IDX file", magic[0],
+                    magic[1], magic[2], magic[3]);
+    if (magic[2] != IDX_UBYTE)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                    "element type code 0x%02x is not supported (unsigned byte 0x08 is)", magic[2]);
+    if (magic[3] != want_ndim)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "%d dimensions, expected %d (magic 0x%08x)", magic[3],
+                    want_ndim, 0x800 + want_ndim);
+    f->ndim = want_ndim;
+    unsigned char d[12];
+    st = gz_read_all(f->gz, d, 4 * want_ndim, fn, path, "dimensions", err, errlen);
+    if (st != AD_OK) return st;
+    f->count = 1;
+    for (int i = 0; i < want_ndim; i++) {
+        f->dims[i] = (int64_t)d[4 * i] << 24 | (int64_t)d[4 * i + 1] << 16 | (int64_t)d[4 * i + 2] << 8 | d[4 * i + 3];
+        if (!ad__mul_ok(f->count, f->dims[i], &f->count))
+            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "dimensions overflow");
+    }
+    /* what the file can hold: its own size when plain, the deflate ratio bound when compressed */
+    uint64_t head = 4 + 4 * (uint64_t)want_ndim;
+    uint64_t fsize = (uint64_t)sb.st_size;
+    uint64_t cap = gzdirect(f->gz) ? (fsize >= head ? fsize - head : 0)
+                                   : (fsize > UINT64_MAX / GZ_MAX_RATIO ? UINT64_MAX : fsize * GZ_MAX_RATIO);
+    if ((uint64_t)f->count > cap || f->count > INT64_MAX / 16)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                    "dimensions claim %" PRId64 " bytes, more than the %" PRIu64 "-byte file can hold", f->count,
+                    fsize);
+    return AD_OK;
+}
+
+/* After the data: the stream must be at its end. */
+static ad_status idx_expect_eof(idx_file *f, const char *fn, const char *path, char *err, size_t errlen)
+{
+    unsigned char extra;
+    int got = gzread(f->gz, &extra, 1);
+    if (got < 0) {
+        int zerr;
+        const char *m = gzerror(f->gz, &zerr);
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "after the data: %s", m);
+    }
+    if (got > 0) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "trailing bytes after the data");
+    return AD_OK;
+}
+
+ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, nn_dataset **out, char *err,
+                              size_t errlen)
+{
+    static const char fn[] = "nn_dataset_load_idx";
+    if (err && errlen) err[0] = '\0';
+    if (out) *out = NULL;
+    if (!images_path || !labels_path || !out)
+        return fail(err, errlen, AD_ERR_ARG, fn, NULL, "NULL images_path, labels_path or out");
+
+    idx_file im = {0}, lb = {0};
+    nn_dataset *ds = NULL;
+    uint8_t *raw_labels = NULL;
+    ad_status st = idx_open(fn, images_path, 3, &im, err, errlen);
+    if (st != AD_OK) goto done;
+    st = idx_open(fn, labels_path, 1, &lb, err, errlen);
+    if (st != AD_OK) goto done;
+    if (im.dims[0] != lb.dims[0]) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, labels_path, "%" PRId64 " labels for %" PRId64 " images in %s",
+                  lb.dims[0], im.dims[0], images_path);
+        goto done;
+    }
+    if (im.dims[0] == 0 || im.dims[1] * im.dims[2] == 0) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, images_path, "no samples (dimensions %" PRId64 "x%" PRId64
+                  "x%" PRId64 ")", im.dims[0], im.dims[1], im.dims[2]);
+        goto done;
+    }
+    ds = ad__calloc(1, sizeof *ds);
+    if (ds) {
+        ds->n = im.dims[0];
+        ds->dim = im.dims[1] * im.dims[2];
+        ds->pixels_u8 = ad__malloc((size_t)im.count);
+        ds->labels = ad__malloc((size_t)ds->n * sizeof(int64_t));
+        raw_labels = ad__malloc((size_t)ds->n);
+    }
+    if (!ds || !ds->pixels_u8 || !ds->labels || !raw_labels) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, images_path, "out of memory for %" PRId64 " images", im.dims[0]);
+        goto done;
+    }
+    /* one pass of gzread straight into the buffer */
+    st = gz_read_all(im.gz, ds->pixels_u8, im.count, fn, images_path, "pixel data", err, errlen);
+    if (st == AD_OK) st = idx_expect_eof(&im, fn, images_path, err, errlen);
+    if (st == AD_OK) st = gz_read_all(lb.gz, raw_labels, ds->n, fn, labels_path, "label data", err, errlen);
+    if (st == AD_OK) st = idx_expect_eof(&lb, fn, labels_path, err, errlen);
+    if (st != AD_OK) goto done;
+    int64_t maxl = 0;
+    for (int64_t i = 0; i < ds->n; i++) {
+        ds->labels[i] = raw_labels[i];
+        if (raw_labels[i] > maxl) maxl = raw_labels[i];
+    }
+    ds->nclasses = maxl + 1;
+done:
+    if (im.gz) gzclose(im.gz);
+    if (lb.gz) gzclose(lb.gz);
+    ad__free(raw_labels);
+    if (st != AD_OK) {
+        nn_dataset_free(ds);
+        return st;
+    }
+    *out = ds;
+    return AD_OK;
+}
+
+/* ---- CSV ---- */
+
+#define CSV_MAX_LABEL ((1 << 24) - 1)
+
+/* The line [p, end) without its '\r'; returns the start of the next line. */
+static const char *next_line(const char *p, const char *end, const char **line_end)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    const char *e = nl ? nl : end;
+    *line_end = (e > p && e[-1] == '\r') ? e - 1 : e;
+    return nl ? nl + 1 : end;
+}
+
+static bool blank(const char *p, const char *e)
+{
+    for (; p < e; p++)
+        if (*p != ' ' && *p != '\t') return false;
+    return true;
+}
+
+static int64_t count_cells(const char *p, const char *e)
+{
+    int64_t n = 1;
+    for (; p < e; p++) n += *p == ',';
+    return n;
+}
+
+/* Parses the cell [p, e) (spaces around it ignored) as a finite double; false with why set. */
+static bool parse_cell(const char *p, const char *e, double *v, char *why, size_t whylen)
+{
+    while (p < e && (*p == ' ' || *p == '\t')) p++;
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t')) e--;
+    if (p == e) {
+        snprintf(why, whylen, "empty cell");
+        return false;
+    }
+    char buf[128];
+    size_t n = (size_t)(e - p);
+    if (n >= sizeof buf) {
+        snprintf(why, whylen, "cell too long for a number (%zu characters)", n);
+        return false;
+    }
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    char *endp;
+    errno = 0;
+    double d = strtod(buf, &endp);
+    if (endp != buf + n || endp == buf) {
+        snprintf(why, whylen, "not a number: '%s'", buf);
+        return false;
+    }
+    if (errno == ERANGE && fabs(d) > 1.0) {
+        snprintf(why, whylen, "number out of range: '%s'", buf);
+        return false;
+    }
+    if (!isfinite(d)) {
+        snprintf(why, whylen, "non-finite value '%s' (NaN and Inf are not accepted)", buf);
+        return false;
+    }
+    *v = d;
+    return true;
+}
+
+ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, char *err,
+                              size_t errlen)
+{
+    static const char fn[] = "nn_dataset_load_csv";
+    if (err && errlen) err[0] = '\0';
+    if (out) *out = NULL;
+    if (!path || !out) return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
+
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    char *text = NULL;
+    nn_dataset *ds = NULL;
+    ad_status st = AD_OK;
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+        goto done;
+    }
+    if ((uint64_t)sb.st_size >= SIZE_MAX / 2) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "file too large");
+        goto done;
+    }
+    size_t len = (size_t)sb.st_size;
+    text = ad__malloc(len + 1);
+    if (!text) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu bytes", len);
+        goto done;
+    }
+    if (len && fread(text, 1, len, f) != len) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "read error");
+        goto done;
+    }
+    text[len] = '\0';
+    const char *end = text + len;
+
+    /* pass 1: rows and columns */
+    int64_t ncols = -1, nrows = 0, lineno = 0, first_line = 0;
+    const char *le;
+    for (const char *p = text; p < end;) {
+        const char *q = next_line(p, end, &le);
+        lineno++;
+        if (!blank(p, le)) {
+            int64_t c = count_cells(p, le);
+            if (ncols < 0) {
+                ncols = c;
+                first_line = lineno;
+            } else if (c != ncols) {
+                st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                          "line %" PRId64 ": ragged row: %" PRId64 " columns, line %" PRId64 " has %" PRId64,
+                          lineno, c, first_line, ncols);
+                goto done;
+            }
+            if (!(header && first_line == lineno)) nrows++;
+        }
+        p = q;
+    }
+    if (ncols < 0) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "empty file: no rows");
+        goto done;
+    }
+    if (nrows == 0) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no data rows (header only)");
+        goto done;
+    }
+    if (ncols < 2) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "one column: need a label and at least one feature");
+        goto done;
+    }
+    int64_t lc = label_col < 0 ? ncols + label_col : label_col;
+    if (lc < 0 || lc >= ncols) {
+        st = fail(err, errlen, AD_ERR_ARG, fn, path, "label column %d out of range for %" PRId64 " columns",
+                  label_col, ncols);
+        goto done;
+    }
+    int64_t dim = ncols - 1, cells;
+    ds = ad__calloc(1, sizeof *ds);
+    if (!ds || !ad__mul_ok(nrows, dim, &cells) || (uint64_t)cells > SIZE_MAX / sizeof(float)) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        goto done;
+    }
+    ds->n = nrows;
+    ds->dim = dim;
+    ds->features = ad__malloc((size_t)cells * sizeof(float));
+    ds->labels = ad__malloc((size_t)nrows * sizeof(int64_t));
+    if (!ds->features || !ds->labels) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " x %" PRId64, nrows, ncols);
+        goto done;
+    }
+
+    /* pass 2: values */
+    int64_t row = 0, maxl = 0;
+    lineno = 0;
+    bool skipped_header = !header;
+    for (const char *p = text; p < end;) {
+        const char *q = next_line(p, end, &le);
+        lineno++;
+        if (blank(p, le)) {
+            p = q;
+            continue;
+        }
+        if (!skipped_header) {
+            skipped_header = true;
+            p = q;
+            continue;
+        }
+        float *frow = ds->features + row * dim;
+        const char *c = p;
+        for (int64_t col = 0; col < ncols; col++) {
+            const char *ce = memchr(c, ',', (size_t)(le - c));
+            if (!ce) ce = le;
+            double v;
+            char why[192];
+            if (!parse_cell(c, ce, &v, why, sizeof why)) {
+                st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "line %" PRId64 ", column %" PRId64 ": %s", lineno,
+                          col + 1, why);
+                goto done;
+            }
+            if (col == lc) {
+                if (v < 0 || v != floor(v) || v > CSV_MAX_LABEL) {
+                    st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                              "line %" PRId64 ", column %" PRId64 ": label %.17g is not an integer in [0, %d]",
+                              lineno, col + 1, v, CSV_MAX_LABEL);
+                    goto done;
+                }
+                ds->labels[row] = (int64_t)v;
+                if (ds->labels[row] > maxl) maxl = ds->labels[row];
+            } else {
+                if (fabs(v) > FLT_MAX) {
+                    st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                              "line %" PRId64 ", column %" PRId64 ": %.17g is out of float range", lineno, col + 1, v);
+                    goto done;
+                }
+                *frow++ = (float)v;
+            }
+            c = ce + 1;
+        }
+        row++;
+        p = q;
+    }
+    ds->nclasses = maxl + 1;
+done:
+    fclose(f);
+    ad__free(text);
+    if (st != AD_OK) {
+        nn_dataset_free(ds);
+        return st;
+    }
+    *out = ds;
+    return AD_OK;
+}
+
+/* ---- the batcher ---- */
+
+struct nn_batcher {
+    const nn_dataset *ds;
+    int64_t batch;
+    bool shuffle;
+    ad_rng rng;
+    int64_t pos;
+    int64_t *perm;
+};
+
+/* Fisher-Yates over the identity when shuffling, the identity otherwise. */
+static void batcher_order(nn_batcher *b)
+{
+    int64_t n = b->ds->n;
+    for (int64_t i = 0; i < n; i++) b->perm[i] = i;
+    if (!b->shuffle) return;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)ad_rng_below(&b->rng, (uint64_t)i + 1);
+        int64_t t = b->perm[i];
+        b->perm[i] = b->perm[j];
+        b->perm[j] = t;
+    }
+}
+
+nn_batcher *nn_batcher_new(const nn_dataset *ds, int64_t batch, bool shuffle, uint64_t seed)
+{
+    if (!ds || ds->n <= 0 || ds->dim <= 0 || batch <= 0 || !ds->labels || (!ds->pixels_u8 && !ds->features) ||
+        (uint64_t)ds->n > SIZE_MAX / sizeof(int64_t))
+        return NULL;
+    nn_batcher *b = ad__calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->perm = ad__malloc((size_t)ds->n * sizeof(int64_t));
+    if (!b->perm) {
+        ad__free(b);
+        return NULL;
+    }
+    b->ds = ds;
+    b->batch = batch;
+    b->shuffle = shuffle;
+    ad_rng_seed(&b->rng, seed);
+    batcher_order(b);
+    return b;
+}
+
+int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, int64_t *labels)
+{
+    if (!b || !x || x->ndim != 2 || x->shape[1] != b->ds->dim || x->shape[0] < b->batch ||
+        (x->dtype != AD_F32 && x->dtype != AD_F64))
+        return -1;
+    const nn_dataset *ds = b->ds;
+    int64_t rows = ds->n - b->pos < b->batch ? ds->n - b->pos : b->batch;
+    int64_t dim = ds->dim;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t src = b->perm[b->pos + r];
+        if (labels) labels[r] = ds->labels[src];
+        if (x->dtype == AD_F32) {
+            float *d = (float *)x->data + r * dim;
+            if (ds->pixels_u8) {
+                const uint8_t *s = ds->pixels_u8 + src * dim;
+                for (int64_t k = 0; k < dim; k++) d[k] = (float)s[k] / 255.0f;
+            } else {
+                memcpy(d, ds->features + src * dim, (size_t)dim * sizeof(float));
+            }
+        } else {
+            double *d = (double *)x->data + r * dim;
+            if (ds->pixels_u8) {
+                const uint8_t *s = ds->pixels_u8 + src * dim;
+                for (int64_t k = 0; k < dim; k++) d[k] = s[k] / 255.0;
+            } else {
+                const float *s = ds->features + src * dim;
+                for (int64_t k = 0; k < dim; k++) d[k] = s[k];
+            }
+        }
+    }
+    b->pos += rows;
+    return rows;
+}
+
+void nn_batcher_reset(nn_batcher *b)
+{
+    if (!b) return;
+    b->pos = 0;
+    if (b->shuffle) batcher_order(b);
+}
+
+int64_t nn_batcher_num_batches(const nn_batcher *b) { return b ? (b->ds->n + b->batch - 1) / b->batch : 0; }
+
+void nn_batcher_free(nn_batcher *b)
+{
+    if (!b) return;
+    ad__free(b->perm);
+    ad__free(b);
+}

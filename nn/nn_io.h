@@ -1,0 +1,143 @@
+/* nn_io.h: data sets (IDX, CSV), mini-batching, and safetensors checkpoint files (included by nn.h). */
+#ifndef AUTODIFF_NN_IO_H
+#define AUTODIFF_NN_IO_H
+
+#include "ad.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef NN_API
+#if defined(_WIN32) && defined(NN_BUILDING_LIBRARY)
+#define NN_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define NN_API __attribute__((visibility("default")))
+#else
+#define NN_API
+#endif
+#endif
+
+/*
+** Every file is untrusted: sizes are checked with overflow-safe arithmetic and
+** against the file before anything is allocated. A failing call returns an
+** ad_status and writes into err (may be NULL; at most errlen bytes, always
+** NUL-terminated) a message naming the function, the file and the problem, e.g.
+**   "nn_dataset_load_csv: iris.csv:7: 3 columns, the first row has 5".
+** Nothing is returned (*out stays NULL) on failure and nothing leaks.
+*/
+
+/* ---- data sets ---- */
+
+/* n samples of dim features with integer class labels in [0, nclasses).
+** Exactly one of pixels_u8 (IDX images, kept as bytes and scaled by 1/255 per
+** batch) and features (CSV) is non-NULL; both are row-major n x dim. */
+typedef struct nn_dataset {
+    int64_t n, dim;
+    int64_t nclasses;   /* max label + 1 */
+    uint8_t *pixels_u8; /* n*dim, or NULL */
+    float *features;    /* n*dim, or NULL */
+    int64_t *labels;    /* n */
+} nn_dataset;
+
+/* Loads an IDX image file (magic 0x00000803: unsigned bytes, [n, rows, cols],
+** dim = rows*cols) and an IDX label file (magic 0x00000801: unsigned bytes, [n])
+** with the same n > 0, gzipped or plain (zlib reads both), such as Fashion-MNIST's
+** train-images-idx3-ubyte.gz. The whole of each file is read, and trailing bytes
+** after the data are an error. *out is the caller's (nn_dataset_free).
+** Errors: AD_ERR_ARG, AD_ERR_IO (cannot open/read), AD_ERR_FORMAT (bad magic,
+** wrong element type or dimension count, a size that overflows or exceeds what
+** the file can hold, truncation, counts that differ), AD_ERR_NOMEM. */
+NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, nn_dataset **out,
+                                     char *err, size_t errlen);
+
+/* Loads a numeric CSV file: comma-separated cells (spaces and tabs around a
+** cell are ignored), one sample per line, '\n' or "\r\n" line ends, blank lines
+** skipped. label_col is the column holding the class label (negative counts
+** from the end: -1 is the last column); it must hold non-negative integers
+** (written as integers, e.g. "3", or "3.0"), at most 2^24 - 1; nclasses = max + 1.
+** The other columns become the features (finite numbers within float range;
+** NaN, Inf, "1e400" and empty cells are errors). header: skip the first line
+** (which must have the same number of cells). Every row needs the same number
+** of cells, at least two. Errors: AD_ERR_ARG (NULL argument, label_col out of
+** range for the file's columns), AD_ERR_IO, AD_ERR_FORMAT (messages give the
+** line and column), AD_ERR_NOMEM. */
+NN_API ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, char *err,
+                                     size_t errlen);
+
+/* Frees a data set from a loader. NULL is fine. */
+NN_API void nn_dataset_free(nn_dataset *ds);
+
+/* ---- mini-batches ---- */
+
+typedef struct nn_batcher nn_batcher;
+
+/* An iterator over ds in batches of `batch` rows; ds is borrowed (must outlive
+** the batcher). shuffle: each epoch visits the rows in a random permutation
+** drawn from an ad_rng seeded with `seed` (the same seed gives the same sequence
+** of orders); otherwise in file order. NULL on a NULL or empty ds, batch <= 0,
+** or no memory. */
+NN_API nn_batcher *nn_batcher_new(const nn_dataset *ds, int64_t batch, bool shuffle, uint64_t seed);
+
+/* Fills the next batch: x is caller-owned, 2-D [rows >= batch, dim], AD_F32 or
+** AD_F64 (pixels are scaled by 1/255); labels (may be NULL) receives the labels.
+** Returns the number of rows filled (the last batch of an epoch may be short;
+** rows past it are left untouched), 0 at the end of the epoch, -1 when x does
+** not fit (wrong dtype, ndim, width, or fewer than `batch` rows). */
+NN_API int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, int64_t *labels);
+
+/* Starts the next epoch (a new permutation when shuffling). */
+NN_API void nn_batcher_reset(nn_batcher *b);
+
+/* Number of batches per epoch: ceil(n / batch). */
+NN_API int64_t nn_batcher_num_batches(const nn_batcher *b);
+
+NN_API void nn_batcher_free(nn_batcher *b);
+
+/* ---- safetensors checkpoints ----
+**
+** The file is standard safetensors (loadable with PyTorch / the safetensors
+** library): an 8-byte little-endian header length N, N bytes of JSON padded
+** with spaces to a multiple of 8, then the tensors' bytes (little-endian,
+** C order) back to back. The JSON maps each tensor name to
+** {"dtype": "F32"|"F64", "shape": [...], "data_offsets": [begin, end]}
+** (offsets relative to the data start) and "__metadata__" to string pairs:
+**   "format": "autodiff-checkpoint", "version": "1",
+**   "xxh3:<name>": XXH3-64 of the tensor's bytes as 16 lowercase hex digits
+**                  (xxHash's canonical, big-endian form), one per tensor,
+**   "xxh3:__table__": XXH3-64 of the tensor table (see safetensors.c),
+** and the caller's own pairs.
+*/
+
+/* Saves n tensors under the given names (in that order), with nmeta extra
+** metadata pairs: meta[2i] is a key, meta[2i+1] its value (UTF-8 strings; keys
+** "format", "version" and "xxh3:..." are reserved). Names must be non-empty,
+** distinct, valid UTF-8, not "__metadata__" nor "__table__". Atomic: the file
+** is written to "<path>.tmp.<pid>" in the same directory, fsynced, renamed
+** over path, and the directory fsynced; a crash or failure leaves the old file
+** (if any) as it was. Errors: AD_ERR_ARG, AD_ERR_DTYPE (not F32/F64),
+** AD_ERR_IO (message names the path, the failing call and strerror; the
+** temporary file is removed), AD_ERR_NOMEM, AD_ERR_UNSUPPORTED (a big-endian host). */
+NN_API ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
+                                     const ad_tensor *const *tensors, int nmeta, const char *const *meta,
+                                     char *err, size_t errlen);
+
+/* Loads the n named tensors into dst[i] (caller-owned, with the expected shape
+** and dtype). Everything is validated before any dst is written: header length
+** (at most 100 MB and within the file), JSON syntax (no duplicate keys),
+** every entry (known dtype, shape, offsets), shape x dtype size equal to the
+** byte range, ranges sorted, contiguous and covering the data exactly, the
+** metadata's format and version, every checksum, the file holding exactly the
+** requested names. Errors: AD_ERR_ARG (NULL or duplicate names), AD_ERR_IO
+** (cannot open/read), AD_ERR_FORMAT (malformed file, missing or unexpected
+** tensor, checksum mismatch), AD_ERR_SHAPE / AD_ERR_DTYPE (a tensor's shape or
+** dtype differs from dst's), AD_ERR_UNSUPPORTED (a valid dtype other than F32/F64),
+** AD_ERR_NOMEM. On failure no dst has been modified. */
+NN_API ad_status nn_safetensors_load(const char *path, int n, const char *const *names, ad_tensor *const *dst,
+                                     char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
