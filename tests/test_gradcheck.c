@@ -329,6 +329,81 @@ START_TEST(test_quadratic_form)
 }
 END_TEST
 
+/* ---- random expression graphs ----
+** Programs of smooth, bounded steps over three inputs of shapes [3,4], [4] and [3,1]:
+** operands are picked from every earlier value (so values fan out and gradients
+** accumulate), binary steps broadcast, and the result sums several values. Both
+** backward paths (the direct one used by gradcheck's sweeps and the recorded one
+** used by gradgradcheck) must agree with finite differences. */
+
+enum { PROG_LEN = 14, PROG_OPS = 14 };
+
+typedef struct step_op {
+    int op, a, b;
+} step_op;
+
+typedef struct program {
+    step_op s[PROG_LEN];
+} program;
+
+static ad_var apply_step(ad_tape *t, const step_op *s, ad_var a, ad_var b)
+{
+    bool axes = ad_value(a) && ad_value(a)->ndim > 0; /* the axis ops need one */
+    switch (s->op) {
+    case 0: return ad_mul_scalar(ad_add(a, b), 0.5);
+    case 1: return ad_mul_scalar(ad_sub(a, b), 0.5);
+    case 2: return ad_mul(a, b);
+    case 3: return ad_div(a, ad_add_scalar(ad_square(b), 1.0));
+    case 4: return ad_tanh(a);
+    case 5: return ad_sin(a);
+    case 6: return ad_sigmoid(a);
+    case 7: return ad_square(a);
+    case 8: return axes ? ad_mean_axis(a, 0, true) : ad_tanh(a);
+    case 9: return ad_mean(a);
+    case 10: return axes ? ad_softmax(a, -1) : ad_sigmoid(a);
+    case 11: return axes ? ad_tanh(ad_logsumexp(a, -1, true)) : ad_sin(a);
+    case 12: return ad_add_scalar(ad_neg(a), 0.25);
+    default: return ad_mul_scalar(ad_exp(ad_mul_scalar(a, 0.5)), 0.5);
+    }
+}
+
+static ad_var f_program(ad_tape *t, const ad_var *x, void *c)
+{
+    const program *p = c;
+    ad_var v[3 + PROG_LEN];
+    for (int i = 0; i < 3; i++) v[i] = x[i];
+    for (int i = 0; i < PROG_LEN; i++) v[3 + i] = apply_step(t, &p->s[i], v[p->s[i].a], v[p->s[i].b]);
+    ad_var y = v[3 + PROG_LEN - 1];
+    for (int i = 3 + PROG_LEN - 4; i < 3 + PROG_LEN - 1; i++) y = ad_add(y, v[i]);
+    return ad_add(y, ad_full(t, AD_F64, AD_SHAPE(3, 4), 0.0)); /* always [3,4] */
+}
+
+START_TEST(test_random_graphs)
+{
+    int graphs = tu_quick() ? 10 : 300;
+    ad_tensor *in[3] = {tu_rand(AD_F64, AD_SHAPE(3, 4), -1, 1, 31), tu_rand(AD_F64, AD_SHAPE(4), -1, 1, 32),
+                        tu_rand(AD_F64, AD_SHAPE(3, 1), -1, 1, 33)};
+    ad_rng rng;
+    ad_rng_seed(&rng, 2024);
+    for (int g = 0; g < graphs; g++) {
+        program p;
+        for (int i = 0; i < PROG_LEN; i++) {
+            p.s[i].op = (int)ad_rng_below(&rng, PROG_OPS);
+            p.s[i].a = (int)ad_rng_below(&rng, (uint64_t)(3 + i));
+            p.s[i].b = (int)ad_rng_below(&rng, (uint64_t)(3 + i));
+        }
+        ad_check_report rep;
+        ad_status s = ad_gradcheck(f_program, &p, 3, (const ad_tensor *const *)in, NULL, &rep);
+        ck_assert_msg(s == AD_OK, "graph %d: gradcheck %s (input %d element %lld: %g vs %g) %s", g, ad_status_str(s),
+                      rep.input, (long long)rep.element, rep.analytic, rep.numeric, rep.message);
+        s = ad_gradgradcheck(f_program, &p, 3, (const ad_tensor *const *)in, NULL, &rep);
+        ck_assert_msg(s == AD_OK, "graph %d: gradgradcheck %s (input %d element %lld: %g vs %g) %s", g,
+                      ad_status_str(s), rep.input, (long long)rep.element, rep.analytic, rep.numeric, rep.message);
+    }
+    for (int i = 0; i < 3; i++) ad_tensor_free(in[i]);
+}
+END_TEST
+
 static Suite *gradcheck_suite(void)
 {
     Suite *s = suite_create("gradcheck");
@@ -343,6 +418,10 @@ static Suite *gradcheck_suite(void)
     tcase_add_test(closed, test_xsiny_closed_form);
     tcase_add_test(closed, test_quadratic_form);
     suite_add_tcase(s, closed);
+    TCase *random = tcase_create("random_graphs");
+    tcase_add_test(random, test_random_graphs);
+    tcase_set_timeout(random, 300);
+    suite_add_tcase(s, random);
     return s;
 }
 
