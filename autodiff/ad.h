@@ -284,6 +284,65 @@ AD_API ad_var ad_log_softmax(ad_var x, int axis);
 AD_API ad_var ad_cast(ad_var x, ad_dtype dtype);
 AD_API ad_var ad_detach(ad_var x);
 
+/* ---- network primitives: convolution, pooling, masking, dropout, normalization ----
+** (ops_conv.c, ops_nn.c) Images are NCHW, convolution weights OIHW, as in PyTorch.
+** Optional var arguments (gamma, beta) are omitted by passing AD_NO_VAR. */
+
+#define AD_NO_VAR ((ad_var){NULL, AD_NO_NODE, 0})
+
+typedef struct ad_conv2d_params {
+    int64_t stride_h, stride_w;     /* >= 1 */
+    int64_t pad_h, pad_w;           /* zeros added on both sides, >= 0 */
+    int64_t dilation_h, dilation_w; /* >= 1 */
+    int64_t groups;                 /* >= 1; divides C and O */
+} ad_conv2d_params;
+
+/* 2-D cross-correlation without bias (PyTorch's conv2d): x [N, C, H, W], w [O, C/groups, kh, kw]
+** -> [N, O, OH, OW], OH = (H + 2 pad_h - dilation_h (kh - 1) - 1) / stride_h + 1 (likewise OW).
+** Errors: AD_ERR_ARG for bad parameters, AD_ERR_SHAPE/AD_ERR_DTYPE for operands that do not fit. */
+AD_API ad_var ad_conv2d_ex(ad_var x, ad_var w, const ad_conv2d_params *p);
+/* The same with equal height and width parameters. */
+AD_API ad_var ad_conv2d(ad_var x, ad_var w, int64_t stride, int64_t padding, int64_t dilation, int64_t groups);
+
+typedef struct ad_pool2d_params {
+    int64_t kernel_h, kernel_w; /* >= 1 */
+    int64_t stride_h, stride_w; /* >= 1; 0 means the kernel size */
+    int64_t pad_h, pad_w;       /* 0 <= pad <= kernel / 2 */
+} ad_pool2d_params;
+
+/* Max over each window of x [N, C, H, W] (padding never wins); the gradient goes to each window's
+** first maximum. Errors as ad_conv2d. */
+AD_API ad_var ad_max_pool2d_ex(ad_var x, const ad_pool2d_params *p);
+AD_API ad_var ad_max_pool2d(ad_var x, int64_t kernel, int64_t stride, int64_t padding);
+/* Mean over each window, zero padding counted in the divisor kh kw (PyTorch's default). */
+AD_API ad_var ad_avg_pool2d_ex(ad_var x, const ad_pool2d_params *p);
+AD_API ad_var ad_avg_pool2d(ad_var x, int64_t kernel, int64_t stride, int64_t padding);
+
+/* cond != 0 ? a : b elementwise, the three broadcast together. cond is a mask of any dtype and
+** gets no gradient; a and b need equal dtypes. */
+AD_API ad_var ad_where(ad_var cond, ad_var a, ad_var b);
+/* where(mask, value, x): x with `value` wherever mask is nonzero. */
+AD_API ad_var ad_masked_fill(ad_var x, ad_var mask, double value);
+/* Inverted dropout: when training, each element is zeroed with probability p (drawn from rng)
+** and the others scaled by 1 / (1 - p); the mask is a constant on the tape. Not training, or
+** p == 0: returns x itself (rng may then be NULL). Errors: p outside [0, 1], rng NULL. */
+AD_API ad_var ad_dropout(ad_var x, double p, bool training, ad_rng *rng);
+/* Batch normalization of x [N, C, ...] over N and the trailing axes, per channel:
+** y = (x - mean) / sqrt(var + eps) * gamma + beta (biased var; gamma, beta [C] or AD_NO_VAR).
+** Training: batch statistics, and running_mean/var (caller's [C] tensors, may be NULL) become
+** (1 - momentum) running + momentum batch, with the unbiased variance. Eval: the running
+** statistics, which must then be given. */
+AD_API ad_var ad_batch_norm(ad_var x, ad_var gamma, ad_var beta, ad_tensor *running_mean, ad_tensor *running_var,
+                            bool training, double momentum, double eps);
+/* Layer normalization over the last naxes axes of x; gamma and beta (or AD_NO_VAR) are shaped
+** like those axes. */
+AD_API ad_var ad_layer_norm(ad_var x, ad_var gamma, ad_var beta, int naxes, double eps);
+/* Rows idx[0..n) of weight [V, D]: [n, D]; a differentiable lookup (repeated rows sum their
+** gradients). Errors: AD_ERR_INDEX for an index outside [0, V). */
+AD_API ad_var ad_embedding(ad_var weight, int64_t n, const int64_t *idx);
+/* x with axes start_axis..end_axis (inclusive; negative count from the end) merged into one. */
+AD_API ad_var ad_flatten(ad_var x, int start_axis, int end_axis);
+
 /* ---- differentiation ---- */
 
 enum {

@@ -322,6 +322,14 @@ static void t_detach(void)
 
 /* ================= the table ================= */
 
+/* network primitives (test_ops_nn.c) */
+#define ENTRIES_NN(X)                                                                                    \
+    X(conv2d) X(conv2d_grad_input) X(conv2d_grad_weight) X(max_pool2d) X(max_pool2d_grad)                 \
+    X(max_pool2d_select) X(avg_pool2d) X(avg_pool2d_grad) X(where)
+#define DECLARE_NN(name) void t_##name(void);
+ENTRIES_NN(DECLARE_NN)
+#undef DECLARE_NN
+
 typedef void (*op_test)(void);
 
 static const op_test op_tests[AD_OP_COUNT] = {
@@ -344,6 +352,10 @@ static const op_test op_tests[AD_OP_COUNT] = {
     [AD_OP_TRANSPOSE] = t_transpose, [AD_OP_RESHAPE] = t_reshape, [AD_OP_BROADCAST_TO] = t_broadcast_to,
     [AD_OP_SLICE] = t_slice,   [AD_OP_PAD_AXIS] = t_pad_axis, [AD_OP_CONCAT] = t_concat,
     [AD_OP_INDEX_SELECT] = t_index_select, [AD_OP_INDEX_ADD] = t_index_add, [AD_OP_CAST] = t_cast,
+    [AD_OP_CONV2D] = t_conv2d, [AD_OP_CONV2D_GRAD_INPUT] = t_conv2d_grad_input,
+    [AD_OP_CONV2D_GRAD_WEIGHT] = t_conv2d_grad_weight, [AD_OP_MAX_POOL2D] = t_max_pool2d,
+    [AD_OP_MAX_POOL2D_GRAD] = t_max_pool2d_grad, [AD_OP_MAX_POOL2D_SELECT] = t_max_pool2d_select,
+    [AD_OP_AVG_POOL2D] = t_avg_pool2d, [AD_OP_AVG_POOL2D_GRAD] = t_avg_pool2d_grad, [AD_OP_WHERE] = t_where,
 };
 
 /* Runs entry _i: it must exist and must build its op at least once. */
