@@ -162,8 +162,7 @@ START_TEST(test_errors)
     ck_assert_int_eq(ad_gradcheck(f_square, NULL, 1, in, &o, &rep), AD_ERR_ARG);
     /* a failing function: its status and message come back */
     ck_assert_int_eq(ad_gradcheck(f_bad_shapes, NULL, 1, in, NULL, &rep), AD_ERR_SHAPE);
-    ck_assert_msg(strstr(rep.message, "ad_matmul: inner dimensions differ: [2,3] x [2,3]") != NULL, "%s",
-                  rep.message);
+    ck_assert_msg(strstr(rep.message, "ad_matmul: inner dimensions differ: [2,3] x [2,3]") != NULL, "%s", rep.message);
     ck_assert_int_eq(ad_gradgradcheck(f_bad_shapes, NULL, 1, in, NULL, &rep), AD_ERR_SHAPE);
     ck_assert_int_eq(ad_gradcheck(f_f32_output, NULL, 1, in, NULL, &rep), AD_ERR_DTYPE);
     ad_tensor_free(x);
@@ -230,7 +229,8 @@ START_TEST(test_rosenbrock)
     ad_tape *t = ad_tape_new();
     for (size_t i = 0; i < sizeof pts / sizeof pts[0]; i++) {
         double px = pts[i][0], py = pts[i][1];
-        ad_tensor *xv = ad_tensor_from(AD_F64, AD_SCALAR_SHAPE, &px), *yv = ad_tensor_from(AD_F64, AD_SCALAR_SHAPE, &py);
+        ad_tensor *xv = ad_tensor_from(AD_F64, AD_SCALAR_SHAPE, &px),
+                  *yv = ad_tensor_from(AD_F64, AD_SCALAR_SHAPE, &py);
         ad_var x = ad_leaf(t, xv), y = ad_leaf(t, yv);
         ad_var a = ad_add_scalar(ad_neg(x), 1.0);
         ad_var b = ad_sub(y, ad_square(x));
@@ -350,20 +350,34 @@ static ad_var apply_step(ad_tape *t, const step_op *s, ad_var a, ad_var b)
 {
     bool axes = ad_value(a) && ad_value(a)->ndim > 0; /* the axis ops need one */
     switch (s->op) {
-    case 0: return ad_mul_scalar(ad_add(a, b), 0.5);
-    case 1: return ad_mul_scalar(ad_sub(a, b), 0.5);
-    case 2: return ad_mul(a, b);
-    case 3: return ad_div(a, ad_add_scalar(ad_square(b), 1.0));
-    case 4: return ad_tanh(a);
-    case 5: return ad_sin(a);
-    case 6: return ad_sigmoid(a);
-    case 7: return ad_square(a);
-    case 8: return axes ? ad_mean_axis(a, 0, true) : ad_tanh(a);
-    case 9: return ad_mean(a);
-    case 10: return axes ? ad_softmax(a, -1) : ad_sigmoid(a);
-    case 11: return axes ? ad_tanh(ad_logsumexp(a, -1, true)) : ad_sin(a);
-    case 12: return ad_add_scalar(ad_neg(a), 0.25);
-    default: return ad_mul_scalar(ad_exp(ad_mul_scalar(a, 0.5)), 0.5);
+    case 0:
+        return ad_mul_scalar(ad_add(a, b), 0.5);
+    case 1:
+        return ad_mul_scalar(ad_sub(a, b), 0.5);
+    case 2:
+        return ad_mul(a, b);
+    case 3:
+        return ad_div(a, ad_add_scalar(ad_square(b), 1.0));
+    case 4:
+        return ad_tanh(a);
+    case 5:
+        return ad_sin(a);
+    case 6:
+        return ad_sigmoid(a);
+    case 7:
+        return ad_square(a);
+    case 8:
+        return axes ? ad_mean_axis(a, 0, true) : ad_tanh(a);
+    case 9:
+        return ad_mean(a);
+    case 10:
+        return axes ? ad_softmax(a, -1) : ad_sigmoid(a);
+    case 11:
+        return axes ? ad_tanh(ad_logsumexp(a, -1, true)) : ad_sin(a);
+    case 12:
+        return ad_add_scalar(ad_neg(a), 0.25);
+    default:
+        return ad_mul_scalar(ad_exp(ad_mul_scalar(a, 0.5)), 0.5);
     }
 }
 

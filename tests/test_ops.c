@@ -119,8 +119,8 @@ void rig_free(rig *r)
 }
 
 /* Values and gradients of op at the given points, against want / dwant. */
-void point_values(ad_var (*build)(ad_var, const double *), const double *p, ad_dtype dt, int n,
-                  const double *xs, const double *want, const double *dwant)
+void point_values(ad_var (*build)(ad_var, const double *), const double *p, ad_dtype dt, int n, const double *xs,
+                  const double *want, const double *dwant)
 {
     rig r = rig_new();
     ad_tensor *x64 = tu_f64(1, (int64_t[]){n}, xs);
@@ -136,7 +136,6 @@ void point_values(ad_var (*build)(ad_var, const double *), const double *p, ad_d
     tu_assert_values(ad_grad(xv), dwant, tol, tol);
     rig_free(&r);
 }
-
 
 ad_var rig_const(rig *r, ad_tensor *v)
 {
@@ -323,15 +322,18 @@ static void t_detach(void)
 /* ================= the table ================= */
 
 /* network primitives (test_ops_nn.c) */
+/* clang-format off */
 #define ENTRIES_NN(X)                                                                                    \
     X(conv2d) X(conv2d_grad_input) X(conv2d_grad_weight) X(max_pool2d) X(max_pool2d_grad)                 \
     X(max_pool2d_select) X(avg_pool2d) X(avg_pool2d_grad) X(where)
+/* clang-format on */
 #define DECLARE_NN(name) void t_##name(void);
 ENTRIES_NN(DECLARE_NN)
 #undef DECLARE_NN
 
 typedef void (*op_test)(void);
 
+/* clang-format off */
 static const op_test op_tests[AD_OP_COUNT] = {
     [AD_OP_CONST] = t_const,   [AD_OP_LEAF] = t_leaf,       [AD_OP_PARAM] = t_param,
     [AD_OP_SIGN] = t_sign,     [AD_OP_STEP] = t_step,       [AD_OP_INRANGE] = t_inrange,
@@ -357,6 +359,7 @@ static const op_test op_tests[AD_OP_COUNT] = {
     [AD_OP_MAX_POOL2D_GRAD] = t_max_pool2d_grad, [AD_OP_MAX_POOL2D_SELECT] = t_max_pool2d_select,
     [AD_OP_AVG_POOL2D] = t_avg_pool2d, [AD_OP_AVG_POOL2D_GRAD] = t_avg_pool2d_grad, [AD_OP_WHERE] = t_where,
 };
+/* clang-format on */
 
 /* Runs entry _i: it must exist and must build its op at least once. */
 START_TEST(test_op)

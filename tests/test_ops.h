@@ -46,6 +46,7 @@ void point_values(ad_var (*build)(ad_var, const double *), const double *p, ad_d
 void f32_agrees(const char *what, ad_fn f, void *ctx, int n, const ad_tensor *const *in64, double tol);
 
 /* Per-op entries, by family file. */
+/* clang-format off */
 #define ENTRIES_ELEMENTWISE(X)                                                                           \
     X(add) X(sub) X(mul) X(div) X(pow) X(maximum) X(minimum) X(xlogy) X(add_scalar) X(mul_scalar)        \
     X(pow_scalar) X(neg) X(exp) X(log) X(log1p) X(sqrt) X(square) X(abs) X(sin) X(cos) X(tanh)            \
@@ -54,6 +55,7 @@ void f32_agrees(const char *what, ad_fn f, void *ctx, int n, const ad_tensor *co
     X(sum) X(mean) X(sum_axis) X(mean_axis) X(max_axis) X(logsumexp) X(sum_to) X(softmax) X(log_softmax)  \
     X(matmul) X(transpose) X(reshape) X(broadcast_to) X(slice) X(pad_axis) X(concat) X(index_select)     \
     X(index_add) X(cast)
+/* clang-format on */
 #define DECLARE_ENTRY(name) void t_##name(void);
 ENTRIES_ELEMENTWISE(DECLARE_ENTRY)
 ENTRIES_TENSOR(DECLARE_ENTRY)

@@ -16,26 +16,26 @@ typedef struct unary_spec {
     bool away;     /* magnitudes in [lo, hi) with random signs (stay off kinks at 0) */
 } unary_spec;
 
-#define U(name, BUILD, REF)                                                                              \
-    static ad_var ub_##name(ad_var x, const double *p)                                                   \
-    {                                                                                                    \
-        (void)p;                                                                                         \
-        return BUILD;                                                                                    \
-    }                                                                                                    \
-    static double ur_##name(double v, const double *p)                                                   \
-    {                                                                                                    \
-        (void)p;                                                                                         \
-        return REF;                                                                                      \
+#define U(name, BUILD, REF)                                                                                            \
+    static ad_var ub_##name(ad_var x, const double *p)                                                                 \
+    {                                                                                                                  \
+        (void)p;                                                                                                       \
+        return BUILD;                                                                                                  \
+    }                                                                                                                  \
+    static double ur_##name(double v, const double *p)                                                                 \
+    {                                                                                                                  \
+        (void)p;                                                                                                       \
+        return REF;                                                                                                    \
     }
 U(add_scalar, ad_add_scalar(x, p[0]), v + p[0])
-U(mul_scalar, ad_mul_scalar(x, p[0]), v * p[0])
+U(mul_scalar, ad_mul_scalar(x, p[0]), v *p[0])
 U(pow_scalar, ad_pow_scalar(x, p[0]), pow(v, p[0]))
 U(neg, ad_neg(x), -v)
 U(exp, ad_exp(x), exp(v))
 U(log, ad_log(x), log(v))
 U(log1p, ad_log1p(x), log1p(v))
 U(sqrt, ad_sqrt(x), sqrt(v))
-U(square, ad_square(x), v * v)
+U(square, ad_square(x), v *v)
 U(abs, ad_abs(x), fabs(v))
 U(sin, ad_sin(x), sin(v))
 U(cos, ad_cos(x), cos(v))
@@ -50,20 +50,35 @@ U(erf, ad_erf(x), erf(v))
 U(clamp, ad_clamp(x, p[0], p[1]), v < p[0] ? p[0] : (v > p[1] ? p[1] : v))
 #undef U
 
-#define US(ID, name, p0, p1, lo, hi, away) {AD_OP_##ID, ub_##name, ur_##name, {p0, p1}, lo, hi, away}
+#define US(ID, name, p0, p1, lo, hi, away)                                                                             \
+    {                                                                                                                  \
+        AD_OP_##ID, ub_##name, ur_##name, {p0, p1}, lo, hi, away                                                       \
+    }
 static const unary_spec unary_specs[] = {
-    US(ADD_SCALAR, add_scalar, 0.7, 0, -2, 2, false),  US(MUL_SCALAR, mul_scalar, -1.3, 0, -2, 2, false),
-    US(POW_SCALAR, pow_scalar, 3.0, 0, -2, 2, false),  US(POW_SCALAR, pow_scalar, 0.5, 0, 0.2, 3, false),
-    US(POW_SCALAR, pow_scalar, -1.5, 0, 0.3, 3, false), US(POW_SCALAR, pow_scalar, 2.0, 0, -2, 2, false),
-    US(POW_SCALAR, pow_scalar, 0.0, 0, -2, 2, false),  US(NEG, neg, 0, 0, -2, 2, false),
-    US(EXP, exp, 0, 0, -2, 2, false),                  US(LOG, log, 0, 0, 0.2, 3, false),
-    US(LOG1P, log1p, 0, 0, -0.6, 3, false),            US(SQRT, sqrt, 0, 0, 0.2, 4, false),
-    US(SQUARE, square, 0, 0, -2, 2, false),            US(ABS, abs, 0, 0, 0.1, 2, true),
-    US(SIN, sin, 0, 0, -3, 3, false),                  US(COS, cos, 0, 0, -3, 3, false),
-    US(TANH, tanh, 0, 0, -2.5, 2.5, false),            US(SIGMOID, sigmoid, 0, 0, -5, 5, false),
-    US(RELU, relu, 0, 0, 0.1, 2, true),                US(LEAKY_RELU, leaky_relu, 0.1, 0, 0.1, 2, true),
-    US(ELU, elu, 1.5, 0, 0.1, 2, true),                US(GELU, gelu, 0, 0, -3, 3, false),
-    US(SOFTPLUS, softplus, 0, 0, -5, 5, false),        US(ERF, erf, 0, 0, -2, 2, false),
+    US(ADD_SCALAR, add_scalar, 0.7, 0, -2, 2, false),
+    US(MUL_SCALAR, mul_scalar, -1.3, 0, -2, 2, false),
+    US(POW_SCALAR, pow_scalar, 3.0, 0, -2, 2, false),
+    US(POW_SCALAR, pow_scalar, 0.5, 0, 0.2, 3, false),
+    US(POW_SCALAR, pow_scalar, -1.5, 0, 0.3, 3, false),
+    US(POW_SCALAR, pow_scalar, 2.0, 0, -2, 2, false),
+    US(POW_SCALAR, pow_scalar, 0.0, 0, -2, 2, false),
+    US(NEG, neg, 0, 0, -2, 2, false),
+    US(EXP, exp, 0, 0, -2, 2, false),
+    US(LOG, log, 0, 0, 0.2, 3, false),
+    US(LOG1P, log1p, 0, 0, -0.6, 3, false),
+    US(SQRT, sqrt, 0, 0, 0.2, 4, false),
+    US(SQUARE, square, 0, 0, -2, 2, false),
+    US(ABS, abs, 0, 0, 0.1, 2, true),
+    US(SIN, sin, 0, 0, -3, 3, false),
+    US(COS, cos, 0, 0, -3, 3, false),
+    US(TANH, tanh, 0, 0, -2.5, 2.5, false),
+    US(SIGMOID, sigmoid, 0, 0, -5, 5, false),
+    US(RELU, relu, 0, 0, 0.1, 2, true),
+    US(LEAKY_RELU, leaky_relu, 0.1, 0, 0.1, 2, true),
+    US(ELU, elu, 1.5, 0, 0.1, 2, true),
+    US(GELU, gelu, 0, 0, -3, 3, false),
+    US(SOFTPLUS, softplus, 0, 0, -5, 5, false),
+    US(ERF, erf, 0, 0, -2, 2, false),
     US(CLAMP, clamp, -0.5, 0.8, -2, 2, false),
 };
 #undef US
@@ -122,8 +137,7 @@ static void unary_extremes(ad_op op)
         if (op == AD_OP_SIGMOID)
             point_values(ub_sigmoid, NULL, dt, 4, big, (double[]){0, 1, 0, 0.5}, (double[]){0, 0, 0, 0.25});
         if (op == AD_OP_SOFTPLUS)
-            point_values(ub_softplus, NULL, dt, 4, big, (double[]){0, 1000, 0, log(2.0)},
-                         (double[]){0, 1, 0, 0.5});
+            point_values(ub_softplus, NULL, dt, 4, big, (double[]){0, 1000, 0, log(2.0)}, (double[]){0, 1, 0, 0.5});
         if (op == AD_OP_TANH) point_values(ub_tanh, NULL, dt, 4, big, (double[]){-1, 1, -1, 0}, (double[]){0, 0, 0, 1});
         if (op == AD_OP_EXP)
             point_values(ub_exp, NULL, dt, 3, (double[]){-1000, 0, 1}, (double[]){0, 1, exp(1.0)},
@@ -135,8 +149,8 @@ static void unary_extremes(ad_op op)
     if (op == AD_OP_ABS)
         point_values(ub_abs, NULL, AD_F64, 3, (double[]){-1, 0, 2}, (double[]){1, 0, 2}, (double[]){-1, 0, 1});
     if (op == AD_OP_CLAMP)
-        point_values(ub_clamp, (double[]){-1, 1}, AD_F64, 5, (double[]){-2, -1, 0, 1, 2},
-                     (double[]){-1, -1, 0, 1, 1}, (double[]){0, 1, 1, 1, 0});
+        point_values(ub_clamp, (double[]){-1, 1}, AD_F64, 5, (double[]){-2, -1, 0, 1, 2}, (double[]){-1, -1, 0, 1, 1},
+                     (double[]){0, 1, 1, 1, 0});
     if (op == AD_OP_POW_SCALAR)
         point_values(ub_pow_scalar, (double[]){0}, AD_F64, 3, (double[]){-2, 0, 3}, (double[]){1, 1, 1},
                      (double[]){0, 0, 0});
@@ -154,7 +168,7 @@ static void t_unary(ad_op op)
     unary_extremes(op);
 }
 
-#define UNARY_ENTRY(name, ID)                                                                            \
+#define UNARY_ENTRY(name, ID)                                                                                          \
     void t_##name(void) { t_unary(AD_OP_##ID); }
 UNARY_ENTRY(add_scalar, ADD_SCALAR)
 UNARY_ENTRY(mul_scalar, MUL_SCALAR)
@@ -255,7 +269,7 @@ static void t_binary(ad_op op)
 {
     const binary_spec *s = binary_spec_of(op);
     const shp pairs[][3] = {
-        {SH(3, 1, 4), SH(2, 4), SH(3, 2, 4)}, {SH(2, 3), SCALAR, SH(2, 3)},  {SCALAR, SCALAR, SCALAR},
+        {SH(3, 1, 4), SH(2, 4), SH(3, 2, 4)}, {SH(2, 3), SCALAR, SH(2, 3)},   {SCALAR, SCALAR, SCALAR},
         {SH(0, 4), SH(1, 4), SH(0, 4)},       {SH(2, 1), SH(1, 3), SH(2, 3)}, {SH(4), SH(4), SH(4)},
         {SCALAR, SH(2, 1, 3), SH(2, 1, 3)},   {SH(3, 1), SH(3, 0), SH(3, 0)},
     };
@@ -292,8 +306,7 @@ void t_maximum(void)
 {
     t_binary(AD_OP_MAXIMUM);
     /* ties share the gradient; NaN propagates */
-    point_values(b_max, (double[]){1.0}, AD_F64, 3, (double[]){0, 1, 2}, (double[]){1, 1, 2},
-                 (double[]){0, 0.5, 1});
+    point_values(b_max, (double[]){1.0}, AD_F64, 3, (double[]){0, 1, 2}, (double[]){1, 1, 2}, (double[]){0, 0.5, 1});
     rig r = rig_new();
     ad_var y = ad_maximum(rig_leaf(&r, tu_f64(AD_SHAPE(2), (double[]){NAN, 1})), ad_scalar(r.t, AD_F64, 0));
     ck_assert(isnan(ad_tensor_get(ad_value(y), 0)));
@@ -303,8 +316,7 @@ void t_maximum(void)
 void t_minimum(void)
 {
     t_binary(AD_OP_MINIMUM);
-    point_values(b_min, (double[]){1.0}, AD_F64, 3, (double[]){0, 1, 2}, (double[]){0, 1, 1},
-                 (double[]){1, 0.5, 0});
+    point_values(b_min, (double[]){1.0}, AD_F64, 3, (double[]){0, 1, 2}, (double[]){0, 1, 1}, (double[]){1, 0.5, 0});
 }
 
 void t_xlogy(void)
@@ -312,10 +324,10 @@ void t_xlogy(void)
     t_binary(AD_OP_XLOGY);
     /* 0 * log(0) is 0, and so is its gradient in x's place */
     rig r = rig_new();
-    ad_var x = rig_leaf(&r, tu_f64(AD_SHAPE(3), (double[]){0, 0, 2})), z = rig_leaf(&r, tu_f64(AD_SHAPE(3), (double[]){0, 5, 3}));
+    ad_var x = rig_leaf(&r, tu_f64(AD_SHAPE(3), (double[]){0, 0, 2})),
+           z = rig_leaf(&r, tu_f64(AD_SHAPE(3), (double[]){0, 5, 3}));
     ad_var y = ad_xlogy(x, z);
     expect_op(y, AD_OP_XLOGY);
     tu_assert_values(ad_value(y), (double[]){0, 0, 2 * log(3.0)}, 0, 1e-15);
     rig_free(&r);
 }
-

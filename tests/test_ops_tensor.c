@@ -292,8 +292,8 @@ static ad_var f_matmul(ad_tape *t, const ad_var *x, void *c)
 }
 
 /* C reference of a @ b for 2-D a [m,k] (or [k,m] with ta) and b [k,n] (or [n,k] with tb). */
-static double mm_ref(const ad_tensor *a, const ad_tensor *b, int64_t aoff, int64_t boff, bool ta, bool tb,
-                     int64_t i, int64_t j, int64_t k)
+static double mm_ref(const ad_tensor *a, const ad_tensor *b, int64_t aoff, int64_t boff, bool ta, bool tb, int64_t i,
+                     int64_t j, int64_t k)
 {
     int64_t lda = a->shape[a->ndim - 1], ldb = b->shape[b->ndim - 1];
     double s = 0;
@@ -319,7 +319,8 @@ static void mm_case(shp sa, shp sb, bool ta, bool tb, shp want)
         expect_op(y, AD_OP_MATMUL);
         int nb = v->ndim - 2;
         int64_t mm = v->shape[nb], nn = v->shape[nb + 1], k = a->shape[a->ndim - (ta ? 2 : 1)];
-        int64_t amat = a->shape[a->ndim - 2] * a->shape[a->ndim - 1], bmat = b->shape[b->ndim - 2] * b->shape[b->ndim - 1];
+        int64_t amat = a->shape[a->ndim - 2] * a->shape[a->ndim - 1],
+                bmat = b->shape[b->ndim - 2] * b->shape[b->ndim - 1];
         int64_t batches = (mm > 0 && nn > 0) ? v->size / (mm * nn) : 0;
         /* batch index -> matrix index in a and b, by broadcasting over the batch shape */
         ad_tensor ab = *a, bb = *b;
@@ -328,7 +329,8 @@ static void mm_case(shp sa, shp sb, bool ta, bool tb, shp want)
         for (int64_t bi = 0; bi < batches; bi++)
             for (int64_t i = 0; i < mm; i++)
                 for (int64_t j = 0; j < nn; j++) {
-                    int64_t ai = nb ? bcast_index(&ab, nb, v->shape, bi) : 0, bj = nb ? bcast_index(&bb, nb, v->shape, bi) : 0;
+                    int64_t ai = nb ? bcast_index(&ab, nb, v->shape, bi) : 0,
+                            bj = nb ? bcast_index(&bb, nb, v->shape, bi) : 0;
                     double w = mm_ref(a, b, ai * amat, bj * bmat, ta, tb, i, j, k);
                     TU_ASSERT_CLOSE(ad_tensor_get(v, (bi * mm + i) * nn + j), w, 1e-15, 1e-13);
                 }
@@ -360,8 +362,8 @@ void t_matmul(void)
     rig r = rig_new();
     ad_var z = ad_matmul(rig_leaf(&r, input(SH(3, 0), -1, 1, false)), rig_leaf(&r, input(SH(0, 2), -1, 1, false)));
     tu_assert_values(ad_value(z), (double[]){0, 0, 0, 0, 0, 0}, 0, 0);
-    ck_assert(!ad_ok(ad_matmul(rig_leaf(&r, input(SH(2, 3, 4), -1, 1, false)),
-                               rig_leaf(&r, input(SH(3, 4, 2), -1, 1, false)))));
+    ck_assert(!ad_ok(
+        ad_matmul(rig_leaf(&r, input(SH(2, 3, 4), -1, 1, false)), rig_leaf(&r, input(SH(3, 4, 2), -1, 1, false)))));
     ck_assert_int_eq(ad_tape_status(r.t), AD_ERR_SHAPE);
     ck_assert_str_eq(ad_tape_error(r.t), "ad_matmul: batch dimensions do not broadcast: [2,3,4] x [3,4,2]");
     rig_free(&r);
@@ -556,7 +558,8 @@ void t_concat(void)
     tu_assert_shape(ad_value(y), AD_SHAPE(6, 3));
     int64_t at = 0;
     for (int i = 0; i < 4; i++)
-        for (int64_t k = 0; k < in[i]->size; k++, at++) ck_assert(ad_tensor_get(ad_value(y), at) == ad_tensor_get(in[i], k));
+        for (int64_t k = 0; k < in[i]->size; k++, at++)
+            ck_assert(ad_tensor_get(ad_value(y), at) == ad_tensor_get(in[i], k));
     rig_free(&r);
     gc_n("ad_concat", f_concat, &a, 4, (const ad_tensor *const *)in);
     for (int i = 0; i < 4; i++) ad_tensor_free(in[i]);
@@ -567,7 +570,8 @@ void t_concat(void)
     args one = {.axis = 0, .n = 1};
     gc_shapes("ad_concat", f_concat, &one, 1, s2, -1, 1, false);
     rig r2 = rig_new();
-    ad_var p = rig_leaf(&r2, tu_f64(AD_SHAPE(1, 2), (double[]){1, 2})), q = rig_leaf(&r2, tu_f64(AD_SHAPE(1, 1), (double[]){3}));
+    ad_var p = rig_leaf(&r2, tu_f64(AD_SHAPE(1, 2), (double[]){1, 2})),
+           q = rig_leaf(&r2, tu_f64(AD_SHAPE(1, 1), (double[]){3}));
     ad_var c = ad_concat(2, (ad_var[]){p, q}, 1);
     tu_assert_values(ad_value(c), (double[]){1, 2, 3}, 0, 0);
     rig_free(&r2);

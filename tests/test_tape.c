@@ -10,9 +10,9 @@
 /* ---- allocators that count, and fail on request ---- */
 
 typedef struct counting {
-    long allocs;   /* fresh allocations and reallocations */
-    long live;     /* blocks not yet freed */
-    long fail_at;  /* fail the fail_at-th request and all later ones (0: never) */
+    long allocs;  /* fresh allocations and reallocations */
+    long live;    /* blocks not yet freed */
+    long fail_at; /* fail the fail_at-th request and all later ones (0: never) */
     bool failed;
 } counting;
 
@@ -222,13 +222,13 @@ START_TEST(test_sticky_errors)
 END_TEST
 
 /* Runs a failing expression on a fresh tape state and checks status and exact message. */
-#define EXPECT_ERROR(t, expr, st, msg)                                                                   \
-    do {                                                                                                 \
-        ad_tape_clear_error(t);                                                                          \
-        ad_var r_ = (expr);                                                                              \
-        ck_assert_msg(!ad_ok(r_), "%s succeeded", #expr);                                                \
-        ck_assert_int_eq(ad_tape_status(t), (st));                                                       \
-        ck_assert_str_eq(ad_tape_error(t), (msg));                                                       \
+#define EXPECT_ERROR(t, expr, st, msg)                                                                                 \
+    do {                                                                                                               \
+        ad_tape_clear_error(t);                                                                                        \
+        ad_var r_ = (expr);                                                                                            \
+        ck_assert_msg(!ad_ok(r_), "%s succeeded", #expr);                                                              \
+        ck_assert_int_eq(ad_tape_status(t), (st));                                                                     \
+        ck_assert_str_eq(ad_tape_error(t), (msg));                                                                     \
     } while (0)
 
 START_TEST(test_error_messages)
@@ -274,9 +274,9 @@ END_TEST
 
 START_TEST(test_status_strings)
 {
-    const ad_status all[] = {AD_OK,         AD_ERR_NOMEM, AD_ERR_ARG,     AD_ERR_SHAPE,
-                             AD_ERR_DTYPE,  AD_ERR_AXIS,  AD_ERR_INDEX,   AD_ERR_STATE,
-                             AD_ERR_NUMERIC, AD_ERR_IO,   AD_ERR_FORMAT,  AD_ERR_UNSUPPORTED};
+    const ad_status all[] = {AD_OK,          AD_ERR_NOMEM, AD_ERR_ARG,    AD_ERR_SHAPE,
+                             AD_ERR_DTYPE,   AD_ERR_AXIS,  AD_ERR_INDEX,  AD_ERR_STATE,
+                             AD_ERR_NUMERIC, AD_ERR_IO,    AD_ERR_FORMAT, AD_ERR_UNSUPPORTED};
     int n = (int)(sizeof all / sizeof all[0]);
     for (int i = 0; i < n; i++) {
         const char *s = ad_status_str(all[i]);
@@ -546,8 +546,7 @@ START_TEST(test_alloc_failure)
         ad_tape_reset(t);
         ad_tensor_fill(d.wgrad, 0);
         ck_assert_int_eq(step(t, &d, 1100), AD_OK);
-        for (int64_t i = 0; i < ref_grad->size; i++)
-            ck_assert(ad_tensor_get(d.wgrad, i) == ad_tensor_get(ref_grad, i));
+        for (int64_t i = 0; i < ref_grad->size; i++) ck_assert(ad_tensor_get(d.wgrad, i) == ad_tensor_get(ref_grad, i));
         ad_tape_free(t);
         ad_set_allocator(NULL, NULL);
         ck_assert_msg(c.live == 0, "N = %ld: %ld blocks leaked", n, c.live);

@@ -59,11 +59,11 @@ static inline int tu_close(double a, double b, double atol, double rtol)
     return fabs(a - b) <= atol + rtol * fabs(b);
 }
 
-#define TU_ASSERT_CLOSE(a, b, atol, rtol)                                                                \
-    do {                                                                                                 \
-        double tu_a_ = (a), tu_b_ = (b);                                                                 \
-        ck_assert_msg(tu_close(tu_a_, tu_b_, (atol), (rtol)), "%s = %.17g, expected %s = %.17g", #a,     \
-                      tu_a_, #b, tu_b_);                                                                 \
+#define TU_ASSERT_CLOSE(a, b, atol, rtol)                                                                              \
+    do {                                                                                                               \
+        double tu_a_ = (a), tu_b_ = (b);                                                                               \
+        ck_assert_msg(tu_close(tu_a_, tu_b_, (atol), (rtol)), "%s = %.17g, expected %s = %.17g", #a, tu_a_, #b,        \
+                      tu_b_);                                                                                          \
     } while (0)
 
 /* Asserts that tensor x has the given shape. */
@@ -80,8 +80,8 @@ static inline void tu_assert_values(const ad_tensor *x, const double *want, doub
     ck_assert_ptr_nonnull(x);
     for (int64_t i = 0; i < x->size; i++) {
         double got = ad_tensor_get(x, i);
-        ck_assert_msg(tu_close(got, want[i], atol, rtol), "element %lld: got %.17g, expected %.17g", (long long)i,
-                      got, want[i]);
+        ck_assert_msg(tu_close(got, want[i], atol, rtol), "element %lld: got %.17g, expected %.17g", (long long)i, got,
+                      want[i]);
     }
 }
 
