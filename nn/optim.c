@@ -1,0 +1,273 @@
+/* optim.c: optimizers bound to a module's parameters (SGD with momentum/Nesterov, Adam, AdamW) and lr schedules. */
+#include "nn_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define PI 3.14159265358979323846
+
+typedef enum optim_kind { OPT_SGD, OPT_ADAM, OPT_ADAMW } optim_kind;
+
+struct nn_optim {
+    optim_kind kind;
+    double lr, momentum, weight_decay, beta1, beta2, eps;
+    bool nesterov;
+    int64_t step;
+    int n;             /* trainable parameters */
+    nn_param *params;  /* copies of the module's entries (borrowed tensors) */
+    ad_tensor **s1;    /* SGD: momentum buffers (NULL without momentum); Adam: first moments */
+    ad_tensor **s2;    /* Adam: second moments */
+    ad_tensor *step_t; /* F64 [1]: the step count, for checkpoints */
+    int nstate;        /* named state tensors */
+    char **state_names;
+    ad_tensor **state;
+};
+
+static const char *const kind_names[] = {"sgd", "adam", "adamw"};
+
+void nn_optim_free(nn_optim *o)
+{
+    if (!o) return;
+    for (int i = 0; i < o->n; i++) {
+        if (o->s1) ad_tensor_free(o->s1[i]);
+        if (o->s2) ad_tensor_free(o->s2[i]);
+    }
+    for (int i = 0; i < o->nstate; i++) ad__free(o->state_names[i]);
+    ad__free(o->state_names);
+    ad__free(o->state);
+    ad__free(o->s1);
+    ad__free(o->s2);
+    ad__free(o->params);
+    ad_tensor_free(o->step_t);
+    ad__free(o);
+}
+
+/* Appends state tensor t as "optim.<name><suffix>". */
+static bool add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t)
+{
+    size_t len = strlen("optim.") + strlen(name) + strlen(suffix) + 1;
+    char *s = ad__malloc(len);
+    if (!s) return false;
+    snprintf(s, len, "optim.%s%s", name, suffix);
+    o->state_names[o->nstate] = s;
+    o->state[o->nstate++] = t;
+    return true;
+}
+
+/* A zeroed tensor shaped like p, recorded as state "optim.<name><suffix>". */
+static ad_tensor *new_state(nn_optim *o, const nn_param *p, const char *suffix)
+{
+    ad_tensor *t = ad_tensor_new(p->value->dtype, p->value->ndim, p->value->shape);
+    if (t && !add_state(o, p->name, suffix, t)) {
+        ad_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static nn_optim *optim_new(nn_module *m, optim_kind kind)
+{
+    if (!m) return NULL;
+    nn_param *ps;
+    int np = nn_module_params(m, &ps);
+    nn_optim *o = ad__calloc(1, sizeof *o);
+    if (!o) return NULL;
+    o->kind = kind;
+    for (int i = 0; i < np; i++)
+        if (ps[i].grad) o->n++;
+    int nstate_max = 1 + 2 * o->n;
+    o->params = ad__calloc((size_t)o->n + 1, sizeof *o->params);
+    o->s1 = ad__calloc((size_t)o->n + 1, sizeof *o->s1);
+    o->s2 = ad__calloc((size_t)o->n + 1, sizeof *o->s2);
+    o->state_names = ad__calloc((size_t)nstate_max, sizeof *o->state_names);
+    o->state = ad__calloc((size_t)nstate_max, sizeof *o->state);
+    o->step_t = ad_tensor_new(AD_F64, AD_SHAPE(1));
+    if (!o->params || !o->s1 || !o->s2 || !o->state_names || !o->state || !o->step_t) goto fail;
+    if (!add_state(o, "step", "", o->step_t)) goto fail;
+    for (int i = 0, j = 0; i < np; i++)
+        if (ps[i].grad) o->params[j++] = ps[i];
+    return o;
+fail:
+    nn_optim_free(o);
+    return NULL;
+}
+
+nn_optim *nn_sgd(nn_module *m, double lr, double momentum, double weight_decay, bool nesterov)
+{
+    if (!(lr >= 0) || !(momentum >= 0) || !(weight_decay >= 0) || (nesterov && momentum == 0)) return NULL;
+    nn_optim *o = optim_new(m, OPT_SGD);
+    if (!o) return NULL;
+    o->lr = lr;
+    o->momentum = momentum;
+    o->weight_decay = weight_decay;
+    o->nesterov = nesterov;
+    for (int i = 0; momentum != 0 && i < o->n; i++)
+        if (!(o->s1[i] = new_state(o, &o->params[i], ".momentum"))) {
+            nn_optim_free(o);
+            return NULL;
+        }
+    return o;
+}
+
+static nn_optim *adam_new(nn_module *m, optim_kind kind, double lr, double b1, double b2, double eps, double wd)
+{
+    if (!(lr >= 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(eps >= 0) || !(wd >= 0)) return NULL;
+    nn_optim *o = optim_new(m, kind);
+    if (!o) return NULL;
+    o->lr = lr;
+    o->beta1 = b1;
+    o->beta2 = b2;
+    o->eps = eps;
+    o->weight_decay = wd;
+    for (int i = 0; i < o->n; i++)
+        if (!(o->s1[i] = new_state(o, &o->params[i], ".m")) || !(o->s2[i] = new_state(o, &o->params[i], ".v"))) {
+            nn_optim_free(o);
+            return NULL;
+        }
+    return o;
+}
+
+nn_optim *nn_adam(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay)
+{
+    return adam_new(m, OPT_ADAM, lr, beta1, beta2, eps, weight_decay);
+}
+
+nn_optim *nn_adamw(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay)
+{
+    return adam_new(m, OPT_ADAMW, lr, beta1, beta2, eps, weight_decay);
+}
+
+/* The updates, written once for both dtypes: T is float or double, the
+** arithmetic is in double and rounded once on store. */
+#define SGD_UPDATE(T)                                                                                    \
+    static void sgd_##T(const nn_optim *o, T *p, const T *g, T *buf, int64_t n)                          \
+    {                                                                                                    \
+        double lr = o->lr, wd = o->weight_decay, mu = o->momentum;                                       \
+        bool first = o->step == 1;                                                                       \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            double d = (double)g[i] + wd * (double)p[i];                                                 \
+            if (buf) {                                                                                   \
+                double b = first ? d : mu * (double)buf[i] + d;                                          \
+                buf[i] = (T)b;                                                                           \
+                d = o->nesterov ? d + mu * (double)buf[i] : (double)buf[i];                              \
+            }                                                                                            \
+            p[i] = (T)((double)p[i] - lr * d);                                                           \
+        }                                                                                                \
+    }
+SGD_UPDATE(float)
+SGD_UPDATE(double)
+
+#define ADAM_UPDATE(T)                                                                                   \
+    static void adam_##T(const nn_optim *o, T *p, const T *g, T *m, T *v, int64_t n)                     \
+    {                                                                                                    \
+        double lr = o->lr, b1 = o->beta1, b2 = o->beta2, wd = o->weight_decay;                           \
+        double step_size = lr / (1.0 - pow(b1, (double)o->step));                                        \
+        double bc2_sqrt = sqrt(1.0 - pow(b2, (double)o->step));                                          \
+        bool decoupled = o->kind == OPT_ADAMW;                                                           \
+        for (int64_t i = 0; i < n; i++) {                                                                \
+            double pi = (double)p[i], gi = (double)g[i];                                                 \
+            if (decoupled)                                                                               \
+                pi *= 1.0 - lr * wd;                                                                     \
+            else                                                                                         \
+                gi += wd * pi;                                                                           \
+            double mi = b1 * (double)m[i] + (1.0 - b1) * gi;                                             \
+            double vi = b2 * (double)v[i] + (1.0 - b2) * gi * gi;                                        \
+            m[i] = (T)mi;                                                                                \
+            v[i] = (T)vi;                                                                                \
+            p[i] = (T)(pi - step_size * mi / (sqrt(vi) / bc2_sqrt + o->eps));                            \
+        }                                                                                                \
+    }
+ADAM_UPDATE(float)
+ADAM_UPDATE(double)
+
+static bool all_finite(const ad_tensor *t)
+{
+    if (t->dtype == AD_F32) {
+        const float *d = t->data;
+        for (int64_t i = 0; i < t->size; i++)
+            if (!isfinite(d[i])) return false;
+    } else {
+        const double *d = t->data;
+        for (int64_t i = 0; i < t->size; i++)
+            if (!isfinite(d[i])) return false;
+    }
+    return true;
+}
+
+ad_status nn_optim_step(nn_optim *o)
+{
+    if (!o) return AD_ERR_ARG;
+    for (int i = 0; i < o->n; i++)
+        if (!all_finite(o->params[i].grad)) return AD_ERR_NUMERIC;
+    o->step++;
+    ((double *)o->step_t->data)[0] = (double)o->step;
+    for (int i = 0; i < o->n; i++) {
+        ad_tensor *p = o->params[i].value, *g = o->params[i].grad;
+        bool f32 = p->dtype == AD_F32;
+        if (o->kind == OPT_SGD) {
+            if (f32)
+                sgd_float(o, p->data, g->data, o->s1[i] ? o->s1[i]->data : NULL, p->size);
+            else
+                sgd_double(o, p->data, g->data, o->s1[i] ? o->s1[i]->data : NULL, p->size);
+        } else if (f32) {
+            adam_float(o, p->data, g->data, o->s1[i]->data, o->s2[i]->data, p->size);
+        } else {
+            adam_double(o, p->data, g->data, o->s1[i]->data, o->s2[i]->data, p->size);
+        }
+    }
+    return AD_OK;
+}
+
+double nn_optim_lr(const nn_optim *o) { return o ? o->lr : 0.0; }
+void nn_optim_set_lr(nn_optim *o, double lr)
+{
+    if (o && lr >= 0) o->lr = lr;
+}
+int64_t nn_optim_steps(const nn_optim *o) { return o ? o->step : 0; }
+const char *nn_optim_name(const nn_optim *o) { return o ? kind_names[o->kind] : "none"; }
+
+int nn__optim_state_count(const nn_optim *o) { return o ? o->nstate : 0; }
+
+int nn__optim_state(nn_optim *o, const char **names, ad_tensor **tensors)
+{
+    if (!o) return 0;
+    ((double *)o->step_t->data)[0] = (double)o->step;
+    for (int i = 0; i < o->nstate; i++) {
+        names[i] = o->state_names[i];
+        tensors[i] = o->state[i];
+    }
+    return o->nstate;
+}
+
+void nn__optim_sync_step(nn_optim *o)
+{
+    if (o) o->step = (int64_t)((const double *)o->step_t->data)[0];
+}
+
+/* ---- learning-rate schedules ---- */
+
+nn_schedule nn_schedule_step(double base_lr, int64_t step_size, double gamma)
+{
+    return (nn_schedule){NN_SCHED_STEP, base_lr, step_size, gamma, 0, 0.0};
+}
+
+nn_schedule nn_schedule_cosine(double base_lr, int64_t t_max, double eta_min)
+{
+    return (nn_schedule){NN_SCHED_COSINE, base_lr, 0, 1.0, t_max, eta_min};
+}
+
+double nn_schedule_lr(const nn_schedule *s, int64_t epoch)
+{
+    if (!s) return 0.0;
+    if (epoch < 0) epoch = 0;
+    switch (s->kind) {
+    case NN_SCHED_CONSTANT: break;
+    case NN_SCHED_STEP:
+        if (s->step_size > 0) return s->base_lr * pow(s->gamma, (double)(epoch / s->step_size));
+        break;
+    case NN_SCHED_COSINE:
+        if (s->t_max <= 0 || epoch >= s->t_max) return s->t_max <= 0 ? s->base_lr : s->eta_min;
+        return s->eta_min + (s->base_lr - s->eta_min) * (1.0 + cos(PI * (double)epoch / (double)s->t_max)) / 2.0;
+    }
+    return s->base_lr;
+}
