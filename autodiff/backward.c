@@ -312,9 +312,9 @@ static ad_status gradients(const char *op, ad_var y, ad_var seed, bool has_seed,
         const ad_tensor *vs = ad__val(seed), *vy = ad__val(y);
         if (vs->dtype != vy->dtype || !ad_shape_equal(vs, vy)) {
             char s1[96], s2[96];
-            ad__fail(t, AD_ERR_SHAPE, "%s: seed %s %s does not match output %s %s", op,
-                     ad_shape_str(vs->ndim, vs->shape, s1, 96), ad_dtype_name(vs->dtype),
-                     ad_shape_str(vy->ndim, vy->shape, s2, 96), ad_dtype_name(vy->dtype));
+            ad__fail(t, vs->dtype != vy->dtype ? AD_ERR_DTYPE : AD_ERR_SHAPE,
+                     "%s: seed %s %s does not match output %s %s", op, ad_shape_str(vs->ndim, vs->shape, s1, 96),
+                     ad_dtype_name(vs->dtype), ad_shape_str(vy->ndim, vy->shape, s2, 96), ad_dtype_name(vy->dtype));
             return t->status;
         }
     } else {

@@ -67,6 +67,17 @@ static ad_status step(ad_tape *t, step_data *d, int chain)
     return ad_backward(y, NULL, 0);
 }
 
+/* A gradient penalty step: L = sum(tanh(x @ w)) + |dL0/dw|^2, backpropagated into w. */
+static ad_status step2(ad_tape *t, step_data *d)
+{
+    ad_var x = ad_const(t, d->x), w = ad_param(t, d->w, d->wgrad);
+    ad_var l0 = ad_sum(ad_tanh(ad_matmul(x, w)));
+    ad_var g;
+    ad_status s = ad_gradients(l0, 1, &w, &g, AD_CREATE_GRAPH);
+    if (s != AD_OK) return s;
+    return ad_backward(ad_add(l0, ad_sum(ad_square(g))), NULL, 0);
+}
+
 START_TEST(test_reset_keeps_memory)
 {
     ad_tape *t = ad_tape_new();
@@ -90,6 +101,20 @@ START_TEST(test_reset_keeps_memory)
     }
     ad_set_allocator(NULL, NULL);
     ck_assert_msg(c.allocs == 0, "a warmed-up step made %ld heap allocations", c.allocs);
+    /* the same for a step that differentiates a gradient (AD_CREATE_GRAPH) */
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(step2(t, &d), AD_OK);
+        ad_tape_reset(t);
+    }
+    bytes = ad_tape_arena_bytes(t);
+    ad_set_allocator(counting_alloc, &c);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(step2(t, &d), AD_OK);
+        ad_tape_reset(t);
+        ck_assert_uint_eq(ad_tape_arena_bytes(t), bytes);
+    }
+    ad_set_allocator(NULL, NULL);
+    ck_assert_msg(c.allocs == 0, "a warmed-up second-order step made %ld heap allocations", c.allocs);
     ad_tape_free(t);
     step_data_free(&d);
 }
@@ -380,6 +405,26 @@ START_TEST(test_param_accumulates)
     ck_assert(!ad_ok(ad_param(t, wv, bad)));
     ck_assert_int_eq(ad_tape_status(t), AD_ERR_SHAPE);
     ck_assert_str_eq(ad_tape_error(t), "ad_param: grad [3] f64 does not match value [2] f64");
+    /* f32 parameters accumulate in f32; a param may be the output itself */
+    ad_tape_clear_error(t);
+    ad_tape_reset(t);
+    ad_tensor *fv = ad_tensor_new(AD_F32, AD_SHAPE(2)), *fg = ad_tensor_new(AD_F32, AD_SHAPE(2));
+    ad_tensor_set(fv, 0, 1.5);
+    ad_tensor_set(fv, 1, -0.5);
+    ad_var f = ad_param(t, fv, fg);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_square(f)), NULL, 0), AD_OK);
+    ck_assert(((float *)fg->data)[0] == 3.0f && ((float *)fg->data)[1] == -1.0f);
+    ad_tensor *s1 = ad_tensor_new(AD_F32, AD_SHAPE(2));
+    ad_tensor_fill(s1, 0.5);
+    ck_assert_int_eq(ad_backward(f, s1, 0), AD_OK);
+    ck_assert(((float *)fg->data)[0] == 3.5f && ((float *)fg->data)[1] == -0.5f);
+    ad_tensor *f64g = ad_tensor_new(AD_F64, AD_SHAPE(2));
+    ck_assert(!ad_ok(ad_param(t, fv, f64g)));
+    ck_assert_int_eq(ad_tape_status(t), AD_ERR_DTYPE);
+    ad_tensor_free(f64g);
+    ad_tensor_free(s1);
+    ad_tensor_free(fv);
+    ad_tensor_free(fg);
     ad_tape_free(t);
     ad_tensor_free(bad);
     ad_tensor_free(wv);
@@ -463,6 +508,22 @@ START_TEST(test_seeds)
     ad_tensor *s0 = ad_tensor_from(AD_F64, AD_SCALAR_SHAPE, (double[]){3.0});
     ck_assert_int_eq(ad_backward(ad_sum(x), s0, 0), AD_OK);
     tu_assert_values(ad_grad(x), (double[]){3, 3, 3}, 0, 0);
+    /* an explicit seed var: shape and dtype must match too */
+    ad_tape_reset(t);
+    x = ad_leaf(t, xv);
+    y = ad_square(x);
+    ad_var g;
+    ck_assert_int_eq(ad_gradients_seed(y, ad_const(t, seed_bad), 1, &x, &g, 0), AD_ERR_SHAPE);
+    ck_assert_str_eq(ad_tape_error(t), "ad_gradients_seed: seed [4] f64 does not match output [3] f64");
+    ad_tape_clear_error(t);
+    ck_assert_int_eq(ad_gradients_seed(y, ad_const(t, seed_f32), 1, &x, &g, 0), AD_ERR_DTYPE);
+    ad_tape_clear_error(t);
+    ck_assert_int_eq(ad_gradients_seed(y, ad_const(t, seed), 1, &x, &g, 0), AD_OK);
+    tu_assert_values(ad_value(g), (double[]){2.0, -4.0, 3.0}, 0, 1e-15);
+    /* a seed that depends on x, with AD_CREATE_GRAPH: d/dx sum(2 x * x) = 4 x */
+    ck_assert_int_eq(ad_gradients_seed(y, x, 1, &x, &g, AD_CREATE_GRAPH), AD_OK);
+    ck_assert_int_eq(ad_backward(ad_sum(g), NULL, 0), AD_OK);
+    tu_assert_values(ad_grad(x), (double[]){4.0, 8.0, 12.0}, 0, 1e-15);
     ad_tape_free(t);
     ad_tensor_free(s0);
     ad_tensor_free(xv);
