@@ -21,7 +21,9 @@
 **   builtin:  the engine's own packed kernel (ad__gemm_* with the BLAS backend off)
 **   auto:     ad__gemm_* as the engine runs it (OpenBLAS above a size threshold when built with it)
 **   openblas: cblas_?gemm called directly
-** Output: a table for people, and one JSON line (starting with '{') per case for scripts.
+** Output: a table for people, and one JSON line (starting with '{') per case for scripts:
+**   {"bench":"matmul_f32_n256","impl":"builtin","kernel":"avx512","threads":1,"unit":"ms",
+**    "median":..,"min":..,"max":..,"gflops":..(at the median),"gflops_best":..,"reps":..,"iters":..}
 */
 
 #define MAX_LIST 16
@@ -153,11 +155,11 @@ static void run_case(const opts *o, bool f64, int n, int threads)
             printf("   %5.2f\n", gf / ref);
         else
             printf("       -\n");
-        printf("{\"bench\":\"matmul\",\"impl\":\"%s\",\"kernel\":\"%s\",\"dtype\":\"%s\",\"n\":%d,\"threads\":%d,"
-               "\"reps\":%d,\"iters\":%" PRId64 ",\"median_s\":%.9g,\"min_s\":%.9g,\"max_s\":%.9g,"
-               "\"gflops\":%.3f,\"gflops_best\":%.3f}\n",
-               impl, kernel, f64 ? "f64" : "f32", n, threads, o->reps, r[im].iters, med, mn, mx, gf,
-               flops / mn * 1e-9);
+        printf("{\"bench\":\"matmul_%s_n%d\",\"impl\":\"%s\",\"kernel\":\"%s\",\"threads\":%d,\"unit\":\"ms\","
+               "\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"gflops\":%.2f,\"gflops_best\":%.2f,\"reps\":%d,"
+               "\"iters\":%" PRId64 "}\n",
+               f64 ? "f64" : "f32", n, impl, kernel, threads, med * 1e3, mn * 1e3, mx * 1e3, gf, flops / mn * 1e-9,
+               o->reps, r[im].iters);
     }
     fflush(stdout);
     free(a), free(b), free(c);
