@@ -23,6 +23,9 @@ ad_var ad_matmul_t(ad_var a, ad_var b, bool ta, bool tb)
     if (va->ndim == 1 || vb->ndim == 1) {
         /* vectors as in numpy.matmul: a [k] is a row [1,k], b [k] a column [k,1]; the unit axis is dropped */
         if (va->ndim < 1 || vb->ndim < 1) goto scalar;
+        int64_t ka = va->ndim == 1 ? va->shape[0] : va->shape[va->ndim - (ta ? 2 : 1)];
+        int64_t kb = vb->ndim == 1 ? vb->shape[0] : vb->shape[vb->ndim - (tb ? 1 : 2)];
+        if (ka != kb) goto inner; /* name the shapes the caller passed, not the reshaped ones */
         ad_var a2 = va->ndim == 1 ? ad_reshape(a, 2, (const int64_t[]){1, va->shape[0]}) : a;
         ad_var b2 = vb->ndim == 1 ? ad_reshape(b, 2, (const int64_t[]){vb->shape[0], 1}) : b;
         ad_var r = ad_matmul_t(a2, b2, va->ndim == 1 ? false : ta, vb->ndim == 1 ? false : tb);
@@ -44,6 +47,7 @@ ad_var ad_matmul_t(ad_var a, ad_var b, bool ta, bool tb)
     int64_t m = va->shape[va->ndim - (ta ? 1 : 2)], ka = va->shape[va->ndim - (ta ? 2 : 1)];
     int64_t kb = vb->shape[vb->ndim - (tb ? 1 : 2)], nn = vb->shape[vb->ndim - (tb ? 2 : 1)];
     if (ka != kb) {
+    inner:
         ad__fail(t, AD_ERR_SHAPE, "ad_matmul: inner dimensions differ: %s%s x %s%s",
                  ad_shape_str(va->ndim, va->shape, s1, 96), ta ? "^T" : "", ad_shape_str(vb->ndim, vb->shape, s2, 96),
                  tb ? "^T" : "");

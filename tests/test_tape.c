@@ -286,6 +286,10 @@ START_TEST(test_error_messages)
                  "ad_max_axis: cannot reduce axis 1 of length 0");
     EXPECT_ERROR(t, ad_clamp(a, 2, 1), AD_ERR_ARG, "ad_clamp: lo 2 is greater than hi 1");
     EXPECT_ERROR(t, ad_cast(a, (ad_dtype)9), AD_ERR_DTYPE, "ad_cast: unknown dtype 9");
+    EXPECT_ERROR(t, ad_matmul(v, c), AD_ERR_SHAPE, "ad_matmul: inner dimensions differ: [4] x [3,4]");
+    EXPECT_ERROR(t, ad_matmul(a, v), AD_ERR_SHAPE, "ad_matmul: inner dimensions differ: [2,3] x [4]");
+    EXPECT_ERROR(t, ad_matmul(v, ad_slice(v, 0, 0, 3)), AD_ERR_SHAPE, "ad_matmul: inner dimensions differ: [4] x [3]");
+    EXPECT_ERROR(t, ad_matmul_t(a, v, true, false), AD_ERR_SHAPE, "ad_matmul: inner dimensions differ: [2,3]^T x [4]");
     EXPECT_ERROR(t, ad_matmul(ad_sum(a), c), AD_ERR_SHAPE,
                  "ad_matmul: operands must have at least 1 dimension: [] x [3,4]");
     ad_tape_clear_error(t);
