@@ -1,0 +1,714 @@
+/* safetensors.c: checkpoint files in the safetensors format, with XXH3 checksums, atomic save, validating load. */
+#include "ad_internal.h"
+#include "nn_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define ST_MAX_HEADER (100u * 1000u * 1000u) /* 100 MB, as the safetensors library allows */
+#define ST_FORMAT "autodiff-checkpoint"
+#define ST_VERSION "1"
+#define ST_SUM_PREFIX "xxh3:"
+#define ST_TABLE_KEY "xxh3:__table__"
+
+/* Formats "fn: path: message" into err; returns s. */
+static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt,
+                      ...) __attribute__((format(printf, 6, 7)));
+static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
+{
+    if (err && errlen > 0) {
+        int k = snprintf(err, errlen, "%s: %s: ", fn, path ? path : "(null)");
+        if (k >= 0 && (size_t)k < errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return s;
+}
+
+static bool host_little_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* One tensor of the table. */
+typedef struct st_entry {
+    const char *name;
+    ad_dtype dtype;
+    int ndim;
+    int64_t shape[AD_MAX_DIMS];
+    int64_t begin, end;
+    const ad_tensor *src; /* save: the caller's tensor */
+    bool used;            /* load: matched a requested name */
+} st_entry;
+
+static const char *st_dtype_name(ad_dtype d) { return d == AD_F32 ? "F32" : "F64"; }
+
+/* The canonical order of the table: by begin, end, then name (bytewise), so
+** that zero-size tensors sharing an offset have one order whatever the JSON's. */
+static int entry_cmp(const void *a, const void *b)
+{
+    const st_entry *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* 16 lowercase hex digits of XXH3-64 in xxHash's canonical (big-endian) form. */
+static void hash_hex(XXH64_hash_t h, char out[17])
+{
+    XXH64_canonical_t c;
+    XXH64_canonicalFromHash(&c, h);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 8; i++) {
+        out[2 * i] = hex[c.digest[i] >> 4];
+        out[2 * i + 1] = hex[c.digest[i] & 15];
+    }
+    out[16] = '\0';
+}
+
+/*
+** The table checksum "xxh3:__table__" is XXH3-64 (seed 0) of this text, for
+** every tensor in the canonical order above:
+**     name '\0' dtype '\0' dims '\0' begin '\0' end '\n'
+** where dtype is "F32" or "F64", dims the dimensions in decimal joined by ','
+** (empty for a scalar), begin and end the data_offsets in decimal. So
+** "w" F32 [2,3] at [0,24] gives the 13 bytes "w\0F32\0" "2,3\0" "0\0" "24\n".
+** Entries must be sorted already. Returns false when out of memory.
+*/
+static bool table_hash(const st_entry *e, int64_t n, char out[17])
+{
+    size_t cap = 1;
+    for (int64_t i = 0; i < n; i++) cap += strlen(e[i].name) + 8 + (size_t)(e[i].ndim + 2) * 21;
+    char *buf = ad__malloc(cap), *p = buf;
+    if (!buf) return false;
+    for (int64_t i = 0; i < n; i++) {
+        size_t l = strlen(e[i].name);
+        memcpy(p, e[i].name, l + 1);
+        p += l + 1;
+        memcpy(p, st_dtype_name(e[i].dtype), 4);
+        p += 4;
+        for (int d = 0; d < e[i].ndim; d++) p += sprintf(p, d ? ",%" PRId64 : "%" PRId64, e[i].shape[d]);
+        *p++ = '\0';
+        p += sprintf(p, "%" PRId64, e[i].begin) + 1;
+        p += sprintf(p, "%" PRId64 "\n", e[i].end);
+    }
+    hash_hex(XXH3_64bits(buf, (size_t)(p - buf)), out);
+    ad__free(buf);
+    return true;
+}
+
+/* ---- save ---- */
+
+/* write(2) until done, retrying on EINTR and short writes; false with errno set. */
+static bool write_all(int fd, const void *buf, size_t n)
+{
+    const unsigned char *p = buf;
+    while (n > 0) {
+        size_t chunk = n > (1u << 30) ? 1u << 30 : n;
+        ssize_t k = write(fd, p, chunk);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        if (k == 0) {
+            errno = EIO;
+            return false;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+static bool reserved_key(const char *k)
+{
+    return strcmp(k, "format") == 0 || strcmp(k, "version") == 0 ||
+           strncmp(k, ST_SUM_PREFIX, strlen(ST_SUM_PREFIX)) == 0;
+}
+
+/* Builds the JSON header (unpadded) into *out; returns a status and sets why. */
+static ad_status build_header(const st_entry *ent, int n, int nmeta, const char *const *meta, const char *const *names,
+                              char **out, size_t *outlen, const char *fn, const char *path, char *err, size_t errlen)
+{
+    ad_status st = AD_ERR_NOMEM;
+    json_t *root = json_object(), *md = json_object();
+    char *text = NULL;
+    st_entry *sorted = NULL;
+    if (!root || !md) goto nomem;
+    if (json_object_set_new(md, "format", json_string(ST_FORMAT)) ||
+        json_object_set_new(md, "version", json_string(ST_VERSION)))
+        goto nomem;
+    for (int i = 0; i < nmeta; i++) {
+        json_t *v = json_string(meta[2 * i + 1]);
+        if (!v) {
+            st = fail(err, errlen, AD_ERR_ARG, fn, path, "metadata value for '%s' is not valid UTF-8", meta[2 * i]);
+            goto out;
+        }
+        if (json_object_set_new(md, meta[2 * i], v)) {
+            st = fail(err, errlen, AD_ERR_ARG, fn, path, "metadata key '%s' is not valid UTF-8", meta[2 * i]);
+            goto out;
+        }
+    }
+    char hex[17], key[64];
+    for (int i = 0; i < n; i++) {
+        json_t *name = json_string(names[i]); /* validates UTF-8 */
+        if (!name) {
+            st = fail(err, errlen, AD_ERR_ARG, fn, path, "tensor name #%d is not valid UTF-8", i);
+            goto out;
+        }
+        json_decref(name);
+        hash_hex(XXH3_64bits(ent[i].src->data, ad__nbytes(ent[i].src)), hex);
+        size_t kl = strlen(ST_SUM_PREFIX) + strlen(names[i]) + 1;
+        char *k = kl <= sizeof key ? key : ad__malloc(kl);
+        if (!k) goto nomem;
+        snprintf(k, kl, "%s%s", ST_SUM_PREFIX, names[i]);
+        int bad = json_object_set_new(md, k, json_string(hex));
+        if (k != key) ad__free(k);
+        if (bad) goto nomem;
+    }
+    sorted = ad__malloc(((size_t)n + 1) * sizeof *sorted);
+    if (!sorted) goto nomem;
+    if (n) memcpy(sorted, ent, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, entry_cmp);
+    if (!table_hash(sorted, n, hex) || json_object_set_new(md, ST_TABLE_KEY, json_string(hex))) goto nomem;
+    if (json_object_set_new(root, "__metadata__", md)) {
+        md = NULL;
+        goto nomem;
+    }
+    md = NULL;
+    for (int i = 0; i < n; i++) {
+        json_t *shape = json_array(), *e = json_object();
+        int bad = !shape || !e;
+        for (int d = 0; !bad && d < ent[i].ndim; d++) bad = json_array_append_new(shape, json_integer(ent[i].shape[d]));
+        bad = bad || json_object_set_new(e, "dtype", json_string(st_dtype_name(ent[i].dtype)));
+        bad = bad || json_object_set(e, "shape", shape);
+        bad = bad || json_object_set_new(e, "data_offsets",
+                                         json_pack("[II]", (json_int_t)ent[i].begin, (json_int_t)ent[i].end));
+        bad = bad || json_object_set(root, names[i], e);
+        json_decref(shape);
+        json_decref(e);
+        if (bad) goto nomem;
+    }
+    size_t need = json_dumpb(root, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (need == 0 || need > ST_MAX_HEADER - 8) {
+        st = fail(err, errlen, need ? AD_ERR_ARG : AD_ERR_NOMEM, fn, path, "cannot encode the header (%zu bytes)",
+                  need);
+        goto out;
+    }
+    size_t padded = (need + 7) / 8 * 8;
+    text = ad__malloc(padded);
+    if (!text || json_dumpb(root, text, need, JSON_COMPACT | JSON_PRESERVE_ORDER) != need) goto nomem;
+    memset(text + need, ' ', padded - need);
+    *out = text;
+    *outlen = padded;
+    text = NULL;
+    st = AD_OK;
+    goto out;
+nomem:
+    st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory building the header");
+out:
+    ad__free(text);
+    ad__free(sorted);
+    json_decref(md);
+    json_decref(root);
+    return st;
+}
+
+/* The directory part of path ("." when there is none) into a new string. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t len = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    char *d = ad__malloc(len + 1);
+    if (!d) return NULL;
+    memcpy(d, !slash ? "." : path, len);
+    d[len] = '\0';
+    return d;
+}
+
+ad_status nn_safetensors_save(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,
+                              int nmeta, const char *const *meta, char *err, size_t errlen)
+{
+    static const char fn[] = "nn_safetensors_save";
+    if (err && errlen) err[0] = '\0';
+    if (!path || n < 0 || (n > 0 && (!names || !tensors)) || nmeta < 0 || (nmeta > 0 && !meta))
+        return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path, names, tensors or meta, or a negative count");
+    if (!host_little_endian())
+        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
+    for (int i = 0; i < nmeta; i++) {
+        if (!meta[2 * i] || !meta[2 * i + 1])
+            return fail(err, errlen, AD_ERR_ARG, fn, path, "metadata pair #%d has a NULL string", i);
+        if (reserved_key(meta[2 * i]))
+            return fail(err, errlen, AD_ERR_ARG, fn, path, "metadata key '%s' is reserved", meta[2 * i]);
+        for (int j = 0; j < i; j++)
+            if (strcmp(meta[2 * i], meta[2 * j]) == 0)
+                return fail(err, errlen, AD_ERR_ARG, fn, path, "duplicate metadata key '%s'", meta[2 * i]);
+    }
+    for (int i = 0; i < n; i++) {
+        const ad_tensor *t = tensors[i];
+        if (!names[i] || !names[i][0] || strcmp(names[i], "__metadata__") == 0 || strcmp(names[i], "__table__") == 0)
+            return fail(err, errlen, AD_ERR_ARG, fn, path, "tensor #%d: NULL, empty or reserved name", i);
+        for (int j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                return fail(err, errlen, AD_ERR_ARG, fn, path, "duplicate tensor name '%s'", names[i]);
+        if (!t || t->ndim < 0 || t->ndim > AD_MAX_DIMS || (t->size > 0 && !t->data))
+            return fail(err, errlen, AD_ERR_ARG, fn, path, "tensor '%s': NULL or malformed", names[i]);
+        if (t->dtype != AD_F32 && t->dtype != AD_F64)
+            return fail(err, errlen, AD_ERR_DTYPE, fn, path, "tensor '%s': dtype is not F32 or F64", names[i]);
+    }
+
+    ad_status st = AD_OK;
+    st_entry *ent = ad__calloc((size_t)n + 1, sizeof *ent);
+    char *hdr = NULL, *tmp = NULL, *dir = NULL;
+    int fd = -1;
+    size_t hlen = 0;
+    if (!ent) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        goto done;
+    }
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const ad_tensor *t = tensors[i];
+        ent[i].name = names[i];
+        ent[i].dtype = t->dtype;
+        ent[i].ndim = t->ndim;
+        memcpy(ent[i].shape, t->shape, sizeof t->shape);
+        ent[i].src = t;
+        ent[i].begin = off;
+        if ((int64_t)ad__nbytes(t) > INT64_MAX - off) {
+            st = fail(err, errlen, AD_ERR_ARG, fn, path, "total size overflows");
+            goto done;
+        }
+        off += (int64_t)ad__nbytes(t);
+        ent[i].end = off;
+    }
+    st = build_header(ent, n, nmeta, meta, names, &hdr, &hlen, fn, path, err, errlen);
+    if (st != AD_OK) goto done;
+
+    size_t tl = strlen(path) + 32;
+    tmp = ad__malloc(tl);
+    dir = dir_of(path);
+    if (!tmp || !dir) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        goto done;
+    }
+    snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", tmp, strerror(errno));
+        ad__free(tmp); /* nothing was created */
+        tmp = NULL;
+        goto done;
+    }
+    unsigned char lenb[8];
+    for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+    bool ok = write_all(fd, lenb, 8) && write_all(fd, hdr, hlen);
+    for (int i = 0; ok && i < n; i++) ok = write_all(fd, tensors[i]->data, ad__nbytes(tensors[i]));
+    if (!ok) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "write(%s): %s", tmp, strerror(errno));
+        goto done;
+    }
+    if (fsync(fd) != 0) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", tmp, strerror(errno));
+        goto done;
+    }
+    int c = close(fd);
+    fd = -1;
+    if (c != 0 && errno != EINTR) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "close(%s): %s", tmp, strerror(errno));
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "rename(%s, %s): %s", tmp, path, strerror(errno));
+        goto done;
+    }
+    ad__free(tmp); /* renamed: nothing to remove any more */
+    tmp = NULL;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", dir, strerror(errno));
+        goto done;
+    }
+    /* some file systems cannot fsync a directory (EINVAL): the rename stands */
+    if (fsync(dfd) != 0 && errno != EINVAL) st = fail(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", dir,
+                                                      strerror(errno));
+    close(dfd);
+done:
+    if (fd >= 0) close(fd);
+    if (tmp) {
+        unlink(tmp);
+        ad__free(tmp);
+    }
+    ad__free(dir);
+    ad__free(hdr);
+    ad__free(ent);
+    return st;
+}
+
+/* ---- load ---- */
+
+/* read(2) exactly n bytes; false on an error (errno set) or an early end (errno 0). */
+static bool read_all(int fd, void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        size_t chunk = n > (1u << 30) ? 1u << 30 : n;
+        ssize_t k = read(fd, p, chunk);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        if (k == 0) {
+            errno = 0;
+            return false;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+static bool known_other_dtype(const char *d)
+{
+    static const char *const others[] = {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32",
+                                         "I64", "U64", "F8_E4M3", "F8_E5M2", "C64", "F4", "F6_E2M3",
+                                         "F6_E3M2", "F8_E8M0", "E8M0"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        if (strcmp(d, others[i]) == 0) return true;
+    return false;
+}
+
+/* Validates one table entry against the data area's size. */
+static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_entry *e, const char *fn,
+                             const char *path, char *err, size_t errlen)
+{
+    e->name = name;
+    if (!json_is_object(v)) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': entry is not an object", name);
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x)
+    {
+        if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
+            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': unexpected key '%s'", name, k);
+    }
+    json_t *dt = json_object_get(v, "dtype"), *sh = json_object_get(v, "shape"),
+           *of = json_object_get(v, "data_offsets");
+    if (!dt || !sh || !of)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': missing \"%s\"", name,
+                    !dt ? "dtype" : !sh ? "shape" : "data_offsets");
+    const char *ds = json_string_value(dt);
+    if (!ds) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': dtype is not a string", name);
+    if (strcmp(ds, "F32") == 0)
+        e->dtype = AD_F32;
+    else if (strcmp(ds, "F64") == 0)
+        e->dtype = AD_F64;
+    else if (known_other_dtype(ds))
+        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "tensor '%s': dtype %s is not supported (F32, F64 are)",
+                    name, ds);
+    else
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': unknown dtype '%s'", name, ds);
+    if (!json_is_array(sh)) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape is not an array", name);
+    if (json_array_size(sh) > AD_MAX_DIMS)
+        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "tensor '%s': more than %d dimensions", name,
+                    AD_MAX_DIMS);
+    e->ndim = (int)json_array_size(sh);
+    int64_t count = 1, nbytes;
+    for (int d = 0; d < e->ndim; d++) {
+        json_t *s = json_array_get(sh, (size_t)d);
+        if (!json_is_integer(s))
+            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape holds a non-integer", name);
+        e->shape[d] = json_integer_value(s);
+        if (e->shape[d] < 0)
+            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': negative dimension %" PRId64, name,
+                        e->shape[d]);
+        if (!ad__mul_ok(count, e->shape[d], &count))
+            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape's element count overflows", name);
+    }
+    if (!ad__mul_ok(count, (int64_t)ad_dtype_size(e->dtype), &nbytes) || count > INT64_MAX / 16)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': byte size overflows", name);
+    if (!json_is_array(of) || json_array_size(of) != 2 || !json_is_integer(json_array_get(of, 0)) ||
+        !json_is_integer(json_array_get(of, 1)))
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': data_offsets is not [begin, end]", name);
+    e->begin = json_integer_value(json_array_get(of, 0));
+    e->end = json_integer_value(json_array_get(of, 1));
+    if (e->begin < 0 || e->end < 0)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': negative data_offsets", name);
+    if (e->begin > e->end)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': data_offsets begin %" PRId64 " > end %" PRId64,
+                    name, e->begin, e->end);
+    if (e->end > data_size)
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                    "tensor '%s': data_offsets end %" PRId64 " past the end of the data (%" PRId64 " bytes)", name,
+                    e->end, data_size);
+    if (e->end - e->begin != nbytes) {
+        char sb[160];
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                    "tensor '%s': shape %s %s needs %" PRId64 " bytes, data_offsets span %" PRId64, name,
+                    ad_shape_str(e->ndim, e->shape, sb, sizeof sb), ds, nbytes, e->end - e->begin);
+    }
+    return AD_OK;
+}
+
+ad_status nn_safetensors_load(const char *path, int n, const char *const *names, ad_tensor *const *dst, char *err,
+                              size_t errlen)
+{
+    static const char fn[] = "nn_safetensors_load";
+    if (err && errlen) err[0] = '\0';
+    if (!path || n < 0 || (n > 0 && (!names || !dst)))
+        return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path, names or dst, or a negative count");
+    for (int i = 0; i < n; i++) {
+        if (!names[i] || !dst[i]) return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL name or dst #%d", i);
+        for (int j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                return fail(err, errlen, AD_ERR_ARG, fn, path, "name '%s' requested twice", names[i]);
+    }
+    if (!host_little_endian())
+        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    ad_status st = AD_OK;
+    char *hdr = NULL;
+    unsigned char *data = NULL;
+    json_t *root = NULL;
+    st_entry *ent = NULL;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+        goto done;
+    }
+    uint64_t fsize = (uint64_t)sb.st_size;
+    unsigned char lenb[8];
+    if (fsize < 8) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "file too short (%" PRIu64 " bytes) for the header length",
+                  fsize);
+        goto done;
+    }
+    if (!read_all(fd, lenb, 8)) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
+        goto done;
+    }
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)lenb[i] << (8 * i);
+    if (hlen > ST_MAX_HEADER) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "header length %" PRIu64 " over the limit of %u bytes", hlen,
+                  ST_MAX_HEADER);
+        goto done;
+    }
+    if (hlen > fsize - 8) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                  "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", hlen, fsize);
+        goto done;
+    }
+    int64_t data_size = (int64_t)(fsize - 8 - hlen);
+    hdr = ad__malloc((size_t)hlen + 1);
+    if (!hdr) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for the header");
+        goto done;
+    }
+    if (!read_all(fd, hdr, (size_t)hlen)) {
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
+        goto done;
+    }
+    json_error_t jerr;
+    root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "invalid JSON header: %s (byte %d)", jerr.text, jerr.position);
+        goto done;
+    }
+    if (!json_is_object(root)) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "header is not a JSON object");
+        goto done;
+    }
+
+    /* the table */
+    json_t *md = json_object_get(root, "__metadata__");
+    size_t nent = json_object_size(root) - (md ? 1 : 0);
+    ent = ad__calloc(nent + 1, sizeof *ent);
+    if (!ent) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu entries", nent);
+        goto done;
+    }
+    size_t k = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        if (strcmp(key, "__metadata__") == 0) continue;
+        st = parse_entry(key, val, data_size, &ent[k++], fn, path, err, errlen);
+        if (st != AD_OK) goto done;
+    }
+    qsort(ent, nent, sizeof *ent, entry_cmp);
+    int64_t pos = 0;
+    for (size_t i = 0; i < nent; i++) {
+        if (ent[i].begin < pos) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s' overlaps tensor '%s'", ent[i].name,
+                      ent[i - 1].name);
+            goto done;
+        }
+        if (ent[i].begin > pos) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "gap of %" PRId64 " bytes before tensor '%s'",
+                      ent[i].begin - pos, ent[i].name);
+            goto done;
+        }
+        pos = ent[i].end;
+    }
+    if (pos != data_size) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRId64 " trailing bytes after the last tensor",
+                  data_size - pos);
+        goto done;
+    }
+
+    /* the metadata */
+    if (!md || !json_is_object(md)) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                  md ? "__metadata__ is not an object" : "no __metadata__: not an autodiff checkpoint");
+        goto done;
+    }
+    json_object_foreach(md, key, val)
+    {
+        if (!json_is_string(val)) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "__metadata__ value for '%s' is not a string", key);
+            goto done;
+        }
+    }
+    const char *fmt = json_string_value(json_object_get(md, "format"));
+    const char *ver = json_string_value(json_object_get(md, "version"));
+    if (!fmt || strcmp(fmt, ST_FORMAT) != 0) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "metadata format is %s%s%s, expected '" ST_FORMAT "'",
+                  fmt ? "'" : "", fmt ? fmt : "missing", fmt ? "'" : "");
+        goto done;
+    }
+    if (!ver || strcmp(ver, ST_VERSION) != 0) {
+        st = fail(err, errlen, ver ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, fn, path,
+                  "checkpoint version %s%s%s is not supported (expected '" ST_VERSION "')", ver ? "'" : "",
+                  ver ? ver : "missing", ver ? "'" : "");
+        goto done;
+    }
+    size_t plen = strlen(ST_SUM_PREFIX);
+    json_object_foreach(md, key, val)
+    {
+        if (strncmp(key, ST_SUM_PREFIX, plen) != 0 || strcmp(key, ST_TABLE_KEY) == 0) continue;
+        bool found = false;
+        for (size_t i = 0; i < nent && !found; i++) found = strcmp(ent[i].name, key + plen) == 0;
+        if (!found) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "checksum for a tensor '%s' not in the file", key + plen);
+            goto done;
+        }
+    }
+    char want[17];
+    const char *table_sum = json_string_value(json_object_get(md, ST_TABLE_KEY));
+    if (!table_sum) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no table checksum (" ST_TABLE_KEY ")");
+        goto done;
+    }
+    if (!table_hash(ent, (int64_t)nent, want)) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        goto done;
+    }
+    if (strcmp(table_sum, want) != 0) {
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "table checksum mismatch: the file says %.20s, the table hashes to %s",
+                  table_sum, want);
+        goto done;
+    }
+
+    /* the requested names, shapes and dtypes */
+    for (int i = 0; i < n; i++) {
+        st_entry *e = NULL;
+        for (size_t j = 0; j < nent && !e; j++)
+            if (strcmp(ent[j].name, names[i]) == 0) e = &ent[j];
+        if (!e) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no tensor '%s' in the file", names[i]);
+            goto done;
+        }
+        e->used = true;
+        if (e->dtype != dst[i]->dtype) {
+            st = fail(err, errlen, AD_ERR_DTYPE, fn, path, "tensor '%s' is %s in the file, %s expected", names[i],
+                      st_dtype_name(e->dtype), st_dtype_name(dst[i]->dtype));
+            goto done;
+        }
+        if (e->ndim != dst[i]->ndim || memcmp(e->shape, dst[i]->shape, (size_t)e->ndim * sizeof(int64_t)) != 0) {
+            char a[160], b[160];
+            st = fail(err, errlen, AD_ERR_SHAPE, fn, path, "tensor '%s' has shape %s in the file, %s expected", names[i],
+                      ad_shape_str(e->ndim, e->shape, a, sizeof a), ad_shape_str(dst[i]->ndim, dst[i]->shape, b, sizeof b));
+            goto done;
+        }
+        if (dst[i]->size > 0 && !dst[i]->data) {
+            st = fail(err, errlen, AD_ERR_ARG, fn, path, "dst for '%s' has no data", names[i]);
+            goto done;
+        }
+    }
+    for (size_t j = 0; j < nent; j++)
+        if (!ent[j].used) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "unexpected tensor '%s' in the file", ent[j].name);
+            goto done;
+        }
+
+    /* the data, checked against every checksum before any dst is written */
+    data = ad__malloc(data_size > 0 ? (size_t)data_size : 1);
+    if (!data) {
+        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " data bytes", data_size);
+        goto done;
+    }
+    if (!read_all(fd, data, (size_t)data_size)) {
+        st = fail(err, errlen, errno ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the data: %s",
+                  errno ? strerror(errno) : "file shrank while reading");
+        goto done;
+    }
+    for (size_t j = 0; j < nent; j++) {
+        char sumkey[512];
+        const char *sum = NULL;
+        if ((size_t)snprintf(sumkey, sizeof sumkey, "%s%s", ST_SUM_PREFIX, ent[j].name) < sizeof sumkey)
+            sum = json_string_value(json_object_get(md, sumkey));
+        else {
+            size_t kl = plen + strlen(ent[j].name) + 1;
+            char *kk = ad__malloc(kl);
+            if (!kk) {
+                st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+                goto done;
+            }
+            snprintf(kk, kl, "%s%s", ST_SUM_PREFIX, ent[j].name);
+            sum = json_string_value(json_object_get(md, kk));
+            ad__free(kk);
+        }
+        if (!sum) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no checksum for tensor '%s'", ent[j].name);
+            goto done;
+        }
+        hash_hex(XXH3_64bits(data + ent[j].begin, (size_t)(ent[j].end - ent[j].begin)), want);
+        if (strcmp(sum, want) != 0) {
+            st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                      "checksum mismatch for tensor '%s': the file says %.20s, the data hashes to %s", ent[j].name, sum,
+                      want);
+            goto done;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; j < nent; j++)
+            if (strcmp(ent[j].name, names[i]) == 0) {
+                if (ent[j].end > ent[j].begin)
+                    memcpy(dst[i]->data, data + ent[j].begin, (size_t)(ent[j].end - ent[j].begin));
+                break;
+            }
+done:
+    close(fd);
+    ad__free(hdr);
+    ad__free(data);
+    ad__free(ent);
+    json_decref(root);
+    return st;
+}
