@@ -23,7 +23,7 @@ ad_status ad_tape_write_dot(const ad_tape *t, FILE *f)
 {
     if (!t || !f) return AD_ERR_ARG;
     fprintf(f, "digraph tape {\n"
-               "  graph [rankdir=TB, fontname=\"Helvetica\", label=\"autodiff tape: %" PRIu32 " nodes\"];\n"
+               "  graph [rankdir=TB, fontname=\"Helvetica\", label=\"autodiff tape: %" PRIu32 " nodes (* needs a gradient; dashed: recorded by a backward pass)\"];\n"
                "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\", fontsize=11];\n"
                "  edge [arrowsize=0.6];\n",
             t->count);
