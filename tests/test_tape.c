@@ -13,6 +13,7 @@ typedef struct counting {
     long allocs;  /* fresh allocations and reallocations */
     long live;    /* blocks not yet freed */
     long fail_at; /* fail the fail_at-th request and all later ones (0: never) */
+    bool once;    /* fail only the fail_at-th request */
     bool failed;
 } counting;
 
@@ -25,7 +26,7 @@ static void *counting_alloc(void *ud, void *ptr, size_t nsize)
         return NULL;
     }
     c->allocs++;
-    if (c->fail_at > 0 && c->allocs >= c->fail_at) {
+    if (c->fail_at > 0 && (c->once ? c->allocs == c->fail_at : c->allocs >= c->fail_at)) {
         c->failed = true;
         return NULL;
     }
@@ -624,6 +625,62 @@ START_TEST(test_alloc_failure)
 }
 END_TEST
 
+START_TEST(test_alloc_fail_once)
+{
+    /* Fails only the N-th allocation over three steps with resets between them, so that
+    ** every allocation site fails once, including the block merge in ad_tape_reset: the
+    ** step that meets it reports AD_ERR_NOMEM, every other step succeeds with the right
+    ** gradient, and nothing leaks. */
+    step_data d = step_data_new(40);
+    ad_tensor *ref_grad = ad_tensor_new(AD_F64, AD_SHAPE(40, 40));
+    {
+        ad_tape *t = ad_tape_new();
+        ck_assert_int_eq(step(t, &d, 1100), AD_OK);
+        ck_assert_int_eq(ad_tensor_copy(ref_grad, d.wgrad), AD_OK);
+        ad_tape_free(t);
+    }
+    long n;
+    int failures = 0;
+    for (n = 1; n < 10000; n++) {
+        counting c = {0};
+        c.fail_at = n;
+        c.once = true;
+        ad_set_allocator(counting_alloc, &c);
+        ad_tape *t = ad_tape_new();
+        if (!t) {
+            ad_set_allocator(NULL, NULL);
+            ck_assert(c.failed && c.live == 0);
+            failures++;
+            continue;
+        }
+        for (int k = 0; k < 3; k++) {
+            bool before = c.failed;
+            ad_tensor_fill(d.wgrad, 0);
+            ad_status s = step(t, &d, 1100 * (k + 1)); /* each step longer than the last: the arena grows */
+            if (c.failed && !before) {
+                failures++;
+                ck_assert_int_eq(s, AD_ERR_NOMEM);
+                ck_assert_int_eq(ad_tape_status(t), AD_ERR_NOMEM);
+            } else {
+                ck_assert_msg(s == AD_OK, "N = %ld, step %d: %s", n, k, ad_tape_error(t));
+                for (int64_t i = 0; i < ref_grad->size; i++)
+                    TU_ASSERT_CLOSE(ad_tensor_get(d.wgrad, i), ad_tensor_get(ref_grad, i), 0, 0);
+            }
+            ad_tape_reset(t);
+        }
+        bool reached = c.failed;
+        ad_tape_free(t);
+        ad_set_allocator(NULL, NULL);
+        ck_assert_msg(c.live == 0, "N = %ld: %ld blocks leaked", n, c.live);
+        if (!reached) break; /* N is past the last allocation */
+    }
+    ck_assert_int_gt(failures, 3);
+    ck_assert_int_lt(n, 10000);
+    ad_tensor_free(ref_grad);
+    step_data_free(&d);
+}
+END_TEST
+
 START_TEST(test_anomaly_detection)
 {
     ad_tape *t = ad_tape_new();
@@ -659,6 +716,7 @@ static Suite *tape_suite(void)
     tcase_add_test(mem, test_reset_keeps_memory);
     tcase_add_test(mem, test_deep_graph);
     tcase_add_test(mem, test_alloc_failure);
+    tcase_add_test(mem, test_alloc_fail_once);
     tcase_set_timeout(mem, 600);
     suite_add_tcase(s, mem);
     TCase *err = tcase_create("errors");
