@@ -37,6 +37,14 @@ static ad_var f_first_order_only(ad_tape *t, const ad_var *x, void *c)
 }
 static ad_var f_cube(ad_tape *t, const ad_var *x, void *c) { return ad_pow_scalar(x[0], 3.0); }
 static ad_var f_bad_shapes(ad_tape *t, const ad_var *x, void *c) { return ad_matmul(x[0], x[0]); }
+static ad_var f_invalid(ad_tape *t, const ad_var *x, void *c) { return ad_concat(0, NULL, 0); }
+/* Returns one more element each call: the checker must notice. */
+static ad_var f_growing(ad_tape *t, const ad_var *x, void *c)
+{
+    int *calls = c;
+    int64_t k = 1 + (*calls)++ % 2;
+    return ad_slice(x[0], 0, 0, k);
+}
 static ad_var f_f32_output(ad_tape *t, const ad_var *x, void *c) { return ad_cast(x[0], AD_F32); }
 
 /* ad_check_report_print into a string (caller frees). */
@@ -165,6 +173,16 @@ START_TEST(test_errors)
     ck_assert_msg(strstr(rep.message, "ad_matmul: inner dimensions differ: [2,3] x [2,3]") != NULL, "%s", rep.message);
     ck_assert_int_eq(ad_gradgradcheck(f_bad_shapes, NULL, 1, in, NULL, &rep), AD_ERR_SHAPE);
     ck_assert_int_eq(ad_gradcheck(f_f32_output, NULL, 1, in, NULL, &rep), AD_ERR_DTYPE);
+    ck_assert_int_eq(ad_gradcheck(f_invalid, NULL, 1, in, NULL, &rep), AD_ERR_STATE);
+    ck_assert_msg(strstr(rep.message, "invalid var") != NULL, "%s", rep.message);
+    ck_assert_int_eq(ad_gradgradcheck(f_invalid, NULL, 1, in, NULL, &rep), AD_ERR_STATE);
+    for (int fast = 0; fast < 2; fast++) {
+        int calls = 0;
+        o = ad_check_defaults();
+        o.fast_mode = fast;
+        ck_assert_int_eq(ad_gradcheck(f_growing, &calls, 1, in, &o, &rep), AD_ERR_STATE);
+        ck_assert_msg(strstr(rep.message, "size changed") != NULL, "%s", rep.message);
+    }
     ad_tensor_free(x);
     ad_tensor_free(xf);
 }
