@@ -16,13 +16,30 @@ typedef void (*ad__ukr_f32)(int64_t kc, const float *a, const float *b, float *c
 typedef void (*ad__ukr_f64)(int64_t kc, const double *a, const double *b, double *c, int64_t ldc, double alpha,
                             double beta);
 
+/* Skinny products (one side a vector), which packing would only slow down:
+**   dot:  y[i * incy] = alpha * sum_p a[i * lda + p] x[p] + beta * y[i * incy]   (i < m, p < k)
+**   axpy: y[j] = alpha * sum_p x[p * incx] b[p * ldb + j] + beta * y[j]          (j < n, p < k)
+** As for the micro-kernels, beta == 0 never reads y. */
+typedef void (*ad__dot_f32)(int64_t m, int64_t k, float alpha, const float *a, int64_t lda, const float *x,
+                            float beta, float *y, int64_t incy);
+typedef void (*ad__dot_f64)(int64_t m, int64_t k, double alpha, const double *a, int64_t lda, const double *x,
+                            double beta, double *y, int64_t incy);
+typedef void (*ad__axpy_f32)(int64_t n, int64_t k, float alpha, const float *x, int64_t incx, const float *b,
+                             int64_t ldb, float beta, float *y);
+typedef void (*ad__axpy_f64)(int64_t n, int64_t k, double alpha, const double *x, int64_t incx, const double *b,
+                             int64_t ldb, double beta, double *y);
+
 /* A kernel with its tile and the cache blocking chosen for it (see gemm.c for why these sizes). */
 typedef struct ad__gemm_kernel {
     const char *name; /* "avx512", "avx2", "generic" */
     int mr, nr;       /* register tile */
     int mc, kc, nc;   /* cache blocks: A~ is mc x kc (L2), B~ is kc x nc (L3), a B~ micro-panel kc x nr (L1) */
-    ad__ukr_f32 f32;  /* exactly one of f32/f64 is set */
+    ad__ukr_f32 f32;  /* exactly one of f32/f64 is set, and likewise below */
     ad__ukr_f64 f64;
+    ad__dot_f32 dot_f32;
+    ad__dot_f64 dot_f64;
+    ad__axpy_f32 axpy_f32;
+    ad__axpy_f64 axpy_f64;
 } ad__gemm_kernel;
 
 /* The best kernel this CPU runs, capped at `level` (one of the levels below). The choice depends on the

@@ -11,7 +11,8 @@
 
 /* Shapes (m, n, k) with awkward sizes: 1, 7, 31, 64, 65, 129, 257. */
 static const int64_t shapes[][3] = {
-    {1, 1, 1},     {7, 31, 65},  {64, 64, 64},  {65, 129, 7},  {1, 257, 65},   {257, 1, 31},
+    {1, 1, 1},     {7, 31, 65},  {64, 64, 64},  {65, 129, 7},  {1, 257, 65},   {257, 1, 31},   {1, 7, 300},
+    {300, 1, 7},
     {31, 7, 257},  {129, 65, 31}, {65, 257, 129}, {257, 129, 64}, {129, 257, 257},
 };
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
@@ -28,7 +29,7 @@ static double urand(void)
     return (double)(g_seed_state >> 11) / 9007199254740992.0 * 2 - 1;
 }
 
-/* A test problem held in double; F32 runs use rounded copies. Leading dimensions exceed widths. */
+/* A test problem held in double; F32 runs use rounded copies. */
 typedef struct prob {
     bool ta, tb;
     int64_t m, n, k, lda, ldb, ldc;
@@ -41,7 +42,9 @@ static void prob_init(prob *p, const int64_t *shp, bool ta, bool tb, double alph
     memset(p, 0, sizeof *p);
     p->ta = ta, p->tb = tb, p->m = shp[0], p->n = shp[1], p->k = shp[2], p->alpha = alpha, p->beta = beta;
     int64_t ar = ta ? p->k : p->m, ac = ta ? p->m : p->k, br = tb ? p->n : p->k, bc = tb ? p->k : p->n;
-    p->lda = ac + 3, p->ldb = bc + 5, p->ldc = p->n + 2;
+    /* odd seeds pad every row (leading dimensions past the widths), even seeds keep rows dense */
+    int64_t pad = (int64_t)(seed & 1);
+    p->lda = ac + 3 * pad, p->ldb = bc + 5 * pad, p->ldc = p->n + 2 * pad;
     p->a = malloc(sizeof(double) * (size_t)(ar * p->lda));
     p->b = malloc(sizeof(double) * (size_t)(br * p->ldb));
     p->c0 = malloc(sizeof(double) * (size_t)(p->m * p->ldc));
@@ -161,14 +164,18 @@ START_TEST(packed_levels)
 }
 END_TEST
 
-/* The engine's default path (plain loop for small, packed or OpenBLAS for large). */
+/* The engine's default path (plain loop for tiny, skinny kernels for vectors, packed or OpenBLAS),
+** and the built-in one at every level, which covers the skinny kernels of each level. */
 START_TEST(default_path)
 {
     if (skip_shape(_i)) return;
     ad__gemm_set_backend(AD__GEMM_AUTO, AD__GEMM_BEST);
     sweep(_i, "auto");
-    ad__gemm_set_backend(AD__GEMM_BUILTIN, AD__GEMM_BEST);
-    sweep(_i, "builtin");
+    bool skinny = shapes[_i][0] == 1 || shapes[_i][1] == 1;
+    for (int level = skinny ? AD__GEMM_GENERIC : AD__GEMM_BEST; level <= AD__GEMM_BEST; level++) {
+        ad__gemm_set_backend(AD__GEMM_BUILTIN, level);
+        sweep(_i, ad__gemm_kernel_name(false));
+    }
 }
 END_TEST
 
@@ -213,7 +220,7 @@ END_TEST
 /* Threads split C but never change a result: bitwise equal to one thread, for 2, 3 and 5 threads. */
 START_TEST(threads_deterministic)
 {
-    int s = tu_quick() ? 3 : 9;
+    int s = tu_quick() ? 3 : 11; /* {65, 129, 7} or {257, 129, 64} */
     for (int tr = 0; tr < 4; tr++) {
         prob p;
         prob_init(&p, shapes[s], tr & 1, tr & 2, 1.0, tr == 3 ? 1.0 : 0.0, 300 + (uint64_t)tr);
