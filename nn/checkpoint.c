@@ -174,7 +174,8 @@ ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, ch
     int nopt = nn__optim_state_count(opt);
     int cap = np + nopt + 1 + (int)json_object_size(root);
     entries want, tmp; /* where each tensor belongs, and the scratch copy it is read into */
-    bool ok = entries_alloc(&want, cap) & entries_alloc(&tmp, cap);
+    bool ok = entries_alloc(&want, cap);
+    ok = entries_alloc(&tmp, cap) && ok; /* both always run, so both can be freed */
     int rng_at = -1;
     if (!ok) goto nomem;
 
