@@ -153,6 +153,9 @@ static inline bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **
 ** kernel. Returns the var, or an invalid one after recording an error. */
 AD_INTERNAL ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
                             const int64_t *shape, const ad_attr *attr);
+/* Records anomaly detection's AD_ERR_NUMERIC for node id, naming its op, index and
+** input shapes; during backward, for the node whose VJP is running (t->bw_node). */
+AD_INTERNAL void ad__anomaly_fail(ad_tape *t, uint32_t id);
 /* Normalizes axis into [0, ndim) (ndim 0 accepts 0 and -1 as axis 0 of a scalar
 ** only when allow_scalar); false (and an AD_ERR_AXIS error) when out of range. */
 AD_INTERNAL bool ad__axis(ad_tape *t, const char *op, int axis, int ndim, int *out);

@@ -189,10 +189,7 @@ static void check_finite(ad_tape *t, const ad_node *n, uint32_t i)
         ad_tensor v = ad__node(t, n->in[j])->value;
         v.data = g->data;
         if (!ad__all_finite(&v)) {
-            char s[96];
-            const ad_tensor *x = ad__in(t, n, 0);
-            ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite gradient at node %u (input %s) during backward",
-                     ad__ops[n->op].name, i, n->nin ? ad_shape_str(x->ndim, x->shape, s, 96) : "none");
+            ad__anomaly_fail(t, i);
             return;
         }
     }
@@ -268,7 +265,9 @@ static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *s
                      op, ad_shape_str(vy->ndim, vy->shape, s1, 96), (long long)vy->size);
             return ad__invalid(t);
         }
-        return ad_full(t, vy->dtype, vy->ndim, vy->shape, 1.0);
+        ad_var one = ad_full(t, vy->dtype, vy->ndim, vy->shape, 1.0);
+        if (one.id != AD_NO_NODE) ad__node(t, one.id)->flags |= AD_NODE_BACKWARD;
+        return one;
     }
     if (seed->dtype != vy->dtype || !ad_shape_equal(seed, vy)) {
         ad__fail(t, seed->dtype != vy->dtype ? AD_ERR_DTYPE : AD_ERR_SHAPE,
@@ -277,7 +276,9 @@ static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *s
         return ad__invalid(t);
     }
     ad_var s = ad_full(t, vy->dtype, vy->ndim, vy->shape, 0.0);
-    if (s.id != AD_NO_NODE && seed->size) memcpy(ad__node(t, s.id)->value.data, seed->data, ad__nbytes(seed));
+    if (s.id == AD_NO_NODE) return s;
+    ad__node(t, s.id)->flags |= AD_NODE_BACKWARD; /* part of the backward pass (DOT, fingerprint) */
+    if (seed->size) memcpy(ad__node(t, s.id)->value.data, seed->data, ad__nbytes(seed));
     return s;
 }
 

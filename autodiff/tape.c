@@ -247,14 +247,10 @@ bool ad__axis(ad_tape *t, const char *op, int axis, int ndim, int *out)
     return true;
 }
 
-static void anomaly_check(ad_tape *t, const ad_node *n, uint32_t id)
+void ad__anomaly_fail(ad_tape *t, uint32_t id)
 {
-    if (ad__all_finite(&n->value)) return;
-    if (t->in_backward && t->bw_node < t->count) {
-        /* name the forward op whose gradient went bad, not the VJP's helper op */
-        id = t->bw_node;
-        n = ad__node(t, id);
-    }
+    if (t->in_backward && t->bw_node < t->count) id = t->bw_node;
+    const ad_node *n = ad__node(t, id);
     char shapes[160] = "", one[48];
     size_t at = 0;
     for (int i = 0; i < (int)n->nin && at < sizeof shapes - 1; i++) {
@@ -264,8 +260,9 @@ static void anomaly_check(ad_tape *t, const ad_node *n, uint32_t id)
         if (w < 0) break;
         at += (size_t)w;
     }
-    ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite output at node %u (input%s %s) during %s", ad__ops[n->op].name,
-             id, n->nin == 1 ? "" : "s", n->nin ? shapes : "none", t->in_backward ? "backward" : "forward");
+    ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite %s at node %u (input%s %s) during %s", ad__ops[n->op].name,
+             t->in_backward ? "gradient" : "output", id, n->nin == 1 ? "" : "s", n->nin ? shapes : "none",
+             t->in_backward ? "backward" : "forward");
 }
 
 ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim, const int64_t *shape,
@@ -309,8 +306,10 @@ ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype,
     }
     if (ad__ops[op].forward(t, n) != AD_OK) goto fail;
     if (t->anomaly) {
-        anomaly_check(t, n, id);
-        if (t->status != AD_OK) return ad__invalid(t);
+        if (!ad__all_finite(&n->value)) {
+            ad__anomaly_fail(t, id);
+            return ad__invalid(t);
+        }
     }
     return ad__var(t, id);
 fail:

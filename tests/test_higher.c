@@ -303,7 +303,7 @@ START_TEST(test_create_graph_flag)
     bool any = false;
     for (uint32_t i = before; i < t->count; i++) {
         const ad_node *nd = ad__node(t, i);
-        if (nd->op != AD_OP_CONST) ck_assert_msg(nd->flags & AD_NODE_BACKWARD, "node %u (%s)", i, ad__ops[nd->op].name);
+        ck_assert_msg(nd->flags & AD_NODE_BACKWARD, "node %u (%s)", i, ad__ops[nd->op].name);
         any = any || (nd->flags & AD_NODE_REQ_GRAD);
     }
     ck_assert(any);
@@ -730,9 +730,7 @@ START_TEST(test_anomaly_backward)
         ck_assert(ad_ok(y));
         ad_status s = ad_backward(y, NULL, create ? AD_CREATE_GRAPH : 0);
         ck_assert_int_eq(s, AD_ERR_NUMERIC);
-        const char *msg = ad_tape_error(t);
-        ck_assert_msg(strncmp(msg, "ad_sqrt: non-finite ", 20) == 0, "%s", msg);
-        ck_assert_msg(strstr(msg, "at node 1 (input [3]) during backward") != NULL, "%s", msg);
+        ck_assert_str_eq(ad_tape_error(t), "ad_sqrt: non-finite gradient at node 1 (input [3]) during backward");
         ad_tape_free(t);
     }
     /* without detection the gradient is inf and nothing is reported */
