@@ -13,8 +13,8 @@
 #define NPY_MAX_HEADER (1u << 20) /* far above any real header (NumPy itself caps at 10000) */
 
 /* Formats "fn: path: message" into err; returns s. */
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt,
-                      ...) __attribute__((format(printf, 6, 7)));
+static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
 {
     if (err && errlen > 0) {
@@ -195,7 +195,9 @@ static bool parse_header(const char *text, size_t len, npy_header *h, char *why,
     }
     if (!h->descr[0] || h->fortran < 0 || h->ndim < 0) {
         snprintf(why, whylen, "header dict lacks the key '%s'",
-                 !h->descr[0] ? "descr" : h->fortran < 0 ? "fortran_order" : "shape");
+                 !h->descr[0]     ? "descr"
+                 : h->fortran < 0 ? "fortran_order"
+                                  : "shape");
         return false;
     }
     return true;
@@ -225,11 +227,20 @@ static bool decode_descr(const char *d, npy_dtype *t)
     if (order != '<' && order != '>' && order != '|' && order != '=') return false;
     t->big = order == '>' || (order == '=' && !host_little_endian());
     switch (k) {
-    case 'f': t->kind = K_FLOAT; return t->size == 4 || t->size == 8;
-    case 'i': t->kind = K_INT; return true;
-    case 'u': t->kind = K_UINT; return true;
-    case 'b': t->kind = K_BOOL; return t->size == 1;
-    default: return false;
+    case 'f':
+        t->kind = K_FLOAT;
+        return t->size == 4 || t->size == 8;
+    case 'i':
+        t->kind = K_INT;
+        return true;
+    case 'u':
+        t->kind = K_UINT;
+        return true;
+    case 'b':
+        t->kind = K_BOOL;
+        return t->size == 1;
+    default:
+        return false;
     }
 }
 
@@ -238,7 +249,8 @@ static double int_at(const unsigned char *p, npy_dtype t, int64_t i)
 {
     p += (size_t)i * t.size;
     switch (t.size) {
-    case 1: return t.kind == K_INT ? (double)(int8_t)p[0] : t.kind == K_BOOL ? (p[0] != 0) : (double)p[0];
+    case 1:
+        return t.kind == K_INT ? (double)(int8_t)p[0] : t.kind == K_BOOL ? (p[0] != 0) : (double)p[0];
     case 2: {
         uint16_t v;
         memcpy(&v, p, 2);
@@ -259,10 +271,7 @@ static double int_at(const unsigned char *p, npy_dtype t, int64_t i)
 
 /* ---- load ---- */
 
-static bool read_exact(FILE *f, void *buf, size_t n)
-{
-    return n == 0 || fread(buf, 1, n, f) == n;
-}
+static bool read_exact(FILE *f, void *buf, size_t n) { return n == 0 || fread(buf, 1, n, f) == n; }
 
 ad_status ad_npy_load(const char *path, ad_tensor **out, char *err, size_t errlen)
 {
@@ -290,8 +299,8 @@ ad_status ad_npy_load(const char *path, ad_tensor **out, char *err, size_t errle
 
     unsigned char pre[12];
     if (fsize < 10 || !read_exact(f, pre, 10)) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "file too short (%" PRIu64 " bytes) for a .npy preamble",
-                  fsize);
+        st =
+            fail(err, errlen, AD_ERR_FORMAT, fn, path, "file too short (%" PRIu64 " bytes) for a .npy preamble", fsize);
         goto done;
     }
     if (memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0) {

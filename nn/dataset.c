@@ -13,8 +13,8 @@
 #include <zlib.h>
 
 /* Formats "fn: path: message" into err; returns s. */
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt,
-                      ...) __attribute__((format(printf, 6, 7)));
+static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
 {
     if (err && errlen > 0) {
@@ -63,8 +63,8 @@ static ad_status gz_read_all(gzFile gz, void *buf, int64_t n, const char *fn, co
         if (got < 0) {
             int zerr;
             const char *m = gzerror(gz, &zerr);
-            return fail(err, errlen, zerr == Z_ERRNO ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the %s: %s",
-                        what, zerr == Z_ERRNO ? strerror(errno) : m);
+            return fail(err, errlen, zerr == Z_ERRNO ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the %s: %s", what,
+                        zerr == Z_ERRNO ? strerror(errno) : m);
         }
         if (got == 0) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "truncated in the %s", what);
         p += got;
@@ -158,8 +158,8 @@ ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, 
         goto done;
     }
     if (im.dims[0] == 0 || im.dims[1] * im.dims[2] == 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, images_path, "no samples (dimensions %" PRId64 "x%" PRId64
-                  "x%" PRId64 ")", im.dims[0], im.dims[1], im.dims[2]);
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, images_path,
+                  "no samples (dimensions %" PRId64 "x%" PRId64 "x%" PRId64 ")", im.dims[0], im.dims[1], im.dims[2]);
         goto done;
     }
     ds = ad__calloc(1, sizeof *ds);
@@ -261,8 +261,7 @@ static bool parse_cell(const char *p, const char *e, double *v, char *why, size_
     return true;
 }
 
-ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, char *err,
-                              size_t errlen)
+ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, char *err, size_t errlen)
 {
     static const char fn[] = "nn_dataset_load_csv";
     if (err && errlen) err[0] = '\0';
@@ -309,8 +308,8 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
                 first_line = lineno;
             } else if (c != ncols) {
                 st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                          "line %" PRId64 ": ragged row: %" PRId64 " columns, line %" PRId64 " has %" PRId64,
-                          lineno, c, first_line, ncols);
+                          "line %" PRId64 ": ragged row: %" PRId64 " columns, line %" PRId64 " has %" PRId64, lineno, c,
+                          first_line, ncols);
                 goto done;
             }
             if (!(header && first_line == lineno)) nrows++;
@@ -331,8 +330,8 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
     }
     int64_t lc = label_col < 0 ? ncols + label_col : label_col;
     if (lc < 0 || lc >= ncols) {
-        st = fail(err, errlen, AD_ERR_ARG, fn, path, "label column %d out of range for %" PRId64 " columns",
-                  label_col, ncols);
+        st = fail(err, errlen, AD_ERR_ARG, fn, path, "label column %d out of range for %" PRId64 " columns", label_col,
+                  ncols);
         goto done;
     }
     int64_t dim = ncols - 1, cells;
@@ -381,8 +380,8 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
             if (col == lc) {
                 if (v < 0 || v != floor(v) || v > CSV_MAX_LABEL) {
                     st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                              "line %" PRId64 ", column %" PRId64 ": label %.17g is not an integer in [0, %d]",
-                              lineno, col + 1, v, CSV_MAX_LABEL);
+                              "line %" PRId64 ", column %" PRId64 ": label %.17g is not an integer in [0, %d]", lineno,
+                              col + 1, v, CSV_MAX_LABEL);
                     goto done;
                 }
                 ds->labels[row] = (int64_t)v;

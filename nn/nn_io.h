@@ -48,8 +48,8 @@ typedef struct nn_dataset {
 ** Errors: AD_ERR_ARG, AD_ERR_IO (cannot open/read), AD_ERR_FORMAT (bad magic,
 ** wrong element type or dimension count, a size that overflows or exceeds what
 ** the file can hold, truncation, counts that differ), AD_ERR_NOMEM. */
-NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, nn_dataset **out,
-                                     char *err, size_t errlen);
+NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, nn_dataset **out, char *err,
+                                     size_t errlen);
 
 /* Loads a numeric CSV file: comma-separated cells (spaces and tabs around a
 ** cell are ignored), one sample per line, '\n' or "\r\n" line ends, blank lines
@@ -118,9 +118,8 @@ NN_API void nn_batcher_free(nn_batcher *b);
 ** (if any) as it was. Errors: AD_ERR_ARG, AD_ERR_DTYPE (not F32/F64),
 ** AD_ERR_IO (message names the path, the failing call and strerror; the
 ** temporary file is removed), AD_ERR_NOMEM, AD_ERR_UNSUPPORTED (a big-endian host). */
-NN_API ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
-                                     const ad_tensor *const *tensors, int nmeta, const char *const *meta,
-                                     char *err, size_t errlen);
+NN_API ad_status nn_safetensors_save(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,
+                                     int nmeta, const char *const *meta, char *err, size_t errlen);
 
 /* Loads the n named tensors into dst[i] (caller-owned, with the expected shape
 ** and dtype). Everything is validated before any dst is written: header length

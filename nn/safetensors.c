@@ -20,8 +20,8 @@
 #define ST_TABLE_KEY "xxh3:__table__"
 
 /* Formats "fn: path: message" into err; returns s. */
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt,
-                      ...) __attribute__((format(printf, 6, 7)));
+static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
 {
     if (err && errlen > 0) {
@@ -205,8 +205,8 @@ static ad_status build_header(const st_entry *ent, int n, int nmeta, const char 
     }
     size_t need = json_dumpb(root, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (need == 0 || need > ST_MAX_HEADER - 8) {
-        st = fail(err, errlen, need ? AD_ERR_ARG : AD_ERR_NOMEM, fn, path, "cannot encode the header (%zu bytes)",
-                  need);
+        st =
+            fail(err, errlen, need ? AD_ERR_ARG : AD_ERR_NOMEM, fn, path, "cannot encode the header (%zu bytes)", need);
         goto out;
     }
     size_t padded = (need + 7) / 8 * 8;
@@ -344,8 +344,8 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
         goto done;
     }
     /* some file systems cannot fsync a directory (EINVAL): the rename stands */
-    if (fsync(dfd) != 0 && errno != EINVAL) st = fail(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", dir,
-                                                      strerror(errno));
+    if (fsync(dfd) != 0 && errno != EINVAL)
+        st = fail(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", dir, strerror(errno));
     close(dfd);
 done:
     if (fd >= 0) close(fd);
@@ -384,9 +384,9 @@ static bool read_all(int fd, void *buf, size_t n)
 
 static bool known_other_dtype(const char *d)
 {
-    static const char *const others[] = {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32",
-                                         "I64", "U64", "F8_E4M3", "F8_E5M2", "C64", "F4", "F6_E2M3",
-                                         "F6_E3M2", "F8_E8M0", "E8M0"};
+    static const char *const others[] = {"BOOL", "U8",      "I8",      "I16",     "U16",     "F16",     "BF16",
+                                         "I32",  "U32",     "I64",     "U64",     "F8_E4M3", "F8_E5M2", "C64",
+                                         "F4",   "F6_E2M3", "F6_E3M2", "F8_E8M0", "E8M0"};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         if (strcmp(d, others[i]) == 0) return true;
     return false;
@@ -397,7 +397,8 @@ static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_
                              const char *path, char *err, size_t errlen)
 {
     e->name = name;
-    if (!json_is_object(v)) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': entry is not an object", name);
+    if (!json_is_object(v))
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': entry is not an object", name);
     const char *k;
     json_t *x;
     json_object_foreach(v, k, x)
@@ -409,7 +410,9 @@ static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_
            *of = json_object_get(v, "data_offsets");
     if (!dt || !sh || !of)
         return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': missing \"%s\"", name,
-                    !dt ? "dtype" : !sh ? "shape" : "data_offsets");
+                    !dt   ? "dtype"
+                    : !sh ? "shape"
+                          : "data_offsets");
     const char *ds = json_string_value(dt);
     if (!ds) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': dtype is not a string", name);
     if (strcmp(ds, "F32") == 0)
@@ -421,7 +424,8 @@ static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_
                     name, ds);
     else
         return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': unknown dtype '%s'", name, ds);
-    if (!json_is_array(sh)) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape is not an array", name);
+    if (!json_is_array(sh))
+        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape is not an array", name);
     if (json_array_size(sh) > AD_MAX_DIMS)
         return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "tensor '%s': more than %d dimensions", name,
                     AD_MAX_DIMS);
@@ -621,8 +625,8 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
         goto done;
     }
     if (strcmp(table_sum, want) != 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "table checksum mismatch: the file says %.20s, the table hashes to %s",
-                  table_sum, want);
+        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
+                  "table checksum mismatch: the file says %.20s, the table hashes to %s", table_sum, want);
         goto done;
     }
 
@@ -643,8 +647,9 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
         }
         if (e->ndim != dst[i]->ndim || memcmp(e->shape, dst[i]->shape, (size_t)e->ndim * sizeof(int64_t)) != 0) {
             char a[160], b[160];
-            st = fail(err, errlen, AD_ERR_SHAPE, fn, path, "tensor '%s' has shape %s in the file, %s expected", names[i],
-                      ad_shape_str(e->ndim, e->shape, a, sizeof a), ad_shape_str(dst[i]->ndim, dst[i]->shape, b, sizeof b));
+            st = fail(err, errlen, AD_ERR_SHAPE, fn, path, "tensor '%s' has shape %s in the file, %s expected",
+                      names[i], ad_shape_str(e->ndim, e->shape, a, sizeof a),
+                      ad_shape_str(dst[i]->ndim, dst[i]->shape, b, sizeof b));
             goto done;
         }
         if (dst[i]->size > 0 && !dst[i]->data) {

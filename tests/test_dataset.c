@@ -42,7 +42,7 @@ static void write_gz(const char *path, const void *data, size_t n)
     ck_assert_int_eq(gzclose(g), Z_OK);
 }
 
-static const unsigned char px[30] = {0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 20, 21, 22,
+static const unsigned char px[30] = {0,  1,  2,  3,  4,  5,  10, 11, 12, 13,  14,  15,  20,  21,  22,
                                      23, 24, 25, 30, 31, 32, 33, 34, 35, 255, 254, 253, 252, 251, 250};
 static const unsigned char lab5[5] = {3, 1, 4, 1, 0};
 
@@ -53,9 +53,15 @@ static void write_valid_idx(const char *dir, bool gz, char *img, char *lbl, size
     snprintf(img, n, "%s/img%s", dir, gz ? ".gz" : "");
     snprintf(lbl, n, "%s/lab%s", dir, gz ? ".gz" : "");
     size_t k = idx_bytes(buf, 0x08, 3, (uint32_t[]){5, 2, 3}, px, 30);
-    if (gz) write_gz(img, buf, k); else tio_write(img, buf, k);
+    if (gz)
+        write_gz(img, buf, k);
+    else
+        tio_write(img, buf, k);
     k = idx_bytes(buf, 0x08, 1, (uint32_t[]){5}, lab5, 5);
-    if (gz) write_gz(lbl, buf, k); else tio_write(lbl, buf, k);
+    if (gz)
+        write_gz(lbl, buf, k);
+    else
+        tio_write(lbl, buf, k);
 }
 
 START_TEST(test_idx_valid)
@@ -81,11 +87,11 @@ END_TEST
 
 typedef struct bad_idx {
     const char *name;
-    int which;  /* 0: the images file is bad, 1: the labels file */
-    int gz;     /* write gzipped */
+    int which; /* 0: the images file is bad, 1: the labels file */
+    int gz;    /* write gzipped */
     int type, ndim;
     uint32_t dims[3];
-    int ndata;  /* data bytes (from px / lab), -1: write `raw` instead */
+    int ndata; /* data bytes (from px / lab), -1: write `raw` instead */
     const char *raw;
     size_t rawlen;
     ad_status want;
@@ -98,7 +104,16 @@ static const bad_idx bad_idx_cases[] = {
     {"int32 labels (> 255)", 1, 0, 0x0C, 1, {5}, 5, NULL, 0, AD_ERR_FORMAT, "element type code 0x0c"},
     {"images with 2 dims", 0, 0, 0x08, 2, {5, 6}, 30, NULL, 0, AD_ERR_FORMAT, "2 dimensions, expected 3"},
     {"labels with 2 dims", 1, 0, 0x08, 2, {5, 1}, 5, NULL, 0, AD_ERR_FORMAT, "2 dimensions, expected 1"},
-    {"dims product overflow", 0, 0, 0x08, 3, {0xffffffffu, 0xffffffffu, 0xffffffffu}, 30, NULL, 0, AD_ERR_FORMAT,
+    {"dims product overflow",
+     0,
+     0,
+     0x08,
+     3,
+     {0xffffffffu, 0xffffffffu, 0xffffffffu},
+     30,
+     NULL,
+     0,
+     AD_ERR_FORMAT,
      "overflow"},
     {"dims beyond plain file", 0, 0, 0x08, 3, {1000, 28, 28}, 30, NULL, 0, AD_ERR_FORMAT, "can hold"},
     {"dims beyond gz bound", 0, 1, 0x08, 3, {0x7fffffffu, 28, 28}, 30, NULL, 0, AD_ERR_FORMAT, "can hold"},
@@ -108,8 +123,17 @@ static const bad_idx bad_idx_cases[] = {
     {"trailing bytes", 0, 0, 0x08, 3, {5, 2, 2}, 30, NULL, 0, AD_ERR_FORMAT, "trailing bytes"},
     {"empty file", 0, 0, 0, 0, {0}, -1, "", 0, AD_ERR_FORMAT, "empty file"},
     {"garbage text", 0, 0, 0, 0, {0}, -1, "hello, this is not an IDX file\n", 31, AD_ERR_FORMAT, "bad magic"},
-    {"corrupt gzip", 0, 0, 0, 0, {0}, -1, "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage-garbage-garbage", 33,
-     AD_ERR_FORMAT, "reading the magic number"},
+    {"corrupt gzip",
+     0,
+     0,
+     0,
+     0,
+     {0},
+     -1,
+     "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage-garbage-garbage",
+     33,
+     AD_ERR_FORMAT,
+     "reading the magic number"},
     {"no samples", 0, 0, 0x08, 3, {0, 2, 3}, 0, NULL, 0, AD_ERR_FORMAT, "labels for 0 images"},
 };
 
@@ -125,7 +149,10 @@ START_TEST(test_idx_malformed)
     } else {
         unsigned char buf[256];
         size_t k = idx_bytes(buf, c->type, c->ndim, c->dims, c->which ? lab5 : px, (size_t)c->ndata);
-        if (c->gz) write_gz(bad, buf, k); else tio_write(bad, buf, k);
+        if (c->gz)
+            write_gz(bad, buf, k);
+        else
+            tio_write(bad, buf, k);
     }
     nn_dataset *ds = (nn_dataset *)&err;
     ad_status st = nn_dataset_load_idx(img, lbl, &ds, err, sizeof err);
@@ -173,8 +200,8 @@ START_TEST(test_fashion_mnist)
     nn_dataset_free(ds);
 
     if (tu_quick()) return;
-    ck_assert_msg(nn_dataset_load_idx(FMNIST "/train-images-idx3-ubyte.gz", FMNIST "/train-labels-idx1-ubyte.gz",
-                                      &ds, err, sizeof err) == AD_OK,
+    ck_assert_msg(nn_dataset_load_idx(FMNIST "/train-images-idx3-ubyte.gz", FMNIST "/train-labels-idx1-ubyte.gz", &ds,
+                                      err, sizeof err) == AD_OK,
                   "%s", err);
     ck_assert_int_eq(ds->n, 60000);
     ck_assert_int_eq(ds->nclasses, 10);

@@ -66,8 +66,7 @@ static inline int tio_exists(const char *path) { return access(path, F_OK) == 0;
 /* true when Debian's Python 3 with NumPy can run the helper scripts. */
 static inline int tio_have_numpy(void)
 {
-    return getenv("AD_TEST_DATA") != NULL &&
-           system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") == 0;
+    return getenv("AD_TEST_DATA") != NULL && system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") == 0;
 }
 
 /* Runs "/usr/bin/python3 $AD_TEST_DATA/<script> <args>"; returns its exit status (-1 if not run). */
@@ -82,12 +81,12 @@ static inline int tio_python(const char *script, const char *args)
 }
 
 /* Asserts st == want and that the message names the file and contains `what`. */
-#define TIO_ASSERT_ERR(st, want, msg, path, what)                                                           \
-    do {                                                                                                    \
-        ck_assert_msg((st) == (want), "status %d (%s), expected %d; message: %s", (int)(st),                \
-                      ad_status_str(st), (int)(want), (msg));                                               \
-        ck_assert_msg(strstr((msg), (path)) != NULL, "message does not name %s: %s", (path), (msg));        \
-        ck_assert_msg(strstr((msg), (what)) != NULL, "message lacks \"%s\": %s", (what), (msg));            \
+#define TIO_ASSERT_ERR(st, want, msg, path, what)                                                                      \
+    do {                                                                                                               \
+        ck_assert_msg((st) == (want), "status %d (%s), expected %d; message: %s", (int)(st), ad_status_str(st),        \
+                      (int)(want), (msg));                                                                             \
+        ck_assert_msg(strstr((msg), (path)) != NULL, "message does not name %s: %s", (path), (msg));                   \
+        ck_assert_msg(strstr((msg), (what)) != NULL, "message lacks \"%s\": %s", (what), (msg));                       \
     } while (0)
 
 #endif

@@ -153,14 +153,14 @@ END_TEST
 
 typedef struct bad_npy {
     const char *name;
-    const char *pre;    /* magic + version bytes (8), or NULL for the normal v1 */
-    int lenbytes;       /* 2 or 4; 0: the length field is given in `len` verbatim */
-    uint32_t len;       /* header length when lenbytes is 0 */
-    const char *dict;   /* header text before padding; NULL: the raw bytes of `raw` are the whole file */
-    int data;           /* data bytes to append */
-    int pad_newline;    /* pad with spaces and end with '\n' */
+    const char *pre;  /* magic + version bytes (8), or NULL for the normal v1 */
+    int lenbytes;     /* 2 or 4; 0: the length field is given in `len` verbatim */
+    uint32_t len;     /* header length when lenbytes is 0 */
+    const char *dict; /* header text before padding; NULL: the raw bytes of `raw` are the whole file */
+    int data;         /* data bytes to append */
+    int pad_newline;  /* pad with spaces and end with '\n' */
     ad_status want;
-    const char *what;   /* substring of the message */
+    const char *what; /* substring of the message */
 } bad_npy;
 
 #define V1 "\x93NUMPY\x01\x00"
@@ -175,18 +175,18 @@ static const bad_npy bad_cases[] = {
     {"not a dict", V1, 2, 0, "[1, 2, 3]", 0, 1, AD_ERR_FORMAT, "not a dict"},
     {"missing shape", V1, 2, 0, "{'descr': '<f8', 'fortran_order': False, }", 8, 1, AD_ERR_FORMAT, "'shape'"},
     {"missing descr", V1, 2, 0, "{'fortran_order': False, 'shape': (1,), }", 8, 1, AD_ERR_FORMAT, "'descr'"},
-    {"extra key", V1, 2, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), 'x': 1}", 8, 1,
-     AD_ERR_FORMAT, "unexpected key 'x'"},
+    {"extra key", V1, 2, 0, "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), 'x': 1}", 8, 1, AD_ERR_FORMAT,
+     "unexpected key 'x'"},
     {"duplicate key", V1, 2, 0, "{'descr': '<f8', 'descr': '<f8', 'fortran_order': False, 'shape': (1,)}", 8, 1,
      AD_ERR_FORMAT, "duplicate"},
-    {"fortran order", V1, 2, 0, "{'descr': '<f8', 'fortran_order': True, 'shape': (2,), }", 16, 1,
-     AD_ERR_UNSUPPORTED, "fortran_order True"},
+    {"fortran order", V1, 2, 0, "{'descr': '<f8', 'fortran_order': True, 'shape': (2,), }", 16, 1, AD_ERR_UNSUPPORTED,
+     "fortran_order True"},
     {"fortran not bool", V1, 2, 0, "{'descr': '<f8', 'fortran_order': 0, 'shape': (2,), }", 16, 1, AD_ERR_FORMAT,
      "fortran_order"},
-    {"complex descr", V1, 2, 0, "{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", 32, 1,
-     AD_ERR_UNSUPPORTED, "'<c16'"},
-    {"garbage descr", V1, 2, 0, "{'descr': 'zz', 'fortran_order': False, 'shape': (2,), }", 16, 1,
-     AD_ERR_UNSUPPORTED, "'zz'"},
+    {"complex descr", V1, 2, 0, "{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", 32, 1, AD_ERR_UNSUPPORTED,
+     "'<c16'"},
+    {"garbage descr", V1, 2, 0, "{'descr': 'zz', 'fortran_order': False, 'shape': (2,), }", 16, 1, AD_ERR_UNSUPPORTED,
+     "'zz'"},
     {"negative shape", V1, 2, 0, GOOD_F8("(-2,)"), 16, 1, AD_ERR_FORMAT, "negative dimension"},
     {"huge dimension", V1, 2, 0, GOOD_F8("(99999999999999999999,)"), 16, 1, AD_ERR_FORMAT, "overflows"},
     {"overflowing product", V1, 2, 0, GOOD_F8("(4294967296, 4294967296)"), 16, 1, AD_ERR_FORMAT, "overflows"},

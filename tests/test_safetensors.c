@@ -44,8 +44,8 @@ START_TEST(test_roundtrip)
     snprintf(path, sizeof path, "%s/ck.safetensors", dir);
     ad_tensor *t[4], *u[4];
     make_set(t);
-    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err,
-                                      sizeof err) == AD_OK,
+    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err, sizeof err) ==
+                      AD_OK,
                   "%s", err);
     /* layout: length prefix, padded JSON, the data back to back */
     size_t n;
@@ -64,7 +64,8 @@ START_TEST(test_roundtrip)
     }
     ck_assert_msg(nn_safetensors_load(path, 4, set_names, u, err, sizeof err) == AD_OK, "%s", err);
     for (int i = 0; i < 4; i++)
-        if (t[i]->size) ck_assert_int_eq(memcmp(t[i]->data, u[i]->data, (size_t)t[i]->size * ad_dtype_size(t[i]->dtype)), 0);
+        if (t[i]->size)
+            ck_assert_int_eq(memcmp(t[i]->data, u[i]->data, (size_t)t[i]->size * ad_dtype_size(t[i]->dtype)), 0);
     /* requested in another order */
     const char *rev[4] = {"e", "s", "b", "w"};
     ad_tensor *urev[4] = {u[3], u[2], u[1], u[0]};
@@ -94,8 +95,8 @@ START_TEST(test_python_reader)
     snprintf(path, sizeof path, "%s/ck.safetensors", dir);
     ad_tensor *t[4];
     make_set(t);
-    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err,
-                                      sizeof err) == AD_OK,
+    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err, sizeof err) ==
+                      AD_OK,
                   "%s", err);
     snprintf(args, sizeof args, "'%s'", path);
     ck_assert_int_eq(tio_python("safetensors_check.py", args), 0);
@@ -312,8 +313,7 @@ static void table_hex(json_t *root, char out[17])
 }
 
 /* Writes length prefix + header (padded with spaces to 8) + data. len_override >= 0 replaces the length. */
-static void write_st(const char *path, const char *header, const unsigned char *data, size_t dlen,
-                     int64_t len_override)
+static void write_st(const char *path, const char *header, const unsigned char *data, size_t dlen, int64_t len_override)
 {
     size_t hl = strlen(header), padded = (hl + 7) / 8 * 8;
     unsigned char *buf = malloc(8 + padded + dlen);
@@ -345,8 +345,8 @@ typedef struct bad_st {
     const char *name;
     const char *from, *to; /* header edit (NULL: none); to may be a whole header when from is "" */
     unsigned flags;
-    int64_t len;           /* length prefix override, -1 none */
-    int req;               /* which request: 0 a,b; 1 a,b,c; 2 a; 3 a as [3,2]; 4 b as F32 */
+    int64_t len; /* length prefix override, -1 none */
+    int req;     /* which request: 0 a,b; 1 a,b,c; 2 a; 3 a as [3,2]; 4 b as F32 */
     ad_status want;
     const char *what;
 } bad_st;
@@ -458,11 +458,21 @@ START_TEST(test_malformed)
     static const char *const r0[] = {"a", "b"}, *const r1[] = {"a", "b", "c"}, *const r2[] = {"a"};
     ad_status st;
     switch (c->req) {
-    case 0: st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b}, err, sizeof err); break;
-    case 1: st = nn_safetensors_load(path, 3, r1, (ad_tensor *[]){a, b, cc}, err, sizeof err); break;
-    case 2: st = nn_safetensors_load(path, 1, r2, (ad_tensor *[]){a}, err, sizeof err); break;
-    case 3: st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a32, b}, err, sizeof err); break;
-    default: st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b32}, err, sizeof err); break;
+    case 0:
+        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b}, err, sizeof err);
+        break;
+    case 1:
+        st = nn_safetensors_load(path, 3, r1, (ad_tensor *[]){a, b, cc}, err, sizeof err);
+        break;
+    case 2:
+        st = nn_safetensors_load(path, 1, r2, (ad_tensor *[]){a}, err, sizeof err);
+        break;
+    case 3:
+        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a32, b}, err, sizeof err);
+        break;
+    default:
+        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b32}, err, sizeof err);
+        break;
     }
     ck_assert_msg(strncmp(err, "nn_safetensors_load: ", 21) == 0, "%s", err);
     TIO_ASSERT_ERR(st, c->want, err, path, c->what);
