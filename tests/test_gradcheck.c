@@ -354,7 +354,7 @@ END_TEST
 ** backward paths (the direct one used by gradcheck's sweeps and the recorded one
 ** used by gradgradcheck) must agree with finite differences. */
 
-enum { PROG_LEN = 14, PROG_OPS = 14 };
+enum { PROG_LEN = 14, PROG_OPS = 24 };
 
 typedef struct step_op {
     int op, a, b;
@@ -362,9 +362,13 @@ typedef struct step_op {
 
 typedef struct program {
     step_op s[PROG_LEN];
+    const ad_tensor *w; /* a [4,4] constant for the matmul step */
 } program;
 
-static ad_var apply_step(ad_tape *t, const step_op *s, ad_var a, ad_var b)
+/* a broadcast to [3,4] */
+static ad_var full34(ad_var a) { return ad_broadcast_to(a, AD_SHAPE(3, 4)); }
+
+static ad_var apply_step(ad_tape *t, const program *p, const step_op *s, ad_var a, ad_var b)
 {
     bool axes = ad_value(a) && ad_value(a)->ndim > 0; /* the axis ops need one */
     switch (s->op) {
@@ -394,8 +398,28 @@ static ad_var apply_step(ad_tape *t, const step_op *s, ad_var a, ad_var b)
         return axes ? ad_tanh(ad_logsumexp(a, -1, true)) : ad_sin(a);
     case 12:
         return ad_add_scalar(ad_neg(a), 0.25);
-    default:
+    case 13:
         return ad_mul_scalar(ad_exp(ad_mul_scalar(a, 0.5)), 0.5);
+    case 14:
+        return ad_mul_scalar(ad_matmul(full34(a), ad_const(t, p->w)), 0.5);
+    case 15:
+        return ad_slice(ad_concat(2, (ad_var[]){full34(a), full34(b)}, -1), -1, 2, 6);
+    case 16:
+        return ad_index_select(full34(a), 0, 3, (const int64_t[]){2, 0, 2});
+    case 17:
+        return ad_transpose(ad_reshape(full34(a), AD_SHAPE(4, 3)), 0, 1);
+    case 18:
+        return ad_pow(ad_sigmoid(a), ad_add_scalar(ad_square(b), 0.5));
+    case 19:
+        return ad_tanh(ad_log_softmax(full34(a), 0));
+    case 20:
+        return ad_mul_scalar(ad_gelu(a), 0.5);
+    case 21:
+        return ad_erf(ad_softplus(b));
+    case 22:
+        return ad_mul_scalar(ad_sum_to(full34(a), AD_SHAPE(1, 4)), 1.0 / 3.0);
+    default:
+        return ad_log1p(ad_square(a));
     }
 }
 
@@ -404,7 +428,7 @@ static ad_var f_program(ad_tape *t, const ad_var *x, void *c)
     const program *p = c;
     ad_var v[3 + PROG_LEN];
     for (int i = 0; i < 3; i++) v[i] = x[i];
-    for (int i = 0; i < PROG_LEN; i++) v[3 + i] = apply_step(t, &p->s[i], v[p->s[i].a], v[p->s[i].b]);
+    for (int i = 0; i < PROG_LEN; i++) v[3 + i] = apply_step(t, p, &p->s[i], v[p->s[i].a], v[p->s[i].b]);
     ad_var y = v[3 + PROG_LEN - 1];
     for (int i = 3 + PROG_LEN - 4; i < 3 + PROG_LEN - 1; i++) y = ad_add(y, v[i]);
     return ad_add(y, ad_full(t, AD_F64, AD_SHAPE(3, 4), 0.0)); /* always [3,4] */
@@ -415,10 +439,11 @@ START_TEST(test_random_graphs)
     int graphs = tu_quick() ? 10 : 300;
     ad_tensor *in[3] = {tu_rand(AD_F64, AD_SHAPE(3, 4), -1, 1, 31), tu_rand(AD_F64, AD_SHAPE(4), -1, 1, 32),
                         tu_rand(AD_F64, AD_SHAPE(3, 1), -1, 1, 33)};
+    ad_tensor *w = tu_rand(AD_F64, AD_SHAPE(4, 4), -1, 1, 34);
     ad_rng rng;
     ad_rng_seed(&rng, 2024);
     for (int g = 0; g < graphs; g++) {
-        program p;
+        program p = {.w = w};
         for (int i = 0; i < PROG_LEN; i++) {
             p.s[i].op = (int)ad_rng_below(&rng, PROG_OPS);
             p.s[i].a = (int)ad_rng_below(&rng, (uint64_t)(3 + i));
@@ -433,6 +458,7 @@ START_TEST(test_random_graphs)
                       ad_status_str(s), rep.input, (long long)rep.element, rep.analytic, rep.numeric, rep.message);
     }
     for (int i = 0; i < 3; i++) ad_tensor_free(in[i]);
+    ad_tensor_free(w);
 }
 END_TEST
 
