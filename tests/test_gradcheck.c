@@ -362,7 +362,7 @@ typedef struct step_op {
 
 typedef struct program {
     step_op s[PROG_LEN];
-    const ad_tensor *w; /* a [4,4] constant for the matmul step */
+    const ad_tensor *w, *w32; /* a [4,4] constant for the matmul step, in f64 and f32 */
 } program;
 
 /* a broadcast to [3,4] */
@@ -401,7 +401,7 @@ static ad_var apply_step(ad_tape *t, const program *p, const step_op *s, ad_var 
     case 13:
         return ad_mul_scalar(ad_exp(ad_mul_scalar(a, 0.5)), 0.5);
     case 14:
-        return ad_mul_scalar(ad_matmul(full34(a), ad_const(t, p->w)), 0.5);
+        return ad_mul_scalar(ad_matmul(full34(a), ad_const(t, ad_value(a)->dtype == AD_F32 ? p->w32 : p->w)), 0.5);
     case 15:
         return ad_slice(ad_concat(2, (ad_var[]){full34(a), full34(b)}, -1), -1, 2, 6);
     case 16:
@@ -431,7 +431,46 @@ static ad_var f_program(ad_tape *t, const ad_var *x, void *c)
     for (int i = 0; i < PROG_LEN; i++) v[3 + i] = apply_step(t, p, &p->s[i], v[p->s[i].a], v[p->s[i].b]);
     ad_var y = v[3 + PROG_LEN - 1];
     for (int i = 3 + PROG_LEN - 4; i < 3 + PROG_LEN - 1; i++) y = ad_add(y, v[i]);
-    return ad_add(y, ad_full(t, AD_F64, AD_SHAPE(3, 4), 0.0)); /* always [3,4] */
+    return ad_add(y, ad_full(t, ad_value(x[0])->dtype, AD_SHAPE(3, 4), 0.0)); /* always [3,4] */
+}
+
+/* The program in f32 (inputs rounded to f32) matches it in f64 at the same values: outputs and the gradients of
+** sum(y^2) through both backward paths. */
+static void f32_matches(const program *p, ad_tensor *const *in, ad_tensor *const *in32, int g)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *r64[3];
+    ad_var x64[3], x32[3], g64[3], g32[3], h32[3];
+    for (int i = 0; i < 3; i++) {
+        r64[i] = ad_tensor_new(AD_F64, in[i]->ndim, in[i]->shape);
+        ck_assert_int_eq(ad_tensor_copy(r64[i], in32[i]), AD_OK);
+        x64[i] = ad_leaf(t, r64[i]);
+        x32[i] = ad_leaf(t, in32[i]);
+    }
+    ad_var y64 = f_program(t, x64, (void *)p), y32 = f_program(t, x32, (void *)p);
+    ck_assert_msg(ad_ok(y32), "graph %d: %s", g, ad_tape_error(t));
+    ck_assert_int_eq(ad_value(y32)->dtype, AD_F32);
+    ad_var l64 = ad_sum(ad_square(y64)), l32 = ad_sum(ad_square(y32));
+    ck_assert_int_eq(ad_gradients(l64, 3, x64, g64, 0), AD_OK);
+    ck_assert_int_eq(ad_gradients(l32, 3, x32, g32, 0), AD_OK);
+    ck_assert_int_eq(ad_gradients(l32, 3, x32, h32, AD_CREATE_GRAPH), AD_OK);
+    const ad_tensor *v64 = ad_value(y64), *v32 = ad_value(y32);
+    for (int64_t k = 0; k < v64->size; k++)
+        ck_assert_msg(tu_close(ad_tensor_get(v32, k), ad_tensor_get(v64, k), 1e-5, 1e-4), "graph %d: y[%lld] %g vs %g",
+                      g, (long long)k, ad_tensor_get(v32, k), ad_tensor_get(v64, k));
+    for (int i = 0; i < 3; i++) {
+        const ad_tensor *a = ad_value(g32[i]), *b = ad_value(g64[i]), *c = ad_value(h32[i]);
+        ck_assert_int_eq(a->dtype, AD_F32);
+        for (int64_t k = 0; k < b->size; k++) {
+            double ref = ad_tensor_get(b, k);
+            ck_assert_msg(tu_close(ad_tensor_get(a, k), ref, 1e-4, 1e-3), "graph %d: grad %d[%lld] %g vs %g", g, i,
+                          (long long)k, ad_tensor_get(a, k), ref);
+            ck_assert_msg(tu_close(ad_tensor_get(c, k), ref, 1e-4, 1e-3), "graph %d: recorded grad %d[%lld] %g vs %g",
+                          g, i, (long long)k, ad_tensor_get(c, k), ref);
+        }
+    }
+    ad_tape_free(t);
+    for (int i = 0; i < 3; i++) ad_tensor_free(r64[i]);
 }
 
 START_TEST(test_random_graphs)
@@ -439,11 +478,12 @@ START_TEST(test_random_graphs)
     int graphs = tu_quick() ? 10 : 300;
     ad_tensor *in[3] = {tu_rand(AD_F64, AD_SHAPE(3, 4), -1, 1, 31), tu_rand(AD_F64, AD_SHAPE(4), -1, 1, 32),
                         tu_rand(AD_F64, AD_SHAPE(3, 1), -1, 1, 33)};
-    ad_tensor *w = tu_rand(AD_F64, AD_SHAPE(4, 4), -1, 1, 34);
+    ad_tensor *w = tu_rand(AD_F64, AD_SHAPE(4, 4), -1, 1, 34), *w32 = tu_to_f32(w);
+    ad_tensor *in32[3] = {tu_to_f32(in[0]), tu_to_f32(in[1]), tu_to_f32(in[2])};
     ad_rng rng;
     ad_rng_seed(&rng, 2024);
     for (int g = 0; g < graphs; g++) {
-        program p = {.w = w};
+        program p = {.w = w, .w32 = w32};
         for (int i = 0; i < PROG_LEN; i++) {
             p.s[i].op = (int)ad_rng_below(&rng, PROG_OPS);
             p.s[i].a = (int)ad_rng_below(&rng, (uint64_t)(3 + i));
@@ -456,9 +496,14 @@ START_TEST(test_random_graphs)
         s = ad_gradgradcheck(f_program, &p, 3, (const ad_tensor *const *)in, NULL, &rep);
         ck_assert_msg(s == AD_OK, "graph %d: gradgradcheck %s (input %d element %lld: %g vs %g) %s", g,
                       ad_status_str(s), rep.input, (long long)rep.element, rep.analytic, rep.numeric, rep.message);
+        f32_matches(&p, in, in32, g);
     }
-    for (int i = 0; i < 3; i++) ad_tensor_free(in[i]);
+    for (int i = 0; i < 3; i++) {
+        ad_tensor_free(in[i]);
+        ad_tensor_free(in32[i]);
+    }
     ad_tensor_free(w);
+    ad_tensor_free(w32);
 }
 END_TEST
 
