@@ -1,0 +1,33 @@
+/* fuzz_schemas.h: the tensor sets the safetensors targets expect (names, dtypes, shapes), shared with the seed corpus. */
+#ifndef AUTODIFF_FUZZ_SCHEMAS_H
+#define AUTODIFF_FUZZ_SCHEMAS_H
+
+#include "ad.h"
+#include "fuzz.h"
+
+#define FZ_SCHEMA_MAX 3
+
+typedef struct fz_schema {
+    int n;
+    const char *names[FZ_SCHEMA_MAX];
+    ad_dtype dtypes[FZ_SCHEMA_MAX];
+    int ndim[FZ_SCHEMA_MAX];
+    int64_t shape[FZ_SCHEMA_MAX][3];
+} fz_schema;
+
+static const fz_schema fz_schemas[] = {
+    {2, {"layer.weight", "layer.bias"}, {AD_F32, AD_F64}, {2, 1}, {{4, 3}, {3}}},
+    {3, {"a", "b", "c"}, {AD_F64, AD_F32, AD_F32}, {0, 3, 2}, {{0}, {2, 1, 2}, {0, 5}}},
+    {0, {NULL}, {AD_F32}, {0}, {{0}}},
+};
+#define FZ_NSCHEMAS ((int)(sizeof fz_schemas / sizeof fz_schemas[0]))
+
+/* A new zeroed tensor for entry i of sc; aborts when out of memory (test code). */
+static inline ad_tensor *fz_schema_tensor(const fz_schema *sc, int i)
+{
+    ad_tensor *t = ad_tensor_new(sc->dtypes[i], sc->ndim[i], sc->shape[i]);
+    if (!t) abort();
+    return t;
+}
+
+#endif
