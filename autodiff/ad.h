@@ -181,9 +181,15 @@ AD_API void ad_tape_set_anomaly_detection(ad_tape *t, bool on);
 AD_API size_t ad_tape_node_count(const ad_tape *t);
 /* Bytes the tape's arena holds (in use or kept for reuse). */
 AD_API size_t ad_tape_arena_bytes(const ad_tape *t);
-/* XXH3-64 of the recorded structure: ops, wiring, shapes, dtypes, not values. */
+/* XXH3-64 of the recorded structure: for each node its op, flags (leaf, param,
+** needs-gradient, backward), dtype, shape, input node ids and integer attributes
+** (axes, sizes); not values (leaf data, scalar constants, index lists). Equal for
+** two recordings of the same program on same-shaped data. 0 for a NULL tape. */
 AD_API uint64_t ad_tape_fingerprint(const ad_tape *t);
-/* Writes the recorded graph as Graphviz DOT. */
+/* Writes the recorded graph to f as Graphviz DOT (render with `dot -Tsvg`): one
+** node per tape node with its op, shape and dtype; params, leaves and constants
+** drawn apart; nodes recorded by a backward pass (AD_CREATE_GRAPH) dashed.
+** Errors: AD_ERR_ARG for a NULL argument, AD_ERR_IO when writing fails. */
 AD_API ad_status ad_tape_write_dot(const ad_tape *t, FILE *f);
 
 /* ---- leaves and values ---- */
@@ -403,13 +409,25 @@ AD_API ad_status ad_gradgradcheck(ad_fn f, void *ctx, int n, const ad_tensor *co
 /* Writes a one-paragraph account of rep to f. */
 AD_API void ad_check_report_print(const ad_check_report *rep, FILE *f);
 
-/* x: F64 or F32 input; out: caller-owned, [m, n] for y of m elements, x of n. */
+/*
+** Derivatives of a whole function y = f(x) of one tensor x (F32 or F64, any
+** shape, n elements; f gets one input). Each records f on a private tape and
+** writes into `out`, which the caller owns and which must have x's dtype
+** (values are converted if f's output has another). v, where taken, has x's
+** shape and dtype. They print nothing and free everything. Errors: AD_ERR_ARG
+** (NULL f, x, v or out), AD_ERR_DTYPE (x not F32/F64, out or v of another dtype
+** than x), AD_ERR_SHAPE (out or v of the wrong shape, or f not scalar-valued
+** where it must be), AD_ERR_STATE (f returned an invalid var or one of another
+** tape), or whatever error f or the backward pass recorded on the tape.
+*/
+/* The Jacobian dy/dx: out [m, n] for y of m elements (one reverse sweep per row). */
 AD_API ad_status ad_jacobian(ad_fn f, void *ctx, const ad_tensor *x, ad_tensor *out);
-/* f scalar-valued; out [n, n]. */
+/* The Hessian of a one-element f: out [n, n], symmetric to rounding (reverse over reverse). */
 AD_API ad_status ad_hessian(ad_fn f, void *ctx, const ad_tensor *x, ad_tensor *out);
-/* H v without forming H; out shaped like x. */
+/* H v for a one-element f without forming H (one extra sweep); out shaped like x. */
 AD_API ad_status ad_hvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_tensor *out);
-/* J v (forward-mode product); out shaped like f's output. */
+/* J v, the forward-mode product, by two reverse sweeps (J^T u recorded for a
+** dummy u, then differentiated in u); out shaped like f's output. */
 AD_API ad_status ad_jvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_tensor *out);
 
 /* ---- threads ---- */
