@@ -129,7 +129,7 @@ static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_
                 for (int64_t p = 0; p < kc; p++) {                                                       \
                     const T *src = a + p * lda + i0;                                                     \
                     T *d = dst + p * mr;                                                                 \
-                    for (int64_t i = 0; i < rows; i++) d[i] = src[i];                                    \
+                    memcpy(d, src, (size_t)rows * sizeof(T));                                            \
                     for (int64_t i = rows; i < mr; i++) d[i] = 0;                                        \
                 }                                                                                        \
             } else {                                                                                     \
@@ -152,7 +152,7 @@ static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_
                 for (int64_t p = 0; p < kc; p++) {                                                       \
                     const T *src = b + p * ldb + j0;                                                     \
                     T *d = dst + p * nr;                                                                 \
-                    for (int64_t j = 0; j < cols; j++) d[j] = src[j];                                    \
+                    memcpy(d, src, (size_t)cols * sizeof(T));                                            \
                     for (int64_t j = cols; j < nr; j++) d[j] = 0;                                        \
                 }                                                                                        \
             } else {                                                                                     \
