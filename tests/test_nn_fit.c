@@ -224,6 +224,48 @@ START_TEST(test_progress_lines)
 }
 END_TEST
 
+/* Counts allocations made through the library's allocator. */
+static void *counting_alloc(void *ud, void *ptr, size_t n)
+{
+    if (n == 0) {
+        free(ptr);
+        return NULL;
+    }
+    ++*(long *)ud;
+    return realloc(ptr, n);
+}
+
+START_TEST(test_training_step_allocates_nothing)
+{
+    /* the loop nn_fit runs: after two warm-up steps, a step takes no heap memory */
+    long count = 0;
+    ad_set_allocator(counting_alloc, &count);
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    nn_module *m = nn_mlp(4, (const int64_t[]){20, 32, 16, 5}, NN_GELU, &rng);
+    nn_optim *o = nn_adamw(m, 1e-3, 0.9, 0.999, 1e-8, 0.01);
+    ad_tensor *x = tu_rand(AD_F32, AD_SHAPE(16, 20), -1, 1, 2);
+    int64_t labels[16];
+    for (int i = 0; i < 16; i++) labels[i] = i % 5;
+    ad_tape *t = ad_tape_new();
+    for (int step = 0; step < 8; step++) {
+        if (step == 2) count = 0;
+        ad_tape_reset(t);
+        nn_zero_grad(m);
+        ad_var l = nn_loss_cross_entropy(nn_forward(m, t, ad_const(t, x)), labels);
+        ck_assert_int_eq(ad_backward(l, NULL, 0), AD_OK);
+        ck_assert_int_eq(nn_optim_step(o), AD_OK);
+    }
+    long after = count;
+    ad_tape_free(t);
+    ad_tensor_free(x);
+    nn_optim_free(o);
+    nn_module_free(m);
+    ad_set_allocator(NULL, NULL);
+    ck_assert_msg(after == 0, "%ld allocations in 6 warmed-up steps", after);
+}
+END_TEST
+
 static Suite *nn_fit_suite(void)
 {
     Suite *s = suite_create("nn_fit");
@@ -232,6 +274,7 @@ static Suite *nn_fit_suite(void)
     tcase_add_test(core, test_fit_learns_blobs);
     tcase_add_test(core, test_fit_is_deterministic);
     tcase_add_test(core, test_progress_lines);
+    tcase_add_test(core, test_training_step_allocates_nothing);
     suite_add_tcase(s, core);
     TCase *errors = tcase_create("errors");
     tcase_add_test(errors, test_nan_loss_stops_with_step);
