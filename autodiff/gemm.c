@@ -37,7 +37,9 @@
 ** NR-aligned ranges; each element is computed by one thread with the same blocking as with one
 ** thread, so results are identical for any thread count.
 **
-** Which path a product takes (thresholds measured on a 2-core Zen 5 with OpenBLAS 0.3.21):
+** Which path a product takes (thresholds measured on a 2-core Zen 5 with OpenBLAS 0.3.21, with
+** OPENBLAS_CORETYPE unset; forced to Haswell, OpenBLAS is slower than the packed kernel from
+** 64 x 64 x 64 up):
 **   m n k < SMALL_MNK: a plain loop (packing would cost more than the product);
 **   m == 1 or n == 1:  the skinny (matrix-vector) kernels, which read A and B in place; they
 **                      match OpenBLAS at 256 and are 2-5x faster at 1024, where it runs a GEMM;
@@ -46,16 +48,17 @@
 **   otherwise:         the packed kernel, on ad_get_num_threads() threads from THREAD_MNK up
 **                      (below, starting a thread costs about what it saves).
 **
-** Packing buffers: when one thread's panels fit in STACK_BYTES (products up to about 64 x 64 x 64
-** at F64) they live on that thread's stack, so small and medium products, like those of a
-** training step on a small network, never touch the heap (a warmed-up tape step allocates
-** nothing). Larger products take one ad__malloc block per call for all threads' panels.
+** Packing buffers: when one thread's panels fit in STACK_BYTES (products up to 64 x 64 x 64 at
+** F32, 48 x 48 x 48 at F64, or larger ones with a short side) they live on that thread's stack,
+** so small products, like those of a training step on a small network, never touch the heap
+** (a warmed-up tape step allocates nothing). Larger products take one ad__malloc block per call
+** for all threads' panels. The packed path thus needs STACK_BYTES of stack on each thread.
 */
 
-#define SMALL_MNK ((int64_t)512)       /* m n k below this: the plain loop */
-#define BLAS_MNK ((int64_t)512)        /* m n k from this on: OpenBLAS, when built with it */
-#define THREAD_MNK ((int64_t)1 << 23)  /* m n k from this on: ad_get_num_threads() threads */
-#define STACK_BYTES ((size_t)64 << 10)   /* packed panels up to this size live on the stack */
+#define SMALL_MNK ((int64_t)512)      /* m n k below this: the plain loop */
+#define BLAS_MNK ((int64_t)512)       /* m n k from this on: OpenBLAS, when built with it */
+#define THREAD_MNK ((int64_t)1 << 23) /* m n k from this on: ad_get_num_threads() threads */
+#define STACK_BYTES ((size_t)64 << 10) /* packed panels up to this size live on the stack */
 
 /* ---- the process-wide backend choice (set by tests and benchmarks) ---- */
 
