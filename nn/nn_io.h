@@ -115,7 +115,8 @@ NN_API void nn_batcher_free(nn_batcher *b);
 ** distinct, valid UTF-8, not "__metadata__" nor "__table__". Atomic: the file
 ** is written to "<path>.tmp.<pid>" in the same directory, fsynced, renamed
 ** over path, and the directory fsynced; a crash or failure leaves the old file
-** (if any) as it was. Errors: AD_ERR_ARG, AD_ERR_DTYPE (not F32/F64),
+** (if any) as it was (except a failing directory fsync, reported after the
+** rename, when the new file is already in place). Errors: AD_ERR_ARG, AD_ERR_DTYPE (not F32/F64),
 ** AD_ERR_IO (message names the path, the failing call and strerror; the
 ** temporary file is removed), AD_ERR_NOMEM, AD_ERR_UNSUPPORTED (a big-endian host). */
 NN_API ad_status nn_safetensors_save(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,

@@ -274,6 +274,7 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
     ad_status st = AD_OK;
     st_entry *ent = ad__calloc((size_t)n + 1, sizeof *ent);
     char *hdr = NULL, *tmp = NULL, *dir = NULL;
+    bool created = false; /* the temporary file exists and must be removed on failure */
     int fd = -1;
     size_t hlen = 0;
     if (!ent) {
@@ -308,10 +309,9 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
     }
     snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    created = fd >= 0;
     if (fd < 0) {
         st = fail(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", tmp, strerror(errno));
-        ad__free(tmp); /* nothing was created */
-        tmp = NULL;
         goto done;
     }
     unsigned char lenb[8];
@@ -336,8 +336,7 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
         st = fail(err, errlen, AD_ERR_IO, fn, path, "rename(%s, %s): %s", tmp, path, strerror(errno));
         goto done;
     }
-    ad__free(tmp); /* renamed: nothing to remove any more */
-    tmp = NULL;
+    created = false; /* renamed: nothing to remove any more */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         st = fail(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", dir, strerror(errno));
@@ -349,10 +348,8 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
     close(dfd);
 done:
     if (fd >= 0) close(fd);
-    if (tmp) {
-        unlink(tmp);
-        ad__free(tmp);
-    }
+    if (created) unlink(tmp);
+    ad__free(tmp);
     ad__free(dir);
     ad__free(hdr);
     ad__free(ent);

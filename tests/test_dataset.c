@@ -461,6 +461,48 @@ START_TEST(test_batcher_pixels_and_args)
 }
 END_TEST
 
+/* Every allocation of the loaders and the batcher failing in turn: AD_ERR_NOMEM (or NULL), nothing leaked. */
+START_TEST(test_out_of_memory)
+{
+    char dir[256], img[512], lbl[512], csv[512], err[512];
+    tio_mkdtemp(dir, sizeof dir);
+    write_valid_idx(dir, true, img, lbl, sizeof img);
+    snprintf(csv, sizeof csv, "%s/d.csv", dir);
+    tio_write(csv, "1,2,0\n3,4,1\n", 12);
+    for (int which = 0; which < 3; which++) {
+        long k;
+        for (k = 1; k < 100; k++) {
+            tio_failalloc f = {0, k};
+            nn_dataset *ds = (nn_dataset *)&f;
+            ad_set_allocator(tio_alloc, &f);
+            ad_status st = which == 0   ? nn_dataset_load_idx(img, lbl, &ds, err, sizeof err)
+                           : which == 1 ? nn_dataset_load_csv(csv, -1, false, &ds, err, sizeof err)
+                                        : AD_OK;
+            nn_batcher *b = NULL;
+            if (which == 2) {
+                nn_dataset small = {
+                    .n = 2, .dim = 1, .nclasses = 2, .features = (float[]){1, 2}, .labels = (int64_t[]){0, 1}};
+                b = nn_batcher_new(&small, 1, true, 1);
+                st = b ? AD_OK : AD_ERR_NOMEM;
+                nn_batcher_free(b);
+                ds = NULL;
+            }
+            ad_set_allocator(NULL, NULL);
+            if (st == AD_OK) {
+                nn_dataset_free(ds);
+                break;
+            }
+            ck_assert_msg(st == AD_ERR_NOMEM, "case %d, allocation %ld: %s", which, k, err);
+            ck_assert_ptr_null(ds);
+            if (which < 2) ck_assert_ptr_nonnull(strstr(err, "out of memory"));
+        }
+        ck_assert_int_gt(k, 2); /* at least two allocations were failed and recovered from */
+        ck_assert_int_lt(k, 100);
+    }
+    tio_rmtree(dir);
+}
+END_TEST
+
 static Suite *dataset_suite(void)
 {
     Suite *s = suite_create("dataset");
@@ -478,6 +520,7 @@ static Suite *dataset_suite(void)
     tc = tcase_create("batcher");
     tcase_add_test(tc, test_batcher_order);
     tcase_add_test(tc, test_batcher_pixels_and_args);
+    tcase_add_test(tc, test_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
 }

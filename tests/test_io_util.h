@@ -80,6 +80,22 @@ static inline int tio_python(const char *script, const char *args)
     return rc == -1 ? -1 : (rc >> 8) & 0xff;
 }
 
+/* An allocator for ad_set_allocator that fails the fail_at-th allocation (1-based) and passes the rest on. */
+typedef struct tio_failalloc {
+    long count, fail_at;
+} tio_failalloc;
+
+static inline void *tio_alloc(void *ud, void *ptr, size_t n)
+{
+    tio_failalloc *f = ud;
+    if (n == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (++f->count == f->fail_at) return NULL;
+    return realloc(ptr, n);
+}
+
 /* Asserts st == want and that the message names the file and contains `what`. */
 #define TIO_ASSERT_ERR(st, want, msg, path, what)                                                                      \
     do {                                                                                                               \

@@ -510,6 +510,50 @@ START_TEST(test_short_files)
 }
 END_TEST
 
+/* Every allocation failing in turn: AD_ERR_NOMEM, no dst written, no temporary file left, nothing leaked. */
+START_TEST(test_out_of_memory)
+{
+    char dir[256], path[512], tmp[600], err[512];
+    tio_mkdtemp(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    ad_tensor *t[4], *u[4];
+    make_set(t);
+    for (int i = 0; i < 4; i++) u[i] = ad_tensor_new(t[i]->dtype, t[i]->ndim, t[i]->shape);
+    long k;
+    for (k = 1; k < 200; k++) {
+        tio_failalloc f = {0, k};
+        ad_set_allocator(tio_alloc, &f);
+        ad_status st =
+            nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err, sizeof err);
+        ad_set_allocator(NULL, NULL);
+        ck_assert(!tio_exists(tmp));
+        if (st == AD_OK) break;
+        ck_assert_msg(st == AD_ERR_NOMEM, "allocation %ld: %s", k, err);
+        ck_assert(!tio_exists(path));
+    }
+    ck_assert_int_gt(k, 3);
+    for (k = 1; k < 200; k++) {
+        for (int i = 0; i < 4; i++) ad_tensor_fill(u[i], -42);
+        tio_failalloc f = {0, k};
+        ad_set_allocator(tio_alloc, &f);
+        ad_status st = nn_safetensors_load(path, 4, set_names, u, err, sizeof err);
+        ad_set_allocator(NULL, NULL);
+        if (st == AD_OK) break;
+        ck_assert_msg(st == AD_ERR_NOMEM, "allocation %ld: %s", k, err);
+        TIO_ASSERT_ERR(st, AD_ERR_NOMEM, err, path, "out of memory");
+        for (int i = 0; i < 4; i++)
+            for (int64_t j = 0; j < u[i]->size; j++) ck_assert(ad_tensor_get(u[i], j) == -42);
+    }
+    ck_assert_int_gt(k, 3);
+    ck_assert_int_lt(k, 200);
+    ck_assert(ad_tensor_get(u[0], 1) == ad_tensor_get(t[0], 1));
+    free_set(t);
+    free_set(u);
+    tio_rmtree(dir);
+}
+END_TEST
+
 static Suite *safetensors_suite(void)
 {
     Suite *s = suite_create("safetensors");
@@ -518,6 +562,7 @@ static Suite *safetensors_suite(void)
     tcase_add_test(tc, test_python_reader);
     tcase_add_test(tc, test_save_args);
     tcase_add_test(tc, test_save_failures);
+    tcase_add_test(tc, test_out_of_memory);
     suite_add_tcase(s, tc);
     tc = tcase_create("malformed");
     tcase_add_loop_test(tc, test_malformed, 0, (int)(sizeof bad_cases / sizeof bad_cases[0]));
