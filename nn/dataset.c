@@ -293,12 +293,13 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
         goto done;
     }
     text[len] = '\0';
-    const char *end = text + len;
+    const char *end = text + len, *start = text;
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) start += 3; /* a UTF-8 byte order mark */
 
     /* pass 1: rows and columns */
     int64_t ncols = -1, nrows = 0, lineno = 0, first_line = 0;
     const char *le;
-    for (const char *p = text; p < end;) {
+    for (const char *p = start; p < end;) {
         const char *q = next_line(p, end, &le);
         lineno++;
         if (!blank(p, le)) {
@@ -353,7 +354,7 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
     int64_t row = 0, maxl = 0;
     lineno = 0;
     bool skipped_header = !header;
-    for (const char *p = text; p < end;) {
+    for (const char *p = start; p < end;) {
         const char *q = next_line(p, end, &le);
         lineno++;
         if (blank(p, le)) {

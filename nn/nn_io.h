@@ -53,9 +53,10 @@ NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels
 
 /* Loads a numeric CSV file: comma-separated cells (spaces and tabs around a
 ** cell are ignored), one sample per line, '\n' or "\r\n" line ends, blank lines
-** skipped. label_col is the column holding the class label (negative counts
-** from the end: -1 is the last column); it must hold non-negative integers
-** (written as integers, e.g. "3", or "3.0"), at most 2^24 - 1; nclasses = max + 1.
+** skipped, a leading UTF-8 byte order mark ignored. label_col is the column
+** holding the class label (negative counts from the end: -1 is the last
+** column); it must hold non-negative integers (written as integers, e.g. "3",
+** or "3.0"), at most 2^24 - 1; nclasses = max + 1.
 ** The other columns become the features (finite numbers within float range;
 ** NaN, Inf, "1e400" and empty cells are errors). header: skip the first line
 ** (which must have the same number of cells). Every row needs the same number

@@ -236,8 +236,9 @@ START_TEST(test_csv_valid)
     ck_assert_int_eq(ds->labels[2], 5);
     nn_dataset_free(ds);
 
-    /* label last (-1), no header; label first (0) */
-    const char *t2 = "1,2,3\n4,5,6\n";
+    /* label last (-1), no header, a byte order mark; label first (0) */
+    const char *t2 = "\xEF\xBB\xBF"
+                     "1,2,3\n4,5,6\n";
     tio_write(path, t2, strlen(t2));
     ck_assert_msg(nn_dataset_load_csv(path, -1, false, &ds, err, sizeof err) == AD_OK, "%s", err);
     ck_assert_int_eq(ds->n, 2);
