@@ -422,10 +422,24 @@ static bool pool_check(ad_tape *t, const char *op, const ad_tensor *x, ad_pool2d
 
 /* Flat index (within one [h, w] plane) of the first maximum of window (oy, ox); padding never wins. */
 #define ARGMAX(T, SUFFIX)                                                                                \
-    static int64_t argmax_##SUFFIX(const geom *q, const T *x, int64_t oy, int64_t ox)                    \
+    static inline int64_t argmax_##SUFFIX(const geom *q, const T *x, int64_t oy, int64_t ox)             \
     {                                                                                                    \
         int64_t best = -1;                                                                               \
         T bv = 0;                                                                                        \
+        if (q->ph == 0 && q->pw == 0) { /* every window lies inside the image */                         \
+            const T *r = x + oy * q->sh * q->w + ox * q->sw;                                             \
+            best = 0;                                                                                    \
+            bv = r[0];                                                                                   \
+            for (int64_t i = 0; i < q->kh; i++)                                                          \
+                for (int64_t j = 0; j < q->kw; j++) {                                                    \
+                    T v = r[i * q->w + j];                                                               \
+                    if (v > bv || (isnan(v) && !isnan(bv))) {                                            \
+                        best = i * q->w + j;                                                             \
+                        bv = v;                                                                          \
+                    }                                                                                    \
+                }                                                                                        \
+            return best + oy * q->sh * q->w + ox * q->sw;                                                \
+        }                                                                                                \
         for (int64_t i = 0; i < q->kh; i++) {                                                            \
             int64_t iy = oy * q->sh - q->ph + i;                                                         \
             if (iy < 0 || iy >= q->h) continue;                                                          \

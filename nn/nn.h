@@ -292,6 +292,9 @@ NN_API ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad
 ** left unchanged. */
 NN_API ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, char *err, size_t errlen);
 
+/* convolutional, normalization, dropout, embedding and recurrent modules */
+#include "nn_layers.h"
+
 #ifdef __cplusplus
 }
 #endif

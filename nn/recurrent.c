@@ -1,0 +1,193 @@
+/* recurrent.c: RNN, LSTM and GRU cells, unrolled over time on the tape (backpropagation through time by a plain loop). */
+#include "nn_internal.h"
+
+#include <math.h>
+
+typedef enum cell_kind { CELL_RNN, CELL_LSTM, CELL_GRU } cell_kind;
+
+typedef struct cell {
+    nn_module base;
+    cell_kind kind;
+    int64_t in, hidden;
+    nn_act act; /* RNN only */
+} cell;
+
+enum { W_IH, W_HH, B_IH, B_HH };
+
+static ad_var invalid(ad_tape *t) { return (ad_var){t, AD_NO_NODE, 0}; }
+static ad_var param(cell *c, ad_tape *t, int i) { return ad_param(t, c->base.params[i].value, c->base.params[i].grad); }
+static int gates(cell_kind k) { return k == CELL_LSTM ? 4 : k == CELL_GRU ? 3 : 1; }
+
+/* Columns [k H, (k + 1) H) of a [N, G H] gate matrix. */
+static ad_var gate(ad_var g, int k, int64_t h) { return ad_slice(g, 1, k * h, (k + 1) * h); }
+
+/*
+** One step from xw = x W_ih^T + b_ih [N, G H] and the state h [N, H] (c [N, H] for an LSTM):
+**   RNN:  h' = act(xw + h W_hh^T + b_hh)
+**   LSTM: [i f g o] = xw + h W_hh^T + b_hh; c' = s(f) c + s(i) tanh(g); h' = s(o) tanh(c')
+**   GRU:  [xr xz xn] = xw, [hr hz hn] = h W_hh^T + b_hh; r = s(xr + hr), z = s(xz + hz),
+**         n = tanh(xn + r hn); h' = (1 - z) n + z h          (s: the logistic sigmoid)
+*/
+static ad_var step(cell *c, ad_tape *t, ad_var xw, ad_var w_hh, ad_var b_hh, ad_var *h, ad_var *cs)
+{
+    int64_t H = c->hidden;
+    ad_var hw = ad_add(ad_matmul_t(*h, w_hh, false, true), b_hh);
+    switch (c->kind) {
+    case CELL_RNN: {
+        ad_var a = ad_add(xw, hw);
+        *h = c->act == NN_RELU ? ad_relu(a) : ad_tanh(a);
+        return *h;
+    }
+    case CELL_LSTM: {
+        ad_var g = ad_add(xw, hw);
+        ad_var i = ad_sigmoid(gate(g, 0, H)), f = ad_sigmoid(gate(g, 1, H));
+        ad_var gg = ad_tanh(gate(g, 2, H)), o = ad_sigmoid(gate(g, 3, H));
+        *cs = ad_add(ad_mul(f, *cs), ad_mul(i, gg));
+        *h = ad_mul(o, ad_tanh(*cs));
+        return *h;
+    }
+    case CELL_GRU: {
+        ad_var r = ad_sigmoid(ad_add(gate(xw, 0, H), gate(hw, 0, H)));
+        ad_var z = ad_sigmoid(ad_add(gate(xw, 1, H), gate(hw, 1, H)));
+        ad_var n = ad_tanh(ad_add(gate(xw, 2, H), ad_mul(r, gate(hw, 2, H))));
+        *h = ad_add(ad_mul(ad_add_scalar(ad_neg(z), 1.0), n), ad_mul(z, *h));
+        return *h;
+    }
+    }
+    return invalid(t);
+}
+
+/* Zeros [n, H] of the parameters' dtype where *v is not a valid var. */
+static bool state_or_zeros(cell *c, ad_tape *t, int64_t n, ad_var *v)
+{
+    if (v->tape) return true;
+    *v = ad_full(t, c->base.params[0].value->dtype, 2, (const int64_t[]){n, c->hidden}, 0.0);
+    return ad_ok(*v);
+}
+
+static bool is_cell(const nn_module *m);
+
+ad_var nn_cell_step(nn_module *m, ad_tape *t, ad_var x, ad_var *h, ad_var *cs)
+{
+    if (!t) return invalid(t);
+    if (!m || !is_cell(m) || !h || (((cell *)m)->kind == CELL_LSTM && !cs)) {
+        ad__fail(t, AD_ERR_ARG, "nn_cell_step: not a recurrent cell, or h (c for an LSTM) is NULL");
+        return invalid(t);
+    }
+    cell *c = (cell *)m;
+    const ad_tensor *v = ad_value(x);
+    if (!v || v->ndim != 2 || v->shape[1] != c->in) {
+        if (v) {
+            char s[96];
+            ad__fail(t, AD_ERR_SHAPE, "nn_cell_step(%s): input %s is not [N, %lld]", m->vt->kind,
+                     ad_shape_str(v->ndim, v->shape, s, sizeof s), (long long)c->in);
+        }
+        return invalid(t);
+    }
+    ad_var dummy = AD_NO_VAR;
+    if (!cs) cs = &dummy;
+    if (!state_or_zeros(c, t, v->shape[0], h) || (c->kind == CELL_LSTM && !state_or_zeros(c, t, v->shape[0], cs)))
+        return invalid(t);
+    ad_var xw = ad_add(ad_matmul_t(x, param(c, t, W_IH), false, true), param(c, t, B_IH));
+    return step(c, t, xw, param(c, t, W_HH), param(c, t, B_HH), h, cs);
+}
+
+/* x [N, T, in] -> every hidden state [N, T, H]: one matrix product for the inputs, then a loop over T. */
+static ad_var cell_forward(nn_module *m, ad_tape *t, ad_var x)
+{
+    cell *c = (cell *)m;
+    const ad_tensor *v = ad_value(x);
+    char s[96];
+    if (v->ndim != 3 || v->shape[2] != c->in || v->shape[1] < 1) {
+        ad__fail(t, AD_ERR_SHAPE, "nn_forward(%s): input %s is not a sequence [N, T >= 1, %lld]", m->vt->kind,
+                 ad_shape_str(v->ndim, v->shape, s, sizeof s), (long long)c->in);
+        return invalid(t);
+    }
+    int64_t n = v->shape[0], steps = v->shape[1], gh = gates(c->kind) * c->hidden;
+    if (steps > INT32_MAX) {
+        ad__fail(t, AD_ERR_SHAPE, "nn_forward(%s): %lld time steps are too many", m->vt->kind, (long long)steps);
+        return invalid(t);
+    }
+    ad_var *hs = ad__arena_alloc(t, (size_t)steps * sizeof *hs);
+    if (!hs) return invalid(t);
+    ad_var xw = ad_add(ad_matmul_t(x, param(c, t, W_IH), false, true), param(c, t, B_IH)); /* [N, T, G H] */
+    ad_var w_hh = param(c, t, W_HH), b_hh = param(c, t, B_HH);
+    ad_var h = AD_NO_VAR, cs = AD_NO_VAR;
+    if (!state_or_zeros(c, t, n, &h) || (c->kind == CELL_LSTM && !state_or_zeros(c, t, n, &cs))) return invalid(t);
+    const int64_t row[2] = {n, gh}, col[3] = {n, 1, c->hidden};
+    for (int64_t k = 0; k < steps; k++) {
+        ad_var xk = ad_reshape(ad_slice(xw, 1, k, k + 1), 2, row);
+        hs[k] = ad_reshape(step(c, t, xk, w_hh, b_hh, &h, &cs), 3, col);
+    }
+    return steps == 1 ? hs[0] : ad_concat((int)steps, hs, 1);
+}
+
+static const nn_module_vtable rnn_vt = {"rnn_cell", cell_forward, NULL, NULL};
+static const nn_module_vtable lstm_vt = {"lstm_cell", cell_forward, NULL, NULL};
+static const nn_module_vtable gru_vt = {"gru_cell", cell_forward, NULL, NULL};
+
+static bool is_cell(const nn_module *m) { return m->vt == &rnn_vt || m->vt == &lstm_vt || m->vt == &gru_vt; }
+
+static nn_module *cell_new(cell_kind kind, const nn_module_vtable *vt, int64_t in, int64_t hidden, nn_act act,
+                           ad_rng *rng)
+{
+    if (in < 1 || hidden < 1 || !rng || hidden > INT32_MAX / 4) return NULL;
+    cell *c = ad__calloc(1, sizeof *c);
+    if (!c) return NULL;
+    nn__module_init(&c->base, vt);
+    c->kind = kind;
+    c->in = in;
+    c->hidden = hidden;
+    c->act = act;
+    int64_t gh = gates(kind) * hidden;
+    const char *names[4] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+    const int64_t shapes[4][2] = {{gh, in}, {gh, hidden}, {gh, 0}, {gh, 0}};
+    double bound = 1.0 / sqrt((double)hidden);
+    for (int i = 0; i < 4; i++) {
+        int nd = i < 2 ? 2 : 1;
+        ad_tensor *v = ad_tensor_new(AD_F32, nd, shapes[i]), *g = v ? ad_tensor_new(AD_F32, nd, shapes[i]) : NULL;
+        if (v && !g) {
+            ad_tensor_free(v);
+            v = NULL;
+        }
+        if (nn__module_add_param(&c->base, names[i], v, g) != AD_OK) {
+            nn_module_free(&c->base);
+            return NULL;
+        }
+        ad_rng_fill_uniform(rng, v, -bound, bound);
+    }
+    if (kind == CELL_LSTM) /* forget gate biases at 1 */
+        for (int64_t k = hidden; k < 2 * hidden; k++) ad_tensor_set(c->base.params[B_IH].value, k, 1.0);
+    return &c->base;
+}
+
+nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act, ad_rng *rng)
+{
+    if (act != NN_TANH && act != NN_RELU) return NULL;
+    return cell_new(CELL_RNN, &rnn_vt, in, hidden, act, rng);
+}
+nn_module *nn_lstm_cell(int64_t in, int64_t hidden, ad_rng *rng) { return cell_new(CELL_LSTM, &lstm_vt, in, hidden, NN_TANH, rng); }
+nn_module *nn_gru_cell(int64_t in, int64_t hidden, ad_rng *rng) { return cell_new(CELL_GRU, &gru_vt, in, hidden, NN_TANH, rng); }
+
+/* ---- the last time step ---- */
+
+static ad_var last_forward(nn_module *m, ad_tape *t, ad_var x)
+{
+    const ad_tensor *v = ad_value(x);
+    char s[96];
+    if (v->ndim != 3 || v->shape[1] < 1) {
+        ad__fail(t, AD_ERR_SHAPE, "nn_forward(last_step): input %s is not a sequence [N, T >= 1, D]",
+                 ad_shape_str(v->ndim, v->shape, s, sizeof s));
+        return invalid(t);
+    }
+    return ad_reshape(ad_slice(x, 1, -1, v->shape[1]), 2, (const int64_t[]){v->shape[0], v->shape[2]});
+}
+
+static const nn_module_vtable last_vt = {"last_step", last_forward, NULL, NULL};
+
+nn_module *nn_last_step(void)
+{
+    nn_module *m = ad__calloc(1, sizeof *m);
+    if (m) nn__module_init(m, &last_vt);
+    return m;
+}
