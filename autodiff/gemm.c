@@ -132,12 +132,15 @@ static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_
                 for (int64_t p = 0; p < kc; p++) {                                                       \
                     const T *src = a + p * lda + i0;                                                     \
                     T *d = dst + p * mr;                                                                 \
+                    if (p + 8 < kc) __builtin_prefetch(src + 8 * lda); /* rows are far apart */          \
                     memcpy(d, src, (size_t)rows * sizeof(T));                                            \
                     for (int64_t i = rows; i < mr; i++) d[i] = 0;                                        \
                 }                                                                                        \
             } else {                                                                                     \
                 for (int64_t i = 0; i < rows; i++) {                                                     \
-                    const T *src = a + (i0 + i) * lda;                                                   \
+                    const T *src = a + (i0 + i) * lda, *next = src + 2 * lda;                            \
+                    if (i + 2 < mc) /* rows are far apart: fetch the one after next early */             \
+                        for (int64_t p = 0; p < kc; p += 64 / (int64_t)sizeof(T)) __builtin_prefetch(next + p); \
                     for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];                           \
                 }                                                                                        \
                 for (int64_t i = rows; i < mr; i++)                                                      \
@@ -146,26 +149,34 @@ static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_
         }                                                                                                \
     }                                                                                                    \
                                                                                                          \
-    /* B~ <- op(B)[0:kc, 0:nc] as NR-wide micro-panels, dst[panel][p][j], columns past nc zero. */       \
+    /* B~ <- op(B)[0:kc, 0:nc] as NR-wide micro-panels, dst[panel][p][j], columns past nc zero.      \
+    ** Untransposed, B is read row by row, sequentially (a panel at a time would stride by ldb). */     \
     static void pack_b_##S(bool tb, int64_t kc, int64_t nc, const T *b, int64_t ldb, int nr, T *dst)     \
     {                                                                                                    \
-        for (int64_t j0 = 0; j0 < nc; j0 += nr, dst += nr * kc) {                                        \
-            int64_t cols = min64(nr, nc - j0);                                                           \
-            if (!tb) { /* row p of B is contiguous along j */                                            \
-                for (int64_t p = 0; p < kc; p++) {                                                       \
-                    const T *src = b + p * ldb + j0;                                                     \
-                    T *d = dst + p * nr;                                                                 \
-                    memcpy(d, src, (size_t)cols * sizeof(T));                                            \
+        int64_t full = nc / nr * nr, cols = nc - full;                                                  \
+        if (!tb) {                                                                                       \
+            for (int64_t p = 0; p < kc; p++) {                                                           \
+                const T *src = b + p * ldb;                                                              \
+                T *d = dst + p * nr;                                                                     \
+                for (int64_t j0 = 0; j0 < full; j0 += nr, d += nr * kc)                                  \
+                    memcpy(d, src + j0, (size_t)nr * sizeof(T));                                         \
+                if (cols) {                                                                              \
+                    memcpy(d, src + full, (size_t)cols * sizeof(T));                                     \
                     for (int64_t j = cols; j < nr; j++) d[j] = 0;                                        \
                 }                                                                                        \
-            } else {                                                                                     \
-                for (int64_t j = 0; j < cols; j++) {                                                     \
-                    const T *src = b + (j0 + j) * ldb;                                                   \
-                    for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = src[p];                           \
-                }                                                                                        \
-                for (int64_t j = cols; j < nr; j++)                                                      \
-                    for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = 0;                                \
             }                                                                                            \
+            return;                                                                                      \
+        }                                                                                                \
+        for (int64_t j0 = 0; j0 < nc; j0 += nr, dst += nr * kc) { /* row j of B holds op(B)[., j] */   \
+            int64_t w = min64(nr, nc - j0);                                                              \
+            for (int64_t j = 0; j < w; j++) {                                                            \
+                const T *src = b + (j0 + j) * ldb, *next = src + 2 * ldb;                                \
+                if (j0 + j + 2 < nc) /* as for A: fetch the row after next early */                      \
+                    for (int64_t p = 0; p < kc; p += 64 / (int64_t)sizeof(T)) __builtin_prefetch(next + p); \
+                for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = src[p];                               \
+            }                                                                                            \
+            for (int64_t j = w; j < nr; j++)                                                             \
+                for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = 0;                                    \
         }                                                                                                \
     }                                                                                                    \
                                                                                                          \
