@@ -1,6 +1,8 @@
 /* bench_tape.c: the tape's own cost: a scalar graph, small layers, and heap allocations per step. */
 #include <autodiff/ad.h>
 
+/* Usage: bench_tape [reps (200)] [threads (1)]; prints a table line and a JSON line per workload. */
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,9 +90,11 @@ static void report(const char *name, const char *unit, stats s, long allocs, int
 
 int main(int argc, char **argv)
 {
-    int reps = argc > 1 ? atoi(argv[1]) : 200;
+    int reps = argc > 1 ? atoi(argv[1]) : 200, threads = argc > 2 ? atoi(argv[2]) : 1;
     if (reps < 3) reps = 3;
+    if (threads < 1) threads = 1;
     ad_set_allocator(counting_alloc, NULL);
+    ad_set_num_threads(threads); /* only the n = 256 product could use them */
     double *times = malloc((size_t)reps * sizeof *times);
     ad_tape *t = ad_tape_new();
     if (!times || !t) return 1;
@@ -108,7 +112,7 @@ int main(int argc, char **argv)
         if (scalar_step(t, &sw)) return fprintf(stderr, "%s\n", ad_tape_error(t)), 1;
         times[r] = (now_s() - t0) / 10000.0 * 1e9;
     }
-    report("scalar_graph_10k_ops", "ns/op", summarize(times, reps), (g_allocs - before) / reps, 1);
+    report("scalar_graph_10k_ops", "ns/op", summarize(times, reps), (g_allocs - before) / reps, threads);
 
     static const int64_t sizes[] = {4, 32, 256};
     for (int k = 0; k < 3; k++) {
@@ -131,7 +135,7 @@ int main(int argc, char **argv)
         }
         char name[64];
         snprintf(name, sizeof name, "sum_tanh_matvec_n%lld", (long long)n);
-        report(name, "us/it", summarize(times, reps), (g_allocs - before) / ((long)reps * inner), 1);
+        report(name, "us/it", summarize(times, reps), (g_allocs - before) / ((long)reps * inner), threads);
         ad_tensor_free(l.w);
         ad_tensor_free(l.gw);
         ad_tensor_free(l.b);
