@@ -31,6 +31,10 @@ static const char usage[] =
     "model and training:\n"
     "  --layers A,B,...      layer sizes, input first (default 784,256,128,10; the first and last\n"
     "                        must match the data's features and classes)\n"
+    "  --model SPEC          a convolutional network instead, for square one-channel images (such as\n"
+    "                        28x28); comma-separated layers: conv:C:K[:S] (C channels, KxK, stride S,\n"
+    "                        padding K/2, ReLU), pool:K (max), avgpool:K, bn, dropout:P, fc:N (ReLU but\n"
+    "                        the last), e.g. conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10\n"
     "  --activation NAME     relu, leaky_relu, gelu, tanh, sigmoid, identity (default relu)\n"
     "  --optimizer NAME      adam, adamw, sgd (default adam)\n"
     "  --lr X                learning rate (default 1e-3 for Adam, 0.05 for SGD)\n"
@@ -56,6 +60,7 @@ typedef struct config {
     bool csv_header, eval_only, quiet, nesterov;
     int64_t layers[MAX_LAYERS];
     int nlayers;
+    const char *model; /* --model: a CNN spec (nn_model_from_spec) instead of --layers */
     nn_act act;
     const char *optimizer, *schedule;
     double lr, momentum, weight_decay;
@@ -115,7 +120,7 @@ static int parse_args(int argc, char **argv, config *c)
 {
     enum { O_DATA = 256, O_TRAIN_CSV, O_TEST_CSV, O_LABEL_COL, O_CSV_HEADER, O_LAYERS, O_ACT, O_OPT, O_LR,
            O_MOMENTUM, O_NESTEROV, O_WD, O_SCHED, O_EPOCHS, O_BATCH, O_SEED, O_THREADS, O_SAVE, O_LOAD,
-           O_EVAL_ONLY, O_LOG, O_QUIET };
+           O_EVAL_ONLY, O_LOG, O_QUIET, O_MODEL };
     static const struct option opts[] = {
         {"data", required_argument, 0, O_DATA}, {"train-csv", required_argument, 0, O_TRAIN_CSV},
         {"test-csv", required_argument, 0, O_TEST_CSV}, {"label-col", required_argument, 0, O_LABEL_COL},
@@ -128,7 +133,7 @@ static int parse_args(int argc, char **argv, config *c)
         {"threads", required_argument, 0, O_THREADS}, {"save", required_argument, 0, O_SAVE},
         {"load", required_argument, 0, O_LOAD}, {"eval-only", no_argument, 0, O_EVAL_ONLY},
         {"log", required_argument, 0, O_LOG}, {"quiet", no_argument, 0, O_QUIET},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"model", required_argument, 0, O_MODEL}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int64_t v;
     opterr = 0;
     optind = 1;
@@ -146,6 +151,7 @@ static int parse_args(int argc, char **argv, config *c)
             c->label_col = (int)v;
             break;
         case O_CSV_HEADER: c->csv_header = true; break;
+        case O_MODEL: c->model = a; break;
         case O_LAYERS:
             if (!parse_layers(a, c)) return usage_error("bad --layers '%s' (want sizes like 784,256,10)", a);
             break;
@@ -280,14 +286,14 @@ static int run(const config *c)
     int rc = load_data(c, &train, &test);
     if (rc) goto done;
     rc = 1;
-    if (c->layers[0] != train->dim || test->dim != train->dim) {
+    if (!c->model && (c->layers[0] != train->dim || test->dim != train->dim)) {
         fprintf(stderr, "autodiff-train: the first layer has %" PRId64 " inputs, the data %" PRId64 " features\n",
                 c->layers[0], train->dim);
         rc = 2;
         goto done;
     }
     int64_t classes = train->nclasses > test->nclasses ? train->nclasses : test->nclasses;
-    if (c->layers[c->nlayers - 1] < classes) {
+    if (!c->model && c->layers[c->nlayers - 1] < classes) {
         fprintf(stderr, "autodiff-train: the last layer has %" PRId64 " outputs, the data %" PRId64 " classes\n",
                 c->layers[c->nlayers - 1], classes);
         rc = 2;
@@ -295,7 +301,23 @@ static int run(const config *c)
     }
     ad_rng rng;
     ad_rng_seed(&rng, c->seed);
-    net = nn_mlp(c->nlayers, c->layers, c->act, &rng);
+    if (c->model) {
+        int64_t side = (int64_t)llround(sqrt((double)train->dim));
+        if (side * side != train->dim || test->dim != train->dim) {
+            fprintf(stderr, "autodiff-train: --model needs square one-channel images; the data has %" PRId64
+                            " features\n", train->dim);
+            rc = 2;
+            goto done;
+        }
+        net = nn_model_from_spec(c->model, 1, side, side, &rng, err, sizeof err);
+        if (!net) {
+            fprintf(stderr, "autodiff-train: %s\n", err);
+            rc = 2;
+            goto done;
+        }
+    } else {
+        net = nn_mlp(c->nlayers, c->layers, c->act, &rng);
+    }
     opt = net ? make_optim(c, net) : NULL;
     if (!net || !opt) {
         fprintf(stderr, "autodiff-train: cannot build the model (out of memory)\n");
@@ -312,10 +334,15 @@ static int run(const config *c)
             goto done;
         }
     }
-    printf("model: %" PRId64, c->layers[0]);
-    for (int i = 1; i < c->nlayers; i++) printf("-%" PRId64, c->layers[i]);
-    printf(" %s, %" PRId64 " weights; %s lr %g; batch %" PRId64 "; %" PRId64 " train / %" PRId64 " test samples\n",
-           nn_act_name(c->act), nn_module_num_weights(net), c->optimizer, c->lr, c->batch, train->n, test->n);
+    if (c->model) {
+        printf("model: %s", c->model);
+    } else {
+        printf("model: %" PRId64, c->layers[0]);
+        for (int i = 1; i < c->nlayers; i++) printf("-%" PRId64, c->layers[i]);
+        printf(" %s", nn_act_name(c->act));
+    }
+    printf(", %" PRId64 " weights; %s lr %g; batch %" PRId64 "; %" PRId64 " train / %" PRId64 " test samples\n",
+           nn_module_num_weights(net), c->optimizer, c->lr, c->batch, train->n, test->n);
     fflush(stdout);
     if (!c->eval_only && c->epochs > 0) {
         nn_fit_opts fo = nn_fit_defaults();
