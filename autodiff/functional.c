@@ -1,4 +1,4 @@
-/* functional.c: derivatives of whole functions of one tensor: Jacobian, Hessian, Hessian-vector and Jacobian-vector products. */
+/* functional.c: Jacobians, Hessians, Hessian-vector and Jacobian-vector products of functions of one tensor. */
 #include "ad_internal.h"
 
 /*

@@ -22,33 +22,40 @@ static const char *short_name(const ad_node *n)
 ad_status ad_tape_write_dot(const ad_tape *t, FILE *f)
 {
     if (!t || !f) return AD_ERR_ARG;
-    fprintf(f, "digraph tape {\n"
-               "  graph [rankdir=TB, fontname=\"Helvetica\", label=\"autodiff tape: %" PRIu32 " nodes (* needs a gradient; dashed: recorded by a backward pass)\"];\n"
-               "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\", fontsize=11];\n"
-               "  edge [arrowsize=0.6];\n",
+    fprintf(f,
+            "digraph tape {\n"
+            "  graph [rankdir=TB, fontname=\"Helvetica\", label=\"autodiff tape: %" PRIu32
+            " nodes (* needs a gradient; dashed: recorded by a backward pass)\"];\n"
+            "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\", fontsize=11];\n"
+            "  edge [arrowsize=0.6];\n",
             t->count);
     for (uint32_t i = 0; i < t->count; i++) {
         const ad_node *n = ad__node(t, i);
         char shape[96];
         ad_shape_str(n->value.ndim, n->value.shape, shape, sizeof shape);
-        const char *kind = "", *look = "";
+        bool bw = (n->flags & AD_NODE_BACKWARD) != 0;
+        const char *kind = NULL, *fill = "white", *extra = "";
         if (n->op == AD_OP_PARAM) {
             kind = "param";
-            look = ", shape=ellipse, fillcolor=\"#9ecae1\", peripheries=2";
+            fill = "#9ecae1";
+            extra = ", shape=ellipse, peripheries=2";
         } else if (n->op == AD_OP_LEAF) {
             kind = "leaf";
-            look = ", shape=ellipse, fillcolor=\"#c7e9c0\"";
+            fill = "#c7e9c0";
+            extra = ", shape=ellipse";
         } else if (n->op == AD_OP_CONST) {
             kind = "const";
-            look = ", shape=ellipse, fillcolor=\"#eeeeee\"";
+            fill = "#eeeeee";
+            extra = ", shape=ellipse";
         }
-        bool bw = (n->flags & AD_NODE_BACKWARD) != 0;
-        fprintf(f, "  n%" PRIu32 " [label=\"#%" PRIu32 " %s%s\\n%s %s%s\"%s%s];\n", i, i, *kind ? kind : short_name(n),
-                bw ? " (backward)" : "", shape, ad_dtype_name(n->value.dtype),
-                (n->flags & AD_NODE_REQ_GRAD) ? " *" : "", look,
-                bw ? ", style=\"rounded,filled,dashed\", color=\"#e6550d\", fillcolor=\"#fdd0a2\"" : "");
+        if (bw) fill = "#fdd0a2";
+        fprintf(f, "  n%" PRIu32 " [label=\"#%" PRIu32 " %s%s\\n%s %s%s\", fillcolor=\"%s\"%s%s];\n", i, i,
+                kind ? kind : short_name(n), bw ? " (backward)" : "", shape, ad_dtype_name(n->value.dtype),
+                (n->flags & AD_NODE_REQ_GRAD) ? " *" : "", fill, extra,
+                bw ? ", style=\"rounded,filled,dashed\", color=\"#e6550d\"" : "");
         for (uint32_t j = 0; j < n->nin; j++)
-            fprintf(f, "  n%" PRIu32 " -> n%" PRIu32 "%s;\n", n->in[j], i, bw ? " [style=dashed, color=\"#e6550d\"]" : "");
+            fprintf(f, "  n%" PRIu32 " -> n%" PRIu32 "%s;\n", n->in[j], i,
+                    bw ? " [style=dashed, color=\"#e6550d\"]" : "");
     }
     fprintf(f, "}\n");
     return ferror(f) ? AD_ERR_IO : AD_OK;

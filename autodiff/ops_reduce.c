@@ -176,7 +176,7 @@ VJP(mean_axis)
     gx[0] = ad_mul_scalar(expand(t, n, keep(t, n, gy)), 1.0 / len);
 }
 
-/* max_axis: y = max_k x[.., k, ..] (NaN propagates); VJP: gx = gy [x == y] / #ties */
+/* max_axis: y = max_k x[.., k, ..] (NaN propagates); VJP: gx = gy [x == y] / #ties (ties share, as torch.amax) */
 ad_var ad_max_axis(ad_var x, int axis, bool keepdim) { return reduce_axis(AD_OP_MAX_AXIS, x, axis, keepdim, true); }
 AXIS_FWD(max_axis, -INFINITY, if (v > acc || isnan(v)) acc = v, acc)
 VJP(max_axis)

@@ -192,13 +192,13 @@ ad_var ad_relu(ad_var x) { return unary(AD_OP_RELU, x, 0, 0); }
 VJP(relu) { gx[0] = ad_mul(gy, ad__step(X, 0.0, 1.0)); }
 FAST(relu, g * (x > 0 ? 1.0 : 0.0), g * (x > 0 ? 1.0f : 0.0f))
 
-/* leaky_relu: y = x > 0 ? x : s x; VJP: gx = gy (x > 0 ? 1 : s) */
+/* leaky_relu: y = x > 0 ? x : s x; VJP: gx = gy (x > 0 ? 1 : s) (s at the kink x = 0, as PyTorch) */
 UNARY(leaky_relu, v > 0 ? v : c0 * v, v > 0 ? v : c0 * v)
 ad_var ad_leaky_relu(ad_var x, double slope) { return unary(AD_OP_LEAKY_RELU, x, slope, 0); }
 VJP(leaky_relu) { gx[0] = ad_mul(gy, ad__step(X, n->attr.f[0], 1.0)); }
 FAST(leaky_relu, g * (x > 0 ? 1.0 : c0), g * (x > 0 ? 1.0f : c0))
 
-/* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : y + a) */
+/* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : y + a) (a at the kink x = 0, as PyTorch) */
 UNARY(elu, v > 0 ? v : c0 * expm1(v), v > 0 ? v : c0 * expm1f(v))
 ad_var ad_elu(ad_var x, double alpha) { return unary(AD_OP_ELU, x, alpha, 0); }
 VJP(elu)

@@ -1,4 +1,4 @@
-/* rosenbrock_newton.c: Newton's method on the Rosenbrock function with exact Hessians (ad_hessian), then Newton-CG with Hessian-vector products (ad_hvp). */
+/* rosenbrock_newton.c: Newton's method on the Rosenbrock function with ad_hessian, and Newton-CG with ad_hvp. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -142,7 +142,8 @@ static int newton(void)
 static ad_status cg_direction(ad_tensor *x, const double *g, int n, double *p, int *iters)
 {
     double r[NMAX], d[NMAX], tol = fmin(0.5, sqrt(norm(g, n))) * norm(g, n);
-    ad_tensor *dv = ad_tensor_new(AD_F64, 1, (const int64_t[]){n}), *hd = ad_tensor_new(AD_F64, 1, (const int64_t[]){n});
+    ad_tensor *dv = ad_tensor_new(AD_F64, 1, (const int64_t[]){n}),
+              *hd = ad_tensor_new(AD_F64, 1, (const int64_t[]){n});
     ad_status s = (dv && hd) ? AD_OK : AD_ERR_NOMEM;
     for (int i = 0; i < n; i++) p[i] = 0, r[i] = -g[i], d[i] = r[i];
     *iters = 0;

@@ -1,4 +1,4 @@
-/* test_higher.c: higher-order derivatives (gradgradcheck of every op in the table, third order) and Jacobians/Hessians/HVP/JVP against closed forms. */
+/* test_higher.c: gradgradcheck of every op, third order, and Jacobian/Hessian/HVP/JVP against closed forms. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +32,18 @@ typedef struct op_case {
     double eps; /* 0: the default */
 } op_case;
 
-#define U(lo_, hi_, ...) {IN_UNIFORM, AD_NARGS_(__VA_ARGS__), {__VA_ARGS__}, lo_, hi_, NULL}
-#define AWAY(lo_, hi_, ...) {IN_AWAY, AD_NARGS_(__VA_ARGS__), {__VA_ARGS__}, lo_, hi_, NULL}
-#define DATA(d_, ...) {IN_DATA, AD_NARGS_(__VA_ARGS__), {__VA_ARGS__}, 0, 0, d_}
+#define U(lo_, hi_, ...)                                                                                               \
+    {                                                                                                                  \
+        IN_UNIFORM, AD_NARGS_(__VA_ARGS__), {__VA_ARGS__}, lo_, hi_, NULL                                              \
+    }
+#define AWAY(lo_, hi_, ...)                                                                                            \
+    {                                                                                                                  \
+        IN_AWAY, AD_NARGS_(__VA_ARGS__), {__VA_ARGS__}, lo_, hi_, NULL                                                 \
+    }
+#define DATA(d_, ...)                                                                                                  \
+    {                                                                                                                  \
+        IN_DATA, AD_NARGS_(__VA_ARGS__), {__VA_ARGS__}, 0, 0, d_                                                       \
+    }
 
 /* Builders: each wraps the op so that its VJP is differentiated with a
 ** non-zero second derivative (linear ops are squared afterwards). */
@@ -49,7 +58,10 @@ F(f_minimum) { return ad_square(ad_minimum(x[0], x[1])); }
 F(f_xlogy) { return ad_xlogy(x[0], x[1]); }
 F(f_add_scalar) { return ad_square(ad_add_scalar(x[0], 1.5)); }
 F(f_mul_scalar) { return ad_square(ad_mul_scalar(x[0], -2.0)); }
-F(f_pow_scalar) { return ad_add(ad_pow_scalar(x[0], -1.5), ad_add(ad_pow_scalar(x[0], 2.0), ad_pow_scalar(x[0], 3.5))); }
+F(f_pow_scalar)
+{
+    return ad_add(ad_pow_scalar(x[0], -1.5), ad_add(ad_pow_scalar(x[0], 2.0), ad_pow_scalar(x[0], 3.5)));
+}
 F(f_neg) { return ad_mul(ad_neg(x[0]), x[0]); }
 F(f_exp) { return ad_exp(x[0]); }
 F(f_log) { return ad_log(x[0]); }
@@ -70,9 +82,18 @@ F(f_erf) { return ad_erf(x[0]); }
 F(f_clamp) { return ad_square(ad_clamp(x[0], -0.5, 0.7)); }
 F(f_sum) { return ad_square(ad_sum(x[0])); }
 F(f_mean) { return ad_square(ad_mean(x[0])); }
-F(f_sum_axis) { return ad_add(ad_sum(ad_square(ad_sum_axis(x[0], 1, false))), ad_sum(ad_square(ad_sum_axis(x[0], -1, true)))); }
-F(f_mean_axis) { return ad_add(ad_sum(ad_square(ad_mean_axis(x[0], 0, false))), ad_sum(ad_square(ad_mean_axis(x[0], -1, true)))); }
-F(f_max_axis) { return ad_add(ad_sum(ad_square(ad_max_axis(x[0], 1, false))), ad_sum(ad_square(ad_max_axis(x[0], 0, true)))); }
+F(f_sum_axis)
+{
+    return ad_add(ad_sum(ad_square(ad_sum_axis(x[0], 1, false))), ad_sum(ad_square(ad_sum_axis(x[0], -1, true))));
+}
+F(f_mean_axis)
+{
+    return ad_add(ad_sum(ad_square(ad_mean_axis(x[0], 0, false))), ad_sum(ad_square(ad_mean_axis(x[0], -1, true))));
+}
+F(f_max_axis)
+{
+    return ad_add(ad_sum(ad_square(ad_max_axis(x[0], 1, false))), ad_sum(ad_square(ad_max_axis(x[0], 0, true))));
+}
 F(f_logsumexp) { return ad_add(ad_sum(ad_logsumexp(x[0], 1, false)), ad_sum(ad_logsumexp(x[0], 0, true))); }
 F(f_sum_to) { return ad_square(ad_sum_to(x[0], AD_SHAPE(3, 1))); }
 F(f_softmax) { return ad_softmax(x[0], -1); }
@@ -100,9 +121,9 @@ F(f_index_add) { return ad_square(ad_index_add(x[0], 0, 3, (const int64_t[]){1, 
 /* through f32 and back, and an f64 -> f64 cast */
 F(f_cast) { return ad_cast(ad_pow_scalar(ad_cast(ad_cast(x[0], AD_F64), AD_F32), 3.0), AD_F64); }
 /* network primitives: the public ops and the adjoint ops their VJPs record */
-static const ad_conv2d_params CONV_P = {1, 1, 1, 1, 1, 1, 1};    /* stride 1, pad 1: 3x3 in, 2x2 kernel -> 4x4 */
-static const ad_pool2d_params MAXP_P = {2, 2, 2, 2, 0, 0};       /* 4x4 -> 2x2 */
-static const ad_pool2d_params AVGP_P = {2, 2, 2, 2, 1, 1};       /* 3x3, pad 1 -> 2x2 */
+static const ad_conv2d_params CONV_P = {1, 1, 1, 1, 1, 1, 1}; /* stride 1, pad 1: 3x3 in, 2x2 kernel -> 4x4 */
+static const ad_pool2d_params MAXP_P = {2, 2, 2, 2, 0, 0};    /* 4x4 -> 2x2 */
+static const ad_pool2d_params AVGP_P = {2, 2, 2, 2, 1, 1};    /* 3x3, pad 1 -> 2x2 */
 F(f_conv2d)
 {
     ad_var a = ad_sum(ad_square(ad_conv2d(x[0], x[1], 1, 1, 1, 1)));
@@ -199,7 +220,8 @@ static const op_case op_cases[AD_OP_COUNT] = {
     [AD_OP_INDEX_ADD] = {NULL, f_index_add, 1, {U(-1, 1, 3, 2)}},
     /* the f32 round trip needs a larger step: f32 rounding (1e-7) over eps stays far below the tolerance */
     [AD_OP_CAST] = {NULL, f_cast, 1, {U(0.5, 2, 2, 3)}, 1e-3},
-    [AD_OP_DETACH] = {.exempt = "stops the gradient by design: its derivative is 0 on purpose, finite differences see through it"},
+    [AD_OP_DETACH] =
+        {.exempt = "stops the gradient by design: its derivative is 0 on purpose, finite differences see through it"},
 
     [AD_OP_CONV2D] = {NULL, f_conv2d, 2, {U(-1, 1, 1, 2, 3, 3), U(-1, 1, 2, 2, 2, 2)}},
     [AD_OP_CONV2D_GRAD_INPUT] = {NULL, f_conv2d_grad_input, 2, {U(-1, 1, 1, 2, 4, 4), U(-1, 1, 2, 2, 2, 2)}},
@@ -216,10 +238,15 @@ static const op_case op_cases[AD_OP_COUNT] = {
 static ad_tensor *make_input(const in_spec *s, uint64_t seed)
 {
     switch (s->kind) {
-    case IN_UNIFORM: return tu_rand(AD_F64, s->ndim, s->shape, s->lo, s->hi, seed);
-    case IN_AWAY: return tu_rand_away(s->ndim, s->shape, s->lo, s->hi, seed);
-    case IN_DATA: return tu_f64(s->ndim, s->shape, s->data);
-    default: ck_abort_msg("bad input kind %d", s->kind); return NULL;
+    case IN_UNIFORM:
+        return tu_rand(AD_F64, s->ndim, s->shape, s->lo, s->hi, seed);
+    case IN_AWAY:
+        return tu_rand_away(s->ndim, s->shape, s->lo, s->hi, seed);
+    case IN_DATA:
+        return tu_f64(s->ndim, s->shape, s->data);
+    default:
+        ck_abort_msg("bad input kind %d", s->kind);
+        return NULL;
     }
 }
 
@@ -228,12 +255,15 @@ START_TEST(test_table_complete)
 {
     int op = _i;
     const op_case *c = &op_cases[op];
-    ck_assert_msg(c->exempt || c->f, "%s (AD_OP %d) has no entry in test_higher.c's op table: add a second-order "
-                  "check or an exemption with its reason", ad__ops[op].name, op);
+    ck_assert_msg(c->exempt || c->f,
+                  "%s (AD_OP %d) has no entry in test_higher.c's op table: add a second-order "
+                  "check or an exemption with its reason",
+                  ad__ops[op].name, op);
     ck_assert_msg(!(c->exempt && c->f), "%s is both checked and exempt", ad__ops[op].name);
     if (c->exempt) ck_assert_msg(strlen(c->exempt) > 10, "%s: exemption without a reason", ad__ops[op].name);
     /* exempt ops are the ones that carry no gradient, plus detach */
-    if (c->exempt && op != AD_OP_DETACH) ck_assert_msg(!ad__ops[op].differentiable, "%s is differentiable but exempt", ad__ops[op].name);
+    if (c->exempt && op != AD_OP_DETACH)
+        ck_assert_msg(!ad__ops[op].differentiable, "%s is differentiable but exempt", ad__ops[op].name);
     if (!ad__ops[op].differentiable) ck_assert_msg(c->exempt != NULL, "%s is not differentiable", ad__ops[op].name);
 }
 END_TEST
@@ -325,7 +355,8 @@ START_TEST(test_create_graph_flag)
     ad_var gx = ad__var(t, ad__node(t, x2.id)->grad);
     ck_assert(ad_requires_grad(gx));
     ck_assert_int_eq(ad_gradients(ad_sum(gx), 1, &x2, &h, 0), AD_OK);
-    for (int64_t i = 0; i < 3; i++) TU_ASSERT_CLOSE(ad_tensor_get(ad_value(h), i), 6 * ad_tensor_get(xv, i), 1e-13, 1e-12);
+    for (int64_t i = 0; i < 3; i++)
+        TU_ASSERT_CLOSE(ad_tensor_get(ad_value(h), i), 6 * ad_tensor_get(xv, i), 1e-13, 1e-12);
     ad_tape_free(t);
     ad_tensor_free(xv);
 }
@@ -443,7 +474,8 @@ START_TEST(test_rosenbrock)
             }
             /* the same in f32: x, out and v in f32, close to the f64 closed form */
             ad_tensor *x32 = tu_to_f32(x), *v32 = tu_to_f32(v);
-            ad_tensor *h32 = ad_tensor_new(AD_F32, AD_SHAPE(n, n)), *hv32 = ad_tensor_new(AD_F32, 1, (const int64_t[]){n});
+            ad_tensor *h32 = ad_tensor_new(AD_F32, AD_SHAPE(n, n)),
+                      *hv32 = ad_tensor_new(AD_F32, 1, (const int64_t[]){n});
             ck_assert_int_eq(ad_hessian(f_rosenbrock, NULL, x32, h32), AD_OK);
             ck_assert_int_eq(ad_hvp(f_rosenbrock, NULL, x32, v32, hv32), AD_OK);
             tu_assert_values(h32, h, 1e-3, 1e-5);
@@ -528,7 +560,8 @@ START_TEST(test_jacobians)
     /* J v by forward mode equals the Jacobian times v */
     ad_tensor *v = tu_rand(AD_F64, AD_SHAPE(2, 3), -1, 1, 8), *jv = ad_tensor_new(AD_F64, AD_SHAPE(2, 3));
     ck_assert_int_eq(ad_jvp(f_elementwise, NULL, x, v, jv), AD_OK);
-    for (int64_t r = 0; r < 6; r++) TU_ASSERT_CLOSE(ad_tensor_get(jv, r), ad_tensor_get(j, r * 7) * ad_tensor_get(v, r), 1e-15, 1e-13);
+    for (int64_t r = 0; r < 6; r++)
+        TU_ASSERT_CLOSE(ad_tensor_get(jv, r), ad_tensor_get(j, r * 7) * ad_tensor_get(v, r), 1e-15, 1e-13);
     ad_tensor_free(j);
     ad_tensor_free(jv);
     ad_tensor_free(v);
@@ -662,7 +695,8 @@ START_TEST(test_functional_errors)
     ck_assert_int_eq(ad_jvp(f_constant, NULL, x, v, o0), AD_OK);
     ck_assert_double_eq(ad_tensor_get(o0, 0), 0);
     ck_assert_int_eq(ad_jvp(f_linear, NULL, x, v, o0), AD_OK);
-    TU_ASSERT_CLOSE(ad_tensor_get(o0, 0), 2 * (ad_tensor_get(v, 0) + ad_tensor_get(v, 1) + ad_tensor_get(v, 2)), 1e-15, 1e-14);
+    TU_ASSERT_CLOSE(ad_tensor_get(o0, 0), 2 * (ad_tensor_get(v, 0) + ad_tensor_get(v, 1) + ad_tensor_get(v, 2)), 1e-15,
+                    1e-14);
     ad_tensor_free(o0);
     ad_tensor *t_list[] = {x, v, h, out3, h32, h34, v4, v32, j13, flat9};
     for (size_t i = 0; i < sizeof t_list / sizeof t_list[0]; i++) ad_tensor_free(t_list[i]);

@@ -1,4 +1,4 @@
-/* test_inspect.c: anomaly detection (forward and backward NaN/Inf naming the op), Graphviz DOT export and tape fingerprints. */
+/* test_inspect.c: anomaly detection messages, Graphviz DOT export (rendered with dot) and tape fingerprints. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,13 +185,13 @@ static uint64_t fp_of(int variant, int64_t k, ad_dtype dt, uint64_t seed, bool b
 START_TEST(test_fingerprint)
 {
     uint64_t base = fp_of(0, 4, AD_F64, 30, false);
-    ck_assert_uint_eq(fp_of(0, 4, AD_F64, 99, false), base);   /* other values: equal */
-    ck_assert_uint_ne(fp_of(1, 4, AD_F64, 30, false), base);   /* sigmoid for tanh: an op */
-    ck_assert_uint_ne(fp_of(0, 5, AD_F64, 30, false), base);   /* x [2,5]: a shape */
-    ck_assert_uint_ne(fp_of(2, 4, AD_F64, 30, false), base);   /* b + Wx for Wx + b: the wiring */
-    ck_assert_uint_ne(fp_of(0, 4, AD_F32, 30, false), base);   /* a dtype */
+    ck_assert_uint_eq(fp_of(0, 4, AD_F64, 99, false), base); /* other values: equal */
+    ck_assert_uint_ne(fp_of(1, 4, AD_F64, 30, false), base); /* sigmoid for tanh: an op */
+    ck_assert_uint_ne(fp_of(0, 5, AD_F64, 30, false), base); /* x [2,5]: a shape */
+    ck_assert_uint_ne(fp_of(2, 4, AD_F64, 30, false), base); /* b + Wx for Wx + b: the wiring */
+    ck_assert_uint_ne(fp_of(0, 4, AD_F32, 30, false), base); /* a dtype */
     uint64_t bw = fp_of(0, 4, AD_F64, 30, true);
-    ck_assert_uint_ne(bw, base);                               /* a backward pass is structure too */
+    ck_assert_uint_ne(bw, base); /* a backward pass is structure too */
     ck_assert_uint_eq(fp_of(0, 4, AD_F64, 77, true), bw);
     /* an empty tape, and NULL */
     ad_tape *t = ad_tape_new();
