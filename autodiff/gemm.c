@@ -46,7 +46,9 @@
 **   with OpenBLAS:     cblas_?gemm for everything else: on that machine it is faster than the
 **                      packed kernel from 8 x 8 x 8 up (its small-matrix kernels need no packing);
 **   otherwise:         the packed kernel, on ad_get_num_threads() threads from THREAD_MNK up
-**                      (below, starting a thread costs about what it saves).
+**                      (a thread costs about 40 us of CPU to start and join there: below
+**                      256^3 that is about what it saves). Each thread packs its own B~: for
+**                      2 threads at 1024^3 the total work grows by about 4%, at 256^3 by far more.
 **
 ** Packing buffers: when one thread's panels fit in STACK_BYTES (products up to 64 x 64 x 64 at
 ** F32, 48 x 48 x 48 at F64, or larger ones with a short side) they live on that thread's stack,
@@ -57,7 +59,7 @@
 
 #define SMALL_MNK ((int64_t)512)      /* m n k below this: the plain loop */
 #define BLAS_MNK ((int64_t)512)       /* m n k from this on: OpenBLAS, when built with it */
-#define THREAD_MNK ((int64_t)1 << 23) /* m n k from this on: ad_get_num_threads() threads */
+#define THREAD_MNK ((int64_t)1 << 24) /* m n k from this on (256^3): ad_get_num_threads() threads */
 #define STACK_BYTES ((size_t)64 << 10) /* packed panels up to this size live on the stack */
 
 /* ---- the process-wide backend choice (set by tests and benchmarks) ---- */
