@@ -192,6 +192,13 @@ NN_API const char *nn_optim_name(const nn_optim *o);
 NN_API void nn_optim_free(nn_optim *o);
 /* Sets every trainable parameter's gradient of m to zero. */
 NN_API void nn_zero_grad(nn_module *m);
+/* Gradient clipping by global norm (as torch.nn.utils.clip_grad_norm_): the
+** norm is sqrt of the sum of squares of every trainable gradient of m, written to
+** *total_norm_out (may be NULL); when it exceeds max_norm every gradient is
+** scaled by max_norm / (norm + 1e-6). Errors: AD_ERR_ARG (NULL m, max_norm not
+** > 0), AD_ERR_NUMERIC when a gradient holds NaN or Inf (the norm is then NaN or
+** Inf and nothing is scaled). */
+NN_API ad_status nn_clip_grad_norm(nn_module *m, double max_norm, double *total_norm_out);
 
 /* A learning-rate schedule, evaluated per epoch. */
 typedef enum nn_sched_kind {
