@@ -190,7 +190,9 @@ FAST(sigmoid, g * (y * (-y + 1.0)), g * (y * (-y + 1.0f)))
 UNARY(relu, v < 0 ? 0.0 : v, v < 0 ? 0.0f : v)
 ad_var ad_relu(ad_var x) { return unary(AD_OP_RELU, x, 0, 0); }
 VJP(relu) { gx[0] = ad_mul(gy, ad__step(X, 0.0, 1.0)); }
-FAST(relu, g * (x > 0 ? 1.0 : 0.0), g * (x > 0 ? 1.0f : 0.0f))
+/* fast path: a select, which vectorizes (GCC does not if-convert the product);
+** the same as gy [x > 0] for finite gy (an Inf or NaN gy gives 0 where x <= 0, as PyTorch) */
+FAST(relu, x > 0 ? g : 0.0, x > 0 ? g : 0.0f)
 
 /* leaky_relu: y = x > 0 ? x : s x; VJP: gx = gy (x > 0 ? 1 : s) (s at the kink x = 0, as PyTorch) */
 UNARY(leaky_relu, v > 0 ? v : c0 * v, v > 0 ? v : c0 * v)
