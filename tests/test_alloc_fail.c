@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "ad.h"
+#include "nn.h"
 #include "test_util.h"
 
 /*
@@ -459,6 +460,260 @@ START_TEST(test_npy_load)
 }
 END_TEST
 
+/* ---- the network layer: construction, training steps, nn_fit, save and load ---- */
+
+/* A fingerprint of a model's parameters: FNV-1a over their bytes. */
+static uint64_t params_fnv(nn_module *m)
+{
+    nn_param *p;
+    int n = nn_module_params(m, &p);
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < n; i++) {
+        const unsigned char *b = p[i].value->data;
+        size_t k = (size_t)p[i].value->size * ad_dtype_size(p[i].value->dtype);
+        for (size_t j = 0; j < k; j++) h = (h ^ b[j]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+typedef struct train_ctx {
+    ad_tensor *x;      /* [8, 6] F32 */
+    int64_t labels[8];
+    int steps;
+    uint64_t ref;      /* parameters after `steps` clean steps */
+} train_ctx;
+
+static nn_module *train_net(void)
+{
+    ad_rng r;
+    ad_rng_seed(&r, 3);
+    return nn_mlp(3, (const int64_t[]){6, 10, 4}, NN_RELU, &r);
+}
+
+/* One step on tape t; the status of the first failure. */
+static ad_status train_step(ad_tape *t, nn_module *m, nn_optim *o, train_ctx *c)
+{
+    ad_tape_reset(t);
+    nn_zero_grad(m);
+    ad_var loss = nn_loss_cross_entropy(nn_forward(m, t, ad_const(t, c->x)), c->labels);
+    ad_status s = ad_backward(loss, NULL, 0);
+    if (s != AD_OK) return s;
+    return nn_optim_step(o);
+}
+
+/* Builds the model and Adam, runs c->steps steps; a failed step is retried once
+** memory is back, and the result must equal the clean run's exactly. */
+static ad_status op_train(fault_alloc *fa, void *ctx)
+{
+    train_ctx *c = ctx;
+    nn_module *m = train_net();
+    nn_optim *o = m ? nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0) : NULL;
+    ad_tape *t = ad_tape_new();
+    ad_status first = AD_OK;
+    if (!m || !o || !t) {
+        first = AD_ERR_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < c->steps; i++) {
+        uint64_t before = params_fnv(m);
+        int64_t steps_before = nn_optim_steps(o);
+        ad_status s = train_step(t, m, o, c);
+        if (s != AD_OK) {
+            if (first == AD_OK) first = s;
+            /* a failed step changes nothing; with memory back it runs */
+            ck_assert(params_fnv(m) == before);
+            ck_assert_int_eq(nn_optim_steps(o), steps_before);
+            heal(fa);
+            ck_assert_int_eq(train_step(t, m, o, c), AD_OK);
+        }
+    }
+    ck_assert(params_fnv(m) == c->ref);
+done:
+    ad_tape_free(t);
+    nn_optim_free(o);
+    nn_module_free(m);
+    return first;
+}
+
+static train_ctx train_ctx_make(void)
+{
+    train_ctx c;
+    c.x = tu_rand(AD_F32, AD_SHAPE(8, 6), -1, 1, 4);
+    for (int i = 0; i < 8; i++) c.labels[i] = i % 4;
+    c.steps = 3;
+    fault_alloc none = {0};
+    ad_set_allocator(fault_fn, &none);
+    c.ref = 0;
+    nn_module *m = train_net();
+    nn_optim *o = nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+    ad_tape *t = ad_tape_new();
+    for (int i = 0; i < c.steps; i++) ck_assert_int_eq(train_step(t, m, o, &c), AD_OK);
+    c.ref = params_fnv(m);
+    ad_tape_free(t);
+    nn_optim_free(o);
+    nn_module_free(m);
+    ad_set_allocator(NULL, NULL);
+    return c;
+}
+
+START_TEST(test_nn_train_steps)
+{
+    train_ctx c = train_ctx_make();
+    sweep_both("nn_mlp+nn_adam+training steps", op_train, &c, 8);
+    ad_tensor_free(c.x);
+}
+END_TEST
+
+/* nn_fit over a small data set: a failure anywhere is NOMEM, and the model and
+** optimizer train again once memory is back. */
+typedef struct fit_ctx {
+    nn_dataset ds;
+    float feat[40 * 6];
+    int64_t lab[40];
+} fit_ctx;
+
+static ad_status op_fit(fault_alloc *fa, void *ctx)
+{
+    fit_ctx *c = ctx;
+    nn_module *m = train_net();
+    nn_optim *o = m ? nn_sgd(m, 0.1, 0.9, 0.0, false) : NULL;
+    if (!m || !o) {
+        nn_optim_free(o);
+        nn_module_free(m);
+        return AD_ERR_NOMEM;
+    }
+    nn_fit_opts fo = nn_fit_defaults();
+    fo.epochs = 2;
+    fo.batch_size = 16;
+    fo.progress = NN_PROGRESS_NONE;
+    fo.val = &c->ds;
+    char err[256];
+    ad_status s = nn_fit(m, o, &c->ds, &fo, NULL, err, sizeof err);
+    if (s != AD_OK) {
+        ck_assert_msg(strstr(err, "out of memory") != NULL, "message: %s", err);
+        heal(fa);
+        ck_assert_msg(nn_fit(m, o, &c->ds, &fo, NULL, err, sizeof err) == AD_OK, "%s", err);
+    }
+    nn_optim_free(o);
+    nn_module_free(m);
+    return s;
+}
+
+START_TEST(test_nn_fit)
+{
+    fit_ctx c;
+    ad_rng r;
+    ad_rng_seed(&r, 8);
+    for (int i = 0; i < 40 * 6; i++) c.feat[i] = (float)ad_rng_uniform(&r);
+    for (int i = 0; i < 40; i++) c.lab[i] = i % 4;
+    c.ds = (nn_dataset){.n = 40, .dim = 6, .nclasses = 4, .pixels_u8 = NULL, .features = c.feat, .labels = c.lab};
+    sweep_both("nn_fit", op_fit, &c, 4);
+}
+END_TEST
+
+/* nn_save over an existing checkpoint, nn_load into a model: failures leave the
+** file and the model as they were. */
+typedef struct ckpt_ctx {
+    char path[256];
+    nn_module *m, *other; /* other: same architecture, other values */
+    nn_optim *o, *other_o;
+    ad_rng rng;
+    unsigned char *old;
+    size_t old_n;
+} ckpt_ctx;
+
+static unsigned char *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    rewind(f);
+    unsigned char *b = malloc((size_t)len + 1);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_uint_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+static ad_status op_save(fault_alloc *fa, void *ctx)
+{
+    (void)fa;
+    ckpt_ctx *c = ctx;
+    char err[256];
+    ad_status s = nn_save(c->path, c->other, c->other_o, &c->rng, err, sizeof err);
+    size_t n;
+    unsigned char *now = read_all(c->path, &n);
+    if (s != AD_OK) {
+        ck_assert_msg(strstr(err, "memory") != NULL, "message: %s", err);
+        ck_assert(n == c->old_n && memcmp(now, c->old, n) == 0);
+    }
+    free(now);
+    if (s == AD_OK) { /* put the old bytes back for the next sweep (stdio: not the library's allocator) */
+        FILE *f = fopen(c->path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(fwrite(c->old, 1, c->old_n, f), c->old_n);
+        ck_assert_int_eq(fclose(f), 0);
+    }
+    return s;
+}
+
+static ad_status op_load(fault_alloc *fa, void *ctx)
+{
+    (void)fa;
+    ckpt_ctx *c = ctx;
+    char err[256];
+    uint64_t before = params_fnv(c->other);
+    ad_rng r = c->rng;
+    ad_status s = nn_load(c->path, c->other, c->other_o, &r, err, sizeof err);
+    if (s != AD_OK) {
+        ck_assert_msg(strstr(err, "memory") != NULL, "message: %s", err);
+        ck_assert(params_fnv(c->other) == before);
+        ck_assert(memcmp(&r, &c->rng, sizeof r) == 0);
+    } else {
+        ck_assert(params_fnv(c->other) == params_fnv(c->m));
+        /* scramble it again for the next run */
+        nn_param *p;
+        int np = nn_module_params(c->other, &p);
+        for (int i = 0; i < np; i++) ad_tensor_fill(p[i].value, 0.25);
+    }
+    return s;
+}
+
+START_TEST(test_nn_save_load)
+{
+    ckpt_ctx c;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(c.path, sizeof c.path, "%s/adaf-%ld.safetensors", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+    c.m = train_net();
+    c.o = nn_adam(c.m, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+    ad_rng r;
+    ad_rng_seed(&r, 99);
+    c.other = nn_mlp(3, (const int64_t[]){6, 10, 4}, NN_RELU, &r);
+    c.other_o = nn_adam(c.other, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+    ad_rng_seed(&c.rng, 5);
+    char err[256];
+    ck_assert_msg(nn_save(c.path, c.m, c.o, &c.rng, err, sizeof err) == AD_OK, "%s", err);
+    c.old = read_all(c.path, &c.old_n);
+    /* saving `other` over the file: any failure keeps the old bytes */
+    long a = sweep("nn_save", op_save, &c, false);
+    long b = sweep("nn_save", op_save, &c, true);
+    if (!tu_quick()) ck_assert(a >= 3 && a == b);
+    /* load m's checkpoint into `other` */
+    nn_param *p;
+    int np = nn_module_params(c.other, &p);
+    for (int i = 0; i < np; i++) ad_tensor_fill(p[i].value, 0.25);
+    sweep_both("nn_load", op_load, &c, 3);
+    free(c.old);
+    unlink(c.path);
+    nn_optim_free(c.o);
+    nn_optim_free(c.other_o);
+    nn_module_free(c.m);
+    nn_module_free(c.other);
+}
+END_TEST
+
 static Suite *alloc_fail_suite(void)
 {
     Suite *s = suite_create("alloc_fail");
@@ -473,6 +728,12 @@ static Suite *alloc_fail_suite(void)
     tcase_add_test(eng, test_gradgradcheck);
     tcase_add_test(eng, test_npy_load);
     suite_add_tcase(s, eng);
+    TCase *nn = tcase_create("nn");
+    tcase_set_timeout(nn, 600);
+    tcase_add_test(nn, test_nn_train_steps);
+    tcase_add_test(nn, test_nn_fit);
+    tcase_add_test(nn, test_nn_save_load);
+    suite_add_tcase(s, nn);
     return s;
 }
 
