@@ -104,7 +104,7 @@ static const ad_fast_vjp_fn fast_vjps[AD_OP_COUNT] = {
     FAST(ADD_SCALAR, add_scalar) FAST(MUL_SCALAR, mul_scalar) FAST(NEG, neg) FAST(EXP, exp) FAST(LOG, log)
     FAST(SQRT, sqrt) FAST(SQUARE, square) FAST(SIN, sin) FAST(COS, cos) FAST(TANH, tanh)
     FAST(SIGMOID, sigmoid) FAST(RELU, relu) FAST(LEAKY_RELU, leaky_relu)
-    FAST(SUM, sum) FAST(MEAN, mean) FAST(RESHAPE, reshape)
+    FAST(SUM, sum) FAST(MEAN, mean) FAST(RESHAPE, reshape) FAST(MATMUL, matmul)
 };
 #undef FAST
 

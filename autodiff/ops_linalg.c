@@ -135,3 +135,52 @@ void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_v
         gx[1] = unbroadcast(t, n, 1, g);
     }
 }
+
+/* The fast path (see ad_internal.h) for 2-D operands: the products of the
+** recorded VJP above, with the same gemm calls, written straight into the
+** gradient buffers (or, when a buffer already holds a gradient, into arena
+** scratch added in after, as the recorded path does). Batched products decline. */
+static void fast_gemm(ad_tape *t, const ad_node *n, int j, bool ta, bool tb, int64_t m, int64_t nn, int64_t k,
+                      const void *a, int64_t lda, const void *b, int64_t ldb)
+{
+    bool fresh;
+    void *buf = ad__gslot(t, n, j, &fresh);
+    if (!buf) return;
+    const ad_tensor *x = ad__in(t, n, j);
+    void *c = fresh ? buf : ad__arena_alloc(t, ad__nbytes(x));
+    if (!c) return;
+    ad_status st = x->dtype == AD_F64 ? ad__gemm_f64(ta, tb, m, nn, k, 1.0, a, lda, b, ldb, 0.0, c, nn)
+                                      : ad__gemm_f32(ta, tb, m, nn, k, 1.0f, a, lda, b, ldb, 0.0f, c, nn);
+    if (st != AD_OK) {
+        ad__fail(t, st, "ad_matmul: backward: the product failed (%s)", ad_status_str(st));
+        return;
+    }
+    if (!fresh) {
+        ad_tensor dst = *x, src = *x;
+        dst.data = buf;
+        src.data = c;
+        ad__add_into(&dst, &src);
+    }
+}
+
+bool ad__fast_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+{
+    const ad_tensor *a = ad__in(t, n, 0), *b = ad__in(t, n, 1);
+    if (a->ndim != 2 || b->ndim != 2) return false;
+    bool ta = n->attr.i[0], tb = n->attr.i[1];
+    int64_t m = gy->shape[0], nn = gy->shape[1], k = n->attr.i[2], lda = a->shape[1], ldb = b->shape[1];
+    if (gy->size == 0) return false;
+    if (ad__needs(t, n, 0)) {
+        if (!ta) /* ga [m,k] = G [m,n] @ op(b)^T */
+            fast_gemm(t, n, 0, false, !tb, m, k, nn, gy->data, nn, b->data, ldb);
+        else /* ga [k,m] = op(b) [k,n] @ G^T */
+            fast_gemm(t, n, 0, tb, true, k, m, nn, b->data, ldb, gy->data, nn);
+    }
+    if (ad__needs(t, n, 1) && t->status == AD_OK) {
+        if (!tb) /* gb [k,n] = op(a)^T [k,m] @ G */
+            fast_gemm(t, n, 1, !ta, false, k, nn, m, a->data, lda, gy->data, nn);
+        else /* gb [n,k] = G^T @ op(a) [m,k] */
+            fast_gemm(t, n, 1, true, ta, nn, k, m, gy->data, nn, a->data, lda);
+    }
+    return true;
+}

@@ -35,6 +35,17 @@ static ad_var f_layer(ad_var a, ad_var b)
     ad_var h = ad_relu(ad_add(ad_matmul_t(a, a, false, true), ad_sum(b)));
     return ad_mean(ad_log_softmax(ad_add(h, ad_mul_scalar(ad_sum(ad_tanh(a)), 0.01)), 1));
 }
+/* Products with every transpose flag, a matrix-vector product (reshapes
+** around a 2-D product) and a batched one (declines the fast path). */
+static ad_var f_mm(ad_var a, ad_var b) { return ad_matmul(a, b); }
+static ad_var f_mm_nt(ad_var a, ad_var b) { return ad_matmul_t(a, b, false, true); }
+static ad_var f_mm_tn(ad_var a, ad_var b) { return ad_matmul_t(a, b, true, false); }
+static ad_var f_mm_tt(ad_var a, ad_var b) { return ad_matmul_t(a, b, true, true); }
+static ad_var f_mm_twice(ad_var a, ad_var b)
+{
+    ad_var h = ad_matmul_t(a, a, true, false); /* a used as both operands: the second gradient adds in */
+    return ad_add(ad_matmul(h, b), ad_matmul(ad_tanh(h), b));
+}
 
 typedef struct fcase {
     const char *name;
@@ -59,6 +70,14 @@ static const fcase cases[] = {
     {"reductions", f_reduce, {2, 3}, {2, 3}, 2, 2, -1, 1},
     {"layer", f_layer, {4, 3}, {3}, 2, 1, -1, 1},
     {"empty", f_mul, {0, 3}, {0, 3}, 2, 2, -1, 1},
+    {"matmul", f_mm, {3, 4}, {4, 2}, 2, 2, -1, 1},
+    {"matmul a b^T", f_mm_nt, {3, 4}, {5, 4}, 2, 2, -1, 1},
+    {"matmul a^T b", f_mm_tn, {4, 3}, {4, 5}, 2, 2, -1, 1},
+    {"matmul a^T b^T", f_mm_tt, {4, 3}, {2, 4}, 2, 2, -1, 1},
+    {"matmul twice", f_mm_twice, {3, 4}, {4, 2}, 2, 2, -1, 1},
+    {"matrix-vector", f_mm, {3, 4}, {4}, 2, 1, -1, 1},
+    {"batched matmul", f_mm, {2, 3, 4}, {4, 2}, 3, 2, -1, 1},
+    {"empty matmul", f_mm, {3, 0}, {0, 2}, 2, 2, -1, 1},
 };
 
 /* dL/da and dL/db for L = sum(f(a, b) * w), with flags. */
@@ -126,7 +145,7 @@ START_TEST(cases_cover_fast_ops)
     static const ad_op fast_ops[] = {
         AD_OP_ADD, AD_OP_SUB, AD_OP_MUL, AD_OP_DIV, AD_OP_ADD_SCALAR, AD_OP_MUL_SCALAR, AD_OP_NEG, AD_OP_EXP,
         AD_OP_LOG, AD_OP_SQRT, AD_OP_SQUARE, AD_OP_SIN, AD_OP_COS, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
-        AD_OP_LEAKY_RELU, AD_OP_SUM, AD_OP_MEAN, AD_OP_RESHAPE,
+        AD_OP_LEAKY_RELU, AD_OP_SUM, AD_OP_MEAN, AD_OP_RESHAPE, AD_OP_MATMUL,
     };
     /* the list above must be as long as AD_FAST_VJPS */
 #define ONE(name) +1
