@@ -1,4 +1,4 @@
-/* corpus_nn.c: seed inputs of the fuzz targets for libautodiff-nn's formats (IDX, CSV, safetensors) and the round trip. */
+/* corpus_nn.c: seed inputs of the fuzz targets for libautodiff-nn's formats (IDX, CSV, safetensors, checkpoints) and the round trip. */
 #include "fuzz.h"
 
 #include <string.h>
@@ -145,7 +145,37 @@ static void seeds_safetensors(fz_emit_fn emit, void *ctx)
     fz_emit_buf(emit, ctx, "no-metadata", &b);
 }
 
-/* ---- the round trip: a selector byte, then a .npy (0) or safetensors (1) file ---- */
+/* ---- checkpoints: nn_save of the target's model with Adam state, after a few steps ---- */
+
+static void seeds_checkpoint(fz_emit_fn emit, void *ctx)
+{
+    nn_module *m;
+    nn_optim *o;
+    ad_rng rng;
+    fz_checkpoint_model(&m, &o, &rng);
+    char path[512];
+    snprintf(path, sizeof path, "%s/seed.ckpt", fz_dir());
+    if (nn_save(path, m, o, &rng, NULL, 0) != AD_OK) abort();
+    fz_emit_file(emit, ctx, "adam-step0", path);
+    /* one training step, so that the Adam moments are non-zero */
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(2, 4));
+    if (!t || !x) abort();
+    ad_rng_fill_uniform(&rng, x, -1, 1);
+    nn_zero_grad(m);
+    ad_var loss = nn_loss_cross_entropy(nn_forward(m, t, ad_const(t, x)), (const int64_t[]){0, 2});
+    if (ad_backward(loss, NULL, 0) != AD_OK || nn_optim_step(o) != AD_OK) abort();
+    if (nn_save(path, m, o, &rng, NULL, 0) != AD_OK) abort();
+    fz_emit_file(emit, ctx, "adam-step1", path);
+    if (nn_save(path, m, NULL, NULL, NULL, 0) != AD_OK) abort();
+    fz_emit_file(emit, ctx, "params-only", path);
+    ad_tensor_free(x);
+    ad_tape_free(t);
+    nn_optim_free(o);
+    nn_module_free(m);
+}
+
+/* ---- the round trip: a selector byte, then a .npy (0), safetensors (1) or checkpoint (2) file ---- */
 
 typedef struct prefixed {
     fz_emit_fn emit;
@@ -160,7 +190,7 @@ static void emit_prefixed(const char *name, const uint8_t *data, size_t size, vo
     fz_put_u8(&b, p->tag);
     fz_put(&b, data, size);
     char n2[128];
-    snprintf(n2, sizeof n2, "%s-%s", p->tag == 0 ? "npy" : "st", name);
+    snprintf(n2, sizeof n2, "%s-%s", p->tag == 0 ? "npy" : p->tag == 1 ? "st" : "ckpt", name);
     fz_emit_buf(p->emit, p->ctx, n2, &b);
 }
 
@@ -172,10 +202,14 @@ void fz_seeds_nn(const char *target, fz_emit_fn emit, void *ctx)
         seeds_csv(emit, ctx);
     } else if (strcmp(target, "safetensors") == 0) {
         seeds_safetensors(emit, ctx);
+    } else if (strcmp(target, "checkpoint") == 0) {
+        seeds_checkpoint(emit, ctx);
     } else if (strcmp(target, "roundtrip") == 0) {
         prefixed p = {emit, ctx, 0};
         fz_seeds("npy", emit_prefixed, &p);
         p.tag = 1;
         seeds_safetensors(emit_prefixed, &p);
+        p.tag = 2;
+        seeds_checkpoint(emit_prefixed, &p);
     }
 }

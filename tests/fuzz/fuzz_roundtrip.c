@@ -1,4 +1,4 @@
-/* fuzz_roundtrip.c: load -> save -> load must give back the same bits, and saving again the same file (first byte picks .npy or safetensors). */
+/* fuzz_roundtrip.c: load -> save -> load must give back the same bits, and saving again the same file (first byte picks .npy, safetensors or checkpoint). */
 #include "fuzz.h"
 
 #include <string.h>
@@ -76,12 +76,42 @@ static void safetensors_roundtrip(const uint8_t *data, size_t size)
     }
 }
 
+static void checkpoint_roundtrip(const uint8_t *data, size_t size)
+{
+    const char *in = fz_file(0, data, size), *dir = fz_dir();
+    if (!in || !dir) return;
+    char err[256], p1[512], p2[512];
+    snprintf(p1, sizeof p1, "%s/rt1.ckpt", dir);
+    snprintf(p2, sizeof p2, "%s/rt2.ckpt", dir);
+    nn_module *m, *m2;
+    nn_optim *o, *o2;
+    ad_rng r, r2;
+    fz_checkpoint_model(&m, &o, &r);
+    fz_checkpoint_model(&m2, &o2, &r2);
+    if (nn_load(in, m, o, &r, err, sizeof err) == AD_OK) {
+        FZ_CHECK(nn_save(p1, m, o, &r, err, sizeof err) == AD_OK);
+        FZ_CHECK(nn_load(p1, m2, o2, &r2, err, sizeof err) == AD_OK);
+        FZ_CHECK(fz_params_hash(m) == fz_params_hash(m2));
+        FZ_CHECK(nn_optim_steps(o) == nn_optim_steps(o2));
+        FZ_CHECK(memcmp(r.s, r2.s, sizeof r.s) == 0 && r.has_spare_ == r2.has_spare_);
+        FZ_CHECK(!r.has_spare_ || memcmp(&r.spare_, &r2.spare_, sizeof r.spare_) == 0);
+        FZ_CHECK(nn_save(p2, m2, o2, &r2, err, sizeof err) == AD_OK);
+        FZ_CHECK(same_file(p1, p2));
+        fz_dir_clean();
+    }
+    nn_optim_free(o);
+    nn_optim_free(o2);
+    nn_module_free(m);
+    nn_module_free(m2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
-    switch (data[0] % 2) {
+    switch (data[0] % 3) {
     case 0: npy_roundtrip(data + 1, size - 1); break;
-    default: safetensors_roundtrip(data + 1, size - 1); break;
+    case 1: safetensors_roundtrip(data + 1, size - 1); break;
+    default: checkpoint_roundtrip(data + 1, size - 1); break;
     }
     return 0;
 }

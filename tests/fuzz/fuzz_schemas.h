@@ -4,6 +4,7 @@
 
 #include "ad.h"
 #include "fuzz.h"
+#include "nn.h"
 
 #define FZ_SCHEMA_MAX 3
 
@@ -28,6 +29,29 @@ static inline ad_tensor *fz_schema_tensor(const fz_schema *sc, int i)
     ad_tensor *t = ad_tensor_new(sc->dtypes[i], sc->ndim[i], sc->shape[i]);
     if (!t) abort();
     return t;
+}
+
+/* The model the checkpoint targets load into: an MLP 4-5-3 (tanh) with Adam, seeded. */
+static inline void fz_checkpoint_model(nn_module **m, nn_optim **o, ad_rng *rng)
+{
+    ad_rng_seed(rng, 17);
+    *m = nn_mlp(3, (const int64_t[]){4, 5, 3}, NN_TANH, rng);
+    *o = *m ? nn_adam(*m, 1e-3, 0.9, 0.999, 1e-8, 0.0) : NULL;
+    if (!*o) abort();
+}
+
+/* FNV-1a over every parameter's bytes. */
+static inline uint64_t fz_params_hash(nn_module *m)
+{
+    nn_param *p;
+    int n = nn_module_params(m, &p);
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < n; i++) {
+        const unsigned char *b = p[i].value->data;
+        size_t k = (size_t)p[i].value->size * ad_dtype_size(p[i].value->dtype);
+        for (size_t j = 0; j < k; j++) h = (h ^ b[j]) * 1099511628211ULL;
+    }
+    return h;
 }
 
 #endif
