@@ -14,10 +14,13 @@
 
 /*
 ** Usage: bench_matmul [--sizes 64,256,1024] [--threads 1,2] [--dtypes f32,f64] [--reps 11]
-**                     [--min-ms 20] [--impls builtin,auto,openblas] [--quick]
+**                     [--min-ms 20] [--impls builtin,auto,openblas] [--cpu-time] [--quick]
 ** For each dtype, size n (square n x n x n products) and thread count, the implementations run
 ** interleaved, rep by rep, so drift of the machine hits them alike. Each rep times enough calls
 ** to last --min-ms; the figures are the median, min and max over the reps of the time per call.
+** Time is wall-clock, or with --cpu-time the CPU time of the whole process (all its threads):
+** on a loaded machine that is the steadier figure for one thread; with more threads it is the
+** total work, not the elapsed time.
 **   builtin:  the engine's own packed kernel (ad__gemm_* with the BLAS backend off)
 **   auto:     ad__gemm_* as the engine runs it (OpenBLAS above a size threshold when built with it)
 **   openblas: cblas_?gemm called directly
@@ -36,6 +39,7 @@ typedef struct opts {
     int nimpls;
     int reps;
     double min_s;
+    bool cpu_time;
 } opts;
 
 static int parse_ints(const char *s, int *out)
@@ -52,10 +56,12 @@ static int parse_ints(const char *s, int *out)
     return n;
 }
 
+static bool g_cpu_time; /* set once from the command line, before any timing */
+
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(g_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -157,9 +163,9 @@ static void run_case(const opts *o, bool f64, int n, int threads)
             printf("       -\n");
         printf("{\"bench\":\"matmul_%s_n%d\",\"impl\":\"%s\",\"kernel\":\"%s\",\"threads\":%d,\"unit\":\"ms\","
                "\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"gflops\":%.2f,\"gflops_best\":%.2f,\"reps\":%d,"
-               "\"iters\":%" PRId64 "}\n",
+               "\"iters\":%" PRId64 ",\"clock\":\"%s\"}\n",
                f64 ? "f64" : "f32", n, impl, kernel, threads, med * 1e3, mn * 1e3, mx * 1e3, gf, flops / mn * 1e-9,
-               o->reps, r[im].iters);
+               o->reps, r[im].iters, o->cpu_time ? "cpu" : "wall");
     }
     fflush(stdout);
     free(a), free(b), free(c);
@@ -167,12 +173,14 @@ static void run_case(const opts *o, bool f64, int n, int threads)
 
 int main(int argc, char **argv)
 {
-    opts o = {{64, 256, 1024}, 3, {1, 2}, 2, {0, 1}, 2, {"builtin", "auto", "openblas"}, 3, 11, 0.02};
+    opts o = {{64, 256, 1024}, 3, {1, 2}, 2, {0, 1}, 2, {"builtin", "auto", "openblas"}, 3, 11, 0.02, false};
     if (!ad__gemm_has_blas()) o.nimpls = 1;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(argv[i], "--quick")) {
             o.reps = 3, o.min_s = 0.005;
+        } else if (!strcmp(argv[i], "--cpu-time")) {
+            o.cpu_time = g_cpu_time = true;
         } else if (!strcmp(argv[i], "--sizes") && (o.nsizes = parse_ints(v, o.sizes)) > 0) {
             i++;
         } else if (!strcmp(argv[i], "--threads") && (o.nthreads = parse_ints(v, o.threads)) > 0) {
@@ -194,7 +202,7 @@ int main(int argc, char **argv)
             i++;
         } else {
             fprintf(stderr, "usage: %s [--sizes 64,256,1024] [--threads 1,2] [--dtypes f32,f64] [--reps N]\n"
-                            "       [--min-ms MS] [--impls builtin,auto,openblas] [--quick]\n", argv[0]);
+                            "       [--min-ms MS] [--impls builtin,auto,openblas] [--cpu-time] [--quick]\n", argv[0]);
             return 2;
         }
     }
@@ -205,8 +213,9 @@ int main(int argc, char **argv)
 #else
     printf("# built without OpenBLAS%s%s\n", ct ? "; OPENBLAS_CORETYPE=" : "", ct ? ct : "");
 #endif
-    printf("# built-in kernels: f32 %s, f64 %s; %d reps of >= %.0f ms; vs-openblas = GFLOP/s ratio\n",
-           ad__gemm_kernel_name(false), ad__gemm_kernel_name(true), o.reps, o.min_s * 1e3);
+    printf("# built-in kernels: f32 %s, f64 %s; %d reps of >= %.0f ms of %s time; vs-oblas = GFLOP/s ratio\n",
+           ad__gemm_kernel_name(false), ad__gemm_kernel_name(true), o.reps, o.min_s * 1e3,
+           o.cpu_time ? "process CPU" : "wall");
     printf("%-4s %5s %3s  %-9s %-8s %9s %9s %9s %8s %8s\n", "type", "n", "thr", "impl", "kernel", "med ms",
            "min ms", "max ms", "GFLOP/s", "vs-oblas");
     for (int d = 0; d < o.ndtypes; d++)
