@@ -20,13 +20,21 @@ typedef struct fctx {
     ad_var x, y;
 } fctx;
 
-/* Validates x (and v), builds the tape and records y = f(x). */
+/* true when a caller's tensor is well formed: its shape, size and data agree. */
+static bool tensor_ok(const ad_tensor *t)
+{
+    int64_t size;
+    return ad__shape_size(t->ndim, t->shape, &size) && size == t->size && (size == 0 || t->data);
+}
+
+/* Validates x and out, builds the tape and records y = f(x). */
 static ad_status setup(fctx *c, ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *out)
 {
     c->t = NULL;
     if (!f || !x || !out) return AD_ERR_ARG;
     if (x->dtype != AD_F32 && x->dtype != AD_F64) return AD_ERR_DTYPE;
     if (out->dtype != x->dtype) return AD_ERR_DTYPE;
+    if (!tensor_ok(x) || !tensor_ok(out)) return AD_ERR_SHAPE;
     c->t = ad_tape_new();
     if (!c->t) return AD_ERR_NOMEM;
     c->x = ad_leaf(c->t, x);
@@ -133,7 +141,7 @@ ad_status ad_hvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_
 {
     if (!v) return AD_ERR_ARG;
     if (x && v->dtype != x->dtype) return AD_ERR_DTYPE;
-    if (x && (!ad_shape_equal(v, x) || (out && !ad_shape_equal(out, x)))) return AD_ERR_SHAPE;
+    if (x && (!tensor_ok(v) || !ad_shape_equal(v, x) || (out && !ad_shape_equal(out, x)))) return AD_ERR_SHAPE;
     fctx c;
     ad_status s = setup(&c, f, ctx, x, out);
     ad_var g, hv;
@@ -151,7 +159,7 @@ ad_status ad_jvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_
 {
     if (!v) return AD_ERR_ARG;
     if (x && v->dtype != x->dtype) return AD_ERR_DTYPE;
-    if (x && !ad_shape_equal(v, x)) return AD_ERR_SHAPE;
+    if (x && (!tensor_ok(v) || !ad_shape_equal(v, x))) return AD_ERR_SHAPE;
     fctx c;
     ad_status s = setup(&c, f, ctx, x, out);
     if (s != AD_OK) goto done;

@@ -669,6 +669,15 @@ START_TEST(test_functional_errors)
     ck_assert_int_eq(ad_jvp(f_vector, NULL, x, v4, out3), AD_ERR_SHAPE);
     ck_assert_int_eq(ad_jvp(f_vector, NULL, x, v, h), AD_ERR_SHAPE);
     ck_assert_int_eq(ad_jvp(f_vector, NULL, x, v32, out3), AD_ERR_DTYPE);
+    /* malformed tensors: size or data that disagree with the shape */
+    ad_tensor bad = *h;
+    bad.size = 8;
+    ck_assert_int_eq(ad_hessian(f_rosenbrock, NULL, x, &bad), AD_ERR_SHAPE);
+    bad = *v;
+    bad.data = NULL;
+    ck_assert_int_eq(ad_hvp(f_rosenbrock, NULL, x, &bad, out3), AD_ERR_SHAPE);
+    ck_assert_int_eq(ad_jvp(f_vector, NULL, x, &bad, out3), AD_ERR_SHAPE);
+    ck_assert_int_eq(ad_jacobian(f_vector, NULL, &bad, h), AD_ERR_SHAPE);
     /* f not scalar for the Hessian and HVP */
     ck_assert_int_eq(ad_hessian(f_vector, NULL, x, h), AD_ERR_SHAPE);
     ck_assert_int_eq(ad_hvp(f_vector, NULL, x, v, out3), AD_ERR_SHAPE);
