@@ -83,7 +83,7 @@ static void report(const char *name, const char *unit, stats s, long allocs, int
 {
     printf("%-28s %12.3f %12.3f %12.3f  %-6s  heap allocs/step after warm-up: %ld\n", name, s.median, s.min, s.max,
            unit, allocs);
-    printf("{\"bench\":\"%s\",\"unit\":\"%s\",\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"allocs_per_step\":%ld,"
+    printf("{\"bench\":\"%s\",\"impl\":\"ours\",\"unit\":\"%s\",\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"allocs_per_step\":%ld,"
            "\"threads\":%d}\n",
            name, unit, s.median, s.min, s.max, allocs, threads);
 }

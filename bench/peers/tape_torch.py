@@ -15,7 +15,7 @@ def stats(v):
 def emit(name, unit, v, threads):
     s = stats(v)
     print(f"{name:28s} {s['median']:12.3f} {s['min']:12.3f} {s['max']:12.3f}  {unit}")
-    print(json.dumps({"bench": name, "unit": unit, **s, "threads": threads, "peer": "pytorch " + torch.__version__}))
+    print(json.dumps({"bench": name, "impl": "torch", "unit": unit, **s, "threads": threads, "peer": "pytorch " + torch.__version__}))
 
 
 def main():
