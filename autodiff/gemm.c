@@ -139,11 +139,19 @@ static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_
                     for (int64_t i = rows; i < mr; i++) d[i] = 0;                                        \
                 }                                                                                        \
             } else {                                                                                     \
-                for (int64_t i = 0; i < rows; i++) {                                                     \
-                    const T *src = a + (i0 + i) * lda, *next = src + 2 * lda;                            \
-                    if (i + 2 < mc) /* rows are far apart: fetch the one after next early */             \
-                        for (int64_t p = 0; p < kc; p += 64 / (int64_t)sizeof(T)) __builtin_prefetch(next + p); \
-                    for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];                           \
+                /* p outer: each step writes one contiguous column of the panel and reads the       \
+                ** panel's rows side by side, fetching each row's next cache line ahead of use */       \
+                const T *src = a + i0 * lda;                                                             \
+                const int64_t line = 64 / (int64_t)sizeof(T);                                            \
+                for (int64_t p = 0; p < kc; p++) {                                                       \
+                    T *d = dst + p * mr;                                                                 \
+                    if (p % line == 0 && p + line < kc)                                                  \
+                        for (int64_t i = 0; i < rows; i++) __builtin_prefetch(src + i * lda + p + line); \
+                    if (rows == 12) { /* the AVX-512 tile: unrolled, no loop overhead per element */    \
+                        _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) d[i] = src[i * lda + p];    \
+                    } else {                                                                             \
+                        for (int64_t i = 0; i < rows; i++) d[i] = src[i * lda + p];                      \
+                    }                                                                                    \
                 }                                                                                        \
                 for (int64_t i = rows; i < mr; i++)                                                      \
                     for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = 0;                                \
