@@ -41,7 +41,7 @@ static int run_dir(const char *dir)
         n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* names is NULL for an empty directory */
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
         char path[4096];
