@@ -19,6 +19,10 @@
 
 #define UNROLL _Pragma("GCC unroll 32")
 
+/* gemm.c computes edge tiles into a stack buffer of AD__GEMM_MAX_TILE elements */
+_Static_assert(12 * 32 <= AD__GEMM_MAX_TILE && 6 * 16 <= AD__GEMM_MAX_TILE && 4 * 8 <= AD__GEMM_MAX_TILE,
+               "a kernel tile is larger than AD__GEMM_MAX_TILE");
+
 /* ---- portable C: 4 x 8 (F32) and 4 x 4 (F64) ---- */
 
 #define GENERIC_UKR(NAME, T, MR, NR)                                                                     \
