@@ -712,6 +712,58 @@ START_TEST(test_functional_errors)
 }
 END_TEST
 
+/* ---- allocation failure: every helper returns AD_ERR_NOMEM and leaks nothing ---- */
+
+typedef struct failing {
+    long allocs, live, fail_at;
+} failing;
+
+static void *failing_alloc(void *ud, void *ptr, size_t nsize)
+{
+    failing *c = ud;
+    if (nsize == 0) {
+        if (ptr) c->live--;
+        free(ptr);
+        return NULL;
+    }
+    if (++c->allocs >= c->fail_at) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p && !ptr) c->live++;
+    return p;
+}
+
+START_TEST(test_functional_nomem)
+{
+    ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(4), -1, 1, 16), *v = tu_rand(AD_F64, AD_SHAPE(4), -1, 1, 17);
+    ad_tensor *h = ad_tensor_new(AD_F64, AD_SHAPE(4, 4)), *o = ad_tensor_new(AD_F64, AD_SHAPE(4));
+    ad_tensor *j = ad_tensor_new(AD_F64, AD_SHAPE(1, 4)), *o0 = ad_tensor_new(AD_F64, AD_SCALAR_SHAPE);
+    for (int which = 0; which < 4; which++) {
+        bool passed = false;
+        for (long n = 1; n < 200 && !passed; n++) {
+            failing c = {0, 0, n};
+            ad_set_allocator(failing_alloc, &c);
+            ad_status s = which == 0   ? ad_jacobian(f_rosenbrock, NULL, x, j)
+                          : which == 1 ? ad_hessian(f_rosenbrock, NULL, x, h)
+                          : which == 2 ? ad_hvp(f_rosenbrock, NULL, x, v, o)
+                                       : ad_jvp(f_rosenbrock, NULL, x, v, o0);
+            ad_set_allocator(NULL, NULL);
+            ck_assert_msg(s == AD_OK || s == AD_ERR_NOMEM, "helper %d, failing allocation %ld: %s", which, n,
+                          ad_status_str(s));
+            ck_assert_msg(c.live == 0, "helper %d, failing allocation %ld: %ld blocks leaked", which, n, c.live);
+            passed = s == AD_OK;
+        }
+        ck_assert_msg(passed, "helper %d never succeeded", which);
+    }
+    double hh[16], g[4];
+    rosen_hess(x->data, 4, hh);
+    rosen_grad(x->data, 4, g);
+    tu_assert_values(h, hh, 1e-12, 1e-12);
+    tu_assert_values(j, g, 1e-12, 1e-12);
+    ad_tensor *t_list[] = {x, v, h, o, j, o0};
+    for (size_t i = 0; i < sizeof t_list / sizeof t_list[0]; i++) ad_tensor_free(t_list[i]);
+}
+END_TEST
+
 static Suite *higher_suite(void)
 {
     Suite *s = suite_create("higher");
@@ -728,6 +780,7 @@ static Suite *higher_suite(void)
     tcase_add_test(tc, test_jacobians);
     tcase_add_test(tc, test_jvp_matches_jacobian);
     tcase_add_test(tc, test_functional_errors);
+    tcase_add_test(tc, test_functional_nomem);
     suite_add_tcase(s, tc);
     return s;
 }
