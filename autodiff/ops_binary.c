@@ -170,14 +170,26 @@ void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
     if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, gy);
     if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, gy);
 }
+/* fast path: gy passed through, or summed down to a broadcast input's shape
+** (a bias) with the kernel of sum_to, as the recorded VJP does */
 bool ad__fast_add(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
 {
-    for (int j = 0; j < 2; j++) {
+    for (int j = 0; j < 2 && t->status == AD_OK; j++) {
+        if (!ad__needs(t, n, j)) continue;
         const ad_tensor *x = ad__in(t, n, j);
-        if (x->size != gy->size || x->ndim != gy->ndim) return false;
+        if (x->size == gy->size && x->ndim == gy->ndim) {
+            ad__gpass(t, n, j, gy);
+            continue;
+        }
+        bool fresh;
+        void *buf = ad__gslot(t, n, j, &fresh);
+        ad_tensor sum = *x, acc = *x;
+        sum.data = fresh ? buf : ad__arena_alloc(t, ad__nbytes(x));
+        if (!buf || !sum.data) return true;
+        ad__sum_to_kernel(&sum, gy);
+        acc.data = buf;
+        if (!fresh) ad__add_into(&acc, &sum);
     }
-    for (int j = 0; j < 2; j++)
-        if (ad__needs(t, n, j)) ad__gpass(t, n, j, gy);
     return true;
 }
 

@@ -46,6 +46,8 @@ static ad_var f_mm_twice(ad_var a, ad_var b)
     ad_var h = ad_matmul_t(a, a, true, false); /* a used as both operands: the second gradient adds in */
     return ad_add(ad_matmul(h, b), ad_matmul(ad_tanh(h), b));
 }
+/* A bias b added twice, on either side: its second gradient is summed into the first. */
+static ad_var f_bias_twice(ad_var a, ad_var b) { return ad_add(ad_add(a, b), ad_tanh(ad_add(b, a))); }
 
 typedef struct fcase {
     const char *name;
@@ -58,6 +60,8 @@ typedef struct fcase {
 static const fcase cases[] = {
     {"add", f_add, {3, 4}, {3, 4}, 2, 2, -2, 2},
     {"add broadcast", f_add, {3, 4}, {4}, 2, 1, -2, 2},
+    {"add broadcast twice", f_bias_twice, {3, 4}, {1, 4}, 2, 2, -2, 2},
+    {"add broadcast both", f_add, {3, 1}, {1, 4}, 2, 2, -2, 2},
     {"sub", f_sub, {2, 3, 2}, {2, 3, 2}, 3, 3, -2, 2},
     {"sub broadcast", f_sub, {2, 1, 2}, {3, 1}, 3, 2, -2, 2},
     {"mul", f_mul, {5}, {5}, 1, 1, -2, 2},
