@@ -389,7 +389,7 @@ typedef struct ad_check_report {
     int input;           /* which input (-1 when not applicable) */
     int64_t element;     /* flat index into that input (-1 in fast mode) */
     int64_t output;      /* flat index into the output (-1 in fast mode) */
-    double analytic;     /* the worst mismatch, or the largest error on a pass */
+    double analytic;     /* the worst mismatch; on a pass, the comparison closest to the tolerance */
     double numeric;
     double abs_err;
     double rel_err;
