@@ -33,7 +33,7 @@ int main(int argc, char **argv)
 {
     const char *dir = "/usr/share/datasets/fashion-mnist";
     const char *spec = "conv:32:3,pool:2,conv:64:3,pool:2,fc:128,fc:10";
-    int epochs = 10, threads = 2;
+    int epochs = 6, threads = 2;
     long limit = 0;
     double target = 0.0;
     for (int i = 1; i + 1 < argc; i += 2) {
