@@ -143,6 +143,7 @@ static void print_epoch(FILE *out, const nn_epoch_stats *s, int epochs, bool bar
     if (bar) fprintf(out, "\r%*s\r", 70, "");
     fprintf(out, "epoch %d/%d  loss %.4f  train acc %.2f%%", s->epoch, epochs, s->train_loss, 100.0 * s->train_acc);
     if (!isnan(s->val_loss)) fprintf(out, "  val loss %.4f  val acc %.2f%%", s->val_loss, 100.0 * s->val_acc);
+    if (s->skipped) fprintf(out, "  (%" PRId64 " non-finite step%s skipped)", s->skipped, s->skipped == 1 ? "" : "s");
     fprintf(out, "  %.1f s\n", s->seconds);
     fflush(out);
 }
@@ -165,6 +166,8 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
     ad_status st = check_dataset("nn_fit", train, "training", err, errlen);
     if (st != AD_OK) return st;
     nn_fit_opts o = opts ? *opts : nn_fit_defaults();
+    if (!(o.clip_norm >= 0) || isinf(o.clip_norm))
+        return nn__err(err, errlen, AD_ERR_ARG, "nn_fit: clip_norm %g must be finite and >= 0 (0: off)", o.clip_norm);
     if (o.epochs < 0 || o.batch_size < 1)
         return nn__err(err, errlen, AD_ERR_ARG, "nn_fit: epochs %d and batch size %" PRId64 " must be >= 0 and >= 1",
                        o.epochs, o.batch_size);
@@ -199,7 +202,7 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
         if (o.schedule) nn_optim_set_lr(opt, nn_schedule_lr(o.schedule, e));
         nn_module_set_training(m, true);
         double loss_sum = 0;
-        int64_t right = 0, seen = 0, r, i = 0;
+        int64_t right = 0, seen = 0, r, i = 0, skipped = 0;
         while ((r = nn_batcher_next(b, x, labels)) > 0) {
             i++;
             ad_tape_reset(t);
@@ -213,6 +216,10 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
                 break;
             }
             double lv = ad_item(loss);
+            if (!isfinite(lv) && o.skip_nonfinite) {
+                skipped++;
+                continue;
+            }
             if (!isfinite(lv)) {
                 st = nn__err(err, errlen, AD_ERR_NUMERIC,
                              "nn_fit: the loss is %g at epoch %d, step %" PRId64 " (batch %" PRId64 " of %" PRId64
@@ -225,7 +232,18 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
                         ad_tape_error(t));
                 break;
             }
-            if ((st = nn_optim_step(opt)) != AD_OK) {
+            if (o.clip_norm > 0 && (st = nn_clip_grad_norm(m, o.clip_norm, NULL)) != AD_OK && st != AD_ERR_NUMERIC) {
+                nn__err(err, errlen, st, "nn_fit: clipping the gradients failed at epoch %d, step %" PRId64, e + 1,
+                        nn_optim_steps(opt) + 1);
+                break;
+            }
+            if (st == AD_OK) st = nn_optim_step(opt); /* both refuse non-finite gradients and change nothing */
+            if (st == AD_ERR_NUMERIC && o.skip_nonfinite) {
+                st = AD_OK;
+                skipped++;
+                continue;
+            }
+            if (st != AD_OK) {
                 nn__err(err, errlen, st,
                         "nn_fit: a gradient holds NaN or Inf at epoch %d, step %" PRId64 "; stopped before that update",
                         e + 1, nn_optim_steps(opt) + 1);
@@ -243,7 +261,7 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
             break;
         }
         nn_epoch_stats s = {e + 1, nn_optim_steps(opt), nn_optim_lr(opt), loss_sum / (double)seen,
-                            (double)right / (double)seen, NAN, NAN, 0.0};
+                            (double)right / (double)seen, NAN, NAN, 0.0, skipped};
         if (o.val && (st = nn_evaluate(m, o.val, 256, &s.val_loss, &s.val_acc, err, errlen)) != AD_OK) break;
         nn_module_set_training(m, true);
         s.seconds = now_seconds() - t0;

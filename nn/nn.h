@@ -239,6 +239,7 @@ typedef struct nn_epoch_stats {
     double train_acc;  /* fraction of the epoch's samples classified right as they were trained on */
     double val_loss, val_acc;
     double seconds;    /* wall time of the epoch (training and validation) */
+    int64_t skipped;   /* steps of this epoch skipped as non-finite (opts.skip_nonfinite) */
 } nn_epoch_stats;
 
 typedef void (*nn_epoch_fn)(const nn_epoch_stats *s, void *ctx);
@@ -255,6 +256,10 @@ typedef struct nn_fit_opts {
     FILE *out;                   /* progress output; NULL: stderr */
     nn_epoch_fn on_epoch;        /* optional, called after each epoch */
     void *ctx;
+    bool skip_nonfinite;         /* skip a step whose loss or gradient is NaN or Inf (counted in
+                                 ** nn_epoch_stats.skipped) instead of stopping; default false */
+    double clip_norm;            /* > 0: clip the gradients to this global norm before each update
+                                 ** (nn_clip_grad_norm); default 0, off */
 } nn_fit_opts;
 
 /* The defaults listed above. */
@@ -264,8 +269,9 @@ NN_API nn_fit_opts nn_fit_defaults(void);
 ** logits against the labels; inputs are the pixels scaled to [0, 1] or the
 ** features) for opts->epochs epochs. One tape is reused for every step.
 ** last (may be NULL) receives the final epoch's figures. Errors: AD_ERR_ARG,
-** AD_ERR_NUMERIC when the loss becomes NaN or Inf (the message says at which
-** epoch and step; the update of that step is not applied), AD_ERR_IO for the
+** AD_ERR_NUMERIC when the loss or a gradient becomes NaN or Inf (the message
+** says at which epoch and step; the update of that step is not applied; with
+** opts->skip_nonfinite the step is skipped instead and training goes on), AD_ERR_IO for the
 ** log file, AD_ERR_NOMEM, or an engine error (e.g. AD_ERR_SHAPE when m does
 ** not take the data's dimension), with a message in err. */
 NN_API ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_fit_opts *opts,

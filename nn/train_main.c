@@ -41,6 +41,8 @@ static const char usage[] =
     "  --momentum X          SGD momentum (default 0.9)\n"
     "  --nesterov            SGD with Nesterov momentum\n"
     "  --weight-decay X      (default 0)\n"
+    "  --clip-norm X         clip gradients to global norm X before each update (default 0: off)\n"
+    "  --skip-nonfinite      skip a step whose loss or gradient is NaN/Inf instead of stopping\n"
     "  --schedule NAME       cosine, step, none (default cosine; step halves the lr every 5 epochs)\n"
     "  --epochs N            (default 12)\n"
     "  --batch-size N        (default 128)\n"
@@ -63,7 +65,8 @@ typedef struct config {
     const char *model; /* --model: a CNN spec (nn_model_from_spec) instead of --layers */
     nn_act act;
     const char *optimizer, *schedule;
-    double lr, momentum, weight_decay;
+    double lr, momentum, weight_decay, clip_norm;
+    bool skip_nonfinite;
     int epochs, threads;
     int64_t batch;
     uint64_t seed;
@@ -120,7 +123,7 @@ static int parse_args(int argc, char **argv, config *c)
 {
     enum { O_DATA = 256, O_TRAIN_CSV, O_TEST_CSV, O_LABEL_COL, O_CSV_HEADER, O_LAYERS, O_ACT, O_OPT, O_LR,
            O_MOMENTUM, O_NESTEROV, O_WD, O_SCHED, O_EPOCHS, O_BATCH, O_SEED, O_THREADS, O_SAVE, O_LOAD,
-           O_EVAL_ONLY, O_LOG, O_QUIET, O_MODEL };
+           O_EVAL_ONLY, O_LOG, O_QUIET, O_MODEL, O_CLIP, O_SKIP };
     static const struct option opts[] = {
         {"data", required_argument, 0, O_DATA}, {"train-csv", required_argument, 0, O_TRAIN_CSV},
         {"test-csv", required_argument, 0, O_TEST_CSV}, {"label-col", required_argument, 0, O_LABEL_COL},
@@ -133,7 +136,8 @@ static int parse_args(int argc, char **argv, config *c)
         {"threads", required_argument, 0, O_THREADS}, {"save", required_argument, 0, O_SAVE},
         {"load", required_argument, 0, O_LOAD}, {"eval-only", no_argument, 0, O_EVAL_ONLY},
         {"log", required_argument, 0, O_LOG}, {"quiet", no_argument, 0, O_QUIET},
-        {"model", required_argument, 0, O_MODEL}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"model", required_argument, 0, O_MODEL}, {"clip-norm", required_argument, 0, O_CLIP},
+        {"skip-nonfinite", no_argument, 0, O_SKIP}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int64_t v;
     opterr = 0;
     optind = 1;
@@ -171,6 +175,12 @@ static int parse_args(int argc, char **argv, config *c)
             if (!parse_f64(a, 0, 1, &c->momentum)) return usage_error("bad --momentum '%s'", a);
             break;
         case O_NESTEROV: c->nesterov = true; break;
+        case O_CLIP:
+            if (!parse_f64(a, 0, 1e30, &c->clip_norm)) return usage_error("bad --clip-norm '%s'", a);
+            break;
+        case O_SKIP:
+            c->skip_nonfinite = true;
+            break;
         case O_WD:
             if (!parse_f64(a, 0, 1e3, &c->weight_decay)) return usage_error("bad --weight-decay '%s'", a);
             break;
@@ -357,6 +367,8 @@ static int run(const config *c)
         fo.log_path = c->log;
         fo.out = stdout;
         fo.progress = c->quiet ? NN_PROGRESS_LINES : NN_PROGRESS_AUTO;
+        fo.clip_norm = c->clip_norm;
+        fo.skip_nonfinite = c->skip_nonfinite;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         nn_epoch_stats last;

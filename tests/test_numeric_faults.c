@@ -94,6 +94,73 @@ START_TEST(test_nan_input_stops_at_step)
 }
 END_TEST
 
+/* ---- asked to, nn_fit skips non-finite steps and goes on ---- */
+
+START_TEST(test_nan_input_skipped_when_asked)
+{
+    toy t;
+    toy_init(&t, 64, 1);
+    t.feat[4 * 37 + 2] = NAN; /* row 37: in the 5th batch of 8 */
+    t.feat[4 * 60 + 0] = INFINITY; /* row 60: in the 8th */
+    nn_module *m = toy_net(2);
+    nn_optim *o = nn_sgd(m, 0.1, 0.9, 0.0, false);
+    nn_fit_opts fo = quiet_opts(2, 8);
+    fo.skip_nonfinite = true;
+    nn_epoch_stats last;
+    char err[512];
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, &last, err, sizeof err), AD_OK);
+    ck_assert_int_eq(last.skipped, 2);                 /* in each epoch, the two bad batches */
+    ck_assert_int_eq(nn_optim_steps(o), 2 * (8 - 2)); /* and only the good ones were applied */
+    ck_assert(isfinite(last.train_loss));
+    nn_param *p;
+    int np = nn_module_params(m, &p);
+    for (int i = 0; i < np; i++)
+        for (int64_t k = 0; k < p[i].value->size; k++) ck_assert(isfinite(ad_tensor_get(p[i].value, k)));
+    nn_optim_free(o);
+    nn_module_free(m);
+}
+END_TEST
+
+/* clip_norm bounds every update: with SGD (no momentum) and lr 1, each step moves
+** the parameters by at most clip_norm in the global norm. */
+static double params_dist(nn_module *a, nn_module *b)
+{
+    nn_param *pa, *pb;
+    int n = nn_module_params(a, &pa);
+    nn_module_params(b, &pb);
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < pa[i].value->size; k++) {
+            double d = ad_tensor_get(pa[i].value, k) - ad_tensor_get(pb[i].value, k);
+            s += d * d;
+        }
+    return sqrt(s);
+}
+
+START_TEST(test_fit_clips_updates)
+{
+    toy t;
+    toy_init(&t, 8, 3);
+    nn_module *m = toy_net(4), *before = toy_net(4), *free_m = toy_net(4);
+    nn_optim *o = nn_sgd(m, 1.0, 0.0, 0.0, false), *fo_free = nn_sgd(free_m, 1.0, 0.0, 0.0, false);
+    nn_fit_opts fo = quiet_opts(1, 8);
+    char err[512];
+    ck_assert_int_eq(nn_fit(free_m, fo_free, &t.ds, &fo, NULL, err, sizeof err), AD_OK);
+    double unclipped = params_dist(free_m, before);
+    fo.clip_norm = unclipped / 4;
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, NULL, err, sizeof err), AD_OK);
+    ck_assert_double_eq_tol(params_dist(m, before), unclipped / 4, 1e-4 * unclipped);
+    fo.clip_norm = -1;
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, NULL, err, sizeof err), AD_ERR_ARG);
+    ck_assert_msg(strstr(err, "clip_norm") != NULL, "message: %s", err);
+    nn_optim_free(o);
+    nn_optim_free(fo_free);
+    nn_module_free(m);
+    nn_module_free(before);
+    nn_module_free(free_m);
+}
+END_TEST
+
 START_TEST(test_divergence_stops)
 {
     /* a linear model, huge inputs and a huge learning rate: the weights overflow
@@ -365,6 +432,8 @@ static Suite *numeric_faults_suite(void)
     Suite *s = suite_create("numeric_faults");
     TCase *fit = tcase_create("training");
     tcase_add_test(fit, test_nan_input_stops_at_step);
+    tcase_add_test(fit, test_nan_input_skipped_when_asked);
+    tcase_add_test(fit, test_fit_clips_updates);
     tcase_add_test(fit, test_divergence_stops);
     tcase_add_test(fit, test_optimizer_refuses_nonfinite);
     tcase_add_test(fit, test_manual_loop_skips_bad_steps);
