@@ -21,6 +21,17 @@ AD_SHARED void *ad__realloc(void *p, size_t n);
 AD_SHARED void ad__free(void *p);
 /* a * b into *out; false on overflow (or a negative operand). */
 AD_SHARED bool ad__mul_ok(int64_t a, int64_t b, int64_t *out);
+/* Formats "fn: path: message" into err (may be NULL) for the file readers and
+** writers; returns s. */
+AD_SHARED ad_status ad__file_error(char *err, size_t errlen, ad_status s, const char *fn, const char *path,
+                                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static inline bool ad__little_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
 
 /* ---- tensors ---- */
 

@@ -1,6 +1,8 @@
-/* alloc.c: the one allocator every allocation goes through, status names, dtypes, settings. */
+/* alloc.c: the one allocator every allocation goes through, status names, dtypes, file error messages. */
 #include "ad_internal.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* The process-wide settings. They are set once at start by explicit calls
@@ -88,4 +90,18 @@ const char *ad_dtype_name(ad_dtype d)
     case AD_F64: return "f64";
     }
     return "?";
+}
+
+ad_status ad__file_error(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
+{
+    if (err && errlen > 0) {
+        int k = snprintf(err, errlen, "%s: %s: ", fn, path ? path : "(null)");
+        if (k >= 0 && (size_t)k < errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return s;
 }

@@ -12,31 +12,6 @@
 #define NPY_MAGIC_LEN 6
 #define NPY_MAX_HEADER (1u << 20) /* far above any real header (NumPy itself caps at 10000) */
 
-/* Formats "fn: path: message" into err; returns s. */
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
-{
-    if (err && errlen > 0) {
-        int k = snprintf(err, errlen, "%s: %s: ", fn, path ? path : "(null)");
-        if (k >= 0 && (size_t)k < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return s;
-}
-
-static bool host_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
 /* Reverses the byte order of n items of `size` bytes each, in place. */
 static void swap_bytes(unsigned char *p, int64_t n, size_t size)
 {
@@ -225,7 +200,7 @@ static bool decode_descr(const char *d, npy_dtype *t)
     t->size = (size_t)(sz - '0');
     if (order == '|' && t->size != 1) return false;
     if (order != '<' && order != '>' && order != '|' && order != '=') return false;
-    t->big = order == '>' || (order == '=' && !host_little_endian());
+    t->big = order == '>' || (order == '=' && !ad__little_endian());
     switch (k) {
     case 'f':
         t->kind = K_FLOAT;
@@ -278,39 +253,39 @@ ad_status ad_npy_load(const char *path, ad_tensor **out, char *err, size_t errle
     static const char fn[] = "ad_npy_load";
     if (err && errlen) err[0] = '\0';
     if (out) *out = NULL;
-    if (!path || !out) return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
+    if (!path || !out) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
 
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    if (!f) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
     ad_status st = AD_OK;
     char *hdr = NULL;
     unsigned char *raw = NULL;
     ad_tensor *t = NULL;
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "fstat: %s", strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "fstat: %s", strerror(errno));
         goto done;
     }
     if (!S_ISREG(sb.st_mode)) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
         goto done;
     }
     uint64_t fsize = (uint64_t)sb.st_size;
 
     unsigned char pre[12];
     if (fsize < 10 || !read_exact(f, pre, 10)) {
-        st =
-            fail(err, errlen, AD_ERR_FORMAT, fn, path, "file too short (%" PRIu64 " bytes) for a .npy preamble", fsize);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "file too short (%" PRIu64 " bytes) for a .npy preamble", fsize);
         goto done;
     }
     if (memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "bad magic: not a .npy file");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "bad magic: not a .npy file");
         goto done;
     }
     int major = pre[6], minor = pre[7];
     if (major < 1 || major > 3 || minor != 0) {
-        st = fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "unsupported format version %d.%d (1.0, 2.0, 3.0 are)",
-                  major, minor);
+        st = ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
+                            "unsupported format version %d.%d (1.0, 2.0, 3.0 are)", major, minor);
         goto done;
     }
     uint64_t hlen, pos;
@@ -319,101 +294,105 @@ ad_status ad_npy_load(const char *path, ad_tensor **out, char *err, size_t errle
         pos = 10;
     } else {
         if (fsize < 12 || !read_exact(f, pre + 10, 2)) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "file too short for a version %d preamble", major);
+            st =
+                ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "file too short for a version %d preamble", major);
             goto done;
         }
         hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8 | (uint64_t)pre[10] << 16 | (uint64_t)pre[11] << 24;
         pos = 12;
     }
     if (hlen > NPY_MAX_HEADER) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "header length %" PRIu64 " over the limit %u", hlen,
-                  NPY_MAX_HEADER);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "header length %" PRIu64 " over the limit %u", hlen,
+                            NPY_MAX_HEADER);
         goto done;
     }
     if (hlen > fsize - pos) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                  "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", hlen, fsize);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", hlen, fsize);
         goto done;
     }
     hdr = ad__malloc((size_t)hlen + 1);
     if (!hdr) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for the header");
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for the header");
         goto done;
     }
     if (!read_exact(f, hdr, (size_t)hlen)) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "read error in the header");
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error in the header");
         goto done;
     }
     hdr[hlen] = '\0';
     pos += hlen;
     if (hlen == 0 || hdr[hlen - 1] != '\n') {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "header does not end with a newline");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "header does not end with a newline");
         goto done;
     }
     for (uint64_t i = 0; i < hlen; i++)
         if (hdr[i] == '\0') {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "NUL byte in the header");
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "NUL byte in the header");
             goto done;
         }
 
     npy_header h;
     char why[160];
     if (!parse_header(hdr, (size_t)hlen, &h, why, sizeof why)) {
-        st = fail(err, errlen, h.ndim > AD_MAX_DIMS ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, fn, path, "%s", why);
+        st =
+            ad__file_error(err, errlen, h.ndim > AD_MAX_DIMS ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, fn, path, "%s", why);
         goto done;
     }
     if (h.fortran) {
-        st = fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "fortran_order True is not supported (C order only)");
+        st = ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
+                            "fortran_order True is not supported (C order only)");
         goto done;
     }
     npy_dtype dt;
     if (!decode_descr(h.descr, &dt)) {
-        st = fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
-                  "dtype '%s' is not supported (f4, f8, integer and bool types are)", h.descr);
+        st = ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
+                            "dtype '%s' is not supported (f4, f8, integer and bool types are)", h.descr);
         goto done;
     }
     int64_t count = 1, nbytes;
     for (int i = 0; i < h.ndim; i++)
         if (!ad__mul_ok(count, h.shape[i], &count)) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "shape's element count overflows");
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "shape's element count overflows");
             goto done;
         }
     if (!ad__mul_ok(count, (int64_t)dt.size, &nbytes) || count > INT64_MAX / 16) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "data size overflows");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "data size overflows");
         goto done;
     }
     if ((uint64_t)nbytes > fsize - pos) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                  "truncated: shape needs %" PRId64 " data bytes, the file holds %" PRIu64, nbytes, fsize - pos);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "truncated: shape needs %" PRId64 " data bytes, the file holds %" PRIu64, nbytes,
+                            fsize - pos);
         goto done;
     }
     if ((uint64_t)nbytes < fsize - pos) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRIu64 " trailing bytes after the data",
-                  fsize - pos - (uint64_t)nbytes);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRIu64 " trailing bytes after the data",
+                            fsize - pos - (uint64_t)nbytes);
         goto done;
     }
 
     ad_dtype out_dt = dt.kind == K_FLOAT && dt.size == 4 ? AD_F32 : AD_F64;
     t = ad_tensor_new(out_dt, h.ndim, h.shape);
     if (!t) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " elements", count);
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " elements", count);
         goto done;
     }
-    bool swap = dt.size > 1 && dt.big == host_little_endian();
+    bool swap = dt.size > 1 && dt.big == ad__little_endian();
     if (dt.kind == K_FLOAT) {
         if (!read_exact(f, t->data, (size_t)nbytes)) {
-            st = fail(err, errlen, AD_ERR_IO, fn, path, "read error in the data");
+            st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error in the data");
             goto done;
         }
         if (swap) swap_bytes(t->data, count, dt.size);
     } else {
         raw = ad__malloc((size_t)nbytes);
         if (!raw) {
-            st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " elements", count);
+            st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " elements", count);
             goto done;
         }
         if (!read_exact(f, raw, (size_t)nbytes)) {
-            st = fail(err, errlen, AD_ERR_IO, fn, path, "read error in the data");
+            st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error in the data");
             goto done;
         }
         if (swap) swap_bytes(raw, count, dt.size);
@@ -438,11 +417,11 @@ ad_status ad_npy_save(const char *path, const ad_tensor *t, char *err, size_t er
 {
     static const char fn[] = "ad_npy_save";
     if (err && errlen) err[0] = '\0';
-    if (!path || !t) return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path or tensor");
+    if (!path || !t) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path or tensor");
     if (t->dtype != AD_F32 && t->dtype != AD_F64)
-        return fail(err, errlen, AD_ERR_ARG, fn, path, "unknown dtype %d", (int)t->dtype);
+        return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "unknown dtype %d", (int)t->dtype);
     if (t->ndim < 0 || t->ndim > AD_MAX_DIMS || (t->size > 0 && !t->data))
-        return fail(err, errlen, AD_ERR_ARG, fn, path, "malformed tensor");
+        return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "malformed tensor");
 
     /* dict, then spaces, then '\n', so that preamble + header is a multiple of 64 */
     char dict[64 + AD_MAX_DIMS * 24];
@@ -466,11 +445,11 @@ ad_status ad_npy_save(const char *path, const ad_tensor *t, char *err, size_t er
     head[total - 1] = '\n';
 
     FILE *f = fopen(path, "wb");
-    if (!f) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open for writing: %s", strerror(errno));
+    if (!f) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open for writing: %s", strerror(errno));
     size_t nbytes = ad__nbytes(t), esize = ad_dtype_size(t->dtype);
     bool ok = fwrite(head, 1, total, f) == total;
     if (ok && nbytes) {
-        if (host_little_endian()) {
+        if (ad__little_endian()) {
             ok = fwrite(t->data, 1, nbytes, f) == nbytes;
         } else {
             const unsigned char *p = t->data;
@@ -488,7 +467,7 @@ ad_status ad_npy_save(const char *path, const ad_tensor *t, char *err, size_t er
     }
     if (!ok) {
         remove(path);
-        return fail(err, errlen, AD_ERR_IO, fn, path, "write failed: %s", strerror(saved));
+        return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "write failed: %s", strerror(saved));
     }
     return AD_OK;
 }

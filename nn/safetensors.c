@@ -19,31 +19,6 @@
 #define ST_SUM_PREFIX "xxh3:"
 #define ST_TABLE_KEY "xxh3:__table__"
 
-/* Formats "fn: path: message" into err; returns s. */
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
-{
-    if (err && errlen > 0) {
-        int k = snprintf(err, errlen, "%s: %s: ", fn, path ? path : "(null)");
-        if (k >= 0 && (size_t)k < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return s;
-}
-
-static bool host_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
 /* One tensor of the table. */
 typedef struct st_entry {
     const char *name;
@@ -155,11 +130,12 @@ static ad_status build_header(const st_entry *ent, int n, int nmeta, const char 
     for (int i = 0; i < nmeta; i++) {
         json_t *v = json_string(meta[2 * i + 1]);
         if (!v) {
-            st = fail(err, errlen, AD_ERR_ARG, fn, path, "metadata value for '%s' is not valid UTF-8", meta[2 * i]);
+            st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "metadata value for '%s' is not valid UTF-8",
+                                meta[2 * i]);
             goto out;
         }
         if (json_object_set_new(md, meta[2 * i], v)) {
-            st = fail(err, errlen, AD_ERR_ARG, fn, path, "metadata key '%s' is not valid UTF-8", meta[2 * i]);
+            st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "metadata key '%s' is not valid UTF-8", meta[2 * i]);
             goto out;
         }
     }
@@ -167,7 +143,7 @@ static ad_status build_header(const st_entry *ent, int n, int nmeta, const char 
     for (int i = 0; i < n; i++) {
         json_t *name = json_string(names[i]); /* validates UTF-8 */
         if (!name) {
-            st = fail(err, errlen, AD_ERR_ARG, fn, path, "tensor name #%d is not valid UTF-8", i);
+            st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "tensor name #%d is not valid UTF-8", i);
             goto out;
         }
         json_decref(name);
@@ -205,8 +181,8 @@ static ad_status build_header(const st_entry *ent, int n, int nmeta, const char 
     }
     size_t need = json_dumpb(root, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (need == 0 || need > ST_MAX_HEADER - 8) {
-        st =
-            fail(err, errlen, need ? AD_ERR_ARG : AD_ERR_NOMEM, fn, path, "cannot encode the header (%zu bytes)", need);
+        st = ad__file_error(err, errlen, need ? AD_ERR_ARG : AD_ERR_NOMEM, fn, path,
+                            "cannot encode the header (%zu bytes)", need);
         goto out;
     }
     size_t padded = (need + 7) / 8 * 8;
@@ -219,7 +195,7 @@ static ad_status build_header(const st_entry *ent, int n, int nmeta, const char 
     st = AD_OK;
     goto out;
 nomem:
-    st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory building the header");
+    st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory building the header");
 out:
     ad__free(text);
     ad__free(sorted);
@@ -246,29 +222,31 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
     static const char fn[] = "nn_safetensors_save";
     if (err && errlen) err[0] = '\0';
     if (!path || n < 0 || (n > 0 && (!names || !tensors)) || nmeta < 0 || (nmeta > 0 && !meta))
-        return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path, names, tensors or meta, or a negative count");
-    if (!host_little_endian())
-        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
+        return ad__file_error(err, errlen, AD_ERR_ARG, fn, path,
+                              "NULL path, names, tensors or meta, or a negative count");
+    if (!ad__little_endian())
+        return ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
     for (int i = 0; i < nmeta; i++) {
         if (!meta[2 * i] || !meta[2 * i + 1])
-            return fail(err, errlen, AD_ERR_ARG, fn, path, "metadata pair #%d has a NULL string", i);
+            return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "metadata pair #%d has a NULL string", i);
         if (reserved_key(meta[2 * i]))
-            return fail(err, errlen, AD_ERR_ARG, fn, path, "metadata key '%s' is reserved", meta[2 * i]);
+            return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "metadata key '%s' is reserved", meta[2 * i]);
         for (int j = 0; j < i; j++)
             if (strcmp(meta[2 * i], meta[2 * j]) == 0)
-                return fail(err, errlen, AD_ERR_ARG, fn, path, "duplicate metadata key '%s'", meta[2 * i]);
+                return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "duplicate metadata key '%s'", meta[2 * i]);
     }
     for (int i = 0; i < n; i++) {
         const ad_tensor *t = tensors[i];
         if (!names[i] || !names[i][0] || strcmp(names[i], "__metadata__") == 0 || strcmp(names[i], "__table__") == 0)
-            return fail(err, errlen, AD_ERR_ARG, fn, path, "tensor #%d: NULL, empty or reserved name", i);
+            return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "tensor #%d: NULL, empty or reserved name", i);
         for (int j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0)
-                return fail(err, errlen, AD_ERR_ARG, fn, path, "duplicate tensor name '%s'", names[i]);
+                return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "duplicate tensor name '%s'", names[i]);
         if (!t || t->ndim < 0 || t->ndim > AD_MAX_DIMS || (t->size > 0 && !t->data))
-            return fail(err, errlen, AD_ERR_ARG, fn, path, "tensor '%s': NULL or malformed", names[i]);
+            return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "tensor '%s': NULL or malformed", names[i]);
         if (t->dtype != AD_F32 && t->dtype != AD_F64)
-            return fail(err, errlen, AD_ERR_DTYPE, fn, path, "tensor '%s': dtype is not F32 or F64", names[i]);
+            return ad__file_error(err, errlen, AD_ERR_DTYPE, fn, path, "tensor '%s': dtype is not F32 or F64",
+                                  names[i]);
     }
 
     ad_status st = AD_OK;
@@ -278,7 +256,7 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
     int fd = -1;
     size_t hlen = 0;
     if (!ent) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
         goto done;
     }
     int64_t off = 0;
@@ -291,7 +269,7 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
         ent[i].src = t;
         ent[i].begin = off;
         if ((int64_t)ad__nbytes(t) > INT64_MAX - off) {
-            st = fail(err, errlen, AD_ERR_ARG, fn, path, "total size overflows");
+            st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "total size overflows");
             goto done;
         }
         off += (int64_t)ad__nbytes(t);
@@ -304,14 +282,14 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
     tmp = ad__malloc(tl);
     dir = dir_of(path);
     if (!tmp || !dir) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
         goto done;
     }
     snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     created = fd >= 0;
     if (fd < 0) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", tmp, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", tmp, strerror(errno));
         goto done;
     }
     unsigned char lenb[8];
@@ -319,32 +297,32 @@ ad_status nn_safetensors_save(const char *path, int n, const char *const *names,
     bool ok = write_all(fd, lenb, 8) && write_all(fd, hdr, hlen);
     for (int i = 0; ok && i < n; i++) ok = write_all(fd, tensors[i]->data, ad__nbytes(tensors[i]));
     if (!ok) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "write(%s): %s", tmp, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "write(%s): %s", tmp, strerror(errno));
         goto done;
     }
     if (fsync(fd) != 0) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", tmp, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", tmp, strerror(errno));
         goto done;
     }
     int c = close(fd);
     fd = -1;
     if (c != 0 && errno != EINTR) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "close(%s): %s", tmp, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "close(%s): %s", tmp, strerror(errno));
         goto done;
     }
     if (rename(tmp, path) != 0) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "rename(%s, %s): %s", tmp, path, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "rename(%s, %s): %s", tmp, path, strerror(errno));
         goto done;
     }
     created = false; /* renamed: nothing to remove any more */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", dir, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", dir, strerror(errno));
         goto done;
     }
     /* some file systems cannot fsync a directory (EINVAL): the rename stands */
     if (fsync(dfd) != 0 && errno != EINVAL)
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", dir, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", dir, strerror(errno));
     close(dfd);
 done:
     if (fd >= 0) close(fd);
@@ -395,71 +373,73 @@ static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_
 {
     e->name = name;
     if (!json_is_object(v))
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': entry is not an object", name);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': entry is not an object", name);
     const char *k;
     json_t *x;
     json_object_foreach(v, k, x)
     {
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
-            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': unexpected key '%s'", name, k);
+            return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': unexpected key '%s'", name, k);
     }
     json_t *dt = json_object_get(v, "dtype"), *sh = json_object_get(v, "shape"),
            *of = json_object_get(v, "data_offsets");
     if (!dt || !sh || !of)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': missing \"%s\"", name,
-                    !dt   ? "dtype"
-                    : !sh ? "shape"
-                          : "data_offsets");
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': missing \"%s\"", name,
+                              !dt   ? "dtype"
+                              : !sh ? "shape"
+                                    : "data_offsets");
     const char *ds = json_string_value(dt);
-    if (!ds) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': dtype is not a string", name);
+    if (!ds) return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': dtype is not a string", name);
     if (strcmp(ds, "F32") == 0)
         e->dtype = AD_F32;
     else if (strcmp(ds, "F64") == 0)
         e->dtype = AD_F64;
     else if (known_other_dtype(ds))
-        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "tensor '%s': dtype %s is not supported (F32, F64 are)",
-                    name, ds);
+        return ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
+                              "tensor '%s': dtype %s is not supported (F32, F64 are)", name, ds);
     else
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': unknown dtype '%s'", name, ds);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': unknown dtype '%s'", name, ds);
     if (!json_is_array(sh))
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape is not an array", name);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape is not an array", name);
     if (json_array_size(sh) > AD_MAX_DIMS)
-        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "tensor '%s': more than %d dimensions", name,
-                    AD_MAX_DIMS);
+        return ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "tensor '%s': more than %d dimensions", name,
+                              AD_MAX_DIMS);
     e->ndim = (int)json_array_size(sh);
     int64_t count = 1, nbytes;
     for (int d = 0; d < e->ndim; d++) {
         json_t *s = json_array_get(sh, (size_t)d);
         if (!json_is_integer(s))
-            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape holds a non-integer", name);
+            return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape holds a non-integer", name);
         e->shape[d] = json_integer_value(s);
         if (e->shape[d] < 0)
-            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': negative dimension %" PRId64, name,
-                        e->shape[d]);
+            return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': negative dimension %" PRId64,
+                                  name, e->shape[d]);
         if (!ad__mul_ok(count, e->shape[d], &count))
-            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape's element count overflows", name);
+            return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': shape's element count overflows",
+                                  name);
     }
     if (!ad__mul_ok(count, (int64_t)ad_dtype_size(e->dtype), &nbytes) || count > INT64_MAX / 16)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': byte size overflows", name);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': byte size overflows", name);
     if (!json_is_array(of) || json_array_size(of) != 2 || !json_is_integer(json_array_get(of, 0)) ||
         !json_is_integer(json_array_get(of, 1)))
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': data_offsets is not [begin, end]", name);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': data_offsets is not [begin, end]",
+                              name);
     e->begin = json_integer_value(json_array_get(of, 0));
     e->end = json_integer_value(json_array_get(of, 1));
     if (e->begin < 0 || e->end < 0)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': negative data_offsets", name);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': negative data_offsets", name);
     if (e->begin > e->end)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s': data_offsets begin %" PRId64 " > end %" PRId64,
-                    name, e->begin, e->end);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                              "tensor '%s': data_offsets begin %" PRId64 " > end %" PRId64, name, e->begin, e->end);
     if (e->end > data_size)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                    "tensor '%s': data_offsets end %" PRId64 " past the end of the data (%" PRId64 " bytes)", name,
-                    e->end, data_size);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                              "tensor '%s': data_offsets end %" PRId64 " past the end of the data (%" PRId64 " bytes)",
+                              name, e->end, data_size);
     if (e->end - e->begin != nbytes) {
         char sb[160];
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                    "tensor '%s': shape %s %s needs %" PRId64 " bytes, data_offsets span %" PRId64, name,
-                    ad_shape_str(e->ndim, e->shape, sb, sizeof sb), ds, nbytes, e->end - e->begin);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                              "tensor '%s': shape %s %s needs %" PRId64 " bytes, data_offsets span %" PRId64, name,
+                              ad_shape_str(e->ndim, e->shape, sb, sizeof sb), ds, nbytes, e->end - e->begin);
     }
     return AD_OK;
 }
@@ -470,18 +450,18 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
     static const char fn[] = "nn_safetensors_load";
     if (err && errlen) err[0] = '\0';
     if (!path || n < 0 || (n > 0 && (!names || !dst)))
-        return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path, names or dst, or a negative count");
+        return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path, names or dst, or a negative count");
     for (int i = 0; i < n; i++) {
-        if (!names[i] || !dst[i]) return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL name or dst #%d", i);
+        if (!names[i] || !dst[i]) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL name or dst #%d", i);
         for (int j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0)
-                return fail(err, errlen, AD_ERR_ARG, fn, path, "name '%s' requested twice", names[i]);
+                return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "name '%s' requested twice", names[i]);
     }
-    if (!host_little_endian())
-        return fail(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
+    if (!ad__little_endian())
+        return ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
     ad_status st = AD_OK;
     char *hdr = NULL;
     unsigned char *data = NULL;
@@ -489,50 +469,51 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
     st_entry *ent = NULL;
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
         goto done;
     }
     uint64_t fsize = (uint64_t)sb.st_size;
     unsigned char lenb[8];
     if (fsize < 8) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "file too short (%" PRIu64 " bytes) for the header length",
-                  fsize);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "file too short (%" PRIu64 " bytes) for the header length", fsize);
         goto done;
     }
     if (!read_all(fd, lenb, 8)) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
         goto done;
     }
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)lenb[i] << (8 * i);
     if (hlen > ST_MAX_HEADER) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "header length %" PRIu64 " over the limit of %u bytes", hlen,
-                  ST_MAX_HEADER);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "header length %" PRIu64 " over the limit of %u bytes", hlen, ST_MAX_HEADER);
         goto done;
     }
     if (hlen > fsize - 8) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                  "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", hlen, fsize);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", hlen, fsize);
         goto done;
     }
     int64_t data_size = (int64_t)(fsize - 8 - hlen);
     hdr = ad__malloc((size_t)hlen + 1);
     if (!hdr) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for the header");
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for the header");
         goto done;
     }
     if (!read_all(fd, hdr, (size_t)hlen)) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
         goto done;
     }
     json_error_t jerr;
     root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "invalid JSON header: %s (byte %d)", jerr.text, jerr.position);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "invalid JSON header: %s (byte %d)", jerr.text,
+                            jerr.position);
         goto done;
     }
     if (!json_is_object(root)) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "header is not a JSON object");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "header is not a JSON object");
         goto done;
     }
 
@@ -541,7 +522,7 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
     size_t nent = json_object_size(root) - (md ? 1 : 0);
     ent = ad__calloc(nent + 1, sizeof *ent);
     if (!ent) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu entries", nent);
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu entries", nent);
         goto done;
     }
     size_t k = 0;
@@ -557,47 +538,48 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
     int64_t pos = 0;
     for (size_t i = 0; i < nent; i++) {
         if (ent[i].begin < pos) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s' overlaps tensor '%s'", ent[i].name,
-                      ent[i - 1].name);
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s' overlaps tensor '%s'", ent[i].name,
+                                ent[i - 1].name);
             goto done;
         }
         if (ent[i].begin > pos) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "gap of %" PRId64 " bytes before tensor '%s'",
-                      ent[i].begin - pos, ent[i].name);
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "gap of %" PRId64 " bytes before tensor '%s'",
+                                ent[i].begin - pos, ent[i].name);
             goto done;
         }
         pos = ent[i].end;
     }
     if (pos != data_size) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRId64 " trailing bytes after the last tensor",
-                  data_size - pos);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRId64 " trailing bytes after the last tensor",
+                            data_size - pos);
         goto done;
     }
 
     /* the metadata */
     if (!md || !json_is_object(md)) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                  md ? "__metadata__ is not an object" : "no __metadata__: not an autodiff checkpoint");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            md ? "__metadata__ is not an object" : "no __metadata__: not an autodiff checkpoint");
         goto done;
     }
     json_object_foreach(md, key, val)
     {
         if (!json_is_string(val)) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "__metadata__ value for '%s' is not a string", key);
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "__metadata__ value for '%s' is not a string",
+                                key);
             goto done;
         }
     }
     const char *fmt = json_string_value(json_object_get(md, "format"));
     const char *ver = json_string_value(json_object_get(md, "version"));
     if (!fmt || strcmp(fmt, ST_FORMAT) != 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "metadata format is %s%s%s, expected '" ST_FORMAT "'",
-                  fmt ? "'" : "", fmt ? fmt : "missing", fmt ? "'" : "");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "metadata format is %s%s%s, expected '" ST_FORMAT "'",
+                            fmt ? "'" : "", fmt ? fmt : "missing", fmt ? "'" : "");
         goto done;
     }
     if (!ver || strcmp(ver, ST_VERSION) != 0) {
-        st = fail(err, errlen, ver ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, fn, path,
-                  "checkpoint version %s%s%s is not supported (expected '" ST_VERSION "')", ver ? "'" : "",
-                  ver ? ver : "missing", ver ? "'" : "");
+        st = ad__file_error(err, errlen, ver ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, fn, path,
+                            "checkpoint version %s%s%s is not supported (expected '" ST_VERSION "')", ver ? "'" : "",
+                            ver ? ver : "missing", ver ? "'" : "");
         goto done;
     }
     size_t plen = strlen(ST_SUM_PREFIX);
@@ -607,23 +589,24 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
         bool found = false;
         for (size_t i = 0; i < nent && !found; i++) found = strcmp(ent[i].name, key + plen) == 0;
         if (!found) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "checksum for a tensor '%s' not in the file", key + plen);
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "checksum for a tensor '%s' not in the file",
+                                key + plen);
             goto done;
         }
     }
     char want[17];
     const char *table_sum = json_string_value(json_object_get(md, ST_TABLE_KEY));
     if (!table_sum) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no table checksum (" ST_TABLE_KEY ")");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no table checksum (" ST_TABLE_KEY ")");
         goto done;
     }
     if (!table_hash(ent, (int64_t)nent, want)) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
         goto done;
     }
     if (strcmp(table_sum, want) != 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                  "table checksum mismatch: the file says %.20s, the table hashes to %s", table_sum, want);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "table checksum mismatch: the file says %.20s, the table hashes to %s", table_sum, want);
         goto done;
     }
 
@@ -633,42 +616,43 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
         for (size_t j = 0; j < nent && !e; j++)
             if (strcmp(ent[j].name, names[i]) == 0) e = &ent[j];
         if (!e) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no tensor '%s' in the file", names[i]);
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no tensor '%s' in the file", names[i]);
             goto done;
         }
         e->used = true;
         if (e->dtype != dst[i]->dtype) {
-            st = fail(err, errlen, AD_ERR_DTYPE, fn, path, "tensor '%s' is %s in the file, %s expected", names[i],
-                      st_dtype_name(e->dtype), st_dtype_name(dst[i]->dtype));
+            st = ad__file_error(err, errlen, AD_ERR_DTYPE, fn, path, "tensor '%s' is %s in the file, %s expected",
+                                names[i], st_dtype_name(e->dtype), st_dtype_name(dst[i]->dtype));
             goto done;
         }
         if (e->ndim != dst[i]->ndim || memcmp(e->shape, dst[i]->shape, (size_t)e->ndim * sizeof(int64_t)) != 0) {
             char a[160], b[160];
-            st = fail(err, errlen, AD_ERR_SHAPE, fn, path, "tensor '%s' has shape %s in the file, %s expected",
-                      names[i], ad_shape_str(e->ndim, e->shape, a, sizeof a),
-                      ad_shape_str(dst[i]->ndim, dst[i]->shape, b, sizeof b));
+            st = ad__file_error(
+                err, errlen, AD_ERR_SHAPE, fn, path, "tensor '%s' has shape %s in the file, %s expected", names[i],
+                ad_shape_str(e->ndim, e->shape, a, sizeof a), ad_shape_str(dst[i]->ndim, dst[i]->shape, b, sizeof b));
             goto done;
         }
         if (dst[i]->size > 0 && !dst[i]->data) {
-            st = fail(err, errlen, AD_ERR_ARG, fn, path, "dst for '%s' has no data", names[i]);
+            st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "dst for '%s' has no data", names[i]);
             goto done;
         }
     }
     for (size_t j = 0; j < nent; j++)
         if (!ent[j].used) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "unexpected tensor '%s' in the file", ent[j].name);
+            st =
+                ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "unexpected tensor '%s' in the file", ent[j].name);
             goto done;
         }
 
     /* the data, checked against every checksum before any dst is written */
     data = ad__malloc(data_size > 0 ? (size_t)data_size : 1);
     if (!data) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " data bytes", data_size);
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " data bytes", data_size);
         goto done;
     }
     if (!read_all(fd, data, (size_t)data_size)) {
-        st = fail(err, errlen, errno ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the data: %s",
-                  errno ? strerror(errno) : "file shrank while reading");
+        st = ad__file_error(err, errlen, errno ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the data: %s",
+                            errno ? strerror(errno) : "file shrank while reading");
         goto done;
     }
     for (size_t j = 0; j < nent; j++) {
@@ -680,7 +664,7 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
             size_t kl = plen + strlen(ent[j].name) + 1;
             char *kk = ad__malloc(kl);
             if (!kk) {
-                st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+                st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
                 goto done;
             }
             snprintf(kk, kl, "%s%s", ST_SUM_PREFIX, ent[j].name);
@@ -688,14 +672,14 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
             ad__free(kk);
         }
         if (!sum) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no checksum for tensor '%s'", ent[j].name);
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no checksum for tensor '%s'", ent[j].name);
             goto done;
         }
         hash_hex(XXH3_64bits(data + ent[j].begin, (size_t)(ent[j].end - ent[j].begin)), want);
         if (strcmp(sum, want) != 0) {
-            st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                      "checksum mismatch for tensor '%s': the file says %.20s, the data hashes to %s", ent[j].name, sum,
-                      want);
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                                "checksum mismatch for tensor '%s': the file says %.20s, the data hashes to %s",
+                                ent[j].name, sum, want);
             goto done;
         }
     }
