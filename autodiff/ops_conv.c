@@ -489,23 +489,27 @@ static void maxpool(const geom *q, const ad_tensor *x, const ad_tensor *g, ad_te
         maxpool_f32(q, x->data, g ? g->data : NULL, y->data, mode);
 }
 
-/* max_pool2d: y[n,c,oy,ox] = max over the window of x (padding excluded);
-** VJP: gx = max_pool2d_grad(x, gy) (all of gy to the window's first maximum) */
-ad_var ad_max_pool2d_ex(ad_var x, const ad_pool2d_params *pp)
+/* Records a pooling op (max or average) after checking its parameters against x. */
+static ad_var pool_op(ad_op op, ad_var x, const ad_pool2d_params *pp)
 {
+    const char *name = ad__ops[op].name;
     ad_tape *t;
-    if (!ad__begin("ad_max_pool2d", 1, &x, &t)) return ad__invalid(t);
+    if (!ad__begin(name, 1, &x, &t)) return ad__invalid(t);
     if (!pp) {
-        ad__fail(t, AD_ERR_ARG, "ad_max_pool2d: params is NULL");
+        ad__fail(t, AD_ERR_ARG, "%s: params is NULL", name);
         return ad__invalid(t);
     }
     ad_pool2d_params p = *pp;
     geom q;
-    if (!pool_check(t, "ad_max_pool2d", ad__val(x), &p, &q)) return ad__invalid(t);
+    if (!pool_check(t, name, ad__val(x), &p, &q)) return ad__invalid(t);
     ad_attr a;
     pool_attr(&p, &a);
-    return ad__emit(t, AD_OP_MAX_POOL2D, 1, &x, ad__val(x)->dtype, 4, (const int64_t[]){q.n, q.c, q.oh, q.ow}, &a);
+    return ad__emit(t, op, 1, &x, ad__val(x)->dtype, 4, (const int64_t[]){q.n, q.c, q.oh, q.ow}, &a);
 }
+
+/* max_pool2d: y[n,c,oy,ox] = max over the window of x (padding excluded);
+** VJP: gx = max_pool2d_grad(x, gy) (all of gy to the window's first maximum) */
+ad_var ad_max_pool2d_ex(ad_var x, const ad_pool2d_params *pp) { return pool_op(AD_OP_MAX_POOL2D, x, pp); }
 
 ad_var ad_max_pool2d(ad_var x, int64_t kernel, int64_t stride, int64_t padding)
 {
@@ -653,21 +657,7 @@ static void avgpool(const geom *q, ad_tensor *x, ad_tensor *y, bool adjoint)
 
 /* avg_pool2d: y[n,c,oy,ox] = (1 / (kh kw)) sum over the window of x (zero padding counted);
 ** VJP: gx = avg_pool2d_grad(gy) */
-ad_var ad_avg_pool2d_ex(ad_var x, const ad_pool2d_params *pp)
-{
-    ad_tape *t;
-    if (!ad__begin("ad_avg_pool2d", 1, &x, &t)) return ad__invalid(t);
-    if (!pp) {
-        ad__fail(t, AD_ERR_ARG, "ad_avg_pool2d: params is NULL");
-        return ad__invalid(t);
-    }
-    ad_pool2d_params p = *pp;
-    geom q;
-    if (!pool_check(t, "ad_avg_pool2d", ad__val(x), &p, &q)) return ad__invalid(t);
-    ad_attr a;
-    pool_attr(&p, &a);
-    return ad__emit(t, AD_OP_AVG_POOL2D, 1, &x, ad__val(x)->dtype, 4, (const int64_t[]){q.n, q.c, q.oh, q.ow}, &a);
-}
+ad_var ad_avg_pool2d_ex(ad_var x, const ad_pool2d_params *pp) { return pool_op(AD_OP_AVG_POOL2D, x, pp); }
 
 ad_var ad_avg_pool2d(ad_var x, int64_t kernel, int64_t stride, int64_t padding)
 {
