@@ -246,6 +246,14 @@ static inline bool ad__needs(const ad_tape *t, const ad_node *n, int i)
 {
     return (ad__node(t, n->in[i])->flags & AD_NODE_REQ_GRAD) != 0;
 }
+/* g summed over the axes input i was broadcast along, back to input i's shape
+** (g itself when the shapes already agree). */
+static inline ad_var ad__unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g)
+{
+    const ad_tensor *x = ad__in(t, n, i), *gv = ad_value(g);
+    if (!gv || ad_shape_equal(gv, x)) return g;
+    return ad_sum_to(g, x->ndim, x->shape);
+}
 
 /* ---- kernels shared between families ---- */
 

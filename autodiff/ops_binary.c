@@ -112,15 +112,6 @@ static ad_var binary(ad_op op, ad_var a, ad_var b)
     return ad__emit(t, op, 2, xs, va->dtype, nd, shape, NULL);
 }
 
-/* g summed over the axes input i was broadcast along, back to input i's shape. */
-static ad_var unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g)
-{
-    const ad_tensor *x = ad__in(t, n, i);
-    const ad_tensor *gv = ad_value(g);
-    if (!gv || ad_shape_equal(gv, x)) return g;
-    return ad_sum_to(g, x->ndim, x->shape);
-}
-
 /* The fast path (see ad_internal.h), for inputs of the output's shape only:
 ** broadcast inputs decline and take the recorded VJP. GA/GB are the formulas
 ** for each input in terms of g = dL/dy, a, b and y, ordered as in the VJP. */
@@ -167,8 +158,8 @@ FWD(add)
 ad_var ad_add(ad_var a, ad_var b) { return binary(AD_OP_ADD, a, b); }
 void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
-    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, gy);
-    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, gy);
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gy);
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, gy);
 }
 /* fast path: gy passed through, or summed down to a broadcast input's shape
 ** (a bias) with the kernel of sum_to, as the recorded VJP does */
@@ -199,8 +190,8 @@ FWD(sub)
 ad_var ad_sub(ad_var a, ad_var b) { return binary(AD_OP_SUB, a, b); }
 void ad__vjp_sub(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
-    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, gy);
-    if (ad__needs(t, n, 1)) gx[1] = ad_neg(unbroadcast(t, n, 1, gy));
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gy);
+    if (ad__needs(t, n, 1)) gx[1] = ad_neg(ad__unbroadcast(t, n, 1, gy));
 }
 FAST_BIN(sub, g, -g)
 
@@ -210,8 +201,8 @@ FWD(mul)
 ad_var ad_mul(ad_var a, ad_var b) { return binary(AD_OP_MUL, a, b); }
 void ad__vjp_mul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
-    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, ad_mul(gy, ad__inv(t, n, 1)));
-    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_mul(gy, ad__inv(t, n, 0)));
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad__inv(t, n, 1)));
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad__inv(t, n, 0)));
 }
 FAST_BIN(mul, g *b, g *a)
 
@@ -222,8 +213,8 @@ ad_var ad_div(ad_var a, ad_var b) { return binary(AD_OP_DIV, a, b); }
 void ad__vjp_div(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var b = ad__inv(t, n, 1);
-    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, ad_div(gy, b));
-    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_neg(ad_mul(gy, ad_div(ad__var(t, self), b))));
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_div(gy, b));
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_neg(ad_mul(gy, ad_div(ad__var(t, self), b))));
 }
 FAST_BIN(div, g / b, -(g * (y / b)))
 
@@ -235,8 +226,8 @@ ad_var ad_pow(ad_var a, ad_var b) { return binary(AD_OP_POW, a, b); }
 void ad__vjp_pow(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var a = ad__inv(t, n, 0), b = ad__inv(t, n, 1);
-    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, ad_mul(gy, ad_mul(b, ad_pow(a, ad_add_scalar(b, -1.0)))));
-    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_mul(gy, ad_xlogy(ad__var(t, self), a)));
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_mul(b, ad_pow(a, ad_add_scalar(b, -1.0)))));
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_xlogy(ad__var(t, self), a)));
 }
 
 /* maximum: y = max(a, b), NaN propagates; VJP: ga = sum_to(gy * m), gb = sum_to(gy * (1 - m)),
@@ -247,8 +238,8 @@ ad_var ad_maximum(ad_var a, ad_var b) { return binary(AD_OP_MAXIMUM, a, b); }
 static void minmax_vjp(ad_tape *t, const ad_node *n, ad_var gy, ad_var *gx, ad_var m)
 {
     ad_var gm = ad_mul(gy, m);
-    if (ad__needs(t, n, 0)) gx[0] = unbroadcast(t, n, 0, gm);
-    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_sub(gy, gm));
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gm);
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_sub(gy, gm));
 }
 void ad__vjp_maximum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
@@ -274,9 +265,9 @@ void ad__vjp_xlogy(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_va
     ad_var x = ad__inv(t, n, 0), z = ad__inv(t, n, 1);
     if (ad__needs(t, n, 0)) {
         ad_var s = ad_sign(x);
-        gx[0] = unbroadcast(t, n, 0, ad_mul(gy, ad_xlogy(ad_mul(s, s), z)));
+        gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_xlogy(ad_mul(s, s), z)));
     }
-    if (ad__needs(t, n, 1)) gx[1] = unbroadcast(t, n, 1, ad_mul(gy, ad_div(x, z)));
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_div(x, z)));
 }
 
 /* ---- masks (not differentiable) used by the VJPs above ---- */

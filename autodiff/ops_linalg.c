@@ -115,24 +115,17 @@ ad_status ad__fwd_matmul(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 
-static ad_var unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g)
-{
-    const ad_tensor *x = ad__in(t, n, i), *gv = ad_value(g);
-    if (!gv || ad_shape_equal(gv, x)) return g;
-    return ad_sum_to(g, x->ndim, x->shape);
-}
-
 void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var a = ad__inv(t, n, 0), b = ad__inv(t, n, 1);
     bool ta = n->attr.i[0], tb = n->attr.i[1];
     if (ad__needs(t, n, 0)) {
         ad_var g = !ta ? ad_matmul_t(gy, b, false, !tb) : ad_matmul_t(b, gy, tb, true);
-        gx[0] = unbroadcast(t, n, 0, g);
+        gx[0] = ad__unbroadcast(t, n, 0, g);
     }
     if (ad__needs(t, n, 1)) {
         ad_var g = !tb ? ad_matmul_t(a, gy, !ta, false) : ad_matmul_t(gy, a, true, ta);
-        gx[1] = unbroadcast(t, n, 1, g);
+        gx[1] = ad__unbroadcast(t, n, 1, g);
     }
 }
 
