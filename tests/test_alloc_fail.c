@@ -8,6 +8,7 @@
 
 #include "ad.h"
 #include "nn.h"
+#include "test_io_util.h"
 #include "test_util.h"
 
 /*
@@ -622,21 +623,6 @@ typedef struct ckpt_ctx {
     size_t old_n;
 } ckpt_ctx;
 
-static unsigned char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
-    long len = ftell(f);
-    rewind(f);
-    unsigned char *b = malloc((size_t)len + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_uint_eq(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static ad_status op_save(fault_alloc *fa, void *ctx)
 {
     (void)fa;
@@ -644,7 +630,7 @@ static ad_status op_save(fault_alloc *fa, void *ctx)
     char err[256];
     ad_status s = nn_save(c->path, c->other, c->other_o, &c->rng, err, sizeof err);
     size_t n;
-    unsigned char *now = read_all(c->path, &n);
+    unsigned char *now = tio_read(c->path, &n);
     if (s != AD_OK) {
         ck_assert_msg(strstr(err, "memory") != NULL, "message: %s", err);
         ck_assert(n == c->old_n && memcmp(now, c->old, n) == 0);
@@ -695,7 +681,7 @@ START_TEST(test_nn_save_load)
     ad_rng_seed(&c.rng, 5);
     char err[256];
     ck_assert_msg(nn_save(c.path, c.m, c.o, &c.rng, err, sizeof err) == AD_OK, "%s", err);
-    c.old = read_all(c.path, &c.old_n);
+    c.old = tio_read(c.path, &c.old_n);
     /* saving `other` over the file: any failure keeps the old bytes */
     long a = sweep("nn_save", op_save, &c, false);
     long b = sweep("nn_save", op_save, &c, true);

@@ -12,26 +12,8 @@
 #include <unistd.h>
 
 #include "nn.h"
+#include "test_io_util.h"
 #include "test_util.h"
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    size_t cap = 1 << 20, len = 0;
-    unsigned char *b = malloc(cap);
-    ck_assert_ptr_nonnull(b);
-    for (;;) {
-        size_t k = fread(b + len, 1, cap - len, f);
-        len += k;
-        if (len < cap) break;
-        b = realloc(b, cap *= 2);
-        ck_assert_ptr_nonnull(b);
-    }
-    fclose(f);
-    *n = len;
-    return b;
-}
 
 /* Removes the temporary files a killed save left ("<name>.tmp.<pid>"); returns how many. */
 static int remove_temps(const char *dir, const char *name)
@@ -72,7 +54,7 @@ static void version_make(version *v, int64_t width, uint64_t seed, const char *p
     ck_assert_ptr_nonnull(v->opt);
     char err[512];
     ck_assert_msg(nn_save(path, v->net, v->opt, &v->rng, err, sizeof err) == AD_OK, "%s", err);
-    v->bytes = slurp(path, &v->n);
+    v->bytes = tio_read(path, &v->n);
 }
 
 static void version_free(version *v)
@@ -148,7 +130,7 @@ START_TEST(test_sigkill_during_save)
                       status);
 
         size_t n;
-        unsigned char *now = slurp(path, &n);
+        unsigned char *now = tio_read(path, &n);
         int which = n == v[0].n && memcmp(now, v[0].bytes, n) == 0   ? 0
                     : n == v[1].n && memcmp(now, v[1].bytes, n) == 0 ? 1
                                                                      : -1;

@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include "nn.h"
+#include "test_io_util.h"
 #include "test_util.h"
 
 /* XXH3-64 over every parameter's name, dtype, shape and bytes, in order. */
@@ -96,21 +97,6 @@ static uint64_t train_once(const data *d, const run_cfg *c, const char *ckpt)
     return h;
 }
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
-    long len = ftell(f);
-    rewind(f);
-    unsigned char *b = malloc((size_t)len + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_uint_eq(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static void check_repeatable(int threads, bool adam)
 {
     data d;
@@ -129,7 +115,7 @@ static void check_repeatable(int threads, bool adam)
                   (unsigned long long)h2);
     /* the checkpoints (parameters, optimizer state, generator) are byte-identical too */
     size_t n1, n2;
-    unsigned char *a = slurp(p1, &n1), *b = slurp(p2, &n2);
+    unsigned char *a = tio_read(p1, &n1), *b = tio_read(p2, &n2);
     ck_assert(n1 == n2 && memcmp(a, b, n1) == 0);
     free(a);
     free(b);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "nn.h"
+#include "test_io_util.h"
 #include "test_util.h"
 
 /*
@@ -186,25 +187,6 @@ static int count_others(const char *dir, const char *keep, char *other, size_t n
     return k;
 }
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    size_t cap = 1 << 16, len = 0;
-    unsigned char *b = malloc(cap);
-    ck_assert_ptr_nonnull(b);
-    for (;;) {
-        size_t k = fread(b + len, 1, cap - len, f);
-        len += k;
-        if (len < cap) break;
-        b = realloc(b, cap *= 2);
-        ck_assert_ptr_nonnull(b);
-    }
-    fclose(f);
-    *n = len;
-    return b;
-}
-
 /* ---- what is saved: either raw safetensors or a whole nn checkpoint ---- */
 
 typedef struct subject {
@@ -344,7 +326,7 @@ static void sweep(bool checkpoint)
     ck_assert_int_eq(ncalls[SC_RENAME], 1);
 
     size_t old_n;
-    unsigned char *old = slurp(path, &old_n);
+    unsigned char *old = tio_read(path, &old_n);
     long runs = 0, errors = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const fault_case *c = &cases[ci];
@@ -373,7 +355,7 @@ static void sweep(bool checkpoint)
                     subject_verify(&s, path);
                 } else {
                     size_t n;
-                    unsigned char *now = slurp(path, &n);
+                    unsigned char *now = tio_read(path, &n);
                     ck_assert_msg(n == old_n && memcmp(now, old, n) == 0, "%s #%ld: the old file changed",
                                   fault_str(c), i);
                     free(now);
@@ -382,7 +364,7 @@ static void sweep(bool checkpoint)
             }
             /* the save went through: it is the old file of the next case */
             free(old);
-            old = slurp(path, &old_n);
+            old = tio_read(path, &old_n);
         }
     }
     if (getenv("AD_TEST_VERBOSE")) fprintf(stderr, "%s: %ld fault runs, %ld errors\n", checkpoint ? "nn_save" : "nn_safetensors_save", runs, errors);
