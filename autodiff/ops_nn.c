@@ -74,9 +74,7 @@ VJP(where)
     ad_var zero = ad_scalar(t, ad__val(gy)->dtype, 0.0), cond = ad__inv(t, n, 0);
     for (int i = 1; i <= 2; i++) {
         if (!ad__needs(t, n, i)) continue;
-        ad_var g = i == 1 ? ad_where(cond, gy, zero) : ad_where(cond, zero, gy);
-        const ad_tensor *x = ad__in(t, n, i), *gv = ad_value(g);
-        gx[i] = (gv && !ad_shape_equal(gv, x)) ? ad_sum_to(g, x->ndim, x->shape) : g;
+        gx[i] = ad__unbroadcast(t, n, i, i == 1 ? ad_where(cond, gy, zero) : ad_where(cond, zero, gy));
     }
 }
 
