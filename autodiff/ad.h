@@ -352,7 +352,12 @@ AD_API ad_var ad_flatten(ad_var x, int start_axis, int end_axis);
 /* ---- differentiation ---- */
 
 enum {
-    AD_CREATE_GRAPH = 1u << 0 /* record the backward pass so gradients are differentiable */
+    AD_CREATE_GRAPH = 1u << 0, /* record the backward pass so gradients are differentiable */
+    /* ad_backward without AD_CREATE_GRAPH: each gradient reaching a param that has a grad
+    ** tensor is added straight into that tensor, as torch's .grad is, and no copy of the
+    ** param's gradient is kept on the tape (ad_grad() returns NULL for it). Saves a pass
+    ** over every parameter gradient; training loops should pass it. */
+    AD_ACCUMULATE = 1u << 1
 };
 
 /* One reverse sweep from y. seed: dL/dy, y's shape and dtype; NULL means 1 and

@@ -103,6 +103,7 @@ struct ad_tape {
     bool grad_enabled;
     bool anomaly;
     bool in_backward;
+    bool accumulate;  /* during a fast backward with AD_ACCUMULATE */
     uint32_t bw_node; /* during backward: the node whose VJP is running */
     struct ad_gbuf *gbufs; /* during a backward without AD_CREATE_GRAPH: gradient buffers by node */
     char msg[320];

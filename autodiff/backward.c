@@ -108,12 +108,25 @@ static const ad_fast_vjp_fn fast_vjps[AD_OP_COUNT] = {
 };
 #undef FAST
 
+/* With AD_ACCUMULATE, a param's buffer is its caller's grad tensor itself: its
+** gradients are added straight into it, as they arrive. */
+static inline bool direct(const ad_tape *t, uint32_t k)
+{
+    const ad_node *p = ad__node(t, k);
+    return t->accumulate && (p->flags & AD_NODE_PARAM) && p->param_grad && p->param_grad->data;
+}
+
 void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
 {
     uint32_t k = n->in[j];
     ad_gbuf *g = &t->gbufs[k];
     const ad_tensor *x = &ad__node(t, k)->value;
     size_t bytes = ad__nbytes(x);
+    if (!g->data && direct(t, k)) {
+        *g = (ad_gbuf){ad__node(t, k)->param_grad->data, AD_NO_NODE, true};
+        *fresh = false;
+        return g->data;
+    }
     if (!g->data) {
         g->data = ad__arena_alloc(t, bytes);
         g->owned = true;
@@ -136,7 +149,7 @@ void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
 void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
 {
     ad_gbuf *g = &t->gbufs[n->in[j]];
-    if (!g->data) {
+    if (!g->data && !direct(t, n->in[j])) {
         *g = (ad_gbuf){gy->data, AD_NO_NODE, false};
         return;
     }
@@ -152,7 +165,7 @@ void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
 static void adopt(ad_tape *t, uint32_t k, ad_var v)
 {
     ad_gbuf *g = &t->gbufs[k];
-    if (!g->data) {
+    if (!g->data && !direct(t, k)) {
         g->data = ad__val(v)->data;
         g->node = v.id;
         g->owned = false;
@@ -207,6 +220,7 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
     bool was_enabled = t->grad_enabled;
     t->grad_enabled = false;
     t->in_backward = true;
+    t->accumulate = a->to_leaves && (a->flags & AD_ACCUMULATE);
     ad_var small[3], *gx = small;
     uint32_t gx_cap = 3;
 
@@ -215,7 +229,9 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
         ad_node *n = ad__node(t, i);
         if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
         if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
-            if (a->to_leaves) to_leaf(t, n, gvar(t, i));
+            /* a param's own grad tensor already holds its sum (AD_ACCUMULATE) */
+            bool done = t->accumulate && n->param_grad && gb[i].data == n->param_grad->data;
+            if (a->to_leaves && !done) to_leaf(t, n, gvar(t, i));
             continue;
         }
         t->bw_node = i;
@@ -244,6 +260,7 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
         a->out[i] = (k < count && gb[k].data) ? gvar(t, k) : ad__zeros_like(a->xs[i]);
     }
     t->gbufs = NULL;
+    t->accumulate = false;
     t->in_backward = false;
     t->grad_enabled = was_enabled;
     return t->status;

@@ -131,29 +131,19 @@ void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_v
 
 /* The fast path (see ad_internal.h) for 2-D operands: the products of the
 ** recorded VJP above, with the same gemm calls, written straight into the
-** gradient buffers (or, when a buffer already holds a gradient, into arena
-** scratch added in after, as the recorded path does). Batched products decline. */
+** gradient buffers; when a buffer already holds a gradient (a second use, or a
+** param's grad tensor under AD_ACCUMULATE) the product is added in by the gemm
+** itself (beta = 1), with no scratch copy. Batched products decline. */
 static void fast_gemm(ad_tape *t, const ad_node *n, int j, bool ta, bool tb, int64_t m, int64_t nn, int64_t k,
                       const void *a, int64_t lda, const void *b, int64_t ldb)
 {
     bool fresh;
-    void *buf = ad__gslot(t, n, j, &fresh);
-    if (!buf) return;
-    const ad_tensor *x = ad__in(t, n, j);
-    void *c = fresh ? buf : ad__arena_alloc(t, ad__nbytes(x));
+    void *c = ad__gslot(t, n, j, &fresh);
     if (!c) return;
-    ad_status st = x->dtype == AD_F64 ? ad__gemm_f64(ta, tb, m, nn, k, 1.0, a, lda, b, ldb, 0.0, c, nn)
-                                      : ad__gemm_f32(ta, tb, m, nn, k, 1.0f, a, lda, b, ldb, 0.0f, c, nn);
-    if (st != AD_OK) {
-        ad__fail(t, st, "ad_matmul: backward: the product failed (%s)", ad_status_str(st));
-        return;
-    }
-    if (!fresh) {
-        ad_tensor dst = *x, src = *x;
-        dst.data = buf;
-        src.data = c;
-        ad__add_into(&dst, &src);
-    }
+    const ad_tensor *x = ad__in(t, n, j);
+    ad_status st = x->dtype == AD_F64 ? ad__gemm_f64(ta, tb, m, nn, k, 1.0, a, lda, b, ldb, fresh ? 0.0 : 1.0, c, nn)
+                                      : ad__gemm_f32(ta, tb, m, nn, k, 1.0f, a, lda, b, ldb, fresh ? 0.0f : 1.0f, c, nn);
+    if (st != AD_OK) ad__fail(t, st, "ad_matmul: backward: the product failed (%s)", ad_status_str(st));
 }
 
 bool ad__fast_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)

@@ -106,7 +106,7 @@ int main(int argc, char **argv)
             view.shape[0] = r;
             view.size = r * x->shape[1];
             ad_var loss = nn_loss_cross_entropy(nn_forward(net, t, ad_const(t, &view)), labels);
-            if (ad_backward(loss, NULL, 0) != AD_OK || nn_optim_step(opt) != AD_OK)
+            if (ad_backward(loss, NULL, AD_ACCUMULATE) != AD_OK || nn_optim_step(opt) != AD_OK)
                 return fprintf(stderr, "bench_mlp: %s\n", ad_tape_error(t)), 1;
             last_loss = ad_item(loss);
             if (e > 0 || step >= 3) {

@@ -61,7 +61,7 @@ static int scalar_step(ad_tape *t, scalar_ws *w)
     ad_var a = ad_param(t, w->v[0], w->g[0]), b = ad_param(t, w->v[1], w->g[1]), c = ad_param(t, w->v[2], w->g[2]);
     ad_var acc = ad_scalar(t, AD_F64, 0.0);
     for (int i = 0; i < 2500; i++) acc = ad_add(acc, ad_tanh(ad_add(ad_mul(a, b), c)));
-    return ad_backward(acc, NULL, 0) == AD_OK ? 0 : -1;
+    return ad_backward(acc, NULL, AD_ACCUMULATE) == AD_OK ? 0 : -1;
 }
 
 /* ---- workload 2: sum(tanh(W @ x + b)), W [n,n], x [n], b [n], F32 ---- */
@@ -76,7 +76,7 @@ static int layer_step(ad_tape *t, layer_ws *l)
     ad_tape_reset(t);
     ad_var w = ad_param(t, l->w, l->gw), b = ad_param(t, l->b, l->gb), x = ad_const(t, l->x);
     ad_var y = ad_sum(ad_tanh(ad_add(ad_matmul(w, x), b)));
-    return ad_backward(y, NULL, 0) == AD_OK ? 0 : -1;
+    return ad_backward(y, NULL, AD_ACCUMULATE) == AD_OK ? 0 : -1;
 }
 
 static void report(const char *name, const char *unit, stats s, long allocs, int threads)

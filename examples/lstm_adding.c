@@ -76,7 +76,7 @@ int main(int argc, char **argv)
         ad_tape_reset(t);
         nn_zero_grad(net);
         ad_var loss = nn_loss_mse(nn_forward(net, t, ad_const(t, x)), ad_const(t, y));
-        if (ad_backward(loss, NULL, 0) != AD_OK || nn_optim_step(opt) != AD_OK) {
+        if (ad_backward(loss, NULL, AD_ACCUMULATE) != AD_OK || nn_optim_step(opt) != AD_OK) {
             fprintf(stderr, "lstm_adding: step %d: %s\n", step, ad_tape_error(t));
             goto done;
         }

@@ -227,7 +227,7 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
                              lv, e + 1, nn_optim_steps(opt) + 1, i, nbatches);
                 break;
             }
-            if ((st = ad_backward(loss, NULL, 0)) != AD_OK) {
+            if ((st = ad_backward(loss, NULL, AD_ACCUMULATE)) != AD_OK) {
                 nn__err(err, errlen, st, "nn_fit: epoch %d, step %" PRId64 ": %s", e + 1, nn_optim_steps(opt) + 1,
                         ad_tape_error(t));
                 break;

@@ -194,6 +194,86 @@ START_TEST(params_agree)
 }
 END_TEST
 
+/* Param grad tensors after two backward passes of L = sum(f(a, b) * w) from
+** params a and b whose grad tensors start at 0.25, with flags; *had_grad says
+** whether ad_grad() gave the params a tape gradient. */
+static void param_grads(const fcase *c, unsigned flags, ad_tensor **ga, ad_tensor **gb, bool *had_grad)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a = tu_rand(AD_F64, c->na, c->sa, c->lo, c->hi, 11), *b = tu_rand(AD_F64, c->nb, c->sb, c->lo, c->hi, 12);
+    *ga = ad_tensor_new(AD_F64, a->ndim, a->shape);
+    *gb = ad_tensor_new(AD_F64, b->ndim, b->shape);
+    ad_tensor_fill(*ga, 0.25);
+    ad_tensor_fill(*gb, 0.25);
+    ad_var va = ad_param(t, a, *ga), vb = ad_param(t, b, *gb);
+    ad_var y = c->f(va, vb);
+    const ad_tensor *vy = ad_value(y);
+    ck_assert_msg(vy != NULL, "%s: %s", c->name, ad_tape_error(t));
+    ad_tensor *w = tu_rand(AD_F64, vy->ndim, vy->shape, -1, 1, 13);
+    ad_var l = ad_sum(ad_mul(y, ad_const(t, w)));
+    for (int k = 0; k < 2; k++)
+        ck_assert_msg(ad_backward(l, NULL, flags) == AD_OK, "%s: %s", c->name, ad_tape_error(t));
+    *had_grad = ad_grad(va) != NULL || ad_grad(vb) != NULL;
+    ad_tensor_free(a);
+    ad_tensor_free(b);
+    ad_tensor_free(w);
+    ad_tape_free(t);
+}
+
+/* AD_ACCUMULATE adds into the params' grad tensors what the default path adds,
+** for every case (broadcast, a param used twice, products with it as either
+** operand), and keeps no copy on the tape. */
+START_TEST(accumulate_matches_default)
+{
+    const fcase *c = &cases[_i];
+    ad_tensor *da, *db, *aa, *ab;
+    bool had_default, had_acc;
+    param_grads(c, 0, &da, &db, &had_default);
+    param_grads(c, AD_ACCUMULATE, &aa, &ab, &had_acc);
+    agree(c->name, da, aa, 1e-12);
+    agree(c->name, db, ab, 1e-12);
+    ck_assert(had_default);
+    ck_assert_msg(!had_acc, "%s: a param kept a tape gradient under AD_ACCUMULATE", c->name);
+    ad_tensor_free(da);
+    ad_tensor_free(db);
+    ad_tensor_free(aa);
+    ad_tensor_free(ab);
+}
+END_TEST
+
+/* Under AD_ACCUMULATE, leaves and params without a grad tensor keep their tape
+** gradient, and a param that is itself the output gets its seed added in. */
+START_TEST(accumulate_edges)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = tu_f64(AD_SHAPE(2), (const double[]){1.5, -2.0});
+    ad_tensor *g = ad_tensor_new(AD_F64, AD_SHAPE(2));
+    ad_var p = ad_param(t, x, g), q = ad_param(t, x, NULL), l = ad_leaf(t, x);
+    ad_var y = ad_sum(ad_mul(ad_mul(p, q), l)); /* x^3 summed: each gets x^2 */
+    ck_assert_int_eq(ad_backward(y, NULL, AD_ACCUMULATE), AD_OK);
+    ck_assert_ptr_null(ad_grad(p));
+    ck_assert_ptr_nonnull(ad_grad(q));
+    ck_assert_ptr_nonnull(ad_grad(l));
+    for (int i = 0; i < 2; i++) {
+        double x2 = ad_tensor_get(x, i) * ad_tensor_get(x, i);
+        ck_assert_double_eq_tol(ad_tensor_get(g, i), x2, 1e-15);
+        ck_assert_double_eq_tol(ad_tensor_get(ad_grad(q), i), x2, 1e-15);
+        ck_assert_double_eq_tol(ad_tensor_get(ad_grad(l), i), x2, 1e-15);
+    }
+    /* the param as the output: dp/dp = 1 is added into its grad tensor */
+    ad_tape_reset(t);
+    ad_tensor *s = tu_f64(0, NULL, (const double[]){3.0}), *gs = tu_f64(0, NULL, (const double[]){0.5});
+    ad_var ps = ad_param(t, s, gs);
+    ck_assert_int_eq(ad_backward(ps, NULL, AD_ACCUMULATE), AD_OK);
+    ck_assert_double_eq(ad_tensor_get(gs, 0), 1.5);
+    ad_tensor_free(s);
+    ad_tensor_free(gs);
+    ad_tensor_free(x);
+    ad_tensor_free(g);
+    ad_tape_free(t);
+}
+END_TEST
+
 /* Anomaly detection sees non-finite gradients on the fast path too and names the op. */
 START_TEST(fast_path_anomaly)
 {
@@ -217,6 +297,8 @@ static Suite *fastpath_suite(void)
     tcase_add_test(tc, cases_cover_fast_ops);
     tcase_add_test(tc, params_agree);
     tcase_add_test(tc, fast_path_anomaly);
+    tcase_add_loop_test(tc, accumulate_matches_default, 0, (int)(sizeof cases / sizeof cases[0]));
+    tcase_add_test(tc, accumulate_edges);
     suite_add_tcase(s, tc);
     return s;
 }
