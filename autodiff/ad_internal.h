@@ -13,6 +13,22 @@
 ** records errors on tapes the same way. */
 #define AD_SHARED __attribute__((visibility("default")))
 
+/* AD_CLONES before a hot loop kernel compiles it three times (AVX-512, AVX2,
+** baseline x86-64) and picks one at load time by the CPU (an ifunc: GCC on
+** x86-64 with glibc; elsewhere, or with -DAD_NO_CLONES, it is empty). The
+** results are the same bit for bit on every path: FP contraction is off
+** (-ffp-contract=off) and no -ffast-math, so the vectorizer keeps the scalar
+** order of operations. See docs/performance.md and bench/vectorization-report. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && \
+    !defined(AD_NO_CLONES) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define AD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef AD_CLONES
+#define AD_CLONES
+#endif
+
 /* ---- allocation: every byte the library takes goes through here ---- */
 
 AD_SHARED void *ad__malloc(size_t n);

@@ -138,20 +138,37 @@ nn_optim *nn_adamw(nn_module *m, double lr, double beta1, double beta2, double e
 }
 
 /* The updates, written once for both dtypes: T is float or double, the
-** arithmetic is in double and rounded once on store. */
+** arithmetic is in double and rounded once on store. Each case has its own
+** loop without branches (GCC does not if-convert arithmetic that may trap),
+** so that each vectorizes; AD_CLONES picks AVX-512/AVX2 at run time. */
+#define SGD_LOOP(T, BUF, NESTEROV)                                                                       \
+    for (int64_t i = 0; i < n; i++) {                                                                    \
+        double d = (double)g[i] + wd * (double)p[i];                                                     \
+        T b = (T)(BUF);                                                                                  \
+        buf[i] = b;                                                                                      \
+        d = NESTEROV ? d + mu * (double)b : (double)b;                                                   \
+        p[i] = (T)((double)p[i] - lr * d);                                                               \
+    }
 #define SGD_UPDATE(T)                                                                                    \
-    static void sgd_##T(const nn_optim *o, T *p, const T *g, T *buf, int64_t n)                          \
+    AD_CLONES static void sgd_##T(const nn_optim *o, T *restrict p, const T *restrict g, T *restrict buf, \
+                                  int64_t n)                                                             \
     {                                                                                                    \
-        double lr = o->lr, wd = o->weight_decay, mu = o->momentum;                                       \
-        bool first = o->step == 1;                                                                       \
-        for (int64_t i = 0; i < n; i++) {                                                                \
-            double d = (double)g[i] + wd * (double)p[i];                                                 \
-            if (buf) {                                                                                   \
-                double b = first ? d : mu * (double)buf[i] + d;                                          \
-                buf[i] = (T)b;                                                                           \
-                d = o->nesterov ? d + mu * (double)buf[i] : (double)buf[i];                              \
+        const double lr = o->lr, wd = o->weight_decay, mu = o->momentum;                                 \
+        if (!buf) {                                                                                      \
+            for (int64_t i = 0; i < n; i++) {                                                            \
+                double d = (double)g[i] + wd * (double)p[i];                                             \
+                p[i] = (T)((double)p[i] - lr * d);                                                       \
             }                                                                                            \
-            p[i] = (T)((double)p[i] - lr * d);                                                           \
+        } else if (o->step == 1) {                                                                       \
+            if (o->nesterov)                                                                             \
+                SGD_LOOP(T, d, 1)                                                                        \
+            else                                                                                         \
+                SGD_LOOP(T, d, 0)                                                                        \
+        } else {                                                                                         \
+            if (o->nesterov)                                                                             \
+                SGD_LOOP(T, mu * (double)buf[i] + d, 1)                                                  \
+            else                                                                                         \
+                SGD_LOOP(T, mu * (double)buf[i] + d, 0)                                                  \
         }                                                                                                \
     }
 SGD_UPDATE(float)
@@ -162,8 +179,8 @@ SGD_UPDATE(double)
 ** AdamW's decay p *= 1 - lr wd and Adam's g += wd p are both applied through
 ** their coefficients (the unused one is 1 or 0, exact). */
 #define ADAM_UPDATE(T, SQRT)                                                                              \
-    static void adam_##T(const nn_optim *o, T *restrict p, const T *restrict g, T *restrict m,           \
-                         T *restrict v, int64_t n)                                                       \
+    AD_CLONES static void adam_##T(const nn_optim *o, T *restrict p, const T *restrict g, T *restrict m, \
+                                   T *restrict v, int64_t n)                                             \
     {                                                                                                    \
         bool decoupled = o->kind == OPT_ADAMW;                                                           \
         const T keep = decoupled ? (T)(1.0 - o->lr * o->weight_decay) : (T)1;                            \
@@ -187,7 +204,7 @@ ADAM_UPDATE(double, sqrt)
 /* True when no element is NaN or Inf: an element is not finite when all its
 ** exponent bits are set. Tested on the bits, without an early exit, so that
 ** the loops vectorize (this check reads every gradient once per step). */
-static bool all_finite(const ad_tensor *t)
+AD_CLONES static bool all_finite(const ad_tensor *t)
 {
     if (t->dtype == AD_F32) {
         const float *d = t->data;
