@@ -241,7 +241,8 @@ AD_INTERNAL void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh);
 AD_INTERNAL void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy);
 #define AD_FAST_VJPS(X)                                                                                  \
     X(add) X(sub) X(mul) X(div) X(add_scalar) X(mul_scalar) X(neg) X(exp) X(log) X(sqrt) X(square) X(sin) \
-    X(cos) X(tanh) X(sigmoid) X(relu) X(leaky_relu) X(sum) X(mean) X(reshape) X(matmul)
+    X(cos) X(tanh) X(sigmoid) X(relu) X(leaky_relu) X(sum) X(mean) X(reshape) X(matmul) X(log_softmax)       \
+    X(index_select)
 #define AD_DECLARE_FAST(name) AD_INTERNAL bool ad__fast_##name(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy);
 AD_FAST_VJPS(AD_DECLARE_FAST)
 #undef AD_DECLARE_FAST

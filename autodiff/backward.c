@@ -105,6 +105,7 @@ static const ad_fast_vjp_fn fast_vjps[AD_OP_COUNT] = {
     FAST(SQRT, sqrt) FAST(SQUARE, square) FAST(SIN, sin) FAST(COS, cos) FAST(TANH, tanh)
     FAST(SIGMOID, sigmoid) FAST(RELU, relu) FAST(LEAKY_RELU, leaky_relu)
     FAST(SUM, sum) FAST(MEAN, mean) FAST(RESHAPE, reshape) FAST(MATMUL, matmul)
+    FAST(LOG_SOFTMAX, log_softmax) FAST(INDEX_SELECT, index_select)
 };
 #undef FAST
 

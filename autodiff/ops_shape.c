@@ -367,6 +367,18 @@ VJP(index_select)
     int ax = (int)n->attr.i[0];
     gx[0] = ad_index_add(gy, ax, n->attr.i[1], n->attr.idx, ad__in(t, n, 0)->shape[ax]);
 }
+/* The fast path: gy's rows added into the gradient buffer at their indices. */
+bool ad__fast_index_select(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+{
+    bool fresh;
+    void *buf = ad__gslot(t, n, 0, &fresh);
+    if (!buf) return true;
+    ad_tensor gx = *ad__in(t, n, 0);
+    gx.data = buf;
+    if (fresh && gx.size) memset(buf, 0, ad__nbytes(&gx));
+    gather_scatter(n, gy, &gx, true);
+    return true;
+}
 
 /* index_add: y = zeros (axis length `size`), y[.., idx[i], ..] += x[.., i, ..]; VJP: gx = index_select(gy, axis, idx) */
 ad_var ad_index_add(ad_var x, int axis, int64_t n, const int64_t *idx, int64_t size)

@@ -46,6 +46,18 @@ static ad_var f_mm_twice(ad_var a, ad_var b)
     ad_var h = ad_matmul_t(a, a, true, false); /* a used as both operands: the second gradient adds in */
     return ad_add(ad_matmul(h, b), ad_matmul(ad_tanh(h), b));
 }
+/* Cross-entropy as nn_loss_cross_entropy composes it: log_softmax, picked entries
+** (class 2, 0, 2, 1 of rows 0..3; one picked twice), mean; the logits also
+** feed a second term, so the log_softmax and index_select gradients add in. */
+static ad_var f_xent(ad_var a, ad_var b)
+{
+    static const int64_t pick[] = {2, 3, 8, 10, 10};
+    ad_var z = ad_add(a, b), ls = ad_log_softmax(z, 1);
+    ad_var flat = ad_reshape(ls, 1, (const int64_t[]){-1});
+    ad_var ce = ad_neg(ad_mean(ad_index_select(flat, 0, 5, pick)));
+    ad_var cols = ad_index_select(ad_log_softmax(z, 0), 1, 2, (const int64_t[]){1, 1});
+    return ad_add(ce, ad_sum(ad_mul(cols, cols)));
+}
 /* A bias b added twice, on either side: its second gradient is summed into the first. */
 static ad_var f_bias_twice(ad_var a, ad_var b) { return ad_add(ad_add(a, b), ad_tanh(ad_add(b, a))); }
 
@@ -73,6 +85,7 @@ static const fcase cases[] = {
     {"unary ops", f_unary, {3, 5}, {3, 5}, 2, 2, 0.2, 1.5},
     {"reductions", f_reduce, {2, 3}, {2, 3}, 2, 2, -1, 1},
     {"layer", f_layer, {4, 3}, {3}, 2, 1, -1, 1},
+    {"cross-entropy", f_xent, {4, 3}, {3}, 2, 1, -2, 2},
     {"empty", f_mul, {0, 3}, {0, 3}, 2, 2, -1, 1},
     {"matmul", f_mm, {3, 4}, {4, 2}, 2, 2, -1, 1},
     {"matmul a b^T", f_mm_nt, {3, 4}, {5, 4}, 2, 2, -1, 1},
@@ -149,7 +162,8 @@ START_TEST(cases_cover_fast_ops)
     static const ad_op fast_ops[] = {
         AD_OP_ADD, AD_OP_SUB, AD_OP_MUL, AD_OP_DIV, AD_OP_ADD_SCALAR, AD_OP_MUL_SCALAR, AD_OP_NEG, AD_OP_EXP,
         AD_OP_LOG, AD_OP_SQRT, AD_OP_SQUARE, AD_OP_SIN, AD_OP_COS, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
-        AD_OP_LEAKY_RELU, AD_OP_SUM, AD_OP_MEAN, AD_OP_RESHAPE, AD_OP_MATMUL,
+        AD_OP_LEAKY_RELU, AD_OP_SUM, AD_OP_MEAN, AD_OP_RESHAPE, AD_OP_MATMUL, AD_OP_LOG_SOFTMAX,
+        AD_OP_INDEX_SELECT,
     };
     /* the list above must be as long as AD_FAST_VJPS */
 #define ONE(name) +1
