@@ -134,6 +134,27 @@ void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_v
 ** gradient buffers; when a buffer already holds a gradient (a second use, or a
 ** param's grad tensor under AD_ACCUMULATE) the product is added in by the gemm
 ** itself (beta = 1), with no scratch copy. Batched products decline. */
+
+/* C [m,n] (+)= a b^T, the product with an inner dimension of 1 (a weight's gradient
+** from a matrix-vector product): one pass over C, a[i * sa] times the row b (stride sb). */
+#define OUTER(T)                                                                                         \
+    AD_CLONES static void outer_##T(int64_t m, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, \
+                                    bool add, T *restrict c)                                             \
+    {                                                                                                    \
+        for (int64_t i = 0; i < m; i++) {                                                                \
+            const T ai = a[i * sa];                                                                      \
+            T *restrict ci = c + i * n;                                                                  \
+            if (sb == 1 && add)                                                                          \
+                for (int64_t j = 0; j < n; j++) ci[j] += ai * b[j];                                      \
+            else if (sb == 1)                                                                            \
+                for (int64_t j = 0; j < n; j++) ci[j] = ai * b[j];                                       \
+            else                                                                                         \
+                for (int64_t j = 0; j < n; j++) ci[j] = (add ? ci[j] : (T)0) + ai * b[j * sb];           \
+        }                                                                                                \
+    }
+OUTER(float)
+OUTER(double)
+
 static void fast_gemm(ad_tape *t, const ad_node *n, int j, bool ta, bool tb, int64_t m, int64_t nn, int64_t k,
                       const void *a, int64_t lda, const void *b, int64_t ldb)
 {
@@ -141,6 +162,13 @@ static void fast_gemm(ad_tape *t, const ad_node *n, int j, bool ta, bool tb, int
     void *c = ad__gslot(t, n, j, &fresh);
     if (!c) return;
     const ad_tensor *x = ad__in(t, n, j);
+    if (k == 1) { /* op(A) [m,1]: a[i * (ta ? 1 : lda)]; op(B) [1,n]: b[j * (tb ? ldb : 1)] */
+        if (x->dtype == AD_F64)
+            outer_double(m, nn, a, ta ? 1 : lda, b, tb ? ldb : 1, !fresh, c);
+        else
+            outer_float(m, nn, a, ta ? 1 : lda, b, tb ? ldb : 1, !fresh, c);
+        return;
+    }
     ad_status st = x->dtype == AD_F64 ? ad__gemm_f64(ta, tb, m, nn, k, 1.0, a, lda, b, ldb, fresh ? 0.0 : 1.0, c, nn)
                                       : ad__gemm_f32(ta, tb, m, nn, k, 1.0f, a, lda, b, ldb, fresh ? 0.0f : 1.0f, c, nn);
     if (st != AD_OK) ad__fail(t, st, "ad_matmul: backward: the product failed (%s)", ad_status_str(st));

@@ -93,6 +93,8 @@ static const fcase cases[] = {
     {"matmul a^T b^T", f_mm_tt, {4, 3}, {2, 4}, 2, 2, -1, 1},
     {"matmul twice", f_mm_twice, {3, 4}, {4, 2}, 2, 2, -1, 1},
     {"matrix-vector", f_mm, {3, 4}, {4}, 2, 1, -1, 1},
+    {"matrix-column (outer-product gradient)", f_mm, {3, 4}, {4, 1}, 2, 2, -1, 1},
+    {"row-matrix (outer-product gradient)", f_mm_tn, {4, 1}, {4, 3}, 2, 2, -1, 1},
     {"batched matmul", f_mm, {2, 3, 4}, {4, 2}, 3, 2, -1, 1},
     {"empty matmul", f_mm, {3, 0}, {0, 2}, 2, 2, -1, 1},
 };
