@@ -58,7 +58,17 @@ enum {
 
 /* Checks ndim/shape and computes the element count; false on a bad shape. */
 AD_INTERNAL bool ad__shape_size(int ndim, const int64_t *shape, int64_t *size);
-AD_INTERNAL void ad__tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape, int64_t size);
+/* Sets t's header: dims past ndim are zero, no data yet. */
+static inline void ad__tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape, int64_t size)
+{
+    t->dtype = dtype;
+    t->ndim = ndim;
+    memset(t->shape, 0, sizeof t->shape); /* a constant size: a few stores, no call */
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->size = size;
+    t->data = NULL;
+    t->flags_ = 0;
+}
 static inline size_t ad__dsize(ad_dtype d) { return d == AD_F64 ? 8 : 4; }
 static inline size_t ad__nbytes(const ad_tensor *t) { return (size_t)t->size * ad__dsize(t->dtype); }
 
@@ -181,6 +191,12 @@ static inline bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **
 ** kernel. Returns the var, or an invalid one after recording an error. */
 AD_INTERNAL ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
                             const int64_t *shape, const ad_attr *attr);
+/* ad__emit's first half, for front ends that compute small results themselves:
+** appends the node and its value storage but runs no kernel. Returns the node
+** (its id in *id), or NULL after recording an error. The caller fills the
+** value, then returns ad__emit_done(t, *id) (below). */
+AD_INTERNAL ad_node *ad__emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
+                                   const int64_t *shape, const ad_attr *attr, uint32_t *id);
 /* Records anomaly detection's AD_ERR_NUMERIC for node id, naming its op, index and
 ** input shapes; during backward, for the node whose VJP is running (t->bw_node). */
 AD_INTERNAL void ad__anomaly_fail(ad_tape *t, uint32_t id);
@@ -216,6 +232,45 @@ typedef struct ad_op_info {
 
 AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];
 
+/* The flags of a new node of op whose inputs' flags OR to in_flags. */
+static inline uint8_t ad__node_flags(const ad_tape *t, ad_op op, unsigned in_flags)
+{
+    unsigned f = t->in_backward ? AD_NODE_BACKWARD : 0;
+    if ((in_flags & AD_NODE_REQ_GRAD) && t->grad_enabled && op != AD_OP_DETACH && ad__ops[op].differentiable)
+        f |= AD_NODE_REQ_GRAD;
+    return (uint8_t)f;
+}
+
+/* ad__emit_node for a 0-dimensional result of at most 3 inputs (in_flags: their
+** node flags OR-ed), inline while the tape's current node chunk and arena block
+** have room (ad__emit_node otherwise, which grows them or records the error).
+** attr may be NULL. */
+static inline ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, const ad_var *xs, unsigned in_flags,
+                                       ad_dtype dtype, const ad_attr *attr, uint32_t *id)
+{
+    uint32_t k = t->count;
+    ad_arena_block *b = t->cur;
+    if (nin > 3 || (k >> AD_NODE_CHUNK_BITS) >= t->nchunks || k >= AD_NO_NODE - 1 || !b)
+        return ad__emit_node(t, op, nin, xs, dtype, 0, NULL, attr, id);
+    size_t at = (b->used + 15) & ~(size_t)15;
+    if (at > b->cap || b->cap - at < 16) return ad__emit_node(t, op, nin, xs, dtype, 0, NULL, attr, id);
+    b->used = at + 16;
+    ad_node *n = ad__node(t, k);
+    t->count = k + 1;
+    *id = k;
+    for (int i = 0; i < nin; i++) n->in_small[i] = xs[i].id;
+    n->in = n->in_small;
+    n->op = (uint16_t)op;
+    n->nin = (uint32_t)nin;
+    n->flags = ad__node_flags(t, op, in_flags);
+    n->grad = AD_NO_NODE;
+    n->param_grad = NULL;
+    n->attr = attr ? *attr : (ad_attr){{0, 0}, {0, 0, 0, 0}, NULL};
+    ad__tensor_init(&n->value, dtype, 0, NULL, 1);
+    n->value.data = b->mem + at;
+    return n;
+}
+
 /*
 ** The fast path. A backward pass without AD_CREATE_GRAPH records nothing that
 ** needs differentiating, so ops may supply a second VJP that works on tensors
@@ -234,11 +289,40 @@ typedef struct ad_gbuf {
 
 /* The buffer to add input j's gradient into (input j must need a gradient).
 ** *fresh is true when it holds nothing yet (write, don't add). NULL when out
-** of memory (the error is on the tape). */
-AD_INTERNAL void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh);
+** of memory (the error is on the tape). The common cases are inline: a buffer
+** the sweep owns, and a first gradient without AD_ACCUMULATE. */
+AD_INTERNAL void *ad__gslot_slow(ad_tape *t, const ad_node *n, int j, bool *fresh);
+static inline void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
+{
+    ad_gbuf *g = &t->gbufs[n->in[j]];
+    if (g->data && g->owned) {
+        *fresh = false;
+        return g->data;
+    }
+    if (!g->data && !t->accumulate) {
+        *g = (ad_gbuf){ad__arena_alloc(t, ad__nbytes(&ad__node(t, n->in[j])->value)), AD_NO_NODE, true};
+        *fresh = true;
+        return g->data;
+    }
+    return ad__gslot_slow(t, n, j, fresh);
+}
 /* Passes gy through unchanged as input j's gradient (same shape): shares it when
-** the slot is empty, adds it in otherwise. */
-AD_INTERNAL void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy);
+** the slot is empty, adds it in otherwise (inline for one element). */
+AD_INTERNAL void ad__gpass_slow(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy);
+static inline void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
+{
+    ad_gbuf *g = &t->gbufs[n->in[j]];
+    if (!g->data && !t->accumulate) {
+        *g = (ad_gbuf){gy->data, AD_NO_NODE, false};
+    } else if (g->data && g->owned && gy->size == 1) {
+        if (gy->dtype == AD_F64)
+            *(double *)g->data += *(const double *)gy->data;
+        else
+            *(float *)g->data += *(const float *)gy->data;
+    } else {
+        ad__gpass_slow(t, n, j, gy);
+    }
+}
 #define AD_FAST_VJPS(X)                                                                                  \
     X(add) X(sub) X(mul) X(div) X(add_scalar) X(mul_scalar) X(neg) X(exp) X(log) X(sqrt) X(square) X(sin) \
     X(cos) X(tanh) X(sigmoid) X(relu) X(leaky_relu) X(sum) X(mean) X(reshape) X(matmul) X(log_softmax)       \
@@ -288,6 +372,15 @@ AD_INTERNAL void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src);
 AD_INTERNAL void ad__add_into(ad_tensor *dst, const ad_tensor *src);
 /* true when every element is finite. */
 AD_INTERNAL bool ad__all_finite(const ad_tensor *t);
+/* ad__emit's last step: anomaly detection on node id's value, then its var. */
+static inline ad_var ad__emit_done(ad_tape *t, uint32_t id)
+{
+    if (t->anomaly && !ad__all_finite(&ad__node(t, id)->value)) {
+        ad__anomaly_fail(t, id);
+        return ad__invalid(t);
+    }
+    return ad__var(t, id);
+}
 
 /* C = alpha * op(A) op(B) + beta * C, row-major; op transposes when the flag is set.
 ** A is [m,k] (or [k,m] with ta), B is [k,n] (or [n,k] with tb). */

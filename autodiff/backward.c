@@ -117,7 +117,7 @@ static inline bool direct(const ad_tape *t, uint32_t k)
     return t->accumulate && (p->flags & AD_NODE_PARAM) && p->param_grad && p->param_grad->data;
 }
 
-void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
+void *ad__gslot_slow(ad_tape *t, const ad_node *n, int j, bool *fresh)
 {
     uint32_t k = n->in[j];
     ad_gbuf *g = &t->gbufs[k];
@@ -147,7 +147,7 @@ void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
     return g->data;
 }
 
-void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
+void ad__gpass_slow(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
 {
     ad_gbuf *g = &t->gbufs[n->in[j]];
     if (!g->data && !direct(t, n->in[j])) {
@@ -224,6 +224,8 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
     t->accumulate = a->to_leaves && (a->flags & AD_ACCUMULATE);
     ad_var small[3], *gx = small;
     uint32_t gx_cap = 3;
+    ad_tensor gy1; /* the gradient of a 0-dimensional node: only dtype and data change */
+    ad__tensor_init(&gy1, AD_F64, 0, NULL, 1);
 
     for (uint32_t i = top + 1; i-- > 0 && t->status == AD_OK;) {
         if (!gb[i].data) continue;
@@ -237,9 +239,17 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
         }
         t->bw_node = i;
         ad_fast_vjp_fn fast = fast_vjps[n->op];
-        ad_tensor gy = n->value;
-        gy.data = gb[i].data;
-        if (!fast || !fast(t, n, i, &gy)) {
+        ad_tensor gyn;
+        const ad_tensor *gy = &gy1;
+        if (n->value.ndim == 0) {
+            gy1.dtype = n->value.dtype;
+            gy1.data = gb[i].data;
+        } else {
+            gyn = n->value;
+            gyn.data = gb[i].data;
+            gy = &gyn;
+        }
+        if (!fast || !fast(t, n, i, gy)) {
             if (n->nin > gx_cap) {
                 gx = ad__arena_alloc(t, (size_t)n->nin * sizeof *gx);
                 if (!gx) break;

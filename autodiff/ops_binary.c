@@ -88,13 +88,11 @@ static void drive(ad_tensor *y, const ad_tensor *a, const ad_tensor *b, inner_f6
 #undef CALL
 }
 
-static ad_var binary(ad_op op, ad_var a, ad_var b)
+/* Validated operands of any shape: dtypes, the broadcast shape, the node. */
+static ad_var binary_general(ad_tape *t, ad_op op, const ad_var *xs)
 {
-    ad_var xs[2] = {a, b};
-    ad_tape *t;
     const char *name = ad__ops[op].name;
-    if (!ad__begin(name, 2, xs, &t)) return ad__invalid(t);
-    const ad_tensor *va = ad__val(a), *vb = ad__val(b);
+    const ad_tensor *va = ad__val(xs[0]), *vb = ad__val(xs[1]);
     if (va->dtype != vb->dtype) {
         ad__fail(t, AD_ERR_DTYPE, "%s: dtypes differ: %s and %s", name, ad_dtype_name(va->dtype),
                  ad_dtype_name(vb->dtype));
@@ -112,6 +110,41 @@ static ad_var binary(ad_op op, ad_var a, ad_var b)
     return ad__emit(t, op, 2, xs, va->dtype, nd, shape, NULL);
 }
 
+/* Two scalars (0-dimensional, one dtype) skip the broadcasting driver: the
+** node is recorded inline and the common formulas, the kernels' own
+** expressions, computed here; other ops run their kernel on the element.
+** Inlined into each op's front end, so the switch folds away. */
+#define SCALAR_CASES(T)                                                                                  \
+    do {                                                                                                 \
+        T a = *(const T *)na->value.data, b = *(const T *)nb->value.data, *y = n->value.data;            \
+        switch (op) {                                                                                    \
+        case AD_OP_ADD: *y = a + b; break;                                                               \
+        case AD_OP_SUB: *y = a - b; break;                                                               \
+        case AD_OP_MUL: *y = a * b; break;                                                               \
+        case AD_OP_DIV: *y = a / b; break;                                                               \
+        default: (void)ad__ops[op].forward(t, n); /* binary kernels cannot fail */                       \
+        }                                                                                                \
+    } while (0)
+
+static inline __attribute__((always_inline)) ad_var binary(ad_op op, ad_var x, ad_var z)
+{
+    ad_var xs[2] = {x, z};
+    ad_tape *t;
+    if (!ad__begin(ad__ops[op].name, 2, xs, &t)) return ad__invalid(t);
+    const ad_node *na = ad__node(t, x.id), *nb = ad__node(t, z.id);
+    if (na->value.ndim != 0 || nb->value.ndim != 0 || na->value.dtype != nb->value.dtype)
+        return binary_general(t, op, xs);
+    uint32_t id;
+    ad_node *n = ad__emit_scalar(t, op, 2, xs, na->flags | nb->flags, na->value.dtype, NULL, &id);
+    if (!n) return ad__invalid(t);
+    if (n->value.dtype == AD_F64)
+        SCALAR_CASES(double);
+    else
+        SCALAR_CASES(float);
+    return ad__emit_done(t, id);
+}
+#undef SCALAR_CASES
+
 /* The fast path (see ad_internal.h), for inputs of the output's shape only:
 ** broadcast inputs decline and take the recorded VJP. GA/GB are the formulas
 ** for each input in terms of g = dL/dy, a, b and y, ordered as in the VJP. */
@@ -119,6 +152,13 @@ static ad_var binary(ad_op op, ad_var a, ad_var b)
     bool ad__fast_##op(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)                 \
     {                                                                                                    \
         const ad_tensor *at = ad__in(t, n, 0), *bt = ad__in(t, n, 1);                                    \
+        if (gy->ndim == 0) { /* so are both inputs: one element, no loop */                              \
+            if (gy->dtype == AD_F64)                                                                     \
+                FAST_ONE(double, GA, GB);                                                                \
+            else                                                                                         \
+                FAST_ONE(float, GA, GB);                                                                 \
+            return true;                                                                                 \
+        }                                                                                                \
         if (at->size != gy->size || bt->size != gy->size || at->ndim != gy->ndim || bt->ndim != gy->ndim) \
             return false;                                                                                \
         for (int side = 0; side < 2; side++) {                                                           \
@@ -142,6 +182,21 @@ static ad_var binary(ad_op op, ad_var a, ad_var b)
             (void)a, (void)b, (void)y;                                                                   \
             T r = side == 0 ? (GA) : (GB);                                                               \
             o[i] = fresh ? r : o[i] + r;                                                                 \
+        }                                                                                                \
+    } while (0)
+
+#define FAST_ONE(T, GA, GB)                                                                              \
+    do {                                                                                                 \
+        T g = *(const T *)gy->data, a = *(const T *)at->data, b = *(const T *)bt->data;                  \
+        T y = *(const T *)n->value.data;                                                                 \
+        (void)a, (void)b, (void)y;                                                                       \
+        for (int side = 0; side < 2; side++) {                                                           \
+            if (!ad__needs(t, n, side)) continue;                                                        \
+            bool fresh;                                                                                  \
+            T *o = ad__gslot(t, n, side, &fresh);                                                        \
+            if (!o) return true;                                                                         \
+            T r = side == 0 ? (GA) : (GB);                                                               \
+            *o = fresh ? r : *o + r;                                                                     \
         }                                                                                                \
     } while (0)
 

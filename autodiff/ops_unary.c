@@ -36,12 +36,22 @@
         return AD_OK;                                                                                    \
     }
 
-static ad_var unary(ad_op op, ad_var x, double c0, double c1)
+/* Inlined into each op's front end: a scalar (0-dimensional) is recorded
+** inline and its kernel run on the one element. */
+static inline ad_var unary(ad_op op, ad_var x, double c0, double c1)
 {
     ad_tape *t;
     if (!ad__begin(ad__ops[op].name, 1, &x, &t)) return ad__invalid(t);
-    const ad_tensor *v = ad__val(x);
+    const ad_node *nx = ad__node(t, x.id);
+    const ad_tensor *v = &nx->value;
     ad_attr a = {{c0, c1}, {0}, NULL};
+    if (v->ndim == 0) {
+        uint32_t id;
+        ad_node *n = ad__emit_scalar(t, op, 1, &x, nx->flags, v->dtype, &a, &id);
+        if (!n) return ad__invalid(t);
+        (void)ad__ops[op].forward(t, n); /* unary kernels cannot fail */
+        return ad__emit_done(t, id);
+    }
     return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
 }
 

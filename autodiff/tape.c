@@ -170,25 +170,37 @@ void ad__fail(ad_tape *t, ad_status s, const char *fmt, ...)
     va_end(ap);
 }
 
-/* A new node slot; NULL (NOMEM recorded) on failure. */
-static inline ad_node *node_alloc(ad_tape *t, uint32_t *id)
+/* Grows the node storage by a chunk when the next node needs one; false
+** (NOMEM recorded) on failure. */
+static bool node_grow(ad_tape *t)
 {
     if (t->count >= AD_NO_NODE - 1) {
         ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape holds the most nodes it can (%u)", t->count);
-        return NULL;
+        return false;
     }
     size_t chunk = t->count >> AD_NODE_CHUNK_BITS;
-    if (chunk >= t->nchunks) {
-        if (t->nchunks == t->chunks_cap) {
-            size_t ncap = t->chunks_cap ? t->chunks_cap * 2 : 16;
-            ad_node **nc = ad__realloc(t->chunks, ncap * sizeof *nc);
-            if (!nc) goto nomem;
-            t->chunks = nc;
-            t->chunks_cap = ncap;
-        }
-        ad_node *c = ad__malloc(AD_NODE_CHUNK * sizeof(ad_node));
-        if (!c) goto nomem;
-        t->chunks[t->nchunks++] = c;
+    if (chunk < t->nchunks) return true;
+    if (t->nchunks == t->chunks_cap) {
+        size_t ncap = t->chunks_cap ? t->chunks_cap * 2 : 16;
+        ad_node **nc = ad__realloc(t->chunks, ncap * sizeof *nc);
+        if (!nc) goto nomem;
+        t->chunks = nc;
+        t->chunks_cap = ncap;
+    }
+    ad_node *c = ad__malloc(AD_NODE_CHUNK * sizeof(ad_node));
+    if (!c) goto nomem;
+    t->chunks[t->nchunks++] = c;
+    return true;
+nomem:
+    ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape could not grow past %u nodes", t->count);
+    return false;
+}
+
+/* A new node slot; NULL (NOMEM recorded) on failure. */
+static inline ad_node *node_alloc(ad_tape *t, uint32_t *id)
+{
+    if ((t->count >> AD_NODE_CHUNK_BITS) >= t->nchunks || t->count >= AD_NO_NODE - 1) {
+        if (!node_grow(t)) return NULL;
     }
     *id = t->count++;
     ad_node *n = ad__node(t, *id);
@@ -200,9 +212,6 @@ static inline ad_node *node_alloc(ad_tape *t, uint32_t *id)
     n->in = n->in_small;
     n->param_grad = NULL;
     return n;
-nomem:
-    ad__fail(t, AD_ERR_NOMEM, "out of memory: the tape could not grow past %u nodes", t->count);
-    return NULL;
 }
 
 bool ad__begin_slow(const char *op, int n, const ad_var *xs, ad_tape **tp)
@@ -265,37 +274,32 @@ void ad__anomaly_fail(ad_tape *t, uint32_t id)
              t->in_backward ? "backward" : "forward");
 }
 
-ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim, const int64_t *shape,
-                const ad_attr *attr)
+static const ad_attr no_attr = {{0, 0}, {0, 0, 0, 0}, NULL};
+
+/* ad__emit_node's work; m: where to rewind to on failure. */
+static inline ad_node *emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
+                                 const int64_t *shape, const ad_attr *attr, uint32_t *id, ad_mark m)
 {
-    int64_t size;
-    if (ndim == 0)
-        size = 1;
-    else if (!ad__shape_size(ndim, shape, &size)) {
+    int64_t size = 1;
+    if (ndim != 0 && !ad__shape_size(ndim, shape, &size)) {
         ad__fail(t, AD_ERR_SHAPE, "%s: the result's shape is too large", ad__ops[op].name);
-        return ad__invalid(t);
+        return NULL;
     }
-    ad_mark m = ad__tape_mark(t);
-    uint32_t id;
-    ad_node *n = node_alloc(t, &id);
-    if (!n) return ad__invalid(t);
+    ad_node *n = node_alloc(t, id);
+    if (!n) return NULL;
     n->op = (uint16_t)op;
     n->nin = (uint32_t)nin;
     if (nin > 3) {
         n->in = ad__arena_alloc(t, (size_t)nin * sizeof(uint32_t));
         if (!n->in) goto fail;
     }
-    bool req = false;
+    unsigned in_flags = 0;
     for (int i = 0; i < nin; i++) {
         n->in[i] = xs[i].id;
-        req = req || ad__req(xs[i]);
+        in_flags |= ad__node(t, xs[i].id)->flags;
     }
-    if (req && t->grad_enabled && op != AD_OP_DETACH && ad__ops[op].differentiable) n->flags |= AD_NODE_REQ_GRAD;
-    if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
-    if (attr)
-        n->attr = *attr;
-    else
-        n->attr = (ad_attr){{0}, {0}, NULL};
+    n->flags = ad__node_flags(t, op, in_flags);
+    n->attr = attr ? *attr : no_attr;
     ad__tensor_init(&n->value, dtype, ndim, shape, size);
     if (op == AD_OP_RESHAPE || op == AD_OP_DETACH) {
         /* values on the tape never change, so these share their input's data */
@@ -304,18 +308,32 @@ ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype,
         n->value.data = ad__arena_alloc(t, (size_t)size * ad__dsize(dtype));
         if (!n->value.data) goto fail;
     }
-    if (ad__ops[op].forward(t, n) != AD_OK) goto fail;
-    if (t->anomaly) {
-        if (!ad__all_finite(&n->value)) {
-            ad__anomaly_fail(t, id);
-            return ad__invalid(t);
-        }
-    }
-    return ad__var(t, id);
+    return n;
 fail:
     if (t->status == AD_OK) ad__fail(t, AD_ERR_NOMEM, "%s: out of memory", ad__ops[op].name);
     ad__tape_rewind(t, m);
-    return ad__invalid(t);
+    return NULL;
+}
+
+ad_node *ad__emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
+                       const int64_t *shape, const ad_attr *attr, uint32_t *id)
+{
+    return emit_node(t, op, nin, xs, dtype, ndim, shape, attr, id, ad__tape_mark(t));
+}
+
+ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim, const int64_t *shape,
+                const ad_attr *attr)
+{
+    uint32_t id;
+    ad_mark m = ad__tape_mark(t);
+    ad_node *n = emit_node(t, op, nin, xs, dtype, ndim, shape, attr, &id, m);
+    if (!n) return ad__invalid(t);
+    if (ad__ops[op].forward(t, n) != AD_OK) {
+        if (t->status == AD_OK) ad__fail(t, AD_ERR_NOMEM, "%s: out of memory", ad__ops[op].name);
+        ad__tape_rewind(t, m);
+        return ad__invalid(t);
+    }
+    return ad__emit_done(t, id);
 }
 
 /* ---- leaves ---- */

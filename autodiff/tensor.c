@@ -15,17 +15,6 @@ bool ad__shape_size(int ndim, const int64_t *shape, int64_t *size)
     return true;
 }
 
-void ad__tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const int64_t *shape, int64_t size)
-{
-    t->dtype = dtype;
-    t->ndim = ndim;
-    memset(t->shape, 0, sizeof t->shape);
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-    t->size = size;
-    t->data = NULL;
-    t->flags_ = 0;
-}
-
 ad_tensor *ad_tensor_new(ad_dtype dtype, int ndim, const int64_t *shape)
 {
     int64_t size;
