@@ -457,6 +457,18 @@ nn_batcher *nn_batcher_new(const nn_dataset *ds, int64_t batch, bool shuffle, ui
     return b;
 }
 
+/* Pixels to [0, 1]: exact division (not a multiply by 1/255, which rounds differently),
+** vectorized, with the ISA picked at run time (AD_CLONES). */
+AD_CLONES static void pixels_f32(float *restrict d, const uint8_t *restrict s, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++) d[k] = (float)s[k] / 255.0f;
+}
+
+AD_CLONES static void pixels_f64(double *restrict d, const uint8_t *restrict s, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++) d[k] = s[k] / 255.0;
+}
+
 int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, int64_t *labels)
 {
     if (!b || !x || x->ndim != 2 || x->shape[1] != b->ds->dim || x->shape[0] < b->batch ||
@@ -471,16 +483,14 @@ int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, int64_t *labels)
         if (x->dtype == AD_F32) {
             float *d = (float *)x->data + r * dim;
             if (ds->pixels_u8) {
-                const uint8_t *s = ds->pixels_u8 + src * dim;
-                for (int64_t k = 0; k < dim; k++) d[k] = (float)s[k] / 255.0f;
+                pixels_f32(d, ds->pixels_u8 + src * dim, dim);
             } else {
                 memcpy(d, ds->features + src * dim, (size_t)dim * sizeof(float));
             }
         } else {
             double *d = (double *)x->data + r * dim;
             if (ds->pixels_u8) {
-                const uint8_t *s = ds->pixels_u8 + src * dim;
-                for (int64_t k = 0; k < dim; k++) d[k] = s[k] / 255.0;
+                pixels_f64(d, ds->pixels_u8 + src * dim, dim);
             } else {
                 const float *s = ds->features + src * dim;
                 for (int64_t k = 0; k < dim; k++) d[k] = s[k];

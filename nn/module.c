@@ -127,8 +127,10 @@ bool nn_module_training(const nn_module *m) { return m && m->training; }
 
 void nn_zero_grad(nn_module *m)
 {
-    for (int i = 0; m && i < m->nparams; i++)
-        if (m->params[i].grad) ad_tensor_fill(m->params[i].grad, 0.0);
+    for (int i = 0; m && i < m->nparams; i++) {
+        ad_tensor *g = m->params[i].grad;
+        if (g && g->size) memset(g->data, 0, (size_t)g->size * ad_dtype_size(g->dtype)); /* +0.0: all bits zero */
+    }
 }
 
 /* ---- linear: y = x W^T + b ---- */
