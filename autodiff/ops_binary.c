@@ -8,8 +8,8 @@
 ** in {0, 1}; the driver walks the outer dimensions. */
 
 #define INNER(name, T, EXPR)                                                                             \
-    static void name(T *restrict y, const T *restrict pa, int64_t sa, const T *restrict pb, int64_t sb,  \
-                     int64_t n)                                                                          \
+    AD_CLONES static void name(T *restrict y, const T *restrict pa, int64_t sa, const T *restrict pb,      \
+                               int64_t sb, int64_t n)                                                    \
     {                                                                                                    \
         if (sa == 1 && sb == 1) {                                                                        \
             for (int64_t i = 0; i < n; i++) {                                                            \
@@ -149,7 +149,7 @@ static inline __attribute__((always_inline)) ad_var binary(ad_op op, ad_var x, a
 ** broadcast inputs decline and take the recorded VJP. GA/GB are the formulas
 ** for each input in terms of g = dL/dy, a, b and y, ordered as in the VJP. */
 #define FAST_BIN(op, GA, GB)                                                                             \
-    bool ad__fast_##op(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)                 \
+    AD_CLONES bool ad__fast_##op(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)       \
     {                                                                                                    \
         const ad_tensor *at = ad__in(t, n, 0), *bt = ad__in(t, n, 1);                                    \
         if (gy->ndim == 0) { /* so are both inputs: one element, no loop */                              \

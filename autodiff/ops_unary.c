@@ -26,7 +26,7 @@
             y[i] = (EXPR32);                                                                             \
         }                                                                                                \
     }                                                                                                    \
-    ad_status ad__fwd_##name(ad_tape *t, ad_node *n)                                                     \
+    AD_CLONES ad_status ad__fwd_##name(ad_tape *t, ad_node *n)                                           \
     {                                                                                                    \
         const ad_tensor *x = ad__in(t, n, 0);                                                            \
         if (x->dtype == AD_F64)                                                                          \
@@ -59,7 +59,7 @@ static inline ad_var unary(ad_op op, ad_var x, double c0, double c1)
 ** g = dL/dy, x the input, y the output, written in the same order of
 ** operations as the recorded VJP. */
 #define FAST(name, GX64, GX32)                                                                           \
-    bool ad__fast_##name(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)               \
+    AD_CLONES bool ad__fast_##name(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)     \
     {                                                                                                    \
         bool fresh;                                                                                      \
         void *buf = ad__gslot(t, n, 0, &fresh);                                                          \
