@@ -12,6 +12,8 @@
 ** library so that libautodiff-nn allocates through the same allocator and
 ** records errors on tapes the same way. */
 #define AD_SHARED __attribute__((visibility("default")))
+/* For the few front ends that must fold into each op (the scalar fast paths). */
+#define AD_ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* AD_CLONES before a hot loop kernel compiles it three times (AVX-512, AVX2,
 ** baseline x86-64) and picks one at load time by the CPU (an ifunc: GCC on
@@ -245,8 +247,9 @@ static inline uint8_t ad__node_flags(const ad_tape *t, ad_op op, unsigned in_fla
 ** node flags OR-ed), inline while the tape's current node chunk and arena block
 ** have room (ad__emit_node otherwise, which grows them or records the error).
 ** attr may be NULL. */
-static inline ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, const ad_var *xs, unsigned in_flags,
-                                       ad_dtype dtype, const ad_attr *attr, uint32_t *id)
+static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, const ad_var *xs,
+                                                 unsigned in_flags, ad_dtype dtype, const ad_attr *attr,
+                                                 uint32_t *id)
 {
     uint32_t k = t->count;
     ad_arena_block *b = t->cur;
@@ -292,7 +295,8 @@ typedef struct ad_gbuf {
 ** of memory (the error is on the tape). The common cases are inline: a buffer
 ** the sweep owns, and a first gradient without AD_ACCUMULATE. */
 AD_INTERNAL void *ad__gslot_slow(ad_tape *t, const ad_node *n, int j, bool *fresh);
-static inline void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
+/* (bytes: input j's size in bytes, or more) */
+static inline void *ad__gslot_sized(ad_tape *t, const ad_node *n, int j, size_t bytes, bool *fresh)
 {
     ad_gbuf *g = &t->gbufs[n->in[j]];
     if (g->data && g->owned) {
@@ -300,11 +304,20 @@ static inline void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
         return g->data;
     }
     if (!g->data && !t->accumulate) {
-        *g = (ad_gbuf){ad__arena_alloc(t, ad__nbytes(&ad__node(t, n->in[j])->value)), AD_NO_NODE, true};
+        *g = (ad_gbuf){ad__arena_alloc(t, bytes), AD_NO_NODE, true};
         *fresh = true;
         return g->data;
     }
     return ad__gslot_slow(t, n, j, fresh);
+}
+static inline void *ad__gslot(ad_tape *t, const ad_node *n, int j, bool *fresh)
+{
+    return ad__gslot_sized(t, n, j, ad__nbytes(&ad__node(t, n->in[j])->value), fresh);
+}
+/* ad__gslot for an input of one element (F32 or F64). */
+static inline void *ad__gslot1(ad_tape *t, const ad_node *n, int j, bool *fresh)
+{
+    return ad__gslot_sized(t, n, j, sizeof(double), fresh);
 }
 /* Passes gy through unchanged as input j's gradient (same shape): shares it when
 ** the slot is empty, adds it in otherwise (inline for one element). */

@@ -39,6 +39,8 @@ typedef void (*inner_f64)(double *, const double *, int64_t, const double *, int
 typedef void (*inner_f32)(float *, const float *, int64_t, const float *, int64_t, int64_t);
 
 #define KERNELS(op, EXPR64, EXPR32)                                                                      \
+    static inline double op##_one64(double a, double b) { return (EXPR64); }                             \
+    static inline float op##_one32(float a, float b) { return (EXPR32); }                                \
     INNER(op##_f64, double, EXPR64)                                                                      \
     INNER(op##_f32, float, EXPR32)
 
@@ -111,22 +113,11 @@ static ad_var binary_general(ad_tape *t, ad_op op, const ad_var *xs)
 }
 
 /* Two scalars (0-dimensional, one dtype) skip the broadcasting driver: the
-** node is recorded inline and the common formulas, the kernels' own
-** expressions, computed here; other ops run their kernel on the element.
-** Inlined into each op's front end, so the switch folds away. */
-#define SCALAR_CASES(T)                                                                                  \
-    do {                                                                                                 \
-        T a = *(const T *)na->value.data, b = *(const T *)nb->value.data, *y = n->value.data;            \
-        switch (op) {                                                                                    \
-        case AD_OP_ADD: *y = a + b; break;                                                               \
-        case AD_OP_SUB: *y = a - b; break;                                                               \
-        case AD_OP_MUL: *y = a * b; break;                                                               \
-        case AD_OP_DIV: *y = a / b; break;                                                               \
-        default: (void)ad__ops[op].forward(t, n); /* binary kernels cannot fail */                       \
-        }                                                                                                \
-    } while (0)
-
-static inline __attribute__((always_inline)) ad_var binary(ad_op op, ad_var x, ad_var z)
+** node is recorded inline and the op's one-element formula (ONE(op), from
+** KERNELS) computed here. Inlined into each op's front end. */
+#define ONE(op) op##_one64, op##_one32
+static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one64)(double, double),
+                                      float (*one32)(float, float))
 {
     ad_var xs[2] = {x, z};
     ad_tape *t;
@@ -138,12 +129,11 @@ static inline __attribute__((always_inline)) ad_var binary(ad_op op, ad_var x, a
     ad_node *n = ad__emit_scalar(t, op, 2, xs, na->flags | nb->flags, na->value.dtype, NULL, &id);
     if (!n) return ad__invalid(t);
     if (n->value.dtype == AD_F64)
-        SCALAR_CASES(double);
+        *(double *)n->value.data = one64(*(const double *)na->value.data, *(const double *)nb->value.data);
     else
-        SCALAR_CASES(float);
+        *(float *)n->value.data = one32(*(const float *)na->value.data, *(const float *)nb->value.data);
     return ad__emit_done(t, id);
 }
-#undef SCALAR_CASES
 
 /* The fast path (see ad_internal.h), for inputs of the output's shape only:
 ** broadcast inputs decline and take the recorded VJP. GA/GB are the formulas
@@ -193,7 +183,7 @@ static inline __attribute__((always_inline)) ad_var binary(ad_op op, ad_var x, a
         for (int side = 0; side < 2; side++) {                                                           \
             if (!ad__needs(t, n, side)) continue;                                                        \
             bool fresh;                                                                                  \
-            T *o = ad__gslot(t, n, side, &fresh);                                                        \
+            T *o = ad__gslot1(t, n, side, &fresh);                                                       \
             if (!o) return true;                                                                         \
             T r = side == 0 ? (GA) : (GB);                                                               \
             *o = fresh ? r : *o + r;                                                                     \
@@ -210,7 +200,7 @@ static inline __attribute__((always_inline)) ad_var binary(ad_op op, ad_var x, a
 /* add: y = a + b; VJP: ga = sum_to(gy), gb = sum_to(gy) */
 KERNELS(add, a + b, a + b)
 FWD(add)
-ad_var ad_add(ad_var a, ad_var b) { return binary(AD_OP_ADD, a, b); }
+ad_var ad_add(ad_var a, ad_var b) { return binary(AD_OP_ADD, a, b, ONE(add)); }
 void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gy);
@@ -242,7 +232,7 @@ bool ad__fast_add(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *
 /* sub: y = a - b; VJP: ga = sum_to(gy), gb = -sum_to(gy) */
 KERNELS(sub, a - b, a - b)
 FWD(sub)
-ad_var ad_sub(ad_var a, ad_var b) { return binary(AD_OP_SUB, a, b); }
+ad_var ad_sub(ad_var a, ad_var b) { return binary(AD_OP_SUB, a, b, ONE(sub)); }
 void ad__vjp_sub(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gy);
@@ -253,7 +243,7 @@ FAST_BIN(sub, g, -g)
 /* mul: y = a * b; VJP: ga = sum_to(gy * b), gb = sum_to(gy * a) */
 KERNELS(mul, a *b, a *b)
 FWD(mul)
-ad_var ad_mul(ad_var a, ad_var b) { return binary(AD_OP_MUL, a, b); }
+ad_var ad_mul(ad_var a, ad_var b) { return binary(AD_OP_MUL, a, b, ONE(mul)); }
 void ad__vjp_mul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad__inv(t, n, 1)));
@@ -264,7 +254,7 @@ FAST_BIN(mul, g *b, g *a)
 /* div: y = a / b; VJP: ga = sum_to(gy / b), gb = sum_to(-gy * y / b) */
 KERNELS(div, a / b, a / b)
 FWD(div)
-ad_var ad_div(ad_var a, ad_var b) { return binary(AD_OP_DIV, a, b); }
+ad_var ad_div(ad_var a, ad_var b) { return binary(AD_OP_DIV, a, b, ONE(div)); }
 void ad__vjp_div(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var b = ad__inv(t, n, 1);
@@ -277,7 +267,7 @@ FAST_BIN(div, g / b, -(g * (y / b)))
 ** (xlogy makes gb 0 where y is 0, e.g. a = 0 with b > 0, as PyTorch does) */
 KERNELS(pow, pow(a, b), powf(a, b))
 FWD(pow)
-ad_var ad_pow(ad_var a, ad_var b) { return binary(AD_OP_POW, a, b); }
+ad_var ad_pow(ad_var a, ad_var b) { return binary(AD_OP_POW, a, b, ONE(pow)); }
 void ad__vjp_pow(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var a = ad__inv(t, n, 0), b = ad__inv(t, n, 1);
@@ -289,7 +279,7 @@ void ad__vjp_pow(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
 ** m = 1 where a > b, 1/2 on ties, 0 elsewhere */
 KERNELS(maximum, (a > b || isnan(a)) ? a : b, (a > b || isnan(a)) ? a : b)
 FWD(maximum)
-ad_var ad_maximum(ad_var a, ad_var b) { return binary(AD_OP_MAXIMUM, a, b); }
+ad_var ad_maximum(ad_var a, ad_var b) { return binary(AD_OP_MAXIMUM, a, b, ONE(maximum)); }
 static void minmax_vjp(ad_tape *t, const ad_node *n, ad_var gy, ad_var *gx, ad_var m)
 {
     ad_var gm = ad_mul(gy, m);
@@ -304,7 +294,7 @@ void ad__vjp_maximum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_
 /* minimum: y = min(a, b), NaN propagates; VJP as maximum with m = 1 where a < b */
 KERNELS(minimum, (a < b || isnan(a)) ? a : b, (a < b || isnan(a)) ? a : b)
 FWD(minimum)
-ad_var ad_minimum(ad_var a, ad_var b) { return binary(AD_OP_MINIMUM, a, b); }
+ad_var ad_minimum(ad_var a, ad_var b) { return binary(AD_OP_MINIMUM, a, b, ONE(minimum)); }
 void ad__vjp_minimum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad__inv(t, n, 1), ad__inv(t, n, 0)));
@@ -314,7 +304,7 @@ void ad__vjp_minimum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_
 ** VJP: gx = sum_to(gy * xlogy(x != 0, z)), gz = sum_to(gy * x / z) */
 KERNELS(xlogy, (a == 0 && !isnan(b)) ? 0.0 : a * log(b), (a == 0 && !isnan(b)) ? 0.0f : a * logf(b))
 FWD(xlogy)
-ad_var ad_xlogy(ad_var x, ad_var z) { return binary(AD_OP_XLOGY, x, z); }
+ad_var ad_xlogy(ad_var x, ad_var z) { return binary(AD_OP_XLOGY, x, z, ONE(xlogy)); }
 void ad__vjp_xlogy(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var x = ad__inv(t, n, 0), z = ad__inv(t, n, 1);
@@ -330,11 +320,11 @@ void ad__vjp_xlogy(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_va
 /* cmp_gt: y = a > b ? 1 : (a == b ? 1/2 : 0) */
 KERNELS(cmp_gt, a > b ? 1.0 : (a == b ? 0.5 : 0.0), a > b ? 1.0f : (a == b ? 0.5f : 0.0f))
 FWD(cmp_gt)
-ad_var ad__cmp_gt(ad_var a, ad_var b) { return binary(AD_OP_CMP_GT, a, b); }
+ad_var ad__cmp_gt(ad_var a, ad_var b) { return binary(AD_OP_CMP_GT, a, b, ONE(cmp_gt)); }
 void ad__vjp_cmp_gt(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}
 
 /* eq: y = a == b ? 1 : 0 */
 KERNELS(eq, a == b ? 1.0 : 0.0, a == b ? 1.0f : 0.0f)
 FWD(eq)
-ad_var ad__eq(ad_var a, ad_var b) { return binary(AD_OP_EQ, a, b); }
+ad_var ad__eq(ad_var a, ad_var b) { return binary(AD_OP_EQ, a, b, ONE(eq)); }
 void ad__vjp_eq(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}

@@ -7,8 +7,11 @@
 #define INV_SQRT_2PI 0.39894228040143267794
 #define TWO_INV_SQRT_PI 1.12837916709551257390
 
-/* An op's formula as a loop over its elements; c0, c1 are its scalar attributes. */
+/* An op's formula as a loop over its elements, and on one element (scalars,
+** see unary()); c0, c1 are its scalar attributes. */
 #define UNARY(name, EXPR64, EXPR32)                                                                      \
+    static inline double name##_one64(double v, double c0, double c1) { return (EXPR64); }               \
+    static inline float name##_one32(float v, float c0, float c1) { return (EXPR32); }                   \
     static void name##_f64(double *restrict y, const double *restrict x, int64_t n, double c0, double c1) \
     {                                                                                                    \
         for (int64_t i = 0; i < n; i++) {                                                                \
@@ -36,9 +39,11 @@
         return AD_OK;                                                                                    \
     }
 
-/* Inlined into each op's front end: a scalar (0-dimensional) is recorded
-** inline and its kernel run on the one element. */
-static inline ad_var unary(ad_op op, ad_var x, double c0, double c1)
+/* Inlined into each op's front end, with the op's one-element formulas
+** (ONE(name)): a scalar (0-dimensional) is recorded inline and computed here. */
+#define ONE(name) name##_one64, name##_one32
+static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, double (*one64)(double, double, double),
+                                     float (*one32)(float, float, float))
 {
     ad_tape *t;
     if (!ad__begin(ad__ops[op].name, 1, &x, &t)) return ad__invalid(t);
@@ -49,7 +54,10 @@ static inline ad_var unary(ad_op op, ad_var x, double c0, double c1)
         uint32_t id;
         ad_node *n = ad__emit_scalar(t, op, 1, &x, nx->flags, v->dtype, &a, &id);
         if (!n) return ad__invalid(t);
-        (void)ad__ops[op].forward(t, n); /* unary kernels cannot fail */
+        if (v->dtype == AD_F64)
+            *(double *)n->value.data = one64(*(const double *)v->data, c0, c1);
+        else
+            *(float *)n->value.data = one32(*(const float *)v->data, (float)c0, (float)c1);
         return ad__emit_done(t, id);
     }
     return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
@@ -62,9 +70,16 @@ static inline ad_var unary(ad_op op, ad_var x, double c0, double c1)
     AD_CLONES bool ad__fast_##name(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)     \
     {                                                                                                    \
         bool fresh;                                                                                      \
+        const ad_tensor *xt = ad__in(t, n, 0);                                                           \
+        if (gy->ndim == 0) { /* one element, no loop */                                                  \
+            if (xt->dtype == AD_F64)                                                                     \
+                FAST_ONE(double, GX64, n->attr.f[0]);                                                    \
+            else                                                                                         \
+                FAST_ONE(float, GX32, (float)n->attr.f[0]);                                              \
+            return true;                                                                                 \
+        }                                                                                                \
         void *buf = ad__gslot(t, n, 0, &fresh);                                                          \
         if (!buf) return true;                                                                           \
-        const ad_tensor *xt = ad__in(t, n, 0);                                                           \
         int64_t cnt = xt->size;                                                                          \
         if (xt->dtype == AD_F64) {                                                                       \
             const double *gp = gy->data, *xp = xt->data, *yp = n->value.data;                            \
@@ -102,13 +117,23 @@ static inline ad_var unary(ad_op op, ad_var x, double c0, double c1)
         return true;                                                                                     \
     }
 
+#define FAST_ONE(T, GX, C0)                                                                              \
+    do {                                                                                                 \
+        T *o = ad__gslot1(t, n, 0, &fresh);                                                              \
+        if (!o) return true;                                                                             \
+        T g = *(const T *)gy->data, x = *(const T *)xt->data, y = *(const T *)n->value.data, c0 = C0;    \
+        (void)x, (void)y, (void)c0;                                                                      \
+        T r = (GX);                                                                                      \
+        *o = fresh ? r : *o + r;                                                                         \
+    } while (0)
+
 #define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 #define X ad__inv(t, n, 0)
 #define Y ad__var(t, self)
 
 /* add_scalar: y = x + c; VJP: gx = gy */
 UNARY(add_scalar, v + c0, v + c0)
-ad_var ad_add_scalar(ad_var x, double c) { return unary(AD_OP_ADD_SCALAR, x, c, 0); }
+ad_var ad_add_scalar(ad_var x, double c) { return unary(AD_OP_ADD_SCALAR, x, c, 0, ONE(add_scalar)); }
 VJP(add_scalar) { gx[0] = gy; }
 bool ad__fast_add_scalar(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
 {
@@ -118,13 +143,13 @@ bool ad__fast_add_scalar(ad_tape *t, const ad_node *n, uint32_t self, const ad_t
 
 /* mul_scalar: y = c * x; VJP: gx = c * gy */
 UNARY(mul_scalar, v *c0, v *c0)
-ad_var ad_mul_scalar(ad_var x, double c) { return unary(AD_OP_MUL_SCALAR, x, c, 0); }
+ad_var ad_mul_scalar(ad_var x, double c) { return unary(AD_OP_MUL_SCALAR, x, c, 0, ONE(mul_scalar)); }
 VJP(mul_scalar) { gx[0] = ad_mul_scalar(gy, n->attr.f[0]); }
 FAST(mul_scalar, g * c0, g * c0)
 
 /* pow_scalar: y = x^p; VJP: gx = p * x^(p-1) * gy (0 for p = 0) */
 UNARY(pow_scalar, c0 == 2.0 ? v * v : pow(v, c0), c0 == 2.0f ? v * v : powf(v, c0))
-ad_var ad_pow_scalar(ad_var x, double p) { return unary(AD_OP_POW_SCALAR, x, p, 0); }
+ad_var ad_pow_scalar(ad_var x, double p) { return unary(AD_OP_POW_SCALAR, x, p, 0, ONE(pow_scalar)); }
 VJP(pow_scalar)
 {
     double p = n->attr.f[0];
@@ -133,72 +158,72 @@ VJP(pow_scalar)
 
 /* neg: y = -x; VJP: gx = -gy */
 UNARY(neg, -v, -v)
-ad_var ad_neg(ad_var x) { return unary(AD_OP_NEG, x, 0, 0); }
+ad_var ad_neg(ad_var x) { return unary(AD_OP_NEG, x, 0, 0, ONE(neg)); }
 VJP(neg) { gx[0] = ad_neg(gy); }
 FAST(neg, -g, -g)
 
 /* exp: y = e^x; VJP: gx = gy * y */
 UNARY(exp, exp(v), expf(v))
-ad_var ad_exp(ad_var x) { return unary(AD_OP_EXP, x, 0, 0); }
+ad_var ad_exp(ad_var x) { return unary(AD_OP_EXP, x, 0, 0, ONE(exp)); }
 VJP(exp) { gx[0] = ad_mul(gy, Y); }
 FAST(exp, g * y, g * y)
 
 /* log: y = ln x; VJP: gx = gy / x */
 UNARY(log, log(v), logf(v))
-ad_var ad_log(ad_var x) { return unary(AD_OP_LOG, x, 0, 0); }
+ad_var ad_log(ad_var x) { return unary(AD_OP_LOG, x, 0, 0, ONE(log)); }
 VJP(log) { gx[0] = ad_div(gy, X); }
 FAST(log, g / x, g / x)
 
 /* log1p: y = ln(1 + x); VJP: gx = gy / (1 + x) */
 UNARY(log1p, log1p(v), log1pf(v))
-ad_var ad_log1p(ad_var x) { return unary(AD_OP_LOG1P, x, 0, 0); }
+ad_var ad_log1p(ad_var x) { return unary(AD_OP_LOG1P, x, 0, 0, ONE(log1p)); }
 VJP(log1p) { gx[0] = ad_div(gy, ad_add_scalar(X, 1.0)); }
 
 /* sqrt: y = sqrt(x); VJP: gx = gy / (2 y) */
 UNARY(sqrt, sqrt(v), sqrtf(v))
-ad_var ad_sqrt(ad_var x) { return unary(AD_OP_SQRT, x, 0, 0); }
+ad_var ad_sqrt(ad_var x) { return unary(AD_OP_SQRT, x, 0, 0, ONE(sqrt)); }
 VJP(sqrt) { gx[0] = ad_div(ad_mul_scalar(gy, 0.5), Y); }
 FAST(sqrt, (g * 0.5) / y, (g * 0.5f) / y)
 
 /* square: y = x^2; VJP: gx = 2 x gy */
 UNARY(square, v *v, v *v)
-ad_var ad_square(ad_var x) { return unary(AD_OP_SQUARE, x, 0, 0); }
+ad_var ad_square(ad_var x) { return unary(AD_OP_SQUARE, x, 0, 0, ONE(square)); }
 VJP(square) { gx[0] = ad_mul(gy, ad_mul_scalar(X, 2.0)); }
 FAST(square, g * (x * 2.0), g * (x * 2.0f))
 
 /* abs: y = |x|; VJP: gx = gy * sign(x) (0 at x = 0, as PyTorch) */
 UNARY(abs, fabs(v), fabsf(v))
-ad_var ad_abs(ad_var x) { return unary(AD_OP_ABS, x, 0, 0); }
+ad_var ad_abs(ad_var x) { return unary(AD_OP_ABS, x, 0, 0, ONE(abs)); }
 VJP(abs) { gx[0] = ad_mul(gy, ad_sign(X)); }
 
 /* sin: y = sin x; VJP: gx = gy cos x */
 UNARY(sin, sin(v), sinf(v))
-ad_var ad_sin(ad_var x) { return unary(AD_OP_SIN, x, 0, 0); }
+ad_var ad_sin(ad_var x) { return unary(AD_OP_SIN, x, 0, 0, ONE(sin)); }
 VJP(sin) { gx[0] = ad_mul(gy, ad_cos(X)); }
 FAST(sin, g * cos(x), g * cosf(x))
 
 /* cos: y = cos x; VJP: gx = -gy sin x */
 UNARY(cos, cos(v), cosf(v))
-ad_var ad_cos(ad_var x) { return unary(AD_OP_COS, x, 0, 0); }
+ad_var ad_cos(ad_var x) { return unary(AD_OP_COS, x, 0, 0, ONE(cos)); }
 VJP(cos) { gx[0] = ad_neg(ad_mul(gy, ad_sin(X))); }
 FAST(cos, -(g * sin(x)), -(g * sinf(x)))
 
 /* tanh: y = tanh x; VJP: gx = gy (1 - y^2) */
 UNARY(tanh, tanh(v), tanhf(v))
-ad_var ad_tanh(ad_var x) { return unary(AD_OP_TANH, x, 0, 0); }
+ad_var ad_tanh(ad_var x) { return unary(AD_OP_TANH, x, 0, 0, ONE(tanh)); }
 VJP(tanh) { gx[0] = ad_mul(gy, ad_add_scalar(ad_neg(ad_square(Y)), 1.0)); }
 FAST(tanh, g * (-(y * y) + 1.0), g * (-(y * y) + 1.0f))
 
 /* sigmoid: y = 1 / (1 + e^-x), branching on the sign so exp never overflows; VJP: gx = gy y (1 - y) */
 UNARY(sigmoid, v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)),
       v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)))
-ad_var ad_sigmoid(ad_var x) { return unary(AD_OP_SIGMOID, x, 0, 0); }
+ad_var ad_sigmoid(ad_var x) { return unary(AD_OP_SIGMOID, x, 0, 0, ONE(sigmoid)); }
 VJP(sigmoid) { gx[0] = ad_mul(gy, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0))); }
 FAST(sigmoid, g * (y * (-y + 1.0)), g * (y * (-y + 1.0f)))
 
 /* relu: y = max(x, 0); VJP: gx = gy [x > 0] (0 at the kink, as PyTorch; the mask has no derivative) */
 UNARY(relu, v < 0 ? 0.0 : v, v < 0 ? 0.0f : v)
-ad_var ad_relu(ad_var x) { return unary(AD_OP_RELU, x, 0, 0); }
+ad_var ad_relu(ad_var x) { return unary(AD_OP_RELU, x, 0, 0, ONE(relu)); }
 VJP(relu) { gx[0] = ad_mul(gy, ad__step(X, 0.0, 1.0)); }
 /* fast path: a select, which vectorizes (GCC does not if-convert the product);
 ** the same as gy [x > 0] for finite gy (an Inf or NaN gy gives 0 where x <= 0, as PyTorch) */
@@ -206,13 +231,13 @@ FAST(relu, x > 0 ? g : 0.0, x > 0 ? g : 0.0f)
 
 /* leaky_relu: y = x > 0 ? x : s x; VJP: gx = gy (x > 0 ? 1 : s) (s at the kink x = 0, as PyTorch) */
 UNARY(leaky_relu, v > 0 ? v : c0 * v, v > 0 ? v : c0 * v)
-ad_var ad_leaky_relu(ad_var x, double slope) { return unary(AD_OP_LEAKY_RELU, x, slope, 0); }
+ad_var ad_leaky_relu(ad_var x, double slope) { return unary(AD_OP_LEAKY_RELU, x, slope, 0, ONE(leaky_relu)); }
 VJP(leaky_relu) { gx[0] = ad_mul(gy, ad__step(X, n->attr.f[0], 1.0)); }
 FAST(leaky_relu, g * (x > 0 ? 1.0 : c0), g * (x > 0 ? 1.0f : c0))
 
 /* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : y + a) (a at the kink x = 0, as PyTorch) */
 UNARY(elu, v > 0 ? v : c0 * expm1(v), v > 0 ? v : c0 * expm1f(v))
-ad_var ad_elu(ad_var x, double alpha) { return unary(AD_OP_ELU, x, alpha, 0); }
+ad_var ad_elu(ad_var x, double alpha) { return unary(AD_OP_ELU, x, alpha, 0, ONE(elu)); }
 VJP(elu)
 {
     ad_var d = ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), ad_add_scalar(Y, n->attr.f[0])));
@@ -221,7 +246,7 @@ VJP(elu)
 
 /* gelu: y = x Phi(x) = x/2 erfc(-x/sqrt2); VJP: gx = gy (Phi(x) + x phi(x)) */
 UNARY(gelu, 0.5 * v * erfc(-v * SQRT1_2), 0.5f * v * erfcf(-v * (float)SQRT1_2))
-ad_var ad_gelu(ad_var x) { return unary(AD_OP_GELU, x, 0, 0); }
+ad_var ad_gelu(ad_var x) { return unary(AD_OP_GELU, x, 0, 0, ONE(gelu)); }
 VJP(gelu)
 {
     ad_var x = X;
@@ -232,12 +257,12 @@ VJP(gelu)
 
 /* softplus: y = ln(1 + e^x), computed without overflow; VJP: gx = gy sigmoid(x) */
 UNARY(softplus, v > 0 ? v + log1p(exp(-v)) : log1p(exp(v)), v > 0 ? v + log1pf(expf(-v)) : log1pf(expf(v)))
-ad_var ad_softplus(ad_var x) { return unary(AD_OP_SOFTPLUS, x, 0, 0); }
+ad_var ad_softplus(ad_var x) { return unary(AD_OP_SOFTPLUS, x, 0, 0, ONE(softplus)); }
 VJP(softplus) { gx[0] = ad_mul(gy, ad_sigmoid(X)); }
 
 /* erf: y = erf x; VJP: gx = gy 2/sqrt(pi) e^(-x^2) */
 UNARY(erf, erf(v), erff(v))
-ad_var ad_erf(ad_var x) { return unary(AD_OP_ERF, x, 0, 0); }
+ad_var ad_erf(ad_var x) { return unary(AD_OP_ERF, x, 0, 0, ONE(erf)); }
 VJP(erf) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), TWO_INV_SQRT_PI)); }
 
 /* clamp: y = min(max(x, lo), hi); VJP: gx = gy [lo <= x <= hi] (bounds inclusive, as PyTorch) */
@@ -248,7 +273,7 @@ ad_var ad_clamp(ad_var x, double lo, double hi)
         ad__fail(x.tape, AD_ERR_ARG, "ad_clamp: lo %g is greater than hi %g", lo, hi);
         return ad__invalid(x.tape);
     }
-    return unary(AD_OP_CLAMP, x, lo, hi);
+    return unary(AD_OP_CLAMP, x, lo, hi, ONE(clamp));
 }
 VJP(clamp) { gx[0] = ad_mul(gy, ad__inrange(X, n->attr.f[0], n->attr.f[1])); }
 
@@ -256,15 +281,15 @@ VJP(clamp) { gx[0] = ad_mul(gy, ad__inrange(X, n->attr.f[0], n->attr.f[1])); }
 
 /* sign: y = x > 0 ? 1 : x < 0 ? -1 : 0 */
 UNARY(sign, v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0 * v), v > 0 ? 1.0f : (v < 0 ? -1.0f : 0.0f * v))
-ad_var ad_sign(ad_var x) { return unary(AD_OP_SIGN, x, 0, 0); }
+ad_var ad_sign(ad_var x) { return unary(AD_OP_SIGN, x, 0, 0, ONE(sign)); }
 VJP(sign) {}
 
 /* step: y = x > 0 ? hi : lo */
 UNARY(step, v > 0 ? c1 : c0, v > 0 ? c1 : c0)
-ad_var ad__step(ad_var x, double lo, double hi) { return unary(AD_OP_STEP, x, lo, hi); }
+ad_var ad__step(ad_var x, double lo, double hi) { return unary(AD_OP_STEP, x, lo, hi, ONE(step)); }
 VJP(step) {}
 
 /* inrange: y = lo <= x <= hi ? 1 : 0 */
 UNARY(inrange, (v >= c0 && v <= c1) ? 1.0 : 0.0, (v >= c0 && v <= c1) ? 1.0f : 0.0f)
-ad_var ad__inrange(ad_var x, double lo, double hi) { return unary(AD_OP_INRANGE, x, lo, hi); }
+ad_var ad__inrange(ad_var x, double lo, double hi) { return unary(AD_OP_INRANGE, x, lo, hi, ONE(inrange)); }
 VJP(inrange) {}

@@ -709,6 +709,109 @@ START_TEST(test_anomaly_detection)
 }
 END_TEST
 
+/* Every binary and unary op on a and b: a used many times, so gradients add up. */
+static ad_var all_ops(ad_var a, ad_var b)
+{
+    ad_var s = ad_add(ad_sub(a, b), ad_mul(a, b));
+    s = ad_add(s, ad_div(a, b));
+    s = ad_add(s, ad_pow(a, b));
+    s = ad_add(s, ad_add(ad_maximum(a, b), ad_minimum(a, b)));
+    s = ad_add(s, ad_xlogy(a, b));
+    s = ad_add(s, ad_mul_scalar(ad_add_scalar(a, 0.5), 1.5));
+    s = ad_add(s, ad_add(ad_pow_scalar(a, 3.0), ad_neg(ad_exp(b))));
+    s = ad_add(s, ad_add(ad_log(a), ad_log1p(b)));
+    s = ad_add(s, ad_add(ad_sqrt(a), ad_square(b)));
+    s = ad_add(s, ad_add(ad_abs(ad_neg(a)), ad_sin(b)));
+    s = ad_add(s, ad_add(ad_cos(a), ad_tanh(b)));
+    s = ad_add(s, ad_add(ad_sigmoid(a), ad_relu(b)));
+    s = ad_add(s, ad_add(ad_leaky_relu(ad_neg(a), 0.1), ad_elu(ad_neg(b), 0.7)));
+    s = ad_add(s, ad_add(ad_gelu(a), ad_softplus(b)));
+    s = ad_add(s, ad_add(ad_erf(a), ad_clamp(b, 0.1, 0.9)));
+    return s;
+}
+
+/* Raw bytes of a tensor's one element, to compare bit for bit. */
+static uint64_t bits1(const ad_tensor *x)
+{
+    uint64_t u = 0;
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(x->size, 1);
+    memcpy(&u, x->data, x->dtype == AD_F64 ? 8 : 4);
+    return u;
+}
+
+/* Scalars (0-dimensional) are recorded inline and take one-element fast VJPs;
+** the same graph on tensors of shape [1] takes the general paths. Values and
+** gradients agree bit for bit, in both dtypes, with and without AD_CREATE_GRAPH. */
+START_TEST(test_scalar_paths)
+{
+    for (int d = 0; d < 2; d++) {
+        ad_dtype dt = d ? AD_F32 : AD_F64;
+        for (int create = 0; create < 2; create++) {
+            uint64_t val[2], ga[2], gb[2];
+            for (int k = 0; k < 2; k++) {
+                int nd = k; /* 0: a scalar, 1: shape [1] */
+                const int64_t one[1] = {1};
+                ad_tensor *av = ad_tensor_new(dt, nd, one), *bv = ad_tensor_new(dt, nd, one);
+                ad_tensor_set(av, 0, 0.3);
+                ad_tensor_set(bv, 0, 0.6);
+                ad_tape *t = ad_tape_new();
+                ad_var a = ad_leaf(t, av), b = ad_leaf(t, bv);
+                ad_var y = ad_sum(all_ops(a, b));
+                ck_assert_msg(ad_ok(y), "%s", ad_tape_error(t));
+                val[k] = bits1(ad_value(y));
+                ck_assert_msg(ad_backward(y, NULL, create ? AD_CREATE_GRAPH : 0) == AD_OK, "%s", ad_tape_error(t));
+                ga[k] = bits1(ad_grad(a));
+                gb[k] = bits1(ad_grad(b));
+                ck_assert(ad_tensor_get(ad_grad(a), 0) != 0 && ad_tensor_get(ad_grad(b), 0) != 0);
+                ad_tape_free(t);
+                ad_tensor_free(av);
+                ad_tensor_free(bv);
+            }
+            ck_assert_msg(val[0] == val[1], "%s: values differ", ad_dtype_name(dt));
+            ck_assert_msg(ga[0] == ga[1], "%s, create %d: grad a differs", ad_dtype_name(dt), create);
+            ck_assert_msg(gb[0] == gb[1], "%s, create %d: grad b differs", ad_dtype_name(dt), create);
+        }
+    }
+}
+END_TEST
+
+/* The scalar paths keep the engine's checks and messages. */
+START_TEST(test_scalar_errors)
+{
+    ad_tape *t = ad_tape_new();
+    ad_var a = ad_scalar(t, AD_F64, -1.0), f = ad_scalar(t, AD_F32, 2.0);
+    EXPECT_ERROR(t, ad_add(a, f), AD_ERR_DTYPE, "ad_add: dtypes differ: f64 and f32");
+    EXPECT_ERROR(t, ad_div(f, a), AD_ERR_DTYPE, "ad_div: dtypes differ: f32 and f64");
+    ad_tape_clear_error(t);
+    /* anomaly detection, forward: log(-1) */
+    ad_tape_set_anomaly_detection(t, true);
+    EXPECT_ERROR(t, ad_log(a), AD_ERR_NUMERIC, "ad_log: non-finite output at node 2 (input []) during forward");
+    EXPECT_ERROR(t, ad_div(f, ad_mul_scalar(f, 0.0)), AD_ERR_NUMERIC,
+                 "ad_div: non-finite output at node 4 (inputs [], []) during forward");
+    /* and backward: sqrt at 0 through a scalar chain */
+    ad_tape_clear_error(t);
+    ad_tensor *zv = ad_tensor_new(AD_F64, AD_SCALAR_SHAPE);
+    ad_var z = ad_leaf(t, zv);
+    ck_assert_int_eq(ad_backward(ad_add_scalar(ad_sqrt(z), 1.0), NULL, 0), AD_ERR_NUMERIC);
+    ck_assert_msg(strstr(ad_tape_error(t), "ad_sqrt: non-finite gradient") && strstr(ad_tape_error(t), "backward"), "%s",
+                  ad_tape_error(t));
+    /* stale scalar handles */
+    ad_tape_set_anomaly_detection(t, false);
+    ad_tape_reset(t);
+    ad_var fresh = ad_scalar(t, AD_F64, 1.0);
+    EXPECT_ERROR(t, ad_mul(fresh, a), AD_ERR_STATE, "ad_mul: operand 2 is a stale handle (from before ad_tape_reset)");
+    EXPECT_ERROR(t, ad_tanh(a), AD_ERR_STATE, "ad_tanh: operand 1 is a stale handle (from before ad_tape_reset)");
+    /* an error is sticky for scalar ops too: nothing is recorded */
+    size_t nodes = ad_tape_node_count(t);
+    ck_assert(!ad_ok(ad_add(fresh, fresh)));
+    ck_assert(!ad_ok(ad_exp(fresh)));
+    ck_assert_uint_eq(ad_tape_node_count(t), nodes);
+    ad_tape_free(t);
+    ad_tensor_free(zv);
+}
+END_TEST
+
 static Suite *tape_suite(void)
 {
     Suite *s = suite_create("tape");
@@ -726,6 +829,7 @@ static Suite *tape_suite(void)
     tcase_add_test(err, test_error_messages);
     tcase_add_test(err, test_status_strings);
     tcase_add_test(err, test_anomaly_detection);
+    tcase_add_test(err, test_scalar_errors);
     suite_add_tcase(s, err);
     TCase *bw = tcase_create("backward");
     tcase_add_test(bw, test_grad_disabled);
@@ -733,6 +837,7 @@ static Suite *tape_suite(void)
     tcase_add_test(bw, test_param_accumulates);
     tcase_add_test(bw, test_gradients_api);
     tcase_add_test(bw, test_seeds);
+    tcase_add_test(bw, test_scalar_paths);
     suite_add_tcase(s, bw);
     return s;
 }
