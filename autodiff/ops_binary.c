@@ -163,17 +163,27 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
         }                                                                                                \
         return true;                                                                                     \
     }
-#define FAST_LOOP(T, GA, GB)                                                                                   \
+/* One loop per case (input, fresh or accumulating), without branches, so that each vectorizes. */
+#define FAST_LOOP(T, GA, GB)                                                                             \
     do {                                                                                                 \
         const T *gp = gy->data, *ap = at->data, *bp = bt->data, *yp = n->value.data;                     \
         T *o = buf;                                                                                      \
-        for (int64_t i = 0; i < gy->size; i++) {                                                         \
-            T g = gp[i], a = ap[i], b = bp[i], y = yp[i];                                                \
-            (void)a, (void)b, (void)y;                                                                   \
-            T r = side == 0 ? (GA) : (GB);                                                               \
-            o[i] = fresh ? r : o[i] + r;                                                                 \
-        }                                                                                                \
+        int64_t cnt = gy->size;                                                                          \
+        if (side == 0 && fresh)                                                                          \
+            FAST_PASS(T, =, GA)                                                                          \
+        else if (side == 0)                                                                              \
+            FAST_PASS(T, +=, GA)                                                                         \
+        else if (fresh)                                                                                  \
+            FAST_PASS(T, =, GB)                                                                          \
+        else                                                                                             \
+            FAST_PASS(T, +=, GB)                                                                         \
     } while (0)
+#define FAST_PASS(T, ASSIGN, GX)                                                                         \
+    for (int64_t i = 0; i < cnt; i++) {                                                                  \
+        T g = gp[i], a = ap[i], b = bp[i], y = yp[i];                                                    \
+        (void)a, (void)b, (void)y;                                                                       \
+        o[i] ASSIGN(GX);                                                                                 \
+    }
 
 #define FAST_ONE(T, GA, GB)                                                                              \
     do {                                                                                                 \

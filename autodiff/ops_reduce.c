@@ -79,7 +79,7 @@ ad_status ad__fwd_sum(ad_tape *t, ad_node *n)
 }
 VJP(sum) { gx[0] = expand(t, n, gy); }
 /* The fast path for sum and mean: every input element gets g (times 1/N). */
-static bool fast_fill(ad_tape *t, const ad_node *n, const ad_tensor *gy, double scale)
+AD_CLONES static bool fast_fill(ad_tape *t, const ad_node *n, const ad_tensor *gy, double scale)
 {
     bool fresh;
     void *buf = ad__gslot(t, n, 0, &fresh);
@@ -87,10 +87,16 @@ static bool fast_fill(ad_tape *t, const ad_node *n, const ad_tensor *gy, double 
     const ad_tensor *x = ad__in(t, n, 0);
     if (x->dtype == AD_F64) {
         double g = ((const double *)gy->data)[0] * scale, *o = buf;
-        for (int64_t i = 0; i < x->size; i++) o[i] = fresh ? g : o[i] + g;
+        if (fresh) /* two loops, not a select in one: each vectorizes */
+            for (int64_t i = 0; i < x->size; i++) o[i] = g;
+        else
+            for (int64_t i = 0; i < x->size; i++) o[i] += g;
     } else {
         float g = (float)(((const float *)gy->data)[0] * (float)scale), *o = buf;
-        for (int64_t i = 0; i < x->size; i++) o[i] = fresh ? g : o[i] + g;
+        if (fresh)
+            for (int64_t i = 0; i < x->size; i++) o[i] = g;
+        else
+            for (int64_t i = 0; i < x->size; i++) o[i] += g;
     }
     return true;
 }
