@@ -218,23 +218,28 @@ void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
 }
 /* fast path: gy passed through, or summed down to a broadcast input's shape
 ** (a bias) with the kernel of sum_to, as the recorded VJP does */
+/* (out of line, so that the pass-through in ad__fast_add stays a small leaf function) */
+static __attribute__((noinline)) void add_reduced(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
+{
+    const ad_tensor *x = ad__in(t, n, j);
+    bool fresh;
+    void *buf = ad__gslot(t, n, j, &fresh);
+    ad_tensor sum = *x, acc = *x;
+    sum.data = fresh ? buf : ad__arena_alloc(t, ad__nbytes(x));
+    if (!buf || !sum.data) return;
+    ad__sum_to_kernel(&sum, gy);
+    acc.data = buf;
+    if (!fresh) ad__add_into(&acc, &sum);
+}
 bool ad__fast_add(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
 {
     for (int j = 0; j < 2 && t->status == AD_OK; j++) {
         if (!ad__needs(t, n, j)) continue;
         const ad_tensor *x = ad__in(t, n, j);
-        if (x->size == gy->size && x->ndim == gy->ndim) {
+        if (x->size == gy->size && x->ndim == gy->ndim)
             ad__gpass(t, n, j, gy);
-            continue;
-        }
-        bool fresh;
-        void *buf = ad__gslot(t, n, j, &fresh);
-        ad_tensor sum = *x, acc = *x;
-        sum.data = fresh ? buf : ad__arena_alloc(t, ad__nbytes(x));
-        if (!buf || !sum.data) return true;
-        ad__sum_to_kernel(&sum, gy);
-        acc.data = buf;
-        if (!fresh) ad__add_into(&acc, &sum);
+        else
+            add_reduced(t, n, j, gy);
     }
     return true;
 }
