@@ -7,8 +7,9 @@ bool ad__shape_size(int ndim, const int64_t *shape, int64_t *size)
 {
     if (ndim < 0 || ndim > AD_MAX_DIMS || (ndim > 0 && !shape)) return false;
     int64_t n = 1;
+    /* the overflow check without ad__mul_ok's division: every op's result shape comes here */
     for (int i = 0; i < ndim; i++)
-        if (!ad__mul_ok(n, shape[i], &n)) return false;
+        if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n)) return false;
     /* keep byte counts representable too */
     if (n > INT64_MAX / 16) return false;
     *size = n;
