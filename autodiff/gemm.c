@@ -33,9 +33,14 @@
 ** into one: the kernels only ever read packed, contiguous panels, and edge panels are padded
 ** with zeros so the kernels always run on full tiles (partial tiles of C go through a buffer).
 **
-** Threads split the rows of C (or the columns, for short wide products) into fixed, MR- or
-** NR-aligned ranges; each element is computed by one thread with the same blocking as with one
-** thread, so results are identical for any thread count.
+** Threads (ad__parallel's persistent pool, threads.c) split the rows or the columns of C into
+** fixed, aligned ranges: whichever cuts the largest of A, B and C (split_cols), so that in a
+** training step each thread keeps to the same part of each weight in the forward product, its
+** gradient and the optimizer's update (nn/optim.c splits parameters into the same contiguous
+** halves), instead of moving it between cores' caches every step. Each element of C is computed
+** by one thread with the same blocking as with one thread, so the packed kernel's results are
+** identical for any thread count; a split product on OpenBLAS is one call per range, so its
+** results depend only on the thread count.
 **
 ** Which path a product takes (thresholds measured on a 2-core Zen 5 with OpenBLAS 0.3.21, with
 ** OPENBLAS_CORETYPE unset; forced to Haswell, OpenBLAS is slower than the packed kernel from
@@ -44,11 +49,17 @@
 **   m == 1 or n == 1:  the skinny (matrix-vector) kernels, which read A and B in place; they
 **                      match OpenBLAS at 256 and are 2-5x faster at 1024, where it runs a GEMM;
 **   with OpenBLAS:     cblas_?gemm for everything else: on that machine it is faster than the
-**                      packed kernel from 8 x 8 x 8 up (its small-matrix kernels need no packing);
+**                      packed kernel from 8 x 8 x 8 up (its small-matrix kernels need no packing).
+**                      OpenBLAS always runs on one thread: from THREAD_MNK up, with more threads
+**                      set, the product is split into one cblas call per thread on the pool.
+**                      OpenBLAS's own threads cost more than they save on a small network's
+**                      products (bench_mlp at 2 threads: 1.07 s per epoch against 0.68 s at 1),
+**                      while the split halves run 1.5-1.7x faster than one call (64 x 256 x 784,
+**                      256 x 784 x 64 and 64 x 128 x 256, their times measured alone);
 **   otherwise:         the packed kernel, on ad_get_num_threads() threads from THREAD_MNK up
-**                      (a thread costs about 40 us of CPU to start and join there: below
-**                      256^3 that is about what it saves). Each thread packs its own B~: for
-**                      2 threads at 1024^3 the total work grows by about 4%, at 256^3 by far more.
+**                      (handing a share to a pool worker costs a few microseconds, against tens
+**                      for a product of this size). Each thread packs its own B~: for 2 threads
+**                      at 1024^3 the total work grows by about 4%, at 256^3 by far more.
 **
 ** Packing buffers: when one thread's panels fit in STACK_BYTES (products up to 64 x 64 x 64 at
 ** F32, 48 x 48 x 48 at F64, or larger ones with a short side) they live on that thread's stack,
@@ -59,7 +70,7 @@
 
 #define SMALL_MNK ((int64_t)512)      /* m n k below this: the plain loop */
 #define BLAS_MNK ((int64_t)512)       /* m n k from this on: OpenBLAS, when built with it */
-#define THREAD_MNK ((int64_t)1 << 24) /* m n k from this on (256^3): ad_get_num_threads() threads */
+#define THREAD_MNK ((int64_t)1 << 20) /* m n k from this on (64 x 128 x 128): ad_get_num_threads() threads */
 #define STACK_BYTES ((size_t)64 << 10) /* packed panels up to this size live on the stack */
 
 /* ---- the process-wide backend choice (set by tests and benchmarks) ---- */
@@ -92,6 +103,22 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* Packed buffers start on a cache line. */
 static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+/* Whether threads split C by columns (else by rows), in units of unit_m rows or unit_n columns.
+** The side that cuts the largest of the three matrices (A and C by rows, B by columns; by rows
+** on a tie) into parts: in a training step each weight is then cut the same way in the forward
+** product (B) and in its gradient (C), and the optimizer cuts it likewise (contiguous halves), so
+** each part of a weight stays in one core's cache. The other side when this one has fewer units
+** than threads and the other more. */
+static bool split_cols(int64_t m, int64_t n, int64_t k, int64_t unit_m, int64_t unit_n, int nth)
+{
+    double sa = (double)m * (double)k, sb = (double)k * (double)n, sc = (double)m * (double)n;
+    int64_t um = (m + unit_m - 1) / unit_m, un = (n + unit_n - 1) / unit_n;
+    bool cols = sb > sa && sb > sc;
+    if (cols && un < nth && um > un) cols = false;
+    if (!cols && um < nth && un > um) cols = true;
+    return cols;
+}
 
 /*
 ** Everything below is written once over the element type T (suffix S): the plain loop, packing,
@@ -280,8 +307,7 @@ static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_
                                  T beta, T *c, int64_t ldc, int nth)                                     \
     {                                                                                                    \
         job_##S jb = {kr, ta, tb, false, m, n, k, lda, ldb, ldc, 0, 0, alpha, beta, a, b, c, NULL};      \
-        /* split the longer side, unless it leaves too few tiles per thread */                           \
-        jb.split_n = n > m && n >= (int64_t)nth * kr->nr;                                                \
+        jb.split_n = split_cols(m, n, k, kr->mr, kr->nr, nth);                                           \
         int64_t mm = jb.split_n ? m : (m + nth - 1) / nth + kr->mr;                                      \
         int64_t nn = jb.split_n ? (n + nth - 1) / nth + kr->nr : n;                                      \
         int64_t kc = min64(kr->kc, k);                                                                   \
@@ -347,21 +373,80 @@ static ad_status plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t
     else
         *pa = PATH_PACKED;
     int want = ad_get_num_threads();
-    if (*pa == PATH_BLAS || backend == AD__GEMM_PACKED || mnk >= THREAD_MNK)
+    if ((*pa == PATH_PACKED && backend == AD__GEMM_PACKED) || ((*pa == PATH_PACKED || *pa == PATH_BLAS) && mnk >= THREAD_MNK))
         *nth = want > AD__MAX_THREADS ? AD__MAX_THREADS : want;
     return AD_OK;
 }
 
-/* The entry points, one per element type; BLAS is the cblas_?gemm of that type. */
 #ifdef AD_HAVE_BLAS
-#define BLAS_CALL(BLASFN)                                                                                \
+#define SPLIT_ALIGN 16 /* split points fall on multiples of this many rows or columns */
+
+/* One product split over ad__parallel: each share is a separate call of single-threaded
+** OpenBLAS on a fixed block of C's rows (or columns), so each element of C is computed by one
+** call whose shape depends only on the thread count. */
+typedef struct blas_job {
+    bool f64, ta, tb, split_n;
+    int64_t m, n, k, lda, ldb, ldc;
+    double alpha, beta; /* exact copies of the F32 values for an F32 product */
+    const void *a, *b;
+    void *c;
+} blas_job;
+
+static void run_blas_share(void *ctx, int tid, int nth)
+{
+    const blas_job *j = ctx;
+    int64_t len = j->split_n ? j->n : j->m, units = (len + SPLIT_ALIGN - 1) / SPLIT_ALIGN;
+    int64_t lo = min64(len, units * tid / nth * SPLIT_ALIGN), hi = min64(len, units * (tid + 1) / nth * SPLIT_ALIGN);
+    if (lo >= hi) return;
+    size_t es = j->f64 ? sizeof(double) : sizeof(float);
+    const char *a = j->a, *b = j->b;
+    char *c = j->c;
+    int64_t m = j->m, n = j->n;
+    if (j->split_n) {
+        n = hi - lo;
+        b += (size_t)(j->tb ? lo * j->ldb : lo) * es;
+        c += (size_t)lo * es;
+    } else {
+        m = hi - lo;
+        a += (size_t)(j->ta ? lo : lo * j->lda) * es;
+        c += (size_t)(lo * j->ldc) * es;
+    }
+    enum CBLAS_TRANSPOSE ta = j->ta ? CblasTrans : CblasNoTrans, tb = j->tb ? CblasTrans : CblasNoTrans;
+    if (j->f64)
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)j->k, j->alpha, (const double *)(const void *)a,
+                    (int)j->lda, (const double *)(const void *)b, (int)j->ldb, j->beta, (double *)(void *)c,
+                    (int)j->ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)j->k, (float)j->alpha, (const float *)(const void *)a,
+                    (int)j->lda, (const float *)(const void *)b, (int)j->ldb, (float)j->beta, (float *)(void *)c,
+                    (int)j->ldc);
+}
+
+static void blas_split(bool f64, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void *a,
+                       int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc, int nth)
+{
+    bool split_n = split_cols(m, n, k, SPLIT_ALIGN, SPLIT_ALIGN, nth);
+    blas_job j = {f64, ta, tb, split_n, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    ad__parallel(nth, run_blas_share, &j);
+}
+#endif
+
+/* The entry points, one per element type; BLAS is the cblas_?gemm of that type. OpenBLAS always
+** runs on one thread: with more, the product is split over the engine's own pool instead. */
+#ifdef AD_HAVE_BLAS
+#define BLAS_CALL(T, BLASFN)                                                                             \
     do {                                                                                                 \
-        if (openblas_get_num_threads() != nth) openblas_set_num_threads(nth);                            \
+        if (nth > 1) {                                                                                   \
+            blas_split(sizeof(T) == sizeof(double), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nth); \
+            break;                                                                                       \
+        }                                                                                                \
+        if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);                                \
         BLASFN(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, \
                (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);                              \
     } while (0)
 #else
-#define BLAS_CALL(BLASFN) ((void)0)
+#define BLAS_CALL(T, BLASFN) ((void)0)
 #endif
 
 #define DEFINE_ENTRY(T, S, BLASFN)                                                                       \
@@ -375,7 +460,7 @@ static ad_status plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t
         switch (pa) {                                                                                    \
         case PATH_NONE: scale_##S(m, n, beta, c, ldc); return AD_OK;                                     \
         case PATH_SMALL: small_##S(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return AD_OK;  \
-        case PATH_BLAS: BLAS_CALL(BLASFN); return AD_OK;                                                 \
+        case PATH_BLAS: BLAS_CALL(T, BLASFN); return AD_OK;                                              \
         case PATH_SKINNY:                                                                                \
         case PATH_PACKED: break;                                                                         \
         }                                                                                                \

@@ -1,4 +1,4 @@
-/* test_gemm.c: the matrix-product kernels (plain loop, packed kernels at every CPU level, OpenBLAS) against a naive loop. */
+/* test_gemm.c: the matrix-product kernels (plain loop, packed at every CPU level, OpenBLAS, threads) against a naive loop. */
 #include <check.h>
 #include <math.h>
 #include <stdint.h>
@@ -260,6 +260,40 @@ START_TEST(threads_deterministic)
 }
 END_TEST
 
+/* The default path with threads: products from 2^20 m n k up are split over the pool (single-
+** threaded OpenBLAS per share when built with it, else the packed kernel), by rows or by columns
+** (whichever cuts the largest matrix); every share lands where it belongs, results stay within
+** rounding of the reference at every thread count, and repeat bit for bit at a given count. */
+START_TEST(threads_split)
+{
+    /* C largest (rows), B largest (columns), A largest (rows), square */
+    static const int64_t split_shapes[][3] = {{257, 129, 64}, {64, 257, 129}, {129, 64, 257}, {110, 110, 110}};
+    int nshapes = tu_quick() ? 1 : 4, last_backend = tu_quick() ? AD__GEMM_AUTO : AD__GEMM_BUILTIN;
+    for (int backend = AD__GEMM_AUTO; backend <= last_backend; backend++)
+        for (int s = 0; s < nshapes; s++)
+            for (int tr = 0; tr < 4; tr++) {
+                prob p;
+                prob_init(&p, split_shapes[s], tr & 1, tr & 2, 1.5, tr == 2 ? 1.0 : 0.0, 500 + (uint64_t)(s * 4 + tr));
+                size_t bytes = sizeof(double) * (size_t)(p.m * p.ldc);
+                double *x = malloc(bytes), *y = malloc(bytes);
+                ck_assert(x && y);
+                ad__gemm_set_backend(backend, AD__GEMM_BEST);
+                for (int f64 = 0; f64 < 2; f64++)
+                    for (int nt = 1; nt <= (tu_quick() ? 2 : 3); nt++) {
+                        ad_set_num_threads(nt);
+                        ck_assert_int_eq(prob_run(&p, f64, x), AD_OK);
+                        check_close(&p, x, f64 ? 1e-12 : 1e-5, nt == 1 ? "split, 1 thread" : "split, threads");
+                        ck_assert_int_eq(prob_run(&p, f64, y), AD_OK);
+                        ck_assert_msg(!memcmp(x, y, bytes), "s=%d tr=%d f64=%d threads=%d: two runs differ", s, tr,
+                                      f64, nt);
+                    }
+                ad_set_num_threads(1);
+                free(x), free(y);
+                prob_free(&p);
+            }
+}
+END_TEST
+
 /* BLAS semantics: beta == 0 ignores NaN in C; alpha == 0 does not read A or B; empty products scale C. */
 START_TEST(special_values)
 {
@@ -360,6 +394,7 @@ static Suite *gemm_suite(void)
     tcase_add_loop_test(tc, blas_path, 0, NSHAPES);
     tcase_add_test(tc, blas_vs_builtin);
     tcase_add_test(tc, threads_deterministic);
+    tcase_add_test(tc, threads_split);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("semantics");
     tcase_add_checked_fixture(te, NULL, teardown);
