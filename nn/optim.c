@@ -1,5 +1,6 @@
 /* optim.c: optimizers bound to a module's parameters (SGD with momentum/Nesterov, Adam, AdamW) and lr schedules. */
 #include "nn_internal.h"
+#include "threads.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -226,9 +227,88 @@ AD_CLONES static bool all_finite(const ad_tensor *t)
     return !bad;
 }
 
+/* With several threads (ad_set_num_threads), each thread checks and updates a fixed, contiguous
+** share of every large parameter: the same share at every step, so its moments stay in that
+** thread's cache, and the matrix products cut each weight the same way (gemm.c). The updates are
+** elementwise, so the result does not depend on the split. */
+#define SPLIT_MIN 4096 /* parameters smaller than this stay whole on the first thread */
+#define SPLIT_ALIGN 16 /* share boundaries on multiples of this many elements */
+
+typedef struct step_job {
+    nn_optim *o;
+    bool check;                /* the finite check; else the update */
+    bool bad[AD__MAX_THREADS]; /* the check's verdict, per thread */
+} step_job;
+
+/* Thread tid's share [lo, hi) of a parameter of n elements. */
+static void share(int64_t n, int tid, int nth, int64_t *lo, int64_t *hi)
+{
+    if (n < SPLIT_MIN) {
+        *lo = 0, *hi = tid == 0 ? n : 0;
+        return;
+    }
+    int64_t units = (n + SPLIT_ALIGN - 1) / SPLIT_ALIGN;
+    *lo = units * tid / nth * SPLIT_ALIGN;
+    *hi = units * (tid + 1) / nth * SPLIT_ALIGN;
+    if (*hi > n) *hi = n;
+}
+
+static void step_share(void *ctx, int tid, int nth)
+{
+    step_job *j = ctx;
+    nn_optim *o = j->o;
+    for (int i = 0; i < o->n; i++) {
+        ad_tensor *p = o->params[i].value, *g = o->params[i].grad;
+        int64_t lo, hi;
+        share(p->size, tid, nth, &lo, &hi);
+        if (lo >= hi) continue;
+        int64_t n = hi - lo;
+        if (j->check) {
+            ad_tensor part = *g; /* a view of the share, for the check */
+            part.data = (char *)g->data + (size_t)lo * ad_dtype_size(g->dtype);
+            part.size = n;
+            if (!all_finite(&part)) j->bad[tid] = true;
+            continue;
+        }
+        if (p->dtype == AD_F32) {
+            float *pd = (float *)p->data + lo, *gd = (float *)g->data + lo;
+            float *s1 = o->s1[i] ? (float *)o->s1[i]->data + lo : NULL;
+            if (o->kind == OPT_SGD)
+                sgd_float(o, pd, gd, s1, n);
+            else
+                adam_float(o, pd, gd, s1, (float *)o->s2[i]->data + lo, n);
+        } else {
+            double *pd = (double *)p->data + lo, *gd = (double *)g->data + lo;
+            double *s1 = o->s1[i] ? (double *)o->s1[i]->data + lo : NULL;
+            if (o->kind == OPT_SGD)
+                sgd_double(o, pd, gd, s1, n);
+            else
+                adam_double(o, pd, gd, s1, (double *)o->s2[i]->data + lo, n);
+        }
+    }
+}
+
 ad_status nn_optim_step(nn_optim *o)
 {
     if (!o) return AD_ERR_ARG;
+    int nth = ad_get_num_threads();
+    if (nth > 1) {
+        int64_t total = 0;
+        for (int i = 0; i < o->n; i++) total += o->params[i].value->size;
+        if (total < 2 * SPLIT_MIN) nth = 1;
+    }
+    if (nth > 1) {
+        if (nth > AD__MAX_THREADS) nth = AD__MAX_THREADS;
+        step_job j = {.o = o, .check = true};
+        ad__parallel(nth, step_share, &j);
+        for (int t = 0; t < nth; t++)
+            if (j.bad[t]) return AD_ERR_NUMERIC;
+        o->step++;
+        ((double *)o->step_t->data)[0] = (double)o->step;
+        j.check = false;
+        ad__parallel(nth, step_share, &j);
+        return AD_OK;
+    }
     for (int i = 0; i < o->n; i++)
         if (!all_finite(o->params[i].grad)) return AD_ERR_NUMERIC;
     o->step++;
