@@ -1,5 +1,6 @@
 /* ops_unary.c: elementwise unary ops and scalar variants; each forward beside its VJP. */
 #include "ad_internal.h"
+#include "vmath.h"
 
 #include <math.h>
 
@@ -8,7 +9,9 @@
 #define TWO_INV_SQRT_PI 1.12837916709551257390
 
 /* An op's formula as a loop over its elements, and on one element (scalars,
-** see unary()); c0, c1 are its scalar attributes. */
+** see unary()); c0, c1 are its scalar attributes. The F32 loop is always
+** inlined into each ISA clone of ad__fwd_<op>: GCC's size limits would keep
+** the longer formulas (exp, sigmoid of vmath.h) out, compiled for the baseline only. */
 #define UNARY(name, EXPR64, EXPR32)                                                                      \
     static inline double name##_one64(double v, double c0, double c1) { return (EXPR64); }               \
     static inline float name##_one32(float v, float c0, float c1) { return (EXPR32); }                   \
@@ -19,7 +22,8 @@
             y[i] = (EXPR64);                                                                             \
         }                                                                                                \
     }                                                                                                    \
-    static void name##_f32(float *restrict y, const float *restrict x, int64_t n, double c0d, double c1d) \
+    static AD_ALWAYS_INLINE void name##_f32(float *restrict y, const float *restrict x, int64_t n,         \
+                                            double c0d, double c1d)                                      \
     {                                                                                                    \
         float c0 = (float)c0d, c1 = (float)c1d;                                                          \
         (void)c0;                                                                                        \
@@ -162,8 +166,8 @@ ad_var ad_neg(ad_var x) { return unary(AD_OP_NEG, x, 0, 0, ONE(neg)); }
 VJP(neg) { gx[0] = ad_neg(gy); }
 FAST(neg, -g, -g)
 
-/* exp: y = e^x; VJP: gx = gy * y */
-UNARY(exp, exp(v), expf(v))
+/* exp: y = e^x (F32: vmath.h, vectorized); VJP: gx = gy * y */
+UNARY(exp, exp(v), ad__vm_expf(v))
 ad_var ad_exp(ad_var x) { return unary(AD_OP_EXP, x, 0, 0, ONE(exp)); }
 VJP(exp) { gx[0] = ad_mul(gy, Y); }
 FAST(exp, g * y, g * y)
@@ -208,15 +212,14 @@ ad_var ad_cos(ad_var x) { return unary(AD_OP_COS, x, 0, 0, ONE(cos)); }
 VJP(cos) { gx[0] = ad_neg(ad_mul(gy, ad_sin(X))); }
 FAST(cos, -(g * sin(x)), -(g * sinf(x)))
 
-/* tanh: y = tanh x; VJP: gx = gy (1 - y^2) */
-UNARY(tanh, tanh(v), tanhf(v))
+/* tanh: y = tanh x (F32: vmath.h, vectorized); VJP: gx = gy (1 - y^2) */
+UNARY(tanh, tanh(v), ad__vm_tanhf(v))
 ad_var ad_tanh(ad_var x) { return unary(AD_OP_TANH, x, 0, 0, ONE(tanh)); }
 VJP(tanh) { gx[0] = ad_mul(gy, ad_add_scalar(ad_neg(ad_square(Y)), 1.0)); }
 FAST(tanh, g * (-(y * y) + 1.0), g * (-(y * y) + 1.0f))
 
-/* sigmoid: y = 1 / (1 + e^-x), branching on the sign so exp never overflows; VJP: gx = gy y (1 - y) */
-UNARY(sigmoid, v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)),
-      v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)))
+/* sigmoid: y = 1 / (1 + e^-x), F64 branching on the sign so exp never overflows (F32: vmath.h); VJP: gx = gy y (1 - y) */
+UNARY(sigmoid, v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)), ad__vm_sigmoidf(v))
 ad_var ad_sigmoid(ad_var x) { return unary(AD_OP_SIGMOID, x, 0, 0, ONE(sigmoid)); }
 VJP(sigmoid) { gx[0] = ad_mul(gy, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0))); }
 FAST(sigmoid, g * (y * (-y + 1.0)), g * (y * (-y + 1.0f)))
