@@ -236,7 +236,8 @@ bool ad__fast_add(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *
     for (int j = 0; j < 2 && t->status == AD_OK; j++) {
         if (!ad__needs(t, n, j)) continue;
         const ad_tensor *x = ad__in(t, n, j);
-        if (x->size == gy->size && x->ndim == gy->ndim)
+        /* a 0-dimensional gy means 0-dimensional inputs: no need to read their shapes */
+        if (gy->ndim == 0 || (x->size == gy->size && x->ndim == gy->ndim))
             ad__gpass(t, n, j, gy);
         else
             add_reduced(t, n, j, gy);

@@ -76,7 +76,7 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
         bool fresh;                                                                                      \
         const ad_tensor *xt = ad__in(t, n, 0);                                                           \
         if (gy->ndim == 0) { /* one element, no loop */                                                  \
-            if (xt->dtype == AD_F64)                                                                     \
+            if (gy->dtype == AD_F64)                                                                     \
                 FAST_ONE(double, GX64, n->attr.f[0]);                                                    \
             else                                                                                         \
                 FAST_ONE(float, GX32, (float)n->attr.f[0]);                                              \

@@ -776,6 +776,59 @@ START_TEST(test_scalar_paths)
 }
 END_TEST
 
+/* The benchmark's scalar graph on params: acc = acc + tanh(a*b + c), n times.
+** Gradients land in the params' grad tensors with and without AD_ACCUMULATE
+** (which adds each contribution straight in: the same sum in another order),
+** and agree bit for bit with the same graph on shape-[1] params. */
+START_TEST(test_scalar_params)
+{
+    uint64_t want[3] = {0};
+    for (int k = 0; k < 3; k++) {
+        int nd = k == 2; /* 0-dimensional params, then shape [1] */
+        unsigned flags = k == 1 ? AD_ACCUMULATE : 0;
+        const int64_t one[1] = {1};
+        ad_tensor *v[3], *g[3];
+        for (int i = 0; i < 3; i++) {
+            v[i] = ad_tensor_new(AD_F64, nd, one);
+            g[i] = ad_tensor_new(AD_F64, nd, one);
+            ad_tensor_set(v[i], 0, 0.1 * (i + 1));
+        }
+        ad_tape *t = ad_tape_new();
+        for (int rep = 0; rep < 2; rep++) { /* twice: the second backward adds to the first */
+            ad_tape_reset(t);
+            ad_var a = ad_param(t, v[0], g[0]), b = ad_param(t, v[1], g[1]), c = ad_param(t, v[2], g[2]);
+            ad_var acc = ad_scalar(t, AD_F64, 0.0);
+            if (nd) acc = ad_reshape(acc, 1, one);
+            for (int i = 0; i < 300; i++) acc = ad_add(acc, ad_tanh(ad_add(ad_mul(a, b), c)));
+            ck_assert_msg(ad_backward(acc, NULL, flags) == AD_OK, "%s", ad_tape_error(t));
+        }
+        for (int i = 0; i < 3; i++) {
+            uint64_t got = bits1(g[i]);
+            double w;
+            memcpy(&w, &want[i], sizeof w);
+            if (k == 0)
+                want[i] = got;
+            else if (k == 1)
+                TU_ASSERT_CLOSE(ad_tensor_get(g[i], 0), w, 0, 1e-12);
+            else
+                ck_assert_msg(got == want[i], "case %d, param %d: %.17g", k, i, ad_tensor_get(g[i], 0));
+            ck_assert(ad_tensor_get(g[i], 0) > 0);
+        }
+        /* 2 x 300 x (1 - tanh^2) x b for a: b = 0.2 */
+        if (k == 0) {
+            double ref = 0;
+            for (int i = 0; i < 300; i++) ref += 1 - tanh(0.1 * 0.2 + 0.3) * tanh(0.1 * 0.2 + 0.3);
+            TU_ASSERT_CLOSE(ad_tensor_get(g[0], 0), 2 * 0.2 * ref, 0, 1e-12);
+        }
+        ad_tape_free(t);
+        for (int i = 0; i < 3; i++) {
+            ad_tensor_free(v[i]);
+            ad_tensor_free(g[i]);
+        }
+    }
+}
+END_TEST
+
 /* The scalar paths keep the engine's checks and messages. */
 START_TEST(test_scalar_errors)
 {
@@ -838,6 +891,7 @@ static Suite *tape_suite(void)
     tcase_add_test(bw, test_gradients_api);
     tcase_add_test(bw, test_seeds);
     tcase_add_test(bw, test_scalar_paths);
+    tcase_add_test(bw, test_scalar_params);
     suite_add_tcase(s, bw);
     return s;
 }
