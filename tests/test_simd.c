@@ -276,6 +276,49 @@ START_TEST(broadcast_exact)
 }
 END_TEST
 
+/* sum_axis, mean_axis and max_axis fold each output's inputs in index order, in double,
+** whichever axis is reduced (the inner axes' outputs fold side by side, vectorized). */
+START_TEST(axis_reductions_exact)
+{
+    ad_dtype dt = _i ? AD_F32 : AD_F64;
+    const int64_t shapes[][3] = {{4, 5, 67}, {3, 130, 2}, {2, 1, 129}, {6, 0, 3}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int axis = 0; axis < 3; axis++) {
+            const int64_t *sh = shapes[si];
+            ad_tape *t = ad_tape_new();
+            ck_assert_ptr_nonnull(t);
+            ad_tensor *xv = inputs(dt, 3, sh, 71 + si, false);
+            for (int64_t i = 3; i < xv->size; i += 17) ad_tensor_set(xv, i, i % 2 ? NAN : -INFINITY);
+            ad_var x = ad_const(t, xv);
+            const ad_tensor *ys[3] = {ad_value(ad_sum_axis(x, axis, false)), ad_value(ad_mean_axis(x, axis, false)),
+                                      sh[axis] ? ad_value(ad_max_axis(x, axis, false)) : NULL};
+            ck_assert_int_eq(ad_tape_status(t), AD_OK);
+            int64_t outer = 1, inner = 1, len = sh[axis];
+            for (int d = 0; d < axis; d++) outer *= sh[d];
+            for (int d = axis + 1; d < 3; d++) inner *= sh[d];
+            for (int64_t o = 0; o < outer; o++)
+                for (int64_t j = 0; j < inner; j++) {
+                    double sum = 0, max = -INFINITY;
+                    for (int64_t k = 0; k < len; k++) {
+                        double v = ad_tensor_get(xv, (o * len + k) * inner + j);
+                        sum = ref_bin(ADD, sum, v);
+                        if (v > max || isnan(v)) max = v;
+                    }
+                    double want[3] = {sum, len ? sum / (double)len : NAN, max};
+                    for (int r = 0; r < 3; r++) {
+                        if (!ys[r]) continue;
+                        double w = dt == AD_F64 ? want[r] : (double)(float)want[r];
+                        ck_assert_msg(same(ad_tensor_get(ys[r], o * inner + j), w),
+                                      "reduction %d over axis %d of shape %zu, %s: output %lld differs", r, axis, si,
+                                      ad_dtype_name(dt), (long long)(o * inner + j));
+                    }
+                }
+            ad_tensor_free(xv);
+            ad_tape_free(t);
+        }
+}
+END_TEST
+
 /* ---- the optimizers: nn_optim_step against its formulas, element by element ---- */
 
 typedef struct {
@@ -417,6 +460,7 @@ static Suite *simd_suite(void)
     tcase_add_loop_test(tc, unary_ops_exact, 0, 2);
     tcase_add_loop_test(tc, sum_to_order_exact, 0, 2);
     tcase_add_loop_test(tc, broadcast_exact, 0, 2);
+    tcase_add_loop_test(tc, axis_reductions_exact, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("optimizers");
     tcase_add_loop_test(tc, optim_steps_exact, 0, 2);
