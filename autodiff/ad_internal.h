@@ -101,6 +101,7 @@ typedef struct ad_node {
     ad_tensor value;       /* data in the arena, or borrowed for leaves and constants */
     uint16_t op;
     uint8_t flags;
+    uint8_t in_req;        /* bit i: input i (i < 8) requires a gradient (its REQ_GRAD, which never changes) */
     uint32_t nin;
     uint32_t grad;         /* leaves: node id of the gradient after backward, or AD_NO_NODE */
     uint32_t in_small[3];
@@ -234,21 +235,21 @@ typedef struct ad_op_info {
 
 AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];
 
-/* The flags of a new node of op whose inputs' flags OR to in_flags. */
-static inline uint8_t ad__node_flags(const ad_tape *t, ad_op op, unsigned in_flags)
+/* The flags of a new node of op whose inputs requiring a gradient are the bits of in_req. */
+static inline uint8_t ad__node_flags(const ad_tape *t, ad_op op, unsigned in_req)
 {
     unsigned f = t->in_backward ? AD_NODE_BACKWARD : 0;
-    if ((in_flags & AD_NODE_REQ_GRAD) && t->grad_enabled && op != AD_OP_DETACH && ad__ops[op].differentiable)
+    if (in_req && t->grad_enabled && op != AD_OP_DETACH && ad__ops[op].differentiable)
         f |= AD_NODE_REQ_GRAD;
     return (uint8_t)f;
 }
 
-/* ad__emit_node for a 0-dimensional result of at most 3 inputs (in_flags: their
-** node flags OR-ed), inline while the tape's current node chunk and arena block
+/* ad__emit_node for a 0-dimensional result of at most 3 inputs (in_req: bit i
+** set when input i requires a gradient, as ad_node's in_req), inline while the tape's current node chunk and arena block
 ** have room (ad__emit_node otherwise, which grows them or records the error).
 ** attr may be NULL. */
 static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, const ad_var *xs,
-                                                 unsigned in_flags, ad_dtype dtype, const ad_attr *attr,
+                                                 unsigned in_req, ad_dtype dtype, const ad_attr *attr,
                                                  uint32_t *id)
 {
     uint32_t k = t->count;
@@ -265,7 +266,8 @@ static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, 
     n->in = n->in_small;
     n->op = (uint16_t)op;
     n->nin = (uint32_t)nin;
-    n->flags = ad__node_flags(t, op, in_flags);
+    n->flags = ad__node_flags(t, op, in_req);
+    n->in_req = (uint8_t)in_req;
     n->grad = AD_NO_NODE;
     n->param_grad = NULL;
     n->attr = attr ? *attr : (ad_attr){{0, 0}, {0, 0, 0, 0}, NULL};
@@ -359,6 +361,8 @@ static inline const ad_tensor *ad__in(const ad_tape *t, const ad_node *n, int i)
 static inline ad_var ad__inv(ad_tape *t, const ad_node *n, int i) { return ad__var(t, n->in[i]); }
 static inline bool ad__needs(const ad_tape *t, const ad_node *n, int i)
 {
+    /* from the node's own bits: no read of the input node on the sweep's hot path */
+    if (i < 8) return (n->in_req >> i) & 1;
     return (ad__node(t, n->in[i])->flags & AD_NODE_REQ_GRAD) != 0;
 }
 /* g summed over the axes input i was broadcast along, back to input i's shape

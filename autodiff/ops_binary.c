@@ -126,7 +126,8 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
     if (na->value.ndim != 0 || nb->value.ndim != 0 || na->value.dtype != nb->value.dtype)
         return binary_general(t, op, xs);
     uint32_t id;
-    ad_node *n = ad__emit_scalar(t, op, 2, xs, na->flags | nb->flags, na->value.dtype, NULL, &id);
+    unsigned in_req = (na->flags & AD_NODE_REQ_GRAD) | (nb->flags & AD_NODE_REQ_GRAD) << 1;
+    ad_node *n = ad__emit_scalar(t, op, 2, xs, in_req, na->value.dtype, NULL, &id);
     if (!n) return ad__invalid(t);
     if (n->value.dtype == AD_F64)
         *(double *)n->value.data = one64(*(const double *)na->value.data, *(const double *)nb->value.data);

@@ -56,7 +56,7 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
     ad_attr a = {{c0, c1}, {0}, NULL};
     if (v->ndim == 0) {
         uint32_t id;
-        ad_node *n = ad__emit_scalar(t, op, 1, &x, nx->flags, v->dtype, &a, &id);
+        ad_node *n = ad__emit_scalar(t, op, 1, &x, nx->flags & AD_NODE_REQ_GRAD, v->dtype, &a, &id);
         if (!n) return ad__invalid(t);
         if (v->dtype == AD_F64)
             *(double *)n->value.data = one64(*(const double *)v->data, c0, c1);

@@ -216,6 +216,7 @@ static inline ad_node *node_alloc(ad_tape *t, uint32_t *id)
     /* field by field: a memset of the whole node costs more than the op itself on scalars */
     n->op = 0;
     n->flags = 0;
+    n->in_req = 0;
     n->nin = 0;
     n->grad = AD_NO_NODE;
     n->in = n->in_small;
@@ -302,12 +303,15 @@ static inline ad_node *emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs
         n->in = ad__arena_alloc(t, (size_t)nin * sizeof(uint32_t));
         if (!n->in) goto fail;
     }
-    unsigned in_flags = 0;
+    unsigned in_req = 0, any = 0;
     for (int i = 0; i < nin; i++) {
         n->in[i] = xs[i].id;
-        in_flags |= ad__node(t, xs[i].id)->flags;
+        unsigned r = ad__node(t, xs[i].id)->flags & AD_NODE_REQ_GRAD;
+        any |= r;
+        if (i < 8) in_req |= r << i;
     }
-    n->flags = ad__node_flags(t, op, in_flags);
+    n->flags = ad__node_flags(t, op, any);
+    n->in_req = (uint8_t)in_req;
     n->attr = attr ? *attr : no_attr;
     ad__tensor_init(&n->value, dtype, ndim, shape, size);
     if (op == AD_OP_RESHAPE || op == AD_OP_DETACH) {
