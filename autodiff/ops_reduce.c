@@ -1,5 +1,6 @@
 /* ops_reduce.c: sums, means, maxima, log-sum-exp and softmax over all elements or one axis. */
 #include "ad_internal.h"
+#include "vmath.h"
 
 #include <math.h>
 
@@ -358,7 +359,7 @@ bool ad__fast_log_softmax(ad_tape *t, const ad_node *n, uint32_t self, const ad_
     if (gy->dtype == AD_F64)
         LOG_SOFTMAX_FAST(double, exp);
     else
-        LOG_SOFTMAX_FAST(float, expf);
+        LOG_SOFTMAX_FAST(float, ad__vm_expf); /* as the recorded path's ad_exp in F32 */
     return true;
 }
 
