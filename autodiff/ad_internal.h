@@ -245,9 +245,9 @@ static inline uint8_t ad__node_flags(const ad_tape *t, ad_op op, unsigned in_req
 }
 
 /* ad__emit_node for a 0-dimensional result of at most 3 inputs (in_req: bit i
-** set when input i requires a gradient, as ad_node's in_req), inline while the tape's current node chunk and arena block
-** have room (ad__emit_node otherwise, which grows them or records the error).
-** attr may be NULL. */
+** set when input i requires a gradient, as ad_node's in_req), inline while the
+** tape's current node chunk and arena block have room (ad__emit_node otherwise,
+** which grows them or records the error). attr may be NULL. */
 static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, const ad_var *xs,
                                                  unsigned in_req, ad_dtype dtype, const ad_attr *attr,
                                                  uint32_t *id)
