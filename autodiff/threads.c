@@ -14,16 +14,19 @@
 **
 **   - The first ad__parallel call with nth > 1 starts workers 1 .. nth-1 (more later if a call
 **     asks for more); the caller itself always runs tid 0.
-**   - A call publishes its job (fn, ctx, nth) and bumps the generation counter `gen`. A worker
-**     that sees a new generation runs tid = its id (if id < nth) and counts down `pending`; the
-**     caller runs tid 0, then waits until every worker has counted down.
+**   - A call publishes its job (fn, ctx, nth), opens one claim per worker share and bumps the
+**     generation counter `gen`. A worker that sees a new generation claims its share (tid = its
+**     id) and runs it. The caller runs tid 0, then claims every share no worker has claimed yet
+**     and runs it itself, then waits only for the shares workers took. So a worker that is slow
+**     to wake, or not scheduled at all on a busy machine, costs the call nothing but its share
+**     running on the caller; and nothing a worker reads belongs to a call that has returned
+**     (it reads the job only after winning its claim, and the caller waits for those).
 **   - Between jobs a worker spins on `gen` for up to SPIN_NS, then parks on a condition variable;
-**     the caller waits the same way for the last worker. A training step issues its products tens
-**     of microseconds apart, and waking a parked thread costs far more than that on a virtual
-**     machine (measured on the project's 2-core VM, MLP of bench_mlp at 2 threads: spinning
-**     20 us, 1.05 s per epoch; 100 us, 0.70 s; 1 ms, 0.56 s, before the optimizer was split
-**     too). After SPIN_PAUSE_NS the spin also yields the CPU, for when the machine is busy and
-**     the thread waited for needs this core.
+**     the caller waits for the workers' shares the same way. A training step issues its products
+**     tens of microseconds apart, and waking a parked thread costs far more than that on a virtual
+**     machine (on the project's 2-core VM, bench_mlp at 2 threads with workers that had to run
+**     their own shares: spinning 20 us, 1.05 s per epoch; 1 ms, 0.56 s). After SPIN_PAUSE_NS the
+**     spin also yields the CPU, for when the machine is busy and another thread needs this core.
 **   - ad_set_num_threads(n) stops and joins the workers with id >= n (all of them for n = 1); the
 **     library's destructor stops the rest, so nothing is left running or allocated at exit.
 **   - One call uses the pool at a time (the `busy` mutex, taken with trylock): a second caller,
@@ -47,26 +50,35 @@ typedef void (*par_fn)(void *ctx, int tid, int nth);
 
 typedef struct slot {
     pthread_t th;
-    unsigned start_gen; /* the generation current when this worker was started */
+    unsigned long long start_gen; /* the generation current when this worker was started */
 } slot;
+
+/* A share's claim word: 4 gen + OPEN, TAKEN (by its worker) or STOLEN (by the caller). Claims of
+** older generations never match the current one, so a late worker cannot take a new job's share
+** believing it is an old one. On its own cache line: the caller and a worker race for it. */
+enum { OPEN = 0, TAKEN = 1, STOLEN = 2 };
+typedef struct claim {
+    _Alignas(64) atomic_ullong word;
+} claim;
 
 typedef struct pool {
     pthread_mutex_t busy; /* held by the one call that uses the pool, and while workers start or stop */
-    pthread_mutex_t lock; /* guards the sleeper counts and the condition variables */
+    pthread_mutex_t lock; /* guards the sleeper count and the condition variables */
     pthread_cond_t wake;  /* parked workers wait here for a new generation */
-    pthread_cond_t done;  /* a parked caller waits here for the last worker */
+    pthread_cond_t done;  /* a parked caller waits here for the workers' shares */
     int nworkers;         /* running workers: ids 1 .. nworkers (under busy) */
     int sleepers;         /* parked workers (under lock) */
-    bool caller_parked;   /* (under lock) */
     int fail_starts;      /* tests: this many thread starts fail (under busy) */
     /* the job of the current generation, written before gen is bumped (release) */
     par_fn fn;
     void *ctx;
     int nth;
-    int keep; /* workers with an id above this exit at this generation */
-    _Alignas(64) atomic_uint gen;
-    _Alignas(64) atomic_int pending; /* workers still running the current job */
-    atomic_bool trim;                /* a smaller thread count was set while the pool was busy */
+    atomic_int keep; /* workers with an id above this exit at the next generation */
+    _Alignas(64) atomic_ullong gen;
+    _Alignas(64) atomic_int finished; /* shares taken by workers and done, this job */
+    atomic_bool caller_parked;
+    atomic_bool trim; /* a smaller thread count was set while the pool was busy */
+    claim claims[AD__MAX_THREADS];
     slot slots[AD__MAX_THREADS];
 } pool;
 
@@ -110,21 +122,29 @@ static bool spin_step(int i, int64_t *t0)
 }
 
 /* Spins until gen differs from seen or SPIN_NS pass; returns the last value read. */
-static unsigned spin_gen(pool *p, unsigned seen)
+static unsigned long long spin_gen(pool *p, unsigned long long seen)
 {
-    unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
+    unsigned long long g = atomic_load_explicit(&p->gen, memory_order_acquire);
     int64_t t0 = 0;
     for (int i = 0; g == seen && spin_step(i, &t0); i++) g = atomic_load_explicit(&p->gen, memory_order_acquire);
     return g;
+}
+
+/* Claims share id of generation g for `who`; false when someone else has. */
+static bool claim_share(pool *p, int id, unsigned long long g, int who)
+{
+    unsigned long long open = 4 * g + OPEN;
+    return atomic_compare_exchange_strong_explicit(&p->claims[id].word, &open, 4 * g + (unsigned long long)who,
+                                                   memory_order_acq_rel, memory_order_relaxed);
 }
 
 static void *worker_main(void *arg)
 {
     pool *p = &g_pool;
     int id = (int)(intptr_t)arg;
-    unsigned seen = p->slots[id].start_gen;
+    unsigned long long seen = p->slots[id].start_gen;
     for (;;) {
-        unsigned g = spin_gen(p, seen);
+        unsigned long long g = spin_gen(p, seen);
         if (g == seen) {
             pthread_mutex_lock(&p->lock);
             while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
@@ -135,39 +155,37 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&p->lock);
         }
         seen = g;
-        if (id > p->keep) return NULL;
-        if (id < p->nth) p->fn(p->ctx, id, p->nth);
-        /* every running worker acknowledges every generation, so none is still reading this one's
-        ** job when the caller writes the next */
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+        if (id > atomic_load_explicit(&p->keep, memory_order_relaxed)) return NULL;
+        if (!claim_share(p, id, g, TAKEN)) continue; /* no share for this worker, or the caller took it */
+        p->fn(p->ctx, id, p->nth);
+        atomic_fetch_add(&p->finished, 1);
+        if (atomic_load(&p->caller_parked)) {
             pthread_mutex_lock(&p->lock);
-            if (p->caller_parked) pthread_cond_signal(&p->done);
+            pthread_cond_signal(&p->done);
             pthread_mutex_unlock(&p->lock);
         }
     }
 }
 
-/* Publishes the current job to the workers, `acks` of which will count pending down (the caller
-** holds busy). */
-static void publish(pool *p, int acks)
+/* Bumps the generation, waking parked workers (the caller holds busy). */
+static void publish(pool *p)
 {
-    atomic_store_explicit(&p->pending, acks, memory_order_relaxed);
     pthread_mutex_lock(&p->lock);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
     if (p->sleepers) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Waits until every worker has acknowledged the current generation: spins, then parks. */
-static void wait_acks(pool *p)
+/* Waits until `taken` shares taken by workers are done: spins, then parks. */
+static void wait_finished(pool *p, int taken)
 {
     int64_t t0 = 0;
-    for (int i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) != 0; i++) {
+    for (int i = 0; atomic_load_explicit(&p->finished, memory_order_acquire) != taken; i++) {
         if (spin_step(i, &t0)) continue;
         pthread_mutex_lock(&p->lock);
-        p->caller_parked = true;
-        while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0) pthread_cond_wait(&p->done, &p->lock);
-        p->caller_parked = false;
+        atomic_store(&p->caller_parked, true);
+        while (atomic_load(&p->finished) != taken) pthread_cond_wait(&p->done, &p->lock);
+        atomic_store(&p->caller_parked, false);
         pthread_mutex_unlock(&p->lock);
         return;
     }
@@ -178,13 +196,11 @@ static void stop_above(pool *p, int keep)
 {
     if (keep < 0) keep = 0;
     if (p->nworkers <= keep) return;
-    p->nth = 0;
-    p->keep = keep;
-    publish(p, keep); /* the workers that stay acknowledge; the others exit */
+    atomic_store(&p->keep, keep);
+    publish(p); /* a generation with no share open: the workers above keep exit, the others wait on */
     for (int id = keep + 1; id <= p->nworkers; id++) pthread_join(p->slots[id].th, NULL);
-    wait_acks(p);
     p->nworkers = keep;
-    p->keep = AD__MAX_THREADS;
+    atomic_store(&p->keep, AD__MAX_THREADS);
 }
 
 /* fork: hold the pool across fork() so the child copies it in a known state; the child has none
@@ -206,7 +222,7 @@ static void atfork_child(void)
     pool *p = &g_pool;
     p->nworkers = 0;
     p->sleepers = 0;
-    p->caller_parked = false;
+    atomic_store(&p->caller_parked, false);
     /* the parent's parked workers may still be counted inside the condition variables */
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -225,7 +241,7 @@ static void grow(pool *p, int want)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed);
+    unsigned long long g = atomic_load_explicit(&p->gen, memory_order_relaxed);
     while (p->nworkers < want) {
         int id = p->nworkers + 1;
         p->slots[id].start_gen = g;
@@ -266,15 +282,25 @@ void ad__parallel(int nth, void (*fn)(void *ctx, int tid, int nth), void *ctx)
     }
     grow(p, nth - 1);
     int used = p->nworkers < nth - 1 ? p->nworkers : nth - 1;
-    if (p->nworkers > 0) {
+    unsigned long long g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1; /* gen changes under busy */
+    if (used > 0) {
         p->fn = fn;
         p->ctx = ctx;
         p->nth = nth;
-        publish(p, p->nworkers);
+        atomic_store_explicit(&p->finished, 0, memory_order_relaxed);
+        for (int id = 1; id <= used; id++) atomic_store_explicit(&p->claims[id].word, 4 * g + OPEN, memory_order_relaxed);
+        publish(p);
     }
     fn(ctx, 0, nth);
     for (int t = used + 1; t < nth; t++) fn(ctx, t, nth); /* the shares of workers that did not start */
-    if (p->nworkers > 0) wait_acks(p);
+    int taken = 0;
+    for (int id = 1; id <= used; id++) {
+        if (claim_share(p, id, g, STOLEN))
+            fn(ctx, id, nth); /* its worker has not started it: run it here rather than wait */
+        else
+            taken++;
+    }
+    if (taken) wait_finished(p, taken);
     if (atomic_exchange_explicit(&p->trim, false, memory_order_relaxed)) stop_above(p, ad_get_num_threads() - 1);
     pthread_mutex_unlock(&p->busy);
 }
