@@ -829,6 +829,37 @@ START_TEST(test_scalar_params)
 }
 END_TEST
 
+/* A node remembers which of its first 8 inputs need a gradient; later inputs
+** are looked up. A concat of 11 vars, leaves and constants mixed on both
+** sides of that line: each leaf gets its gradient (its weight), constants none. */
+START_TEST(test_many_inputs)
+{
+    for (int create = 0; create < 2; create++) {
+        ad_tape *t = ad_tape_new();
+        ad_tensor *v[11];
+        ad_var xs[11];
+        for (int i = 0; i < 11; i++) {
+            v[i] = tu_f64(AD_SHAPE(1), (double[]){i});
+            xs[i] = i % 3 == 1 ? ad_const(t, v[i]) : ad_leaf(t, v[i]); /* constants at 1, 4, 7, 10 */
+        }
+        ad_tensor *w = tu_f64(AD_SHAPE(11), (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+        ad_var y = ad_sum(ad_mul(ad_concat(11, xs, 0), ad_const(t, w)));
+        ck_assert_msg(ad_backward(y, NULL, create ? AD_CREATE_GRAPH : 0) == AD_OK, "%s", ad_tape_error(t));
+        for (int i = 0; i < 11; i++) {
+            if (i % 3 == 1) {
+                ck_assert_ptr_null(ad_grad(xs[i]));
+            } else {
+                ck_assert_ptr_nonnull(ad_grad(xs[i]));
+                TU_ASSERT_CLOSE(ad_tensor_get(ad_grad(xs[i]), 0), i + 1, 0, 0);
+            }
+        }
+        ad_tape_free(t);
+        for (int i = 0; i < 11; i++) ad_tensor_free(v[i]);
+        ad_tensor_free(w);
+    }
+}
+END_TEST
+
 /* The scalar paths keep the engine's checks and messages. */
 START_TEST(test_scalar_errors)
 {
@@ -892,6 +923,7 @@ static Suite *tape_suite(void)
     tcase_add_test(bw, test_seeds);
     tcase_add_test(bw, test_scalar_paths);
     tcase_add_test(bw, test_scalar_params);
+    tcase_add_test(bw, test_many_inputs);
     suite_add_tcase(s, bw);
     return s;
 }
