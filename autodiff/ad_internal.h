@@ -133,6 +133,8 @@ struct ad_tape {
     bool anomaly;
     bool in_backward;
     bool accumulate;  /* during a fast backward with AD_ACCUMULATE */
+    uint32_t *params; /* ids of the params recorded with a grad tensor since the reset */
+    uint32_t nparams, params_cap; /* (the array is kept across resets) */
     uint32_t bw_node; /* during backward: the node whose VJP is running */
     struct ad_gbuf *gbufs; /* during a backward without AD_CREATE_GRAPH: gradient buffers by node */
     char msg[320];
@@ -305,7 +307,7 @@ static inline void *ad__gslot_sized(ad_tape *t, const ad_node *n, int j, size_t 
         *fresh = false;
         return g->data;
     }
-    if (!g->data && !t->accumulate) {
+    if (!g->data) { /* (under AD_ACCUMULATE params' slots are never empty) */
         *g = (ad_gbuf){ad__arena_alloc(t, bytes), AD_NO_NODE, true};
         *fresh = true;
         return g->data;
@@ -327,7 +329,7 @@ AD_INTERNAL void ad__gpass_slow(ad_tape *t, const ad_node *n, int j, const ad_te
 static inline void ad__gpass(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
 {
     ad_gbuf *g = &t->gbufs[n->in[j]];
-    if (!g->data && !t->accumulate) {
+    if (!g->data) {
         *g = (ad_gbuf){gy->data, AD_NO_NODE, false};
     } else if (g->data && g->owned && gy->size == 1) {
         if (gy->dtype == AD_F64)

@@ -216,12 +216,18 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
     if (!gb) return t->status;
     memset(gb, 0, (size_t)count * sizeof *gb);
     t->gbufs = gb;
+    t->accumulate = a->to_leaves && (a->flags & AD_ACCUMULATE);
+    /* AD_ACCUMULATE: every param's slot starts as its own grad tensor (a slot that is
+    ** not empty is added into), so the inline paths need no param check */
+    for (uint32_t k = 0; t->accumulate && k < t->nparams; k++) {
+        uint32_t id = t->params[k]; /* (ids past a rewind may be other nodes now: direct() checks) */
+        if (id <= top && direct(t, id)) gb[id] = (ad_gbuf){ad__node(t, id)->param_grad->data, AD_NO_NODE, true};
+    }
     gb[top] = (ad_gbuf){ad__val(a->seed)->data, a->seed.id, false};
 
     bool was_enabled = t->grad_enabled;
     t->grad_enabled = false;
     t->in_backward = true;
-    t->accumulate = a->to_leaves && (a->flags & AD_ACCUMULATE);
     ad_var small[3], *gx = small;
     uint32_t gx_cap = 3;
     ad_tensor gy1; /* the gradient of a 0-dimensional node: only dtype and data change */

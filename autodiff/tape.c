@@ -124,6 +124,7 @@ void ad_tape_free(ad_tape *t)
         ad__free(raw);
     }
     ad__free(t->chunks);
+    ad__free(t->params);
     arena_free_all(t);
     ad__free(t);
 }
@@ -132,6 +133,7 @@ void ad_tape_reset(ad_tape *t)
 {
     if (!t) return;
     t->count = 0;
+    t->nparams = 0;
     t->gen++;
     t->status = AD_OK;
     t->msg[0] = '\0';
@@ -415,8 +417,21 @@ ad_var ad_param(ad_tape *t, ad_tensor *value, ad_tensor *grad)
                  ad_dtype_name(value->dtype));
         return ad__invalid(t);
     }
+    if (grad && t->nparams == t->params_cap) { /* the list ad_backward's AD_ACCUMULATE starts from */
+        uint32_t cap = t->params_cap ? 2 * t->params_cap : 16;
+        uint32_t *p = cap > t->params_cap ? ad__realloc(t->params, (size_t)cap * sizeof *p) : NULL;
+        if (!p) {
+            ad__fail(t, AD_ERR_NOMEM, "ad_param: out of memory");
+            return ad__invalid(t);
+        }
+        t->params = p;
+        t->params_cap = cap;
+    }
     ad_var v = leaf_new(t, AD_OP_PARAM, value, AD_NODE_PARAM | (t->grad_enabled ? AD_NODE_REQ_GRAD : 0));
-    if (v.id != AD_NO_NODE) ad__node(t, v.id)->param_grad = grad;
+    if (v.id != AD_NO_NODE) {
+        ad__node(t, v.id)->param_grad = grad;
+        if (grad) t->params[t->nparams++] = v.id;
+    }
     return v;
 }
 

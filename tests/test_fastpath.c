@@ -284,6 +284,16 @@ START_TEST(accumulate_edges)
         ck_assert_double_eq_tol(ad_tensor_get(ad_grad(q), i), x2, 1e-15);
         ck_assert_double_eq_tol(ad_tensor_get(ad_grad(l), i), x2, 1e-15);
     }
+    /* two params sharing one grad tensor both add into it; a param recorded after
+    ** the output gets nothing */
+    ad_tape_reset(t);
+    ad_tensor_fill(g, 0.0);
+    ad_var p1 = ad_param(t, x, g), p2 = ad_param(t, x, g);
+    ad_var y2 = ad_sum(ad_mul(p1, ad_mul_scalar(p2, 3.0))); /* d/dp1 = 3x, d/dp2 = 3x */
+    ad_var late = ad_param(t, x, g);
+    ck_assert(ad_ok(late));
+    ck_assert_int_eq(ad_backward(y2, NULL, AD_ACCUMULATE), AD_OK);
+    for (int i = 0; i < 2; i++) ck_assert_double_eq_tol(ad_tensor_get(g, i), 6.0 * ad_tensor_get(x, i), 1e-15);
     /* the param as the output: dp/dp = 1 is added into its grad tensor */
     ad_tape_reset(t);
     ad_tensor *s = tu_f64(0, NULL, (const double[]){3.0}), *gs = tu_f64(0, NULL, (const double[]){0.5});
