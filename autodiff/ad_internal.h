@@ -390,7 +390,7 @@ AD_INTERNAL void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src);
 /* dst += src, same size and dtype (any shape). */
 AD_INTERNAL void ad__add_into(ad_tensor *dst, const ad_tensor *src);
 /* true when every element is finite. */
-AD_INTERNAL bool ad__all_finite(const ad_tensor *t);
+AD_SHARED bool ad__all_finite(const ad_tensor *t); /* (nn/optim.c checks gradients with it) */
 /* ad__emit's last step: anomaly detection on node id's value, then its var. */
 static inline ad_var ad__emit_done(ad_tape *t, uint32_t id)
 {

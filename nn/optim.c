@@ -202,31 +202,6 @@ SGD_UPDATE(double)
 ADAM_UPDATE(float, sqrtf)
 ADAM_UPDATE(double, sqrt)
 
-/* True when no element is NaN or Inf: an element is not finite when all its
-** exponent bits are set. Tested on the bits, without an early exit, so that
-** the loops vectorize (this check reads every gradient once per step). */
-AD_CLONES static bool all_finite(const ad_tensor *t)
-{
-    if (t->dtype == AD_F32) {
-        const float *d = t->data;
-        uint32_t bad = 0;
-        for (int64_t i = 0; i < t->size; i++) {
-            uint32_t u;
-            memcpy(&u, &d[i], sizeof u);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        return !bad;
-    }
-    const double *d = t->data;
-    uint64_t bad = 0;
-    for (int64_t i = 0; i < t->size; i++) {
-        uint64_t u;
-        memcpy(&u, &d[i], sizeof u);
-        bad |= (u & 0x7ff0000000000000u) == 0x7ff0000000000000u;
-    }
-    return !bad;
-}
-
 /* With several threads (ad_set_num_threads), each thread checks and updates a fixed, contiguous
 ** share of every large parameter: the same share at every step, so its moments stay in that
 ** thread's cache, and the matrix products cut each weight the same way (gemm.c). The updates are
@@ -267,7 +242,7 @@ static void step_share(void *ctx, int tid, int nth)
             ad_tensor part = *g; /* a view of the share, for the check */
             part.data = (char *)g->data + (size_t)lo * ad_dtype_size(g->dtype);
             part.size = n;
-            if (!all_finite(&part)) j->bad[tid] = true;
+            if (!ad__all_finite(&part)) j->bad[tid] = true;
             continue;
         }
         if (p->dtype == AD_F32) {
@@ -310,7 +285,7 @@ ad_status nn_optim_step(nn_optim *o)
         return AD_OK;
     }
     for (int i = 0; i < o->n; i++)
-        if (!all_finite(o->params[i].grad)) return AD_ERR_NUMERIC;
+        if (!ad__all_finite(o->params[i].grad)) return AD_ERR_NUMERIC;
     o->step++;
     ((double *)o->step_t->data)[0] = (double)o->step;
     for (int i = 0; i < o->n; i++) {
