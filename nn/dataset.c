@@ -12,21 +12,12 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-/* Formats "fn: path: message" into err; returns s. */
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static ad_status fail(char *err, size_t errlen, ad_status s, const char *fn, const char *path, const char *fmt, ...)
+/* An argument error before any file is named: "fn: NULL what" into err; returns AD_ERR_ARG.
+** (File errors go through ad__file_error: "fn: path: message".) */
+static ad_status null_args(char *err, size_t errlen, const char *fn, const char *what)
 {
-    if (err && errlen > 0) {
-        int k = snprintf(err, errlen, "%s: %s%s", fn, path ? path : "", path ? ": " : "");
-        if (k >= 0 && (size_t)k < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return s;
+    if (err && errlen > 0) snprintf(err, errlen, "%s: NULL %s", fn, what);
+    return AD_ERR_ARG;
 }
 
 void nn_dataset_free(nn_dataset *ds)
@@ -63,10 +54,10 @@ static ad_status gz_read_all(gzFile gz, void *buf, int64_t n, const char *fn, co
         if (got < 0) {
             int zerr;
             const char *m = gzerror(gz, &zerr);
-            return fail(err, errlen, zerr == Z_ERRNO ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the %s: %s", what,
-                        zerr == Z_ERRNO ? strerror(errno) : m);
+            return ad__file_error(err, errlen, zerr == Z_ERRNO ? AD_ERR_IO : AD_ERR_FORMAT, fn, path,
+                                  "reading the %s: %s", what, zerr == Z_ERRNO ? strerror(errno) : m);
         }
-        if (got == 0) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "truncated in the %s", what);
+        if (got == 0) return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "truncated in the %s", what);
         p += got;
         n -= got;
     }
@@ -79,27 +70,28 @@ static ad_status idx_open(const char *fn, const char *path, int want_ndim, idx_f
 {
     f->gz = NULL;
     struct stat sb;
-    if (stat(path, &sb) != 0) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
-    if (!S_ISREG(sb.st_mode)) return fail(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+    if (stat(path, &sb) != 0)
+        return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
     errno = 0;
     f->gz = gzopen(path, "rb");
     if (!f->gz)
-        return fail(err, errlen, errno ? AD_ERR_IO : AD_ERR_NOMEM, fn, path, "cannot open: %s",
-                    errno ? strerror(errno) : "out of memory");
+        return ad__file_error(err, errlen, errno ? AD_ERR_IO : AD_ERR_NOMEM, fn, path, "cannot open: %s",
+                              errno ? strerror(errno) : "out of memory");
     gzbuffer(f->gz, 1u << 18);
     unsigned char magic[4];
-    if (sb.st_size == 0) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "empty file");
+    if (sb.st_size == 0) return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "empty file");
     ad_status st = gz_read_all(f->gz, magic, 4, fn, path, "magic number", err, errlen);
     if (st != AD_OK) return st;
     if (magic[0] != 0 || magic[1] != 0)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "bad magic %02x%02x%02x%02x: not an IDX file", magic[0],
-                    magic[1], magic[2], magic[3]);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "bad magic %02x%02x%02x%02x: not an IDX file",
+                              magic[0], magic[1], magic[2], magic[3]);
     if (magic[2] != IDX_UBYTE)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                    "element type code 0x%02x is not supported (unsigned byte 0x08 is)", magic[2]);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                              "element type code 0x%02x is not supported (unsigned byte 0x08 is)", magic[2]);
     if (magic[3] != want_ndim)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "%d dimensions, expected %d (magic 0x%08x)", magic[3],
-                    want_ndim, 0x800 + want_ndim);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "%d dimensions, expected %d (magic 0x%08x)",
+                              magic[3], want_ndim, 0x800 + want_ndim);
     f->ndim = want_ndim;
     unsigned char d[12];
     st = gz_read_all(f->gz, d, 4 * want_ndim, fn, path, "dimensions", err, errlen);
@@ -108,7 +100,7 @@ static ad_status idx_open(const char *fn, const char *path, int want_ndim, idx_f
     for (int i = 0; i < want_ndim; i++) {
         f->dims[i] = (int64_t)d[4 * i] << 24 | (int64_t)d[4 * i + 1] << 16 | (int64_t)d[4 * i + 2] << 8 | d[4 * i + 3];
         if (!ad__mul_ok(f->count, f->dims[i], &f->count))
-            return fail(err, errlen, AD_ERR_FORMAT, fn, path, "dimensions overflow");
+            return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "dimensions overflow");
     }
     /* what the file can hold: its own size when plain, the deflate ratio bound when compressed */
     uint64_t head = 4 + 4 * (uint64_t)want_ndim;
@@ -116,9 +108,9 @@ static ad_status idx_open(const char *fn, const char *path, int want_ndim, idx_f
     uint64_t cap = gzdirect(f->gz) ? (fsize >= head ? fsize - head : 0)
                                    : (fsize > UINT64_MAX / GZ_MAX_RATIO ? UINT64_MAX : fsize * GZ_MAX_RATIO);
     if ((uint64_t)f->count > cap || f->count > INT64_MAX / 16)
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                    "dimensions claim %" PRId64 " bytes, more than the %" PRIu64 "-byte file can hold", f->count,
-                    fsize);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                              "dimensions claim %" PRId64 " bytes, more than the %" PRIu64 "-byte file can hold",
+                              f->count, fsize);
     return AD_OK;
 }
 
@@ -130,9 +122,9 @@ static ad_status idx_expect_eof(idx_file *f, const char *fn, const char *path, c
     if (got < 0) {
         int zerr;
         const char *m = gzerror(f->gz, &zerr);
-        return fail(err, errlen, AD_ERR_FORMAT, fn, path, "after the data: %s", m);
+        return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "after the data: %s", m);
     }
-    if (got > 0) return fail(err, errlen, AD_ERR_FORMAT, fn, path, "trailing bytes after the data");
+    if (got > 0) return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "trailing bytes after the data");
     return AD_OK;
 }
 
@@ -142,8 +134,7 @@ ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, 
     static const char fn[] = "nn_dataset_load_idx";
     if (err && errlen) err[0] = '\0';
     if (out) *out = NULL;
-    if (!images_path || !labels_path || !out)
-        return fail(err, errlen, AD_ERR_ARG, fn, NULL, "NULL images_path, labels_path or out");
+    if (!images_path || !labels_path || !out) return null_args(err, errlen, fn, "images_path, labels_path or out");
 
     idx_file im = {0}, lb = {0};
     nn_dataset *ds = NULL;
@@ -153,13 +144,14 @@ ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, 
     st = idx_open(fn, labels_path, 1, &lb, err, errlen);
     if (st != AD_OK) goto done;
     if (im.dims[0] != lb.dims[0]) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, labels_path, "%" PRId64 " labels for %" PRId64 " images in %s",
-                  lb.dims[0], im.dims[0], images_path);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, labels_path,
+                            "%" PRId64 " labels for %" PRId64 " images in %s", lb.dims[0], im.dims[0], images_path);
         goto done;
     }
     if (im.dims[0] == 0 || im.dims[1] * im.dims[2] == 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, images_path,
-                  "no samples (dimensions %" PRId64 "x%" PRId64 "x%" PRId64 ")", im.dims[0], im.dims[1], im.dims[2]);
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, images_path,
+                            "no samples (dimensions %" PRId64 "x%" PRId64 "x%" PRId64 ")", im.dims[0], im.dims[1],
+                            im.dims[2]);
         goto done;
     }
     ds = ad__calloc(1, sizeof *ds);
@@ -171,7 +163,8 @@ ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, 
         raw_labels = ad__malloc((size_t)ds->n);
     }
     if (!ds || !ds->pixels_u8 || !ds->labels || !raw_labels) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, images_path, "out of memory for %" PRId64 " images", im.dims[0]);
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, images_path, "out of memory for %" PRId64 " images",
+                            im.dims[0]);
         goto done;
     }
     /* one pass of gzread straight into the buffer */
@@ -266,30 +259,31 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
     static const char fn[] = "nn_dataset_load_csv";
     if (err && errlen) err[0] = '\0';
     if (out) *out = NULL;
-    if (!path || !out) return fail(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
+    if (!path) return null_args(err, errlen, fn, "path or out");
+    if (!out) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
 
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    if (!f) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
     char *text = NULL;
     nn_dataset *ds = NULL;
     ad_status st = AD_OK;
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
         goto done;
     }
     if ((uint64_t)sb.st_size >= SIZE_MAX / 2) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "file too large");
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "file too large");
         goto done;
     }
     size_t len = (size_t)sb.st_size;
     text = ad__malloc(len + 1);
     if (!text) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu bytes", len);
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu bytes", len);
         goto done;
     }
     if (len && fread(text, 1, len, f) != len) {
-        st = fail(err, errlen, AD_ERR_IO, fn, path, "read error");
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error");
         goto done;
     }
     text[len] = '\0';
@@ -308,9 +302,9 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
                 ncols = c;
                 first_line = lineno;
             } else if (c != ncols) {
-                st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                          "line %" PRId64 ": ragged row: %" PRId64 " columns, line %" PRId64 " has %" PRId64, lineno, c,
-                          first_line, ncols);
+                st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                                    "line %" PRId64 ": ragged row: %" PRId64 " columns, line %" PRId64 " has %" PRId64,
+                                    lineno, c, first_line, ncols);
                 goto done;
             }
             if (!(header && first_line == lineno)) nrows++;
@@ -318,27 +312,27 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
         p = q;
     }
     if (ncols < 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "empty file: no rows");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "empty file: no rows");
         goto done;
     }
     if (nrows == 0) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "no data rows (header only)");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no data rows (header only)");
         goto done;
     }
     if (ncols < 2) {
-        st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "one column: need a label and at least one feature");
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "one column: need a label and at least one feature");
         goto done;
     }
     int64_t lc = label_col < 0 ? ncols + label_col : label_col;
     if (lc < 0 || lc >= ncols) {
-        st = fail(err, errlen, AD_ERR_ARG, fn, path, "label column %d out of range for %" PRId64 " columns", label_col,
-                  ncols);
+        st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "label column %d out of range for %" PRId64 " columns",
+                            label_col, ncols);
         goto done;
     }
     int64_t dim = ncols - 1, cells;
     ds = ad__calloc(1, sizeof *ds);
     if (!ds || !ad__mul_ok(nrows, dim, &cells) || (uint64_t)cells > SIZE_MAX / sizeof(float)) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
         goto done;
     }
     ds->n = nrows;
@@ -346,7 +340,8 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
     ds->features = ad__malloc((size_t)cells * sizeof(float));
     ds->labels = ad__malloc((size_t)nrows * sizeof(int64_t));
     if (!ds->features || !ds->labels) {
-        st = fail(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " x %" PRId64, nrows, ncols);
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " x %" PRId64, nrows,
+                            ncols);
         goto done;
     }
 
@@ -374,23 +369,25 @@ ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_d
             double v;
             char why[192];
             if (!parse_cell(c, ce, &v, why, sizeof why)) {
-                st = fail(err, errlen, AD_ERR_FORMAT, fn, path, "line %" PRId64 ", column %" PRId64 ": %s", lineno,
-                          col + 1, why);
+                st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "line %" PRId64 ", column %" PRId64 ": %s",
+                                    lineno, col + 1, why);
                 goto done;
             }
             if (col == lc) {
                 if (v < 0 || v != floor(v) || v > CSV_MAX_LABEL) {
-                    st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                              "line %" PRId64 ", column %" PRId64 ": label %.17g is not an integer in [0, %d]", lineno,
-                              col + 1, v, CSV_MAX_LABEL);
+                    st =
+                        ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                                       "line %" PRId64 ", column %" PRId64 ": label %.17g is not an integer in [0, %d]",
+                                       lineno, col + 1, v, CSV_MAX_LABEL);
                     goto done;
                 }
                 ds->labels[row] = (int64_t)v;
                 if (ds->labels[row] > maxl) maxl = ds->labels[row];
             } else {
                 if (fabs(v) > FLT_MAX) {
-                    st = fail(err, errlen, AD_ERR_FORMAT, fn, path,
-                              "line %" PRId64 ", column %" PRId64 ": %.17g is out of float range", lineno, col + 1, v);
+                    st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                                        "line %" PRId64 ", column %" PRId64 ": %.17g is out of float range", lineno,
+                                        col + 1, v);
                     goto done;
                 }
                 *frow++ = (float)v;
