@@ -243,6 +243,24 @@ VJP(conv2d)
     if (ad__needs(t, n, 1)) gx[1] = ad__conv2d_grad_weight(ad__inv(t, n, 0), gy, w->shape[2], w->shape[3], &p);
 }
 
+/* The two adjoints' shared tail: x and w (one of them shaped from the other operands) must
+** make a valid convolution whose output is g's shape; then records op `id` of that shape. */
+static ad_var emit_adjoint(ad_tape *t, const char *op, ad_op id, const ad_var *xs, const ad_tensor *x,
+                           const ad_tensor *w, const ad_tensor *vg, const ad_conv2d_params *p, const int64_t *shape)
+{
+    geom q;
+    if (!conv_check(t, op, x, w, p, &q)) return ad__invalid(t);
+    if (q.n != vg->shape[0] || q.o != vg->shape[1] || q.oh != vg->shape[2] || q.ow != vg->shape[3]) {
+        char s1[96];
+        ad__fail(t, AD_ERR_SHAPE, "%s: gradient %s does not match the convolution's output [%lld,%lld,%lld,%lld]", op,
+                 shp(vg, s1), (long long)q.n, (long long)q.o, (long long)q.oh, (long long)q.ow);
+        return ad__invalid(t);
+    }
+    ad_attr a;
+    conv_attr(p, &a);
+    return ad__emit(t, id, 2, xs, vg->dtype, 4, shape, &a);
+}
+
 /* conv2d_grad_input: y = J_x^T g for the convolution with weight w, an input of size h x wd (the transposed
 ** convolution); linear in g and in w. VJP: gg = conv2d(G, w), gw = conv2d_grad_weight(G, g) */
 ad_var ad__conv2d_grad_input(ad_var g, ad_var w, int64_t h, int64_t wd, const ad_conv2d_params *p)
@@ -260,18 +278,9 @@ ad_var ad__conv2d_grad_input(ad_var g, ad_var w, int64_t h, int64_t wd, const ad
     }
     int64_t gsz = p ? p->groups : 1;
     const int64_t xshape[4] = {vg->shape[0], vw->shape[1] * gsz, h, wd};
-    ad_tensor fake = *vg;
+    ad_tensor fake; /* the input's header: what conv_check needs of it */
     ad__tensor_init(&fake, vg->dtype, 4, xshape, 0);
-    geom q;
-    if (!conv_check(t, op, &fake, vw, p, &q)) return ad__invalid(t);
-    if (q.o != vg->shape[1] || q.oh != vg->shape[2] || q.ow != vg->shape[3]) {
-        ad__fail(t, AD_ERR_SHAPE, "%s: gradient %s does not match the convolution's output [%lld,%lld,%lld,%lld]", op,
-                 shp(vg, s1), (long long)q.n, (long long)q.o, (long long)q.oh, (long long)q.ow);
-        return ad__invalid(t);
-    }
-    ad_attr a;
-    conv_attr(p, &a);
-    return ad__emit(t, AD_OP_CONV2D_GRAD_INPUT, 2, xs, vg->dtype, 4, xshape, &a);
+    return emit_adjoint(t, op, AD_OP_CONV2D_GRAD_INPUT, xs, &fake, vw, vg, p, xshape);
 }
 
 ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
@@ -322,18 +331,9 @@ ad_var ad__conv2d_grad_weight(ad_var x, ad_var g, int64_t kh, int64_t kw, const 
         return ad__invalid(t);
     }
     const int64_t wshape[4] = {vg->shape[1], vx->shape[1] / p->groups, kh, kw};
-    ad_tensor fake = *vx;
+    ad_tensor fake; /* the weight's header: what conv_check needs of it */
     ad__tensor_init(&fake, vg->dtype, 4, wshape, 0);
-    geom q;
-    if (!conv_check(t, op, vx, &fake, p, &q)) return ad__invalid(t);
-    if (vg->shape[0] != q.n || q.oh != vg->shape[2] || q.ow != vg->shape[3]) {
-        ad__fail(t, AD_ERR_SHAPE, "%s: gradient %s does not match the convolution's output [%lld,%lld,%lld,%lld]", op,
-                 shp(vg, s1), (long long)q.n, (long long)q.o, (long long)q.oh, (long long)q.ow);
-        return ad__invalid(t);
-    }
-    ad_attr a;
-    conv_attr(p, &a);
-    return ad__emit(t, AD_OP_CONV2D_GRAD_WEIGHT, 2, xs, vx->dtype, 4, wshape, &a);
+    return emit_adjoint(t, op, AD_OP_CONV2D_GRAD_WEIGHT, xs, vx, &fake, vg, p, wshape);
 }
 
 ad_status ad__fwd_conv2d_grad_weight(ad_tape *t, ad_node *n)
