@@ -35,18 +35,10 @@
 */
 
 #include "ad.h"
-#include "nn_io.h"
+#include "nn_io.h" /* (which also defines NN_API) */
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#if defined(_WIN32) && defined(NN_BUILDING_LIBRARY)
-#define NN_API __declspec(dllexport)
-#elif defined(__GNUC__)
-#define NN_API __attribute__((visibility("default")))
-#else
-#define NN_API
 #endif
 
 /* ---- parameters and modules ---- */
