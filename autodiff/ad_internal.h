@@ -296,8 +296,8 @@ typedef struct ad_gbuf {
 
 /* The buffer to add input j's gradient into (input j must need a gradient).
 ** *fresh is true when it holds nothing yet (write, don't add). NULL when out
-** of memory (the error is on the tape). The common cases are inline: a buffer
-** the sweep owns, and a first gradient without AD_ACCUMULATE. */
+** of memory (the error is on the tape). Inline but for a slot that shares
+** another node's data, which is copied first (ad__gslot_slow). */
 AD_INTERNAL void *ad__gslot_slow(ad_tape *t, const ad_node *n, int j, bool *fresh);
 /* (bytes: input j's size in bytes, or more) */
 static inline void *ad__gslot_sized(ad_tape *t, const ad_node *n, int j, size_t bytes, bool *fresh)

@@ -110,50 +110,31 @@ static const ad_fast_vjp_fn fast_vjps[AD_OP_COUNT] = {
 #undef FAST
 
 /* With AD_ACCUMULATE, a param's buffer is its caller's grad tensor itself: its
-** gradients are added straight into it, as they arrive. */
+** gradients are added straight into it, as they arrive (sweep_fast sets it up). */
 static inline bool direct(const ad_tape *t, uint32_t k)
 {
     const ad_node *p = ad__node(t, k);
     return t->accumulate && (p->flags & AD_NODE_PARAM) && p->param_grad && p->param_grad->data;
 }
 
+/* The inline ad__gslot's other case: a slot that shares someone else's data
+** (a passed-through gradient) gets its own copy before anything is added in. */
 void *ad__gslot_slow(ad_tape *t, const ad_node *n, int j, bool *fresh)
 {
     uint32_t k = n->in[j];
     ad_gbuf *g = &t->gbufs[k];
-    const ad_tensor *x = &ad__node(t, k)->value;
-    size_t bytes = ad__nbytes(x);
-    if (!g->data && direct(t, k)) {
-        *g = (ad_gbuf){ad__node(t, k)->param_grad->data, AD_NO_NODE, true};
-        *fresh = false;
-        return g->data;
-    }
-    if (!g->data) {
-        g->data = ad__arena_alloc(t, bytes);
-        g->owned = true;
-        g->node = AD_NO_NODE;
-        *fresh = true;
-        return g->data;
-    }
-    if (!g->owned) {
-        void *copy = ad__arena_alloc(t, bytes);
-        if (!copy) return NULL;
-        if (bytes) memcpy(copy, g->data, bytes);
-        g->data = copy;
-        g->owned = true;
-        g->node = AD_NO_NODE;
-    }
+    size_t bytes = ad__nbytes(&ad__node(t, k)->value);
+    void *copy = ad__arena_alloc(t, bytes);
+    if (!copy) return NULL;
+    if (bytes) memcpy(copy, g->data, bytes);
+    *g = (ad_gbuf){copy, AD_NO_NODE, true};
     *fresh = false;
-    return g->data;
+    return copy;
 }
 
+/* The inline ad__gpass's other case: gy added into a slot that holds a gradient already. */
 void ad__gpass_slow(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
 {
-    ad_gbuf *g = &t->gbufs[n->in[j]];
-    if (!g->data && !direct(t, n->in[j])) {
-        *g = (ad_gbuf){gy->data, AD_NO_NODE, false};
-        return;
-    }
     bool fresh;
     void *buf = ad__gslot(t, n, j, &fresh);
     if (!buf) return;
@@ -166,7 +147,7 @@ void ad__gpass_slow(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
 static void adopt(ad_tape *t, uint32_t k, ad_var v)
 {
     ad_gbuf *g = &t->gbufs[k];
-    if (!g->data && !direct(t, k)) {
+    if (!g->data) { /* (under AD_ACCUMULATE a param's slot is never empty) */
         g->data = ad__val(v)->data;
         g->node = v.id;
         g->owned = false;
