@@ -2,6 +2,7 @@
 #include "nn.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -15,47 +16,6 @@
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 #define MAX_LAYERS 64
 
-static const char usage[] =
-    "usage: autodiff-train [options]\n"
-    "Trains a multilayer perceptron classifier and reports per-epoch loss, train and\n"
-    "test accuracy and time. With no options: Fashion-MNIST from " DEFAULT_DATA ",\n"
-    "784-256-128-10 with ReLU, Adam (lr 1e-3, cosine schedule), batch 128, 12 epochs.\n"
-    "\n"
-    "data:\n"
-    "  --data DIR            IDX directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],\n"
-    "                        t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]\n"
-    "  --train-csv FILE      training set as CSV instead (numeric; one label column)\n"
-    "  --test-csv FILE       test set as CSV\n"
-    "  --label-col N         CSV label column, negative from the end (default 0)\n"
-    "  --csv-header          the CSV files start with a header line\n"
-    "model and training:\n"
-    "  --layers A,B,...      layer sizes, input first (default 784,256,128,10; the first and last\n"
-    "                        must match the data's features and classes)\n"
-    "  --model SPEC          a convolutional network instead, for square one-channel images (such as\n"
-    "                        28x28); comma-separated layers: conv:C:K[:S] (C channels, KxK, stride S,\n"
-    "                        padding K/2, ReLU), pool:K (max), avgpool:K, bn, dropout:P, fc:N (ReLU but\n"
-    "                        the last), e.g. conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10\n"
-    "  --activation NAME     relu, leaky_relu, gelu, tanh, sigmoid, identity (default relu)\n"
-    "  --optimizer NAME      adam, adamw, sgd (default adam)\n"
-    "  --lr X                learning rate (default 1e-3 for Adam, 0.05 for SGD)\n"
-    "  --momentum X          SGD momentum (default 0.9)\n"
-    "  --nesterov            SGD with Nesterov momentum\n"
-    "  --weight-decay X      (default 0)\n"
-    "  --clip-norm X         clip gradients to global norm X before each update (default 0: off)\n"
-    "  --skip-nonfinite      skip a step whose loss or gradient is NaN/Inf instead of stopping\n"
-    "  --schedule NAME       cosine, step, none (default cosine; step halves the lr every 5 epochs)\n"
-    "  --epochs N            (default 12)\n"
-    "  --batch-size N        (default 128)\n"
-    "  --seed N              weights and shuffling (default 1)\n"
-    "  --threads N           threads for the matrix kernels (default 2)\n"
-    "checkpoints and output:\n"
-    "  --save FILE           write a checkpoint (safetensors) after training\n"
-    "  --load FILE           start from a checkpoint\n"
-    "  --eval-only           only evaluate (usually with --load)\n"
-    "  --log FILE            per-epoch CSV log\n"
-    "  --quiet               no progress bar\n"
-    "  -h, --help            this help\n";
-
 typedef struct config {
     const char *data, *train_csv, *test_csv, *save, *load, *log;
     int label_col;
@@ -66,20 +26,41 @@ typedef struct config {
     nn_act act;
     const char *optimizer, *schedule;
     double lr, momentum, weight_decay, clip_norm;
-    bool skip_nonfinite;
+    bool skip_nonfinite, help;
     int epochs, threads;
     int64_t batch;
     uint64_t seed;
 } config;
 
-/* A one-line error for a bad invocation; exit status 2. */
-static int usage_error(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "autodiff-train: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see --help)\n");
-    return 2;
-}
+/* ---- the options: one table, from which the parser and --help are made ----
+**
+** To add an option: a field in config (its default set in main), and a row in options[]:
+** FLAG, STR, NUM (a range-checked number) or FN (a handler for anything else). getopt_long's
+** table, the range and value checks, the one-line errors and --help all follow from the row. */
+
+/* How an option's argument is stored: a flag sets a bool; strings are kept as given; numbers
+** are parsed and range-checked into an int, int64_t, uint64_t or double field; ARG_FN calls the
+** row's handler; a section row only titles the lines after it in --help. */
+typedef enum arg_kind { ARG_SECTION, ARG_FLAG, ARG_STR, ARG_INT, ARG_I64, ARG_U64, ARG_F64, ARG_FN } arg_kind;
+
+typedef struct option_row {
+    const char *name; /* the long name without "--" (a section: its title) */
+    const char *arg;  /* the argument's name in --help, e.g. "N"; NULL for a flag */
+    const char *help; /* '\n' starts a continuation line */
+    arg_kind kind;
+    size_t field;     /* offsetof(config, ...) of what it sets */
+    double lo, hi;    /* the accepted range of a number */
+    bool (*set)(config *c, const char *arg); /* ARG_FN: false on a bad argument */
+    const char *bad;  /* ARG_FN: the one-line error for a bad argument, "%s" being the argument */
+    char short_name;  /* a one-letter alias ("-h"), or 0 */
+} option_row;
+
+#define SECTION(title) {.name = title, .kind = ARG_SECTION}
+#define FLAG(nm, f, text) {.name = nm, .help = text, .kind = ARG_FLAG, .field = offsetof(config, f)}
+#define STR(nm, a, f, text) {.name = nm, .arg = a, .help = text, .kind = ARG_STR, .field = offsetof(config, f)}
+#define NUM(k, nm, a, f, min, max, text)                                                                   \
+    {.name = nm, .arg = a, .help = text, .kind = k, .field = offsetof(config, f), .lo = min, .hi = max}
+#define FN(nm, a, fn, msg, text) {.name = nm, .arg = a, .help = text, .kind = ARG_FN, .set = fn, .bad = msg}
 
 static bool parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
@@ -101,7 +82,7 @@ static bool parse_f64(const char *s, double lo, double hi, double *out)
     return true;
 }
 
-static bool parse_layers(const char *s, config *c)
+static bool set_layers(config *c, const char *s)
 {
     c->nlayers = 0;
     const char *p = s;
@@ -118,100 +99,174 @@ static bool parse_layers(const char *s, config *c)
     return c->nlayers >= 2;
 }
 
-/* 0 on success, else the exit status. */
+static bool set_activation(config *c, const char *a) { return nn_act_from_name(a, &c->act) && c->act != NN_SOFTMAX; }
+
+/* a in the NULL-terminated list names; then *out = a */
+static bool one_of(const char *a, const char *const *names, const char **out)
+{
+    for (; *names; names++)
+        if (strcmp(a, *names) == 0) {
+            *out = *names;
+            return true;
+        }
+    return false;
+}
+
+static bool set_optimizer(config *c, const char *a)
+{
+    return one_of(a, (const char *const[]){"adam", "adamw", "sgd", NULL}, &c->optimizer);
+}
+
+static bool set_schedule(config *c, const char *a)
+{
+    return one_of(a, (const char *const[]){"cosine", "step", "none", NULL}, &c->schedule);
+}
+
+static const option_row options[] = {
+    SECTION("data"),
+    STR("data", "DIR", data,
+        "IDX directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],\n"
+        "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"),
+    STR("train-csv", "FILE", train_csv, "training set as CSV instead (numeric; one label column)"),
+    STR("test-csv", "FILE", test_csv, "test set as CSV"),
+    NUM(ARG_INT, "label-col", "N", label_col, -100000, 100000, "CSV label column, negative from the end (default 0)"),
+    FLAG("csv-header", csv_header, "the CSV files start with a header line"),
+    SECTION("model and training"),
+    FN("layers", "A,B,...", set_layers, "bad --layers '%s' (want sizes like 784,256,10)",
+       "layer sizes, input first (default 784,256,128,10; the first and last\n"
+       "must match the data's features and classes)"),
+    STR("model", "SPEC", model,
+        "a convolutional network instead, for square one-channel images (such as\n"
+        "28x28); comma-separated layers: conv:C:K[:S] (C channels, KxK, stride S,\n"
+        "padding K/2, ReLU), pool:K (max), avgpool:K, bn, dropout:P, fc:N (ReLU but\n"
+        "the last), e.g. conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10"),
+    FN("activation", "NAME", set_activation, "unknown --activation '%s'",
+       "relu, leaky_relu, gelu, tanh, sigmoid, identity (default relu)"),
+    FN("optimizer", "NAME", set_optimizer, "unknown --optimizer '%s' (adam, adamw, sgd)", "adam, adamw, sgd (default adam)"),
+    NUM(ARG_F64, "lr", "X", lr, 0, 1e3, "learning rate (default 1e-3 for Adam, 0.05 for SGD)"),
+    NUM(ARG_F64, "momentum", "X", momentum, 0, 1, "SGD momentum (default 0.9)"),
+    FLAG("nesterov", nesterov, "SGD with Nesterov momentum"),
+    NUM(ARG_F64, "weight-decay", "X", weight_decay, 0, 1e3, "(default 0)"),
+    NUM(ARG_F64, "clip-norm", "X", clip_norm, 0, 1e30,
+        "clip gradients to global norm X before each update (default 0: off)"),
+    FLAG("skip-nonfinite", skip_nonfinite, "skip a step whose loss or gradient is NaN/Inf instead of stopping"),
+    FN("schedule", "NAME", set_schedule, "unknown --schedule '%s' (cosine, step, none)",
+       "cosine, step, none (default cosine; step halves the lr every 5 epochs)"),
+    NUM(ARG_INT, "epochs", "N", epochs, 0, 1000000, "(default 12)"),
+    NUM(ARG_I64, "batch-size", "N", batch, 1, 1 << 24, "(default 128)"),
+    NUM(ARG_U64, "seed", "N", seed, 0, 0x1p63, "weights and shuffling (default 1)"),
+    NUM(ARG_INT, "threads", "N", threads, 1, 1024, "threads for the matrix kernels (default 2)"),
+    SECTION("checkpoints and output"),
+    STR("save", "FILE", save, "write a checkpoint (safetensors) after training"),
+    STR("load", "FILE", load, "start from a checkpoint"),
+    FLAG("eval-only", eval_only, "only evaluate (usually with --load)"),
+    STR("log", "FILE", log, "per-epoch CSV log"),
+    FLAG("quiet", quiet, "no progress bar"),
+    {.name = "help", .help = "this help", .kind = ARG_FLAG, .field = offsetof(config, help), .short_name = 'h'},
+};
+#define NOPTIONS ((int)(sizeof options / sizeof options[0]))
+#define OPT_VAL0 256 /* getopt_long's value for row i is OPT_VAL0 + i */
+#define HELP_COLUMN 24
+
+static const char usage_head[] =
+    "usage: autodiff-train [options]\n"
+    "Trains a multilayer perceptron classifier and reports per-epoch loss, train and\n"
+    "test accuracy and time. With no options: Fashion-MNIST from " DEFAULT_DATA ",\n"
+    "784-256-128-10 with ReLU, Adam (lr 1e-3, cosine schedule), batch 128, 12 epochs.\n";
+
+/* --help, from the table: "  --name ARG" padded to HELP_COLUMN, then the help text. */
+static void print_help(FILE *f)
+{
+    fputs(usage_head, f);
+    for (int i = 0; i < NOPTIONS; i++) {
+        const option_row *r = &options[i];
+        if (r->kind == ARG_SECTION) {
+            fprintf(f, "%s%s:\n", i ? "" : "\n", r->name);
+            continue;
+        }
+        int w = r->short_name ? fprintf(f, "  -%c, --%s", r->short_name, r->name) : fprintf(f, "  --%s", r->name);
+        if (r->arg) w += fprintf(f, " %s", r->arg);
+        for (const char *h = r->help; *h;) {
+            size_t n = strcspn(h, "\n");
+            fprintf(f, "%*s%.*s\n", w < HELP_COLUMN ? HELP_COLUMN - w : 1, "", (int)n, h);
+            w = 0;
+            h += n + (h[n] == '\n');
+        }
+    }
+}
+
+/* A one-line error for a bad invocation; exit status 2. */
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "autodiff-train: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see --help)\n");
+    return 2;
+}
+
+/* Applies row r with its argument a (NULL for a flag); 0 or the exit status. */
+static int apply(const option_row *r, const char *a, config *c)
+{
+    char *field = (char *)c + r->field;
+    int64_t v;
+    double d;
+    switch (r->kind) {
+    case ARG_SECTION: break;
+    case ARG_FLAG: *(bool *)field = true; return 0;
+    case ARG_STR: *(const char **)field = a; return 0;
+    case ARG_FN:
+        if (!r->set(c, a)) return usage_error(r->bad, a);
+        return 0;
+    case ARG_INT:
+    case ARG_I64:
+    case ARG_U64:
+        if (!parse_i64(a, (int64_t)r->lo, r->hi >= 0x1p63 ? INT64_MAX : (int64_t)r->hi, &v)) break;
+        if (r->kind == ARG_INT) *(int *)field = (int)v;
+        else if (r->kind == ARG_I64) *(int64_t *)field = v;
+        else *(uint64_t *)field = (uint64_t)v;
+        return 0;
+    case ARG_F64:
+        if (!parse_f64(a, r->lo, r->hi, &d)) break;
+        *(double *)field = d;
+        return 0;
+    }
+    fprintf(stderr, "autodiff-train: bad --%s '%s' (see --help)\n", r->name, a);
+    return 2;
+}
+
+/* 0 on success, -1 after --help, else the exit status. */
 static int parse_args(int argc, char **argv, config *c)
 {
-    enum { O_DATA = 256, O_TRAIN_CSV, O_TEST_CSV, O_LABEL_COL, O_CSV_HEADER, O_LAYERS, O_ACT, O_OPT, O_LR,
-           O_MOMENTUM, O_NESTEROV, O_WD, O_SCHED, O_EPOCHS, O_BATCH, O_SEED, O_THREADS, O_SAVE, O_LOAD,
-           O_EVAL_ONLY, O_LOG, O_QUIET, O_MODEL, O_CLIP, O_SKIP };
-    static const struct option opts[] = {
-        {"data", required_argument, 0, O_DATA}, {"train-csv", required_argument, 0, O_TRAIN_CSV},
-        {"test-csv", required_argument, 0, O_TEST_CSV}, {"label-col", required_argument, 0, O_LABEL_COL},
-        {"csv-header", no_argument, 0, O_CSV_HEADER}, {"layers", required_argument, 0, O_LAYERS},
-        {"activation", required_argument, 0, O_ACT}, {"optimizer", required_argument, 0, O_OPT},
-        {"lr", required_argument, 0, O_LR}, {"momentum", required_argument, 0, O_MOMENTUM},
-        {"nesterov", no_argument, 0, O_NESTEROV}, {"weight-decay", required_argument, 0, O_WD},
-        {"schedule", required_argument, 0, O_SCHED}, {"epochs", required_argument, 0, O_EPOCHS},
-        {"batch-size", required_argument, 0, O_BATCH}, {"seed", required_argument, 0, O_SEED},
-        {"threads", required_argument, 0, O_THREADS}, {"save", required_argument, 0, O_SAVE},
-        {"load", required_argument, 0, O_LOAD}, {"eval-only", no_argument, 0, O_EVAL_ONLY},
-        {"log", required_argument, 0, O_LOG}, {"quiet", no_argument, 0, O_QUIET},
-        {"model", required_argument, 0, O_MODEL}, {"clip-norm", required_argument, 0, O_CLIP},
-        {"skip-nonfinite", no_argument, 0, O_SKIP}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int64_t v;
+    struct option longopts[NOPTIONS + 1];
+    char shortopts[2 * NOPTIONS + 1];
+    int n = 0, ns = 0;
+    for (int i = 0; i < NOPTIONS; i++) {
+        const option_row *r = &options[i];
+        if (r->kind == ARG_SECTION) continue;
+        longopts[n++] = (struct option){r->name, r->arg ? required_argument : no_argument, 0, OPT_VAL0 + i};
+        if (r->short_name) {
+            shortopts[ns++] = r->short_name;
+            if (r->arg) shortopts[ns++] = ':';
+        }
+    }
+    longopts[n] = (struct option){0, 0, 0, 0};
+    shortopts[ns] = 0;
     opterr = 0;
     optind = 1;
     for (;;) {
-        int longidx = 0, o = getopt_long(argc, argv, "h", opts, &longidx);
+        int o = getopt_long(argc, argv, shortopts, longopts, NULL);
         if (o == -1) break;
-        const char *a = optarg;
-        switch (o) {
-        case 'h': fputs(usage, stdout); return -1;
-        case O_DATA: c->data = a; break;
-        case O_TRAIN_CSV: c->train_csv = a; break;
-        case O_TEST_CSV: c->test_csv = a; break;
-        case O_LABEL_COL:
-            if (!parse_i64(a, -100000, 100000, &v)) return usage_error("bad --label-col '%s'", a);
-            c->label_col = (int)v;
-            break;
-        case O_CSV_HEADER: c->csv_header = true; break;
-        case O_MODEL: c->model = a; break;
-        case O_LAYERS:
-            if (!parse_layers(a, c)) return usage_error("bad --layers '%s' (want sizes like 784,256,10)", a);
-            break;
-        case O_ACT:
-            if (!nn_act_from_name(a, &c->act) || c->act == NN_SOFTMAX)
-                return usage_error("unknown --activation '%s'", a);
-            break;
-        case O_OPT:
-            if (strcmp(a, "adam") && strcmp(a, "adamw") && strcmp(a, "sgd"))
-                return usage_error("unknown --optimizer '%s' (adam, adamw, sgd)", a);
-            c->optimizer = a;
-            break;
-        case O_LR:
-            if (!parse_f64(a, 0, 1e3, &c->lr)) return usage_error("bad --lr '%s'", a);
-            break;
-        case O_MOMENTUM:
-            if (!parse_f64(a, 0, 1, &c->momentum)) return usage_error("bad --momentum '%s'", a);
-            break;
-        case O_NESTEROV: c->nesterov = true; break;
-        case O_CLIP:
-            if (!parse_f64(a, 0, 1e30, &c->clip_norm)) return usage_error("bad --clip-norm '%s'", a);
-            break;
-        case O_SKIP:
-            c->skip_nonfinite = true;
-            break;
-        case O_WD:
-            if (!parse_f64(a, 0, 1e3, &c->weight_decay)) return usage_error("bad --weight-decay '%s'", a);
-            break;
-        case O_SCHED:
-            if (strcmp(a, "cosine") && strcmp(a, "step") && strcmp(a, "none"))
-                return usage_error("unknown --schedule '%s' (cosine, step, none)", a);
-            c->schedule = a;
-            break;
-        case O_EPOCHS:
-            if (!parse_i64(a, 0, 1000000, &v)) return usage_error("bad --epochs '%s'", a);
-            c->epochs = (int)v;
-            break;
-        case O_BATCH:
-            if (!parse_i64(a, 1, 1 << 24, &c->batch)) return usage_error("bad --batch-size '%s'", a);
-            break;
-        case O_SEED:
-            if (!parse_i64(a, 0, INT64_MAX, &v)) return usage_error("bad --seed '%s'", a);
-            c->seed = (uint64_t)v;
-            break;
-        case O_THREADS:
-            if (!parse_i64(a, 1, 1024, &v)) return usage_error("bad --threads '%s'", a);
-            c->threads = (int)v;
-            break;
-        case O_SAVE: c->save = a; break;
-        case O_LOAD: c->load = a; break;
-        case O_EVAL_ONLY: c->eval_only = true; break;
-        case O_LOG: c->log = a; break;
-        case O_QUIET: c->quiet = true; break;
-        default:
-            if (optopt >= O_DATA) return usage_error("option '%s' needs a value", argv[optind - 1]);
+        for (int i = 0; o > 0 && o < OPT_VAL0 && i < NOPTIONS; i++)
+            if (options[i].short_name == o) o = OPT_VAL0 + i;
+        if (o < OPT_VAL0 || o >= OPT_VAL0 + NOPTIONS) {
+            if (optopt >= OPT_VAL0) return usage_error("option '%s' needs a value", argv[optind - 1]);
             return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+        int rc = apply(&options[o - OPT_VAL0], optarg, c);
+        if (rc) return rc;
+        if (c->help) {
+            print_help(stdout);
+            return -1;
         }
     }
     if (optind < argc) return usage_error("unexpected argument '%s'", argv[optind]);

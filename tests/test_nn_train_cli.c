@@ -66,6 +66,40 @@ START_TEST(test_help)
 }
 END_TEST
 
+/* Every option --help lists is one the parser knows: "extra --NAME" stops at the missing value
+** (options that take one) or at the stray argument (flags), never at an unknown option. */
+START_TEST(test_help_lists_parsed_options)
+{
+    ck_assert_int_eq(train("--help"), 0);
+    char help[sizeof out_text];
+    strcpy(help, out_text);
+    int seen = 0;
+    for (const char *line = help; *line; line = strchr(line, '\n') + 1) {
+        const char *p = strncmp(line, "  --", 4) == 0 ? line + 4 : strncmp(line, "  -h, --", 8) == 0 ? line + 8 : NULL;
+        if (p) {
+            char name[64], args[128];
+            size_t n = strcspn(p, " \n");
+            ck_assert_uint_lt(n, sizeof name);
+            memcpy(name, p, n);
+            name[n] = 0;
+            snprintf(args, sizeof args, "extra --%s", name);
+            int rc = train(args);
+            seen++;
+            if (strcmp(name, "help") == 0) {
+                ck_assert_int_eq(rc, 0);
+            } else {
+                ck_assert_msg(rc == 2, "--%s: exit status %d", name, rc);
+                ck_assert_msg(strstr(err_text, "unknown option") == NULL, "--%s: %s", name, err_text);
+                ck_assert_msg(strstr(err_text, "needs a value") || strstr(err_text, "unexpected argument 'extra'"),
+                              "--%s: %s", name, err_text);
+            }
+        }
+        if (!strchr(line, '\n')) break;
+    }
+    ck_assert_int_ge(seen, 25);
+}
+END_TEST
+
 /* Each bad invocation: exit status 2 and exactly one line on stderr mentioning `what`. */
 static const struct {
     const char *args, *what;
@@ -167,6 +201,7 @@ static Suite *cli_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_help);
+    tcase_add_test(tc, test_help_lists_parsed_options);
     tcase_add_loop_test(tc, test_bad_invocations, 0, (int)(sizeof bad / sizeof bad[0]));
     tcase_add_test(tc, test_csv_train_save_load);
     suite_add_tcase(s, tc);
