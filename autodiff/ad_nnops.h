@@ -2,7 +2,7 @@
 #ifndef AUTODIFF_AD_NNOPS_H
 #define AUTODIFF_AD_NNOPS_H
 
-#include "ad_internal.h"
+#include "services.h"
 
 /*
 ** Each helper is a full op in the table, with its own VJP, so that the VJPs of

@@ -1,5 +1,6 @@
 /* backward.c: the reverse sweep: one pass over the tape from the output back to the leaves. */
-#include "ad_internal.h"
+#include "backward.h"
+#include "kernels.h"
 
 /*
 ** The tape is in topological order (an op's inputs always have smaller ids), so
@@ -111,20 +112,20 @@ static const ad_fast_vjp_fn fast_vjps[AD_OP_COUNT] = {
 
 /* With AD_ACCUMULATE, a param's buffer is its caller's grad tensor itself: its
 ** gradients are added straight into it, as they arrive (sweep_fast sets it up). */
-static inline bool direct(const ad_tape *t, uint32_t k)
+static inline bool direct(const ad_sweep *s, uint32_t k)
 {
-    const ad_node *p = ad__node(t, k);
-    return t->accumulate && (p->flags & AD_NODE_PARAM) && p->param_grad && p->param_grad->data;
+    const ad_node *p = ad__node(s->t, k);
+    return s->accumulate && (p->flags & AD_NODE_PARAM) && p->param_grad && p->param_grad->data;
 }
 
 /* The inline ad__gslot's other case: a slot that shares someone else's data
 ** (a passed-through gradient) gets its own copy before anything is added in. */
-void *ad__gslot_slow(ad_tape *t, const ad_node *n, int j, bool *fresh)
+void *ad__gslot_slow(ad_sweep *s, const ad_node *n, int j, bool *fresh)
 {
     uint32_t k = n->in[j];
-    ad_gbuf *g = &t->gbufs[k];
-    size_t bytes = ad__nbytes(&ad__node(t, k)->value);
-    void *copy = ad__arena_alloc(t, bytes);
+    ad_gbuf *g = &s->gbufs[k];
+    size_t bytes = ad__nbytes(&ad__node(s->t, k)->value);
+    void *copy = ad__arena_alloc(s->t, bytes);
     if (!copy) return NULL;
     if (bytes) memcpy(copy, g->data, bytes);
     *g = (ad_gbuf){copy, AD_NO_NODE, true};
@@ -133,10 +134,10 @@ void *ad__gslot_slow(ad_tape *t, const ad_node *n, int j, bool *fresh)
 }
 
 /* The inline ad__gpass's other case: gy added into a slot that holds a gradient already. */
-void ad__gpass_slow(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
+void ad__gpass_slow(ad_sweep *s, const ad_node *n, int j, const ad_tensor *gy)
 {
     bool fresh;
-    void *buf = ad__gslot(t, n, j, &fresh);
+    void *buf = ad__gslot(s, n, j, &fresh);
     if (!buf) return;
     ad_tensor dst = *gy;
     dst.data = buf;
@@ -144,9 +145,9 @@ void ad__gpass_slow(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
 }
 
 /* Adds the value of var v (a result of a recorded VJP) into node k's buffer. */
-static void adopt(ad_tape *t, uint32_t k, ad_var v)
+static void adopt(ad_sweep *s, uint32_t k, ad_var v)
 {
-    ad_gbuf *g = &t->gbufs[k];
+    ad_gbuf *g = &s->gbufs[k];
     if (!g->data) { /* (under AD_ACCUMULATE a param's slot is never empty) */
         g->data = ad__val(v)->data;
         g->node = v.id;
@@ -156,17 +157,18 @@ static void adopt(ad_tape *t, uint32_t k, ad_var v)
     ad_node fake; /* ad__gslot needs a node whose input 0 is k */
     fake.in = &k;
     bool fresh;
-    void *buf = ad__gslot(t, &fake, 0, &fresh);
+    void *buf = ad__gslot(s, &fake, 0, &fresh);
     if (!buf) return;
-    ad_tensor dst = ad__node(t, k)->value;
+    ad_tensor dst = ad__node(s->t, k)->value;
     dst.data = buf;
     ad__add_into(&dst, ad__val(v));
 }
 
 /* Node k's gradient as a var (wrapping the buffer when no node holds it). */
-static ad_var gvar(ad_tape *t, uint32_t k)
+static ad_var gvar(ad_sweep *s, uint32_t k)
 {
-    ad_gbuf *g = &t->gbufs[k];
+    ad_tape *t = s->t;
+    ad_gbuf *g = &s->gbufs[k];
     if (g->node == AD_NO_NODE || g->owned) {
         ad_var v = ad__wrap(t, &ad__node(t, k)->value, g->data);
         g->node = v.id;
@@ -176,10 +178,11 @@ static ad_var gvar(ad_tape *t, uint32_t k)
     return ad__var(t, g->node);
 }
 
-static void check_finite(ad_tape *t, const ad_node *n, uint32_t i)
+static void check_finite(ad_sweep *s, const ad_node *n, uint32_t i)
 {
+    ad_tape *t = s->t;
     for (uint32_t j = 0; j < n->nin; j++) {
-        const ad_gbuf *g = &t->gbufs[n->in[j]];
+        const ad_gbuf *g = &s->gbufs[n->in[j]];
         if (!g->data) continue;
         ad_tensor v = ad__node(t, n->in[j])->value;
         v.data = g->data;
@@ -196,13 +199,12 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
     ad_gbuf *gb = ad__arena_alloc(t, (size_t)count * sizeof *gb);
     if (!gb) return t->status;
     memset(gb, 0, (size_t)count * sizeof *gb);
-    t->gbufs = gb;
-    t->accumulate = a->to_leaves && (a->flags & AD_ACCUMULATE);
+    ad_sweep sw = {t, gb, a->to_leaves && (a->flags & AD_ACCUMULATE)}, *s = &sw;
     /* AD_ACCUMULATE: every param's slot starts as its own grad tensor (a slot that is
     ** not empty is added into), so the inline paths need no param check */
-    for (uint32_t k = 0; t->accumulate && k < t->nparams; k++) {
+    for (uint32_t k = 0; s->accumulate && k < t->nparams; k++) {
         uint32_t id = t->params[k]; /* (ids past a rewind may be other nodes now: direct() checks) */
-        if (id <= top && direct(t, id)) gb[id] = (ad_gbuf){ad__node(t, id)->param_grad->data, AD_NO_NODE, true};
+        if (id <= top && direct(s, id)) gb[id] = (ad_gbuf){ad__node(t, id)->param_grad->data, AD_NO_NODE, true};
     }
     gb[top] = (ad_gbuf){ad__val(a->seed)->data, a->seed.id, false};
 
@@ -220,8 +222,8 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
         if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
         if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
             /* a param's own grad tensor already holds its sum (AD_ACCUMULATE) */
-            bool done = t->accumulate && n->param_grad && gb[i].data == n->param_grad->data;
-            if (a->to_leaves && !done) to_leaf(t, n, gvar(t, i));
+            bool done = s->accumulate && n->param_grad && gb[i].data == n->param_grad->data;
+            if (a->to_leaves && !done) to_leaf(t, n, gvar(s, i));
             continue;
         }
         t->bw_node = i;
@@ -236,29 +238,27 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
             gyn.data = gb[i].data;
             gy = &gyn;
         }
-        if (!fast || !fast(t, n, i, gy)) {
+        if (!fast || !fast(s, n, i, gy)) {
             if (n->nin > gx_cap) {
                 gx = ad__arena_alloc(t, (size_t)n->nin * sizeof *gx);
                 if (!gx) break;
                 gx_cap = n->nin;
             }
             for (uint32_t j = 0; j < n->nin; j++) gx[j] = ad__invalid(t);
-            ad__ops[n->op].vjp(t, n, i, gvar(t, i), gx);
+            ad__ops[n->op].vjp(t, n, i, gvar(s, i), gx);
             for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
                 if (gx[j].id == AD_NO_NODE) continue;
                 if (!check_shape(t, n, j, gx[j])) break;
-                adopt(t, n->in[j], gx[j]);
+                adopt(s, n->in[j], gx[j]);
             }
         }
-        if (t->anomaly && t->status == AD_OK) check_finite(t, n, i);
+        if (t->anomaly && t->status == AD_OK) check_finite(s, n, i);
     }
     t->bw_node = AD_NO_NODE;
     for (int i = 0; i < a->n && t->status == AD_OK; i++) {
         uint32_t k = a->xs[i].id;
-        a->out[i] = (k < count && gb[k].data) ? gvar(t, k) : ad__zeros_like(a->xs[i]);
+        a->out[i] = (k < count && gb[k].data) ? gvar(s, k) : ad__zeros_like(a->xs[i]);
     }
-    t->gbufs = NULL;
-    t->accumulate = false;
     t->in_backward = false;
     t->grad_enabled = was_enabled;
     return t->status;

@@ -1,5 +1,5 @@
 /* functional.c: Jacobians, Hessians, Hessian-vector and Jacobian-vector products of functions of one tensor. */
-#include "ad_internal.h"
+#include "tape.h"
 
 /*
 ** Each helper records f once on a private tape with x as a leaf and then runs
@@ -72,7 +72,7 @@ static ad_var const_copy(ad_tape *t, const ad_tensor *like, ad_dtype dt, const a
 static void put(ad_tensor *out, int64_t at, const ad_tensor *src)
 {
     if (out->dtype == src->dtype) {
-        size_t es = ad__dsize(src->dtype);
+        size_t es = ad_dtype_size(src->dtype);
         if (src->size) memcpy((char *)out->data + (size_t)at * es, src->data, ad__nbytes(src));
         return;
     }

@@ -2,7 +2,7 @@
 #ifndef AUTODIFF_GEMM_H
 #define AUTODIFF_GEMM_H
 
-#include "ad_internal.h"
+#include "kernels.h"
 
 /* The largest register tile any kernel uses, in elements: sizes the edge-tile stack buffer. */
 #define AD__GEMM_MAX_TILE (16 * 32)

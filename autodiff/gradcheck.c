@@ -1,5 +1,5 @@
 /* gradcheck.c: checking reverse-mode derivatives against central finite differences. */
-#include "ad_internal.h"
+#include "tape.h"
 
 #include <math.h>
 

@@ -1,5 +1,5 @@
 /* inspect.c: seeing the tape: Graphviz DOT export and a structural XXH3 fingerprint. */
-#include "ad_internal.h"
+#include "tape.h"
 
 #include <inttypes.h>
 

@@ -1,5 +1,5 @@
 /* kernels.c: broadcasting, reduction-to-shape and accumulation loops shared by the op families. */
-#include "ad_internal.h"
+#include "kernels.h"
 
 bool ad__broadcast_shape(int na, const int64_t *sa, int nb, const int64_t *sb, int *nout, int64_t *out)
 {

@@ -1,5 +1,5 @@
 /* npy.c: NumPy .npy files: a strict header parser, a checked loader and a writer. */
-#include "ad_internal.h"
+#include "services.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,5 +1,6 @@
 /* ops_binary.c: elementwise binary ops with NumPy broadcasting; each forward beside its VJP. */
-#include "ad_internal.h"
+#include "backward.h"
+#include "kernels.h"
 
 #include <math.h>
 
@@ -47,7 +48,7 @@ typedef void (*inner_f32)(float *, const float *, int64_t, const float *, int64_
 static void drive(ad_tensor *y, const ad_tensor *a, const ad_tensor *b, inner_f64 f64, inner_f32 f32)
 {
     if (y->size == 0) return;
-    size_t es = ad__dsize(y->dtype);
+    size_t es = ad_dtype_size(y->dtype);
     char *py = y->data;
     const char *pa = a->data, *pb = b->data;
 #define CALL(yo, ao, sa_, bo, sb_, n)                                                                    \
@@ -136,12 +137,13 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
     return ad__emit_done(t, id);
 }
 
-/* The fast path (see ad_internal.h), for inputs of the output's shape only:
+/* The fast path (see backward.h), for inputs of the output's shape only:
 ** broadcast inputs decline and take the recorded VJP. GA/GB are the formulas
 ** for each input in terms of g = dL/dy, a, b and y, ordered as in the VJP. */
 #define FAST_BIN(op, GA, GB)                                                                             \
-    AD_CLONES bool ad__fast_##op(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)       \
+    AD_CLONES FAST_VJP(op)                                                                               \
     {                                                                                                    \
+        ad_tape *t = sw->t;                                                                               \
         const ad_tensor *at = ad__in(t, n, 0), *bt = ad__in(t, n, 1);                                    \
         if (gy->ndim == 0) { /* so are both inputs: one element, no loop */                              \
             if (gy->dtype == AD_F64)                                                                     \
@@ -155,7 +157,7 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
         for (int side = 0; side < 2; side++) {                                                           \
             if (!ad__needs(t, n, side)) continue;                                                        \
             bool fresh;                                                                                  \
-            void *buf = ad__gslot(t, n, side, &fresh);                                                   \
+            void *buf = ad__gslot(sw, n, side, &fresh);                                                   \
             if (!buf) return true;                                                                       \
             if (gy->dtype == AD_F64)                                                                     \
                 FAST_LOOP(double, GA, GB);                                                                     \
@@ -194,7 +196,7 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
         for (int side = 0; side < 2; side++) {                                                           \
             if (!ad__needs(t, n, side)) continue;                                                        \
             bool fresh;                                                                                  \
-            T *o = ad__gslot1(t, n, side, &fresh);                                                       \
+            T *o = ad__gslot1(sw, n, side, &fresh);                                                       \
             if (!o) return true;                                                                         \
             T r = side == 0 ? (GA) : (GB);                                                               \
             *o = fresh ? r : *o + r;                                                                     \
@@ -220,11 +222,12 @@ void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
 /* fast path: gy passed through, or summed down to a broadcast input's shape
 ** (a bias) with the kernel of sum_to, as the recorded VJP does */
 /* (out of line, so that the pass-through in ad__fast_add stays a small leaf function) */
-static __attribute__((noinline)) void add_reduced(ad_tape *t, const ad_node *n, int j, const ad_tensor *gy)
+static __attribute__((noinline)) void add_reduced(ad_sweep *sw, const ad_node *n, int j, const ad_tensor *gy)
 {
+    ad_tape *t = sw->t;
     const ad_tensor *x = ad__in(t, n, j);
     bool fresh;
-    void *buf = ad__gslot(t, n, j, &fresh);
+    void *buf = ad__gslot(sw, n, j, &fresh);
     ad_tensor sum = *x, acc = *x;
     sum.data = fresh ? buf : ad__arena_alloc(t, ad__nbytes(x));
     if (!buf || !sum.data) return;
@@ -232,16 +235,17 @@ static __attribute__((noinline)) void add_reduced(ad_tape *t, const ad_node *n, 
     acc.data = buf;
     if (!fresh) ad__add_into(&acc, &sum);
 }
-bool ad__fast_add(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+FAST_VJP(add)
 {
+    ad_tape *t = sw->t;
     for (int j = 0; j < 2 && t->status == AD_OK; j++) {
         if (!ad__needs(t, n, j)) continue;
         const ad_tensor *x = ad__in(t, n, j);
         /* a 0-dimensional gy means 0-dimensional inputs: no need to read their shapes */
         if (gy->ndim == 0 || (x->size == gy->size && x->ndim == gy->ndim))
-            ad__gpass(t, n, j, gy);
+            ad__gpass(sw, n, j, gy);
         else
-            add_reduced(t, n, j, gy);
+            add_reduced(sw, n, j, gy);
     }
     return true;
 }

@@ -1,9 +1,10 @@
 /* ops_conv.c: 2-D convolution (im2col + GEMM) and max/average pooling, NCHW, with their adjoint ops. */
 #include "ad_nnops.h"
+#include "backward.h"
+#include "kernels.h"
 
 #include <math.h>
 
-#define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 
 /* Two 31-bit parameters packed into one attribute slot. */
 static int64_t pack(int64_t a, int64_t b) { return (a << 32) | b; }

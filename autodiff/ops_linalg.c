@@ -1,5 +1,6 @@
 /* ops_linalg.c: matrix products, 2-D and batched with NumPy's broadcast batch dimensions. */
-#include "ad_internal.h"
+#include "backward.h"
+#include "kernels.h"
 
 /* matmul: y = op(a) @ op(b), op transposing the last two axes when trans_a / trans_b (attr.i[0], i[1]).
 ** VJP, by case (G = gy), each then summed back over broadcast batch axes:
@@ -129,7 +130,7 @@ void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_v
     }
 }
 
-/* The fast path (see ad_internal.h) for 2-D operands: the products of the
+/* The fast path (see backward.h) for 2-D operands: the products of the
 ** recorded VJP above, with the same gemm calls, written straight into the
 ** gradient buffers; when a buffer already holds a gradient (a second use, or a
 ** param's grad tensor under AD_ACCUMULATE) the product is added in by the gemm
@@ -155,11 +156,12 @@ void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_v
 OUTER(float)
 OUTER(double)
 
-static void fast_gemm(ad_tape *t, const ad_node *n, int j, bool ta, bool tb, int64_t m, int64_t nn, int64_t k,
+static void fast_gemm(ad_sweep *sw, const ad_node *n, int j, bool ta, bool tb, int64_t m, int64_t nn, int64_t k,
                       const void *a, int64_t lda, const void *b, int64_t ldb)
 {
     bool fresh;
-    void *c = ad__gslot(t, n, j, &fresh);
+    ad_tape *t = sw->t;
+    void *c = ad__gslot(sw, n, j, &fresh);
     if (!c) return;
     const ad_tensor *x = ad__in(t, n, j);
     if (k == 1) { /* op(A) [m,1]: a[i * (ta ? 1 : lda)]; op(B) [1,n]: b[j * (tb ? ldb : 1)] */
@@ -174,8 +176,9 @@ static void fast_gemm(ad_tape *t, const ad_node *n, int j, bool ta, bool tb, int
     if (st != AD_OK) ad__fail(t, st, "ad_matmul: backward: the product failed (%s)", ad_status_str(st));
 }
 
-bool ad__fast_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+FAST_VJP(matmul)
 {
+    ad_tape *t = sw->t;
     const ad_tensor *a = ad__in(t, n, 0), *b = ad__in(t, n, 1);
     if (a->ndim != 2 || b->ndim != 2) return false;
     bool ta = n->attr.i[0], tb = n->attr.i[1];
@@ -183,15 +186,15 @@ bool ad__fast_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_tenso
     if (gy->size == 0) return false;
     if (ad__needs(t, n, 0)) {
         if (!ta) /* ga [m,k] = G [m,n] @ op(b)^T */
-            fast_gemm(t, n, 0, false, !tb, m, k, nn, gy->data, nn, b->data, ldb);
+            fast_gemm(sw, n, 0, false, !tb, m, k, nn, gy->data, nn, b->data, ldb);
         else /* ga [k,m] = op(b) [k,n] @ G^T */
-            fast_gemm(t, n, 0, tb, true, k, m, nn, b->data, ldb, gy->data, nn);
+            fast_gemm(sw, n, 0, tb, true, k, m, nn, b->data, ldb, gy->data, nn);
     }
     if (ad__needs(t, n, 1) && t->status == AD_OK) {
         if (!tb) /* gb [k,n] = op(a)^T [k,m] @ G */
-            fast_gemm(t, n, 1, !ta, false, k, nn, m, a->data, lda, gy->data, nn);
+            fast_gemm(sw, n, 1, !ta, false, k, nn, m, a->data, lda, gy->data, nn);
         else /* gb [n,k] = G^T @ op(a) [m,k] */
-            fast_gemm(t, n, 1, true, ta, nn, k, m, gy->data, nn, a->data, lda);
+            fast_gemm(sw, n, 1, true, ta, nn, k, m, gy->data, nn, a->data, lda);
     }
     return true;
 }

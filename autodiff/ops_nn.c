@@ -1,9 +1,9 @@
 /* ops_nn.c: network primitives: where/masking (an op), dropout, batch and layer normalization, embedding, flatten. */
-#include "ad_internal.h"
+#include "backward.h"
+#include "kernels.h"
 
 #include <math.h>
 
-#define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 
 static char *shp(const ad_tensor *x, char *buf) { return ad_shape_str(x->ndim, x->shape, buf, 96); }
 

@@ -1,10 +1,9 @@
 /* ops_reduce.c: sums, means, maxima, log-sum-exp and softmax over all elements or one axis. */
-#include "ad_internal.h"
+#include "backward.h"
 #include "vmath.h"
 
 #include <math.h>
 
-#define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 
 /* The reduced axis splits x into [outer, len, inner]. */
 typedef struct {
@@ -80,10 +79,11 @@ ad_status ad__fwd_sum(ad_tape *t, ad_node *n)
 }
 VJP(sum) { gx[0] = expand(t, n, gy); }
 /* The fast path for sum and mean: every input element gets g (times 1/N). */
-AD_CLONES static bool fast_fill(ad_tape *t, const ad_node *n, const ad_tensor *gy, double scale)
+AD_CLONES static bool fast_fill(ad_sweep *sw, const ad_node *n, const ad_tensor *gy, double scale)
 {
+    ad_tape *t = sw->t;
     bool fresh;
-    void *buf = ad__gslot(t, n, 0, &fresh);
+    void *buf = ad__gslot(sw, n, 0, &fresh);
     if (!buf) return true;
     const ad_tensor *x = ad__in(t, n, 0);
     if (x->dtype == AD_F64) {
@@ -101,7 +101,7 @@ AD_CLONES static bool fast_fill(ad_tape *t, const ad_node *n, const ad_tensor *g
     }
     return true;
 }
-bool ad__fast_sum(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy) { return fast_fill(t, n, gy, 1.0); }
+FAST_VJP(sum) { return fast_fill(sw, n, gy, 1.0); }
 
 /* mean: y = sum_i x_i / N (NaN for N = 0); VJP: gx = broadcast(gy) / N */
 ad_var ad_mean(ad_var x) { return reduce_all(AD_OP_MEAN, x); }
@@ -112,9 +112,9 @@ ad_status ad__fwd_mean(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(mean) { gx[0] = ad_mul_scalar(expand(t, n, gy), 1.0 / (double)ad__in(t, n, 0)->size); }
-bool ad__fast_mean(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+FAST_VJP(mean)
 {
-    return fast_fill(t, n, gy, 1.0 / (double)ad__in(t, n, 0)->size);
+    return fast_fill(sw, n, gy, 1.0 / (double)ad__in(sw->t, n, 0)->size);
 }
 
 /* ---- over one axis ---- */
@@ -350,10 +350,10 @@ VJP(log_softmax)
             }                                                                                            \
     } while (0)
 
-bool ad__fast_log_softmax(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+FAST_VJP(log_softmax)
 {
     bool fresh;
-    void *buf = ad__gslot(t, n, 0, &fresh);
+    void *buf = ad__gslot(sw, n, 0, &fresh);
     if (!buf) return true;
     split3 s = split_at(&n->value, (int)n->attr.i[0]);
     if (gy->dtype == AD_F64)
@@ -362,31 +362,3 @@ bool ad__fast_log_softmax(ad_tape *t, const ad_node *n, uint32_t self, const ad_
         LOG_SOFTMAX_FAST(float, ad__vm_expf); /* as the recorded path's ad_exp in F32 */
     return true;
 }
-
-/* ---- sum_to: the adjoint of broadcast_to ---- */
-
-/* sum_to: y = x summed over the axes along which `shape` broadcasts to x; VJP: gx = broadcast(gy) */
-ad_var ad_sum_to(ad_var x, int ndim, const int64_t *shape)
-{
-    ad_tape *t;
-    if (!ad__begin("ad_sum_to", 1, &x, &t)) return ad__invalid(t);
-    const ad_tensor *v = ad__val(x);
-    int64_t size, out[AD_MAX_DIMS];
-    int nout;
-    bool ok = ad__shape_size(ndim, shape, &size) && ndim <= v->ndim &&
-              ad__broadcast_shape(v->ndim, v->shape, ndim, shape, &nout, out);
-    for (int i = 0; ok && i < nout; i++) ok = out[i] == v->shape[i];
-    if (!ok) {
-        char s1[96], s2[96];
-        ad__fail(t, AD_ERR_SHAPE, "ad_sum_to: %s does not broadcast to %s", ndim >= 0 && ndim <= AD_MAX_DIMS && (ndim == 0 || shape) ? ad_shape_str(ndim, shape, s1, sizeof s1) : "(bad shape)",
-                 ad_shape_str(v->ndim, v->shape, s2, sizeof s2));
-        return ad__invalid(t);
-    }
-    return ad__emit(t, AD_OP_SUM_TO, 1, &x, v->dtype, ndim, shape, NULL);
-}
-ad_status ad__fwd_sum_to(ad_tape *t, ad_node *n)
-{
-    ad__sum_to_kernel(&n->value, ad__in(t, n, 0));
-    return AD_OK;
-}
-VJP(sum_to) { gx[0] = expand(t, n, gy); }

@@ -1,7 +1,7 @@
-/* ops_shape.c: ops that move data without arithmetic: transpose, reshape, broadcast, slice, concat, gather. */
-#include "ad_internal.h"
+/* ops_shape.c: ops that move data: transpose, reshape, broadcast (and its adjoint sum_to), slice, concat, gather. */
+#include "backward.h"
+#include "kernels.h"
 
-#define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 
 static char *shp(const ad_tensor *x, char *buf) { return ad_shape_str(x->ndim, x->shape, buf, 96); }
 
@@ -133,15 +133,16 @@ VJP(reshape)
     const ad_tensor *x = ad__in(t, n, 0);
     gx[0] = ad_reshape(gy, x->ndim, x->shape);
 }
-bool ad__fast_reshape(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+FAST_VJP(reshape)
 {
+    ad_tape *t = sw->t;
     ad_tensor g = *ad__in(t, n, 0); /* same data, the input's shape */
     g.data = gy->data;
-    ad__gpass(t, n, 0, &g);
+    ad__gpass(sw, n, 0, &g);
     return true;
 }
 
-/* ---- broadcast_to ---- */
+/* ---- broadcast_to and its adjoint, sum_to ---- */
 
 /* broadcast_to: y = x repeated along broadcast axes; VJP: gx = sum_to(gy, shape of x) */
 ad_var ad_broadcast_to(ad_var x, int ndim, const int64_t *shape)
@@ -172,6 +173,43 @@ VJP(broadcast_to)
 {
     const ad_tensor *x = ad__in(t, n, 0);
     gx[0] = ad_sum_to(gy, x->ndim, x->shape);
+}
+
+/* sum_to: y = x summed over the axes along which `shape` broadcasts to x; VJP: gx = broadcast(gy) */
+ad_var ad_sum_to(ad_var x, int ndim, const int64_t *shape)
+{
+    ad_tape *t;
+    if (!ad__begin("ad_sum_to", 1, &x, &t)) return ad__invalid(t);
+    const ad_tensor *v = ad__val(x);
+    int64_t size, out[AD_MAX_DIMS];
+    int nout;
+    bool ok = ad__shape_size(ndim, shape, &size) && ndim <= v->ndim &&
+              ad__broadcast_shape(v->ndim, v->shape, ndim, shape, &nout, out);
+    for (int i = 0; ok && i < nout; i++) ok = out[i] == v->shape[i];
+    if (!ok) {
+        char s1[96], s2[96];
+        ad__fail(t, AD_ERR_SHAPE, "ad_sum_to: %s does not broadcast to %s", ndim >= 0 && ndim <= AD_MAX_DIMS && (ndim == 0 || shape) ? ad_shape_str(ndim, shape, s1, sizeof s1) : "(bad shape)",
+                 ad_shape_str(v->ndim, v->shape, s2, sizeof s2));
+        return ad__invalid(t);
+    }
+    return ad__emit(t, AD_OP_SUM_TO, 1, &x, v->dtype, ndim, shape, NULL);
+}
+ad_status ad__fwd_sum_to(ad_tape *t, ad_node *n)
+{
+    ad__sum_to_kernel(&n->value, ad__in(t, n, 0));
+    return AD_OK;
+}
+VJP(sum_to)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    gx[0] = ad_broadcast_to(gy, x->ndim, x->shape);
+}
+
+ad_var ad__unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g)
+{
+    const ad_tensor *x = ad__in(t, n, i), *gv = ad_value(g);
+    if (!gv || ad_shape_equal(gv, x)) return g;
+    return ad_sum_to(g, x->ndim, x->shape);
 }
 
 /* ---- slice and its adjoint, pad_axis ---- */
@@ -368,10 +406,11 @@ VJP(index_select)
     gx[0] = ad_index_add(gy, ax, n->attr.i[1], n->attr.idx, ad__in(t, n, 0)->shape[ax]);
 }
 /* The fast path: gy's rows added into the gradient buffer at their indices. */
-bool ad__fast_index_select(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+FAST_VJP(index_select)
 {
+    ad_tape *t = sw->t;
     bool fresh;
-    void *buf = ad__gslot(t, n, 0, &fresh);
+    void *buf = ad__gslot(sw, n, 0, &fresh);
     if (!buf) return true;
     ad_tensor gx = *ad__in(t, n, 0);
     gx.data = buf;

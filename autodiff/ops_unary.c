@@ -1,5 +1,5 @@
 /* ops_unary.c: elementwise unary ops and scalar variants; each forward beside its VJP. */
-#include "ad_internal.h"
+#include "backward.h"
 #include "vmath.h"
 
 #include <math.h>
@@ -67,12 +67,13 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
     return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
 }
 
-/* The fast path (see ad_internal.h): the VJP's formula on the tensors, with
+/* The fast path (see backward.h): the VJP's formula on the tensors, with
 ** g = dL/dy, x the input, y the output, written in the same order of
 ** operations as the recorded VJP. */
 #define FAST(name, GX64, GX32)                                                                           \
-    AD_CLONES bool ad__fast_##name(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)     \
+    AD_CLONES FAST_VJP(name)                                                                             \
     {                                                                                                    \
+        ad_tape *t = sw->t;                                                                               \
         bool fresh;                                                                                      \
         const ad_tensor *xt = ad__in(t, n, 0);                                                           \
         if (gy->ndim == 0) { /* one element, no loop */                                                  \
@@ -82,7 +83,7 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
                 FAST_ONE(float, GX32, (float)n->attr.f[0]);                                              \
             return true;                                                                                 \
         }                                                                                                \
-        void *buf = ad__gslot(t, n, 0, &fresh);                                                          \
+        void *buf = ad__gslot(sw, n, 0, &fresh);                                                          \
         if (!buf) return true;                                                                           \
         int64_t cnt = xt->size;                                                                          \
         if (xt->dtype == AD_F64) {                                                                       \
@@ -123,7 +124,7 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
 
 #define FAST_ONE(T, GX, C0)                                                                              \
     do {                                                                                                 \
-        T *o = ad__gslot1(t, n, 0, &fresh);                                                              \
+        T *o = ad__gslot1(sw, n, 0, &fresh);                                                              \
         if (!o) return true;                                                                             \
         T g = *(const T *)gy->data, x = *(const T *)xt->data, y = *(const T *)n->value.data, c0 = C0;    \
         (void)x, (void)y, (void)c0;                                                                      \
@@ -131,7 +132,6 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
         *o = fresh ? r : *o + r;                                                                         \
     } while (0)
 
-#define VJP(name) void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 #define X ad__inv(t, n, 0)
 #define Y ad__var(t, self)
 
@@ -139,9 +139,9 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
 UNARY(add_scalar, v + c0, v + c0)
 ad_var ad_add_scalar(ad_var x, double c) { return unary(AD_OP_ADD_SCALAR, x, c, 0, ONE(add_scalar)); }
 VJP(add_scalar) { gx[0] = gy; }
-bool ad__fast_add_scalar(ad_tape *t, const ad_node *n, uint32_t self, const ad_tensor *gy)
+FAST_VJP(add_scalar)
 {
-    ad__gpass(t, n, 0, gy);
+    ad__gpass(sw, n, 0, gy);
     return true;
 }
 

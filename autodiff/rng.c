@@ -1,5 +1,5 @@
 /* rng.c: xoshiro256** (Blackman and Vigna), seeded through splitmix64; no global state. */
-#include "ad_internal.h"
+#include "services.h"
 
 #include <math.h>
 

@@ -1,5 +1,5 @@
 /* tape.c: the Wengert list: node storage, the arena, sticky errors, recording and leaves. */
-#include "ad_internal.h"
+#include "tape.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -320,7 +320,7 @@ static inline ad_node *emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs
         /* values on the tape never change, so these share their input's data */
         n->value.data = ad__val(xs[0])->data;
     } else {
-        n->value.data = ad__arena_alloc(t, (size_t)size * ad__dsize(dtype));
+        n->value.data = ad__arena_alloc(t, (size_t)size * ad_dtype_size(dtype));
         if (!n->value.data) goto fail;
     }
     return n;
@@ -455,7 +455,7 @@ ad_var ad_full(ad_tape *t, ad_dtype dtype, int ndim, const int64_t *shape, doubl
     n->attr = (ad_attr){{0}, {0}, NULL};
     if (t->in_backward) n->flags |= AD_NODE_BACKWARD;
     ad__tensor_init(&n->value, dtype, ndim, shape, size);
-    n->value.data = ad__arena_alloc(t, (size_t)size * ad__dsize(dtype));
+    n->value.data = ad__arena_alloc(t, (size_t)size * ad_dtype_size(dtype));
     if (!n->value.data) {
         ad__tape_rewind(t, m);
         return ad__invalid(t);
@@ -465,6 +465,10 @@ ad_var ad_full(ad_tape *t, ad_dtype dtype, int ndim, const int64_t *shape, doubl
 }
 
 ad_var ad_scalar(ad_tape *t, ad_dtype dtype, double v) { return ad_full(t, dtype, 0, NULL, v); }
+
+ad_var ad__no_var(ad_tape *t) { return ad__invalid(t); }
+
+void *ad__tape_alloc(ad_tape *t, size_t n) { return ad__arena_alloc(t, n); }
 
 ad_var ad__zeros_like(ad_var x)
 {

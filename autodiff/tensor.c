@@ -1,5 +1,5 @@
 /* tensor.c: dense row-major tensors owned by the caller. */
-#include "ad_internal.h"
+#include "services.h"
 
 #include <inttypes.h>
 

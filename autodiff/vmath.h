@@ -2,7 +2,7 @@
 #ifndef AUTODIFF_VMATH_H
 #define AUTODIFF_VMATH_H
 
-#include "ad_internal.h"
+#include "services.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* dataset.c: data sets from IDX (gzipped or plain) and numeric CSV files, and the mini-batch iterator. */
-#include "ad_internal.h"
+#include "services.h"
 #include "nn_io.h"
 
 #include <errno.h>

@@ -224,7 +224,7 @@ static ad_var embedding_forward(nn_module *m, ad_tape *t, ad_var x)
 {
     const ad_tensor *ids = ad_value(x), *w = m->params[0].value;
     if (!ids) return invalid(t);
-    int64_t *idx = ids->size ? ad__arena_alloc(t, (size_t)ids->size * sizeof *idx) : NULL;
+    int64_t *idx = ids->size ? ad__tape_alloc(t, (size_t)ids->size * sizeof *idx) : NULL;
     if (ids->size && !idx) return invalid(t);
     for (int64_t i = 0; i < ids->size; i++) {
         double v = ad_tensor_get(ids, i);

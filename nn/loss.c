@@ -23,7 +23,7 @@ static ad_var failed(ad_var y, ad_var t)
     /* an op on the pair records the reason if nothing did yet (stale, foreign handles);
     ** after a recorded error it records nothing more */
     (void)ad_sub(y, t);
-    return ad__invalid(y.tape);
+    return ad__no_var(y.tape);
 }
 
 /* squared error: E = 1/(2B) sum (t - y)^2; VJP (through the ops): dE/dy = (y - t) / B */
@@ -61,25 +61,25 @@ ad_var nn_loss_cross_entropy(ad_var logits, const int64_t *labels)
         char s[96];
         ad__fail(tp, AD_ERR_SHAPE, "nn_loss_cross_entropy: logits must be [batch, classes], got %s",
                  ad_shape_str(z->ndim, z->shape, s, sizeof s));
-        return ad__invalid(tp);
+        return ad__no_var(tp);
     }
     int64_t b = z->shape[0], c = z->shape[1];
     if (b == 0 || c == 0) {
         ad__fail(tp, AD_ERR_SHAPE, "nn_loss_cross_entropy: empty logits [%" PRId64 ",%" PRId64 "]", b, c);
-        return ad__invalid(tp);
+        return ad__no_var(tp);
     }
     if (!labels) {
         ad__fail(tp, AD_ERR_ARG, "nn_loss_cross_entropy: NULL labels");
-        return ad__invalid(tp);
+        return ad__no_var(tp);
     }
-    int64_t *idx = ad__arena_alloc(tp, (size_t)b * sizeof *idx);
-    if (!idx) return ad__invalid(tp);
+    int64_t *idx = ad__tape_alloc(tp, (size_t)b * sizeof *idx);
+    if (!idx) return ad__no_var(tp);
     for (int64_t i = 0; i < b; i++) {
         if (labels[i] < 0 || labels[i] >= c) {
             ad__fail(tp, AD_ERR_INDEX,
                      "nn_loss_cross_entropy: label %" PRId64 " of sample %" PRId64 " is outside [0, %" PRId64 ")",
                      labels[i], i, c);
-            return ad__invalid(tp);
+            return ad__no_var(tp);
         }
         idx[i] = i * c + labels[i];
     }

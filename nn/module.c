@@ -82,12 +82,12 @@ ad_var nn_forward(nn_module *m, ad_tape *t, ad_var x)
 {
     if (!m || !m->vt || !m->vt->forward) {
         if (t) ad__fail(t, AD_ERR_ARG, "nn_forward: NULL module");
-        return ad__invalid(t);
+        return ad__no_var(t);
     }
     if (!ad_ok(x)) {
         /* an earlier error (kept on the tape), a stale or foreign handle */
         if (t && ad_tape_status(t) == AD_OK) ad__fail(t, AD_ERR_STATE, "nn_forward(%s): invalid input var", m->vt->kind);
-        return ad__invalid(t);
+        return ad__no_var(t);
     }
     return m->vt->forward(m, t, x);
 }
@@ -207,7 +207,7 @@ static ad_var activation_forward(nn_module *m, ad_tape *t, ad_var x)
     case NN_SOFTMAX: return ad_softmax(x, -1);
     }
     ad__fail(t, AD_ERR_ARG, "nn_forward: unknown activation %d", (int)a->act);
-    return ad__invalid(t);
+    return ad__no_var(t);
 }
 
 static const nn_module_vtable act_vts[] = {

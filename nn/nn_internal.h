@@ -2,7 +2,7 @@
 #ifndef AUTODIFF_NN_INTERNAL_H
 #define AUTODIFF_NN_INTERNAL_H
 
-#include "ad_internal.h"
+#include "services.h"
 #include "nn.h"
 
 #define NN_INTERNAL __attribute__((visibility("hidden")))

@@ -1,6 +1,5 @@
 /* optim.c: optimizers bound to a module's parameters (SGD with momentum/Nesterov, Adam, AdamW) and lr schedules. */
 #include "nn_internal.h"
-#include "threads.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -108,7 +108,7 @@ static ad_var cell_forward(nn_module *m, ad_tape *t, ad_var x)
         ad__fail(t, AD_ERR_SHAPE, "nn_forward(%s): %lld time steps are too many", m->vt->kind, (long long)steps);
         return invalid(t);
     }
-    ad_var *hs = ad__arena_alloc(t, (size_t)steps * sizeof *hs);
+    ad_var *hs = ad__tape_alloc(t, (size_t)steps * sizeof *hs);
     if (!hs) return invalid(t);
     ad_var xw = ad_add(ad_matmul_t(x, param(c, t, W_IH), false, true), param(c, t, B_IH)); /* [N, T, G H] */
     ad_var w_hh = param(c, t, W_HH), b_hh = param(c, t, B_HH);

@@ -1,5 +1,5 @@
 /* safetensors.c: checkpoint files in the safetensors format, with XXH3 checksums, atomic save, validating load. */
-#include "ad_internal.h"
+#include "services.h"
 #include "nn_io.h"
 
 #include <errno.h>

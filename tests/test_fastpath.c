@@ -1,10 +1,10 @@
 /* test_fastpath.c: the backward pass's fast path (tensors, no graph) agrees with the recorded VJPs. */
 #include "test_util.h"
 
-#include "ad_internal.h"
+#include "backward.h"
 
 /* A function of two inputs; the cases below cover every op with a fast VJP
-** (ad_internal.h's AD_FAST_VJPS), same-shape and broadcast operands, a var
+** (backward.h's AD_FAST_VJPS), same-shape and broadcast operands, a var
 ** used twice, and compositions. */
 typedef ad_var (*fn2)(ad_var a, ad_var b);
 

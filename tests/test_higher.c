@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ad_internal.h"
+#include "tape.h"
 #include "ad_nnops.h"
 #include "test_util.h"
 

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ad_internal.h"
+#include "tape.h"
 #include "test_util.h"
 
 /* ======================================================================

@@ -2,7 +2,7 @@
 #ifndef AUTODIFF_TEST_OPS_H
 #define AUTODIFF_TEST_OPS_H
 
-#include "ad_internal.h"
+#include "backward.h"
 #include "test_util.h"
 
 /* Asserts y is a valid var whose node is `op`; marks the running entry as having built its op. */

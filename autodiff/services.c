@@ -1,5 +1,5 @@
-/* alloc.c: the one allocator every allocation goes through, status names, dtypes, file error messages. */
-#include "ad_internal.h"
+/* services.c: the one allocator every allocation goes through, overflow-safe sizes, status names, dtypes, file error messages. */
+#include "services.h"
 
 #include <stdarg.h>
 #include <stdio.h>

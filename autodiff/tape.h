@@ -1,0 +1,236 @@
+/* tape.h: the tape's internals: nodes, the arena, recording (emit) and the op table; never installed. */
+#ifndef AUTODIFF_TAPE_H
+#define AUTODIFF_TAPE_H
+
+#include "services.h"
+
+/* ---- the op enum, from the op list ---- */
+
+typedef enum ad_op {
+#define AD_OP(ID, name, nin, family) AD_OP_##ID,
+#include "ops.def"
+#undef AD_OP
+    AD_OP_COUNT
+} ad_op;
+
+/* Per-op attributes; which fields mean what is said next to each op. */
+typedef struct ad_attr {
+    double f[2];       /* scalar constants: c, slope, alpha, lo/hi */
+    int64_t i[4];      /* axes, flags, bounds, sizes */
+    const int64_t *idx; /* index lists, copied into the arena */
+} ad_attr;
+
+enum {
+    AD_NODE_REQ_GRAD = 1u << 0, /* depends on a leaf/param with grad enabled */
+    AD_NODE_LEAF = 1u << 1,     /* made by ad_leaf */
+    AD_NODE_PARAM = 1u << 2,    /* made by ad_param */
+    AD_NODE_BACKWARD = 1u << 3  /* recorded by a backward pass */
+};
+
+typedef struct ad_node {
+    ad_tensor value;       /* data in the arena, or borrowed for leaves and constants */
+    uint16_t op;
+    uint8_t flags;
+    uint8_t in_req;        /* bit i: input i (i < 8) requires a gradient (its REQ_GRAD, which never changes) */
+    uint32_t nin;
+    uint32_t grad;         /* leaves: node id of the gradient after backward, or AD_NO_NODE */
+    uint32_t in_small[3];
+    uint32_t *in;          /* in_small, or an arena array when nin > 3 */
+    ad_tensor *param_grad; /* params: the caller's gradient tensor */
+    ad_attr attr;
+} ad_node;
+
+#define AD_NODE_CHUNK_BITS 10
+#define AD_NODE_CHUNK (1u << AD_NODE_CHUNK_BITS)
+
+typedef struct ad_arena_block {
+    struct ad_arena_block *next;
+    size_t cap, used;
+    unsigned char *mem; /* aligned start */
+} ad_arena_block;
+
+struct ad_tape {
+    ad_node **chunks;  /* node storage: stable addresses, kept across resets */
+    size_t nchunks, chunks_cap;
+    uint32_t count;    /* nodes recorded */
+    uint32_t gen;      /* bumped by every reset: stale handles are detected */
+    ad_arena_block *blocks; /* first block, the one in use is `cur` */
+    ad_arena_block *cur;
+    size_t arena_total;     /* bytes of all blocks */
+    size_t arena_peak_use;  /* bytes used since the last reset (sum over blocks) */
+    ad_status status;
+    bool grad_enabled;
+    bool anomaly;
+    bool in_backward; /* a backward sweep is recording: new nodes are marked AD_NODE_BACKWARD */
+    uint32_t bw_node; /* during backward: the node whose VJP is running (named by anomaly errors) */
+    uint32_t *params; /* ids of the params recorded with a grad tensor since the reset */
+    uint32_t nparams, params_cap; /* (the array is kept across resets) */
+    char msg[320];
+};
+
+static inline ad_node *ad__node(const ad_tape *t, uint32_t id)
+{
+    return &t->chunks[id >> AD_NODE_CHUNK_BITS][id & (AD_NODE_CHUNK - 1)];
+}
+static inline ad_var ad__var(ad_tape *t, uint32_t id) { return (ad_var){t, id, t->gen}; }
+static inline ad_var ad__invalid(ad_tape *t) { return (ad_var){t, AD_NO_NODE, t ? t->gen : 0}; }
+static inline const ad_tensor *ad__val(ad_var v) { return &ad__node(v.tape, v.id)->value; }
+static inline bool ad__req(ad_var v) { return (ad__node(v.tape, v.id)->flags & AD_NODE_REQ_GRAD) != 0; }
+
+/* Arena memory, valid until reset: 64-byte aligned from 64 bytes up (16 below);
+** NULL (and NOMEM on the tape) on failure. The common case is inline. */
+AD_INTERNAL void *ad__arena_alloc_slow(ad_tape *t, size_t n);
+static inline void *ad__arena_alloc(ad_tape *t, size_t n)
+{
+    ad_arena_block *b = t->cur;
+    if (b && n <= ((size_t)1 << 30)) {
+        size_t align = n >= 64 ? 64 : 16;
+        size_t at = (b->used + align - 1) & ~(align - 1), need = (n + 15) & ~(size_t)15;
+        if (at <= b->cap && b->cap - at >= need) {
+            b->used = at + need;
+            return b->mem + at;
+        }
+    }
+    return ad__arena_alloc_slow(t, n);
+}
+/* Position in the arena and node list, to drop what was recorded after it. */
+typedef struct ad_mark {
+    uint32_t count;
+    ad_arena_block *block;
+    size_t used;
+} ad_mark;
+AD_INTERNAL ad_mark ad__tape_mark(const ad_tape *t);
+AD_INTERNAL void ad__tape_rewind(ad_tape *t, ad_mark m);
+
+/* Validates op inputs: same live tape, current handles, no error yet. On false
+** the var to return is ad__invalid(*t) (*t may be NULL). */
+AD_INTERNAL bool ad__begin_slow(const char *op, int n, const ad_var *xs, ad_tape **t);
+static inline bool ad__begin(const char *op, int n, const ad_var *xs, ad_tape **tp)
+{
+    ad_tape *t = n > 0 ? xs[0].tape : NULL;
+    if (t && t->status == AD_OK) {
+        bool ok = true;
+        for (int i = 0; i < n; i++) ok &= xs[i].tape == t && xs[i].gen == t->gen && xs[i].id < t->count;
+        if (ok) {
+            *tp = t;
+            return true;
+        }
+    }
+    return ad__begin_slow(op, n, xs, tp);
+}
+/* Appends a node for op with inputs xs, output dtype/shape, and runs its forward
+** kernel. Returns the var, or an invalid one after recording an error. */
+AD_INTERNAL ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
+                            const int64_t *shape, const ad_attr *attr);
+/* ad__emit's first half, for front ends that compute small results themselves:
+** appends the node and its value storage but runs no kernel. Returns the node
+** (its id in *id), or NULL after recording an error. The caller fills the
+** value, then returns ad__emit_done(t, *id) (below). */
+AD_INTERNAL ad_node *ad__emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
+                                   const int64_t *shape, const ad_attr *attr, uint32_t *id);
+/* Records anomaly detection's AD_ERR_NUMERIC for node id, naming its op, index and
+** input shapes; during backward, for the node whose VJP is running (t->bw_node). */
+AD_INTERNAL void ad__anomaly_fail(ad_tape *t, uint32_t id);
+/* Normalizes axis into [0, ndim) (ndim 0 accepts 0 and -1 as axis 0 of a scalar
+** only when allow_scalar); false (and an AD_ERR_AXIS error) when out of range. */
+AD_INTERNAL bool ad__axis(ad_tape *t, const char *op, int axis, int ndim, int *out);
+
+/* ---- the op table ---- */
+
+typedef ad_status (*ad_fwd_fn)(ad_tape *t, ad_node *n);
+/* Given gy = dL/d(output) as a var, sets gx[i] to dL/d(input i) for each input
+** that needs it (ad__needs), using the engine's own ops so that the pass can be
+** recorded; inputs that need no gradient are left as AD_NO_NODE. */
+typedef void (*ad_vjp_fn)(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx);
+
+typedef struct ad_op_info {
+    const char *name;
+    int nin; /* -1: variadic */
+    ad_fwd_fn forward;
+    ad_vjp_fn vjp;
+    bool differentiable; /* false: outputs never carry a gradient (masks, leaves) */
+} ad_op_info;
+
+/* Which op families carry gradients (the last column of ops.def). */
+#define AD_FAMILY_DIFF_leaf false
+#define AD_FAMILY_DIFF_mask false
+#define AD_FAMILY_DIFF_binary true
+#define AD_FAMILY_DIFF_unary true
+#define AD_FAMILY_DIFF_reduce true
+#define AD_FAMILY_DIFF_linalg true
+#define AD_FAMILY_DIFF_shape true
+#define AD_FAMILY_DIFF_nn true
+
+AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];
+
+/* Each op's forward kernel and recorded VJP, side by side in its family's file. */
+#define AD_OP(ID, name, nin, family)                                                                     \
+    AD_INTERNAL ad_status ad__fwd_##name(ad_tape *t, ad_node *n);                                         \
+    AD_INTERNAL void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx);
+#include "ops.def"
+#undef AD_OP
+
+/* The flags of a new node of op whose inputs requiring a gradient are the bits of in_req. */
+static inline uint8_t ad__node_flags(const ad_tape *t, ad_op op, unsigned in_req)
+{
+    unsigned f = t->in_backward ? AD_NODE_BACKWARD : 0;
+    if (in_req && t->grad_enabled && op != AD_OP_DETACH && ad__ops[op].differentiable)
+        f |= AD_NODE_REQ_GRAD;
+    return (uint8_t)f;
+}
+
+/* ad__emit_node for a 0-dimensional result of at most 3 inputs (in_req: bit i
+** set when input i requires a gradient, as ad_node's in_req), inline while the
+** tape's current node chunk and arena block have room (ad__emit_node otherwise,
+** which grows them or records the error). attr may be NULL. */
+static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, const ad_var *xs,
+                                                 unsigned in_req, ad_dtype dtype, const ad_attr *attr,
+                                                 uint32_t *id)
+{
+    uint32_t k = t->count;
+    ad_arena_block *b = t->cur;
+    if (nin > 3 || (k >> AD_NODE_CHUNK_BITS) >= t->nchunks || k >= AD_NO_NODE - 1 || !b)
+        return ad__emit_node(t, op, nin, xs, dtype, 0, NULL, attr, id);
+    size_t at = (b->used + 15) & ~(size_t)15;
+    if (at > b->cap || b->cap - at < 16) return ad__emit_node(t, op, nin, xs, dtype, 0, NULL, attr, id);
+    b->used = at + 16;
+    ad_node *n = ad__node(t, k);
+    t->count = k + 1;
+    *id = k;
+    for (int i = 0; i < nin; i++) n->in_small[i] = xs[i].id;
+    n->in = n->in_small;
+    n->op = (uint16_t)op;
+    n->nin = (uint32_t)nin;
+    n->flags = ad__node_flags(t, op, in_req);
+    n->in_req = (uint8_t)in_req;
+    n->grad = AD_NO_NODE;
+    n->param_grad = NULL;
+    n->attr = attr ? *attr : (ad_attr){{0, 0}, {0, 0, 0, 0}, NULL};
+    ad__tensor_init(&n->value, dtype, 0, NULL, 1);
+    n->value.data = b->mem + at;
+    return n;
+}
+
+/* ad__emit's last step: anomaly detection on node id's value, then its var. */
+static inline ad_var ad__emit_done(ad_tape *t, uint32_t id)
+{
+    if (t->anomaly && !ad__all_finite(&ad__node(t, id)->value)) {
+        ad__anomaly_fail(t, id);
+        return ad__invalid(t);
+    }
+    return ad__var(t, id);
+}
+
+/* Input i of node n: its value, and as a var. */
+static inline const ad_tensor *ad__in(const ad_tape *t, const ad_node *n, int i)
+{
+    return &ad__node(t, n->in[i])->value;
+}
+static inline ad_var ad__inv(ad_tape *t, const ad_node *n, int i) { return ad__var(t, n->in[i]); }
+
+/* A constant node whose value borrows `data`, shaped like `like`. */
+AD_INTERNAL ad_var ad__wrap(ad_tape *t, const ad_tensor *like, void *data);
+/* Zeros like x (a constant var). */
+AD_INTERNAL ad_var ad__zeros_like(ad_var x);
+
+#endif
