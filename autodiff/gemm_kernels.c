@@ -74,131 +74,118 @@ static const ad__gemm_kernel k_f64_generic = {"generic", 4,    4, 128, 128, 2048
 
 #ifdef AD_GEMM_X86
 
-/*
-** The SIMD kernels share one body, written over a vector type V of W lanes with its load, store,
-** broadcast, FMA and multiply. acc[i][j] holds C[i][j*W .. j*W+W-1]; the loops are fully
-** unrolled so every accumulator lives in a register.
-*/
-#define SIMD_UKR(NAME, TARGET, T, V, MR, NV, W, LOAD, STORE, SET1, FMA, MUL, ZERO)                       \
-    TARGET static void NAME(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, T alpha, T beta)     \
-    {                                                                                                    \
-        V acc[MR][NV];                                                                                   \
-        UNROLL for (int i = 0; i < MR; i++) UNROLL for (int j = 0; j < NV; j++) acc[i][j] = ZERO();      \
-        for (int64_t p = 0; p < kc; p++, a += MR, b += NV * W) {                                         \
-            V bv[NV];                                                                                    \
-            UNROLL for (int j = 0; j < NV; j++) bv[j] = LOAD(b + j * W);                                 \
-            UNROLL for (int i = 0; i < MR; i++) {                                                        \
-                V ai = SET1(a[i]);                                                                       \
-                UNROLL for (int j = 0; j < NV; j++) acc[i][j] = FMA(ai, bv[j], acc[i][j]);               \
-            }                                                                                            \
-        }                                                                                                \
-        V va = SET1(alpha), vb = SET1(beta);                                                             \
-        UNROLL for (int i = 0; i < MR; i++) {                                                            \
-            UNROLL for (int j = 0; j < NV; j++) {                                                        \
-                T *cp = c + i * ldc + j * W;                                                             \
-                V v = MUL(va, acc[i][j]);                                                                \
-                if (beta != 0) v = FMA(vb, LOAD(cp), v);                                                 \
-                STORE(cp, v);                                                                            \
-            }                                                                                            \
-        }                                                                                                \
-    }
-
-/*
-** Skinny products with the same vector type. dot: four rows at a time, each with its own vector
-** accumulator along p, summed across lanes at the end (lane order fixed, so results are
-** reproducible); p past the last full vector is done in scalar. axpy: the row y[j .. j+4W-1]
-** stays in four accumulators over all of p; the last columns are done in scalar.
-*/
-#define SIMD_SKINNY(DOT, AXPY, TARGET, T, V, W, LOAD, STORE, SET1, FMA, MUL, ZERO)                       \
-    TARGET static T hsum_##DOT(V v)                                                                      \
-    {                                                                                                    \
-        T lanes[W], s = 0;                                                                               \
-        STORE(lanes, v);                                                                                 \
-        for (int l = 0; l < W; l++) s += lanes[l];                                                       \
-        return s;                                                                                        \
-    }                                                                                                    \
-    TARGET static void DOT(int64_t m, int64_t k, T alpha, const T *a, int64_t lda, const T *x, T beta,   \
-                           T *y, int64_t incy)                                                           \
-    {                                                                                                    \
-        int64_t kv = k / W * W, i = 0;                                                                   \
-        for (; i + 4 <= m; i += 4) {                                                                     \
-            const T *r0 = a + i * lda, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;                   \
-            V s0 = ZERO(), s1 = ZERO(), s2 = ZERO(), s3 = ZERO();                                        \
-            for (int64_t p = 0; p < kv; p += W) {                                                        \
-                V xv = LOAD(x + p);                                                                      \
-                s0 = FMA(LOAD(r0 + p), xv, s0);                                                          \
-                s1 = FMA(LOAD(r1 + p), xv, s1);                                                          \
-                s2 = FMA(LOAD(r2 + p), xv, s2);                                                          \
-                s3 = FMA(LOAD(r3 + p), xv, s3);                                                          \
-            }                                                                                            \
-            T t[4] = {hsum_##DOT(s0), hsum_##DOT(s1), hsum_##DOT(s2), hsum_##DOT(s3)};                   \
-            for (int64_t p = kv; p < k; p++) {                                                           \
-                t[0] += r0[p] * x[p], t[1] += r1[p] * x[p], t[2] += r2[p] * x[p], t[3] += r3[p] * x[p];  \
-            }                                                                                            \
-            for (int r = 0; r < 4; r++) {                                                                \
-                T *yi = y + (i + r) * incy;                                                              \
-                *yi = beta == 0 ? alpha * t[r] : alpha * t[r] + beta * *yi;                              \
-            }                                                                                            \
-        }                                                                                                \
-        for (; i < m; i++) {                                                                             \
-            const T *r0 = a + i * lda;                                                                   \
-            V s0 = ZERO();                                                                               \
-            for (int64_t p = 0; p < kv; p += W) s0 = FMA(LOAD(r0 + p), LOAD(x + p), s0);                 \
-            T t = hsum_##DOT(s0);                                                                        \
-            for (int64_t p = kv; p < k; p++) t += r0[p] * x[p];                                          \
-            T *yi = y + i * incy;                                                                        \
-            *yi = beta == 0 ? alpha * t : alpha * t + beta * *yi;                                        \
-        }                                                                                                \
-    }                                                                                                    \
-    TARGET static void AXPY(int64_t n, int64_t k, T alpha, const T *x, int64_t incx, const T *b,         \
-                            int64_t ldb, T beta, T *y)                                                   \
-    {                                                                                                    \
-        V va = SET1(alpha), vb = SET1(beta);                                                             \
-        int64_t j = 0;                                                                                   \
-        for (; j + 4 * W <= n; j += 4 * W) {                                                             \
-            V s0 = ZERO(), s1 = ZERO(), s2 = ZERO(), s3 = ZERO();                                        \
-            for (int64_t p = 0; p < k; p++) {                                                            \
-                const T *bp = b + p * ldb + j;                                                           \
-                V xv = SET1(x[p * incx]);                                                                \
-                s0 = FMA(xv, LOAD(bp), s0);                                                              \
-                s1 = FMA(xv, LOAD(bp + W), s1);                                                          \
-                s2 = FMA(xv, LOAD(bp + 2 * W), s2);                                                      \
-                s3 = FMA(xv, LOAD(bp + 3 * W), s3);                                                      \
-            }                                                                                            \
-            V s[4] = {s0, s1, s2, s3};                                                                   \
-            for (int q = 0; q < 4; q++) {                                                                \
-                V v = MUL(va, s[q]);                                                                     \
-                if (beta != 0) v = FMA(vb, LOAD(y + j + q * W), v);                                      \
-                STORE(y + j + q * W, v);                                                                 \
-            }                                                                                            \
-        }                                                                                                \
-        for (; j < n; j++) {                                                                             \
-            T t = 0;                                                                                     \
-            for (int64_t p = 0; p < k; p++) t += x[p * incx] * b[p * ldb + j];                           \
-            y[j] = beta == 0 ? alpha * t : alpha * t + beta * y[j];                                      \
-        }                                                                                                \
-    }
-
+/* The SIMD kernels (gemm_simd.inc) over each ISA's vector types: the tile is MR rows of NV vectors. */
 #define T_AVX512 __attribute__((target("avx512f,fma")))
 #define T_AVX2 __attribute__((target("avx2,fma")))
 
-SIMD_UKR(ukr_f32_avx512, T_AVX512, float, __m512, 12, 2, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
-         _mm512_fmadd_ps, _mm512_mul_ps, _mm512_setzero_ps)
-SIMD_UKR(ukr_f64_avx512, T_AVX512, double, __m512d, 12, 2, 8, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd,
-         _mm512_fmadd_pd, _mm512_mul_pd, _mm512_setzero_pd)
-SIMD_UKR(ukr_f32_avx2, T_AVX2, float, __m256, 6, 2, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
-         _mm256_fmadd_ps, _mm256_mul_ps, _mm256_setzero_ps)
-SIMD_UKR(ukr_f64_avx2, T_AVX2, double, __m256d, 6, 2, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd,
-         _mm256_fmadd_pd, _mm256_mul_pd, _mm256_setzero_pd)
-
-SIMD_SKINNY(dot_f32_avx512, axpy_f32_avx512, T_AVX512, float, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps,
-            _mm512_set1_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_setzero_ps)
-SIMD_SKINNY(dot_f64_avx512, axpy_f64_avx512, T_AVX512, double, __m512d, 8, _mm512_loadu_pd, _mm512_storeu_pd,
-            _mm512_set1_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_setzero_pd)
-SIMD_SKINNY(dot_f32_avx2, axpy_f32_avx2, T_AVX2, float, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps,
-            _mm256_set1_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_setzero_ps)
-SIMD_SKINNY(dot_f64_avx2, axpy_f64_avx2, T_AVX2, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
-            _mm256_set1_pd, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_setzero_pd)
+#define K(name) name##_f32_avx512
+#define TARGET T_AVX512
+#define T float
+#define V __m512
+#define W 16
+#define MR 12
+#define NV 2
+#define LOAD _mm512_loadu_ps
+#define STORE _mm512_storeu_ps
+#define SET1 _mm512_set1_ps
+#define FMA _mm512_fmadd_ps
+#define MUL _mm512_mul_ps
+#define ZERO _mm512_setzero_ps
+#include "gemm_simd.inc"
+#undef K
+#undef TARGET
+#undef T
+#undef V
+#undef W
+#undef MR
+#undef NV
+#undef LOAD
+#undef STORE
+#undef SET1
+#undef FMA
+#undef MUL
+#undef ZERO
+#define K(name) name##_f64_avx512
+#define TARGET T_AVX512
+#define T double
+#define V __m512d
+#define W 8
+#define MR 12
+#define NV 2
+#define LOAD _mm512_loadu_pd
+#define STORE _mm512_storeu_pd
+#define SET1 _mm512_set1_pd
+#define FMA _mm512_fmadd_pd
+#define MUL _mm512_mul_pd
+#define ZERO _mm512_setzero_pd
+#include "gemm_simd.inc"
+#undef K
+#undef TARGET
+#undef T
+#undef V
+#undef W
+#undef MR
+#undef NV
+#undef LOAD
+#undef STORE
+#undef SET1
+#undef FMA
+#undef MUL
+#undef ZERO
+#define K(name) name##_f32_avx2
+#define TARGET T_AVX2
+#define T float
+#define V __m256
+#define W 8
+#define MR 6
+#define NV 2
+#define LOAD _mm256_loadu_ps
+#define STORE _mm256_storeu_ps
+#define SET1 _mm256_set1_ps
+#define FMA _mm256_fmadd_ps
+#define MUL _mm256_mul_ps
+#define ZERO _mm256_setzero_ps
+#include "gemm_simd.inc"
+#undef K
+#undef TARGET
+#undef T
+#undef V
+#undef W
+#undef MR
+#undef NV
+#undef LOAD
+#undef STORE
+#undef SET1
+#undef FMA
+#undef MUL
+#undef ZERO
+#define K(name) name##_f64_avx2
+#define TARGET T_AVX2
+#define T double
+#define V __m256d
+#define W 4
+#define MR 6
+#define NV 2
+#define LOAD _mm256_loadu_pd
+#define STORE _mm256_storeu_pd
+#define SET1 _mm256_set1_pd
+#define FMA _mm256_fmadd_pd
+#define MUL _mm256_mul_pd
+#define ZERO _mm256_setzero_pd
+#include "gemm_simd.inc"
+#undef K
+#undef TARGET
+#undef T
+#undef V
+#undef W
+#undef MR
+#undef NV
+#undef LOAD
+#undef STORE
+#undef SET1
+#undef FMA
+#undef MUL
+#undef ZERO
 
 static const ad__gemm_kernel k_f32_avx512 = {"avx512",       12,   32, 144, 256, 4096, ukr_f32_avx512, NULL,
                                              dot_f32_avx512, NULL, axpy_f32_avx512, NULL};
