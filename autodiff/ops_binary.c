@@ -139,69 +139,77 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
 
 /* The fast path (see backward.h), for inputs of the output's shape only:
 ** broadcast inputs decline and take the recorded VJP. GA/GB are the formulas
-** for each input in terms of g = dL/dy, a, b and y, ordered as in the VJP. */
+** for each input in terms of g = dL/dy, a, b and y, ordered as in the VJP;
+** fast_binary, inlined into each ISA clone of the op's fast VJP, runs them. */
 #define FAST_BIN(op, GA, GB)                                                                             \
-    AD_CLONES FAST_VJP(op)                                                                               \
-    {                                                                                                    \
-        ad_tape *t = sw->t;                                                                               \
-        const ad_tensor *at = ad__in(t, n, 0), *bt = ad__in(t, n, 1);                                    \
-        if (gy->ndim == 0) { /* so are both inputs: one element, no loop */                              \
-            if (gy->dtype == AD_F64)                                                                     \
-                FAST_ONE(double, GA, GB);                                                                \
-            else                                                                                         \
-                FAST_ONE(float, GA, GB);                                                                 \
-            return true;                                                                                 \
-        }                                                                                                \
-        if (at->size != gy->size || bt->size != gy->size || at->ndim != gy->ndim || bt->ndim != gy->ndim) \
-            return false;                                                                                \
-        for (int side = 0; side < 2; side++) {                                                           \
-            if (!ad__needs(t, n, side)) continue;                                                        \
-            bool fresh;                                                                                  \
-            void *buf = ad__gslot(sw, n, side, &fresh);                                                   \
-            if (!buf) return true;                                                                       \
-            if (gy->dtype == AD_F64)                                                                     \
-                FAST_LOOP(double, GA, GB);                                                                     \
-            else                                                                                         \
-                FAST_LOOP(float, GA, GB);                                                                      \
-        }                                                                                                \
-        return true;                                                                                     \
-    }
-/* One loop per case (input, fresh or accumulating), without branches, so that each vectorizes. */
-#define FAST_LOOP(T, GA, GB)                                                                             \
-    do {                                                                                                 \
-        const T *gp = gy->data, *ap = at->data, *bp = bt->data, *yp = n->value.data;                     \
-        T *o = buf;                                                                                      \
-        int64_t cnt = gy->size;                                                                          \
-        if (side == 0 && fresh)                                                                          \
-            FAST_PASS(T, =, GA)                                                                          \
-        else if (side == 0)                                                                              \
-            FAST_PASS(T, +=, GA)                                                                         \
-        else if (fresh)                                                                                  \
-            FAST_PASS(T, =, GB)                                                                          \
-        else                                                                                             \
-            FAST_PASS(T, +=, GB)                                                                         \
-    } while (0)
-#define FAST_PASS(T, ASSIGN, GX)                                                                         \
-    for (int64_t i = 0; i < cnt; i++) {                                                                  \
-        T g = gp[i], a = ap[i], b = bp[i], y = yp[i];                                                    \
-        (void)a, (void)b, (void)y;                                                                       \
-        o[i] ASSIGN(GX);                                                                                 \
-    }
+    static inline double op##_ga64(double g, double a, double b, double y) { return (GA); }              \
+    static inline double op##_gb64(double g, double a, double b, double y) { return (GB); }              \
+    static inline float op##_ga32(float g, float a, float b, float y) { return (GA); }                   \
+    static inline float op##_gb32(float g, float a, float b, float y) { return (GB); }                   \
+    AD_CLONES FAST_VJP(op) { return fast_binary(sw, n, gy, op##_ga64, op##_gb64, op##_ga32, op##_gb32); }
 
-#define FAST_ONE(T, GA, GB)                                                                              \
-    do {                                                                                                 \
-        T g = *(const T *)gy->data, a = *(const T *)at->data, b = *(const T *)bt->data;                  \
-        T y = *(const T *)n->value.data;                                                                 \
-        (void)a, (void)b, (void)y;                                                                       \
-        for (int side = 0; side < 2; side++) {                                                           \
-            if (!ad__needs(t, n, side)) continue;                                                        \
-            bool fresh;                                                                                  \
-            T *o = ad__gslot1(sw, n, side, &fresh);                                                       \
-            if (!o) return true;                                                                         \
-            T r = side == 0 ? (GA) : (GB);                                                               \
-            *o = fresh ? r : *o + r;                                                                     \
-        }                                                                                                \
-    } while (0)
+typedef double (*gx64_fn)(double g, double a, double b, double y);
+typedef float (*gx32_fn)(float g, float a, float b, float y);
+
+/* One input's gradient over all elements: one loop per case (fresh or accumulating), each vectorized. */
+static AD_ALWAYS_INLINE void fast_side64(double *o, bool fresh, const double *gp, const double *ap,
+                                         const double *bp, const double *yp, int64_t cnt, gx64_fn gx)
+{
+    if (fresh)
+        for (int64_t i = 0; i < cnt; i++) o[i] = gx(gp[i], ap[i], bp[i], yp[i]);
+    else
+        for (int64_t i = 0; i < cnt; i++) o[i] += gx(gp[i], ap[i], bp[i], yp[i]);
+}
+static AD_ALWAYS_INLINE void fast_side32(float *o, bool fresh, const float *gp, const float *ap, const float *bp,
+                                         const float *yp, int64_t cnt, gx32_fn gx)
+{
+    if (fresh)
+        for (int64_t i = 0; i < cnt; i++) o[i] = gx(gp[i], ap[i], bp[i], yp[i]);
+    else
+        for (int64_t i = 0; i < cnt; i++) o[i] += gx(gp[i], ap[i], bp[i], yp[i]);
+}
+
+static AD_ALWAYS_INLINE bool fast_binary(ad_sweep *sw, const ad_node *n, const ad_tensor *gy, gx64_fn ga64,
+                                         gx64_fn gb64, gx32_fn ga32, gx32_fn gb32)
+{
+    ad_tape *t = sw->t;
+    const ad_tensor *at = ad__in(t, n, 0), *bt = ad__in(t, n, 1);
+    if (gy->ndim == 0) { /* so are both inputs: one element, no loop */
+        for (int side = 0; side < 2; side++) {
+            if (!ad__needs(t, n, side)) continue;
+            bool fresh;
+            void *o = ad__gslot1(sw, n, side, &fresh);
+            if (!o) return true;
+            if (gy->dtype == AD_F64) {
+                double g = *(const double *)gy->data, a = *(const double *)at->data, b = *(const double *)bt->data;
+                double y = *(const double *)n->value.data, r = side == 0 ? ga64(g, a, b, y) : gb64(g, a, b, y);
+                *(double *)o = fresh ? r : *(double *)o + r;
+            } else {
+                float g = *(const float *)gy->data, a = *(const float *)at->data, b = *(const float *)bt->data;
+                float y = *(const float *)n->value.data, r = side == 0 ? ga32(g, a, b, y) : gb32(g, a, b, y);
+                *(float *)o = fresh ? r : *(float *)o + r;
+            }
+        }
+        return true;
+    }
+    if (at->size != gy->size || bt->size != gy->size || at->ndim != gy->ndim || bt->ndim != gy->ndim) return false;
+    for (int side = 0; side < 2; side++) {
+        if (!ad__needs(t, n, side)) continue;
+        bool fresh;
+        void *buf = ad__gslot(sw, n, side, &fresh);
+        if (!buf) return true;
+        /* (each call with its own formula, so that each is inlined: four loops) */
+        if (gy->dtype == AD_F64 && side == 0)
+            fast_side64(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, ga64);
+        else if (gy->dtype == AD_F64)
+            fast_side64(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, gb64);
+        else if (side == 0)
+            fast_side32(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, ga32);
+        else
+            fast_side32(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, gb32);
+    }
+    return true;
+}
 
 #define FWD(op)                                                                                          \
     ad_status ad__fwd_##op(ad_tape *t, ad_node *n)                                                       \

@@ -137,62 +137,48 @@ static ad_var reduce_axis(ad_op op, ad_var x, int axis, bool keepdim, bool nonem
     return ad__emit(t, op, 1, &x, v->dtype, nd, shape, &a);
 }
 
-/* One generic loop over [outer, len, inner]: body(acc, v) folds, fin(acc, len) finishes. Each
-** output folds its inputs in the order k = 0, 1, ..; with inner > 1 a block of AXIS_BLOCK
-** neighbouring outputs folds together, reading rows of x contiguously, so that the fold
-** vectorizes across outputs (the same order of operations for each one). */
-#define AXIS_BLOCK 64
-#define AXIS_LOOP(T, INIT, BODY, FIN)                                                                    \
-    do {                                                                                                 \
-        const T *xd = x->data;                                                                           \
-        T *yd = n->value.data;                                                                           \
-        if (s.inner == 1) {                                                                              \
-            for (int64_t o = 0; o < s.outer; o++) {                                                      \
-                const T *p = xd + o * s.len;                                                             \
-                double acc = (INIT);                                                                     \
-                for (int64_t k = 0; k < s.len; k++) {                                                    \
-                    double v = p[k];                                                                     \
-                    BODY;                                                                                \
-                }                                                                                        \
-                yd[o] = (T)(FIN);                                                                        \
-            }                                                                                            \
-            break;                                                                                       \
-        }                                                                                                \
-        double accs[AXIS_BLOCK];                                                                         \
-        for (int64_t o = 0; o < s.outer; o++)                                                            \
-            for (int64_t j0 = 0; j0 < s.inner; j0 += AXIS_BLOCK) {                                       \
-                int64_t nj = s.inner - j0 < AXIS_BLOCK ? s.inner - j0 : AXIS_BLOCK;                      \
-                for (int64_t jj = 0; jj < nj; jj++) accs[jj] = (INIT);                                   \
-                for (int64_t k = 0; k < s.len; k++) {                                                    \
-                    const T *p = xd + (o * s.len + k) * s.inner + j0;                                    \
-                    for (int64_t jj = 0; jj < nj; jj++) {                                                \
-                        double acc = accs[jj], v = p[jj];                                                \
-                        BODY;                                                                            \
-                        accs[jj] = acc;                                                                  \
-                    }                                                                                    \
-                }                                                                                        \
-                for (int64_t jj = 0; jj < nj; jj++) {                                                    \
-                    double acc = accs[jj];                                                               \
-                    yd[o * s.inner + j0 + jj] = (T)(FIN);                                                \
-                }                                                                                        \
-            }                                                                                            \
-    } while (0)
+/* The folds over one axis: an initial value, a step folding in v, and the finish over len values. */
+typedef enum fold { FOLD_SUM, FOLD_MEAN, FOLD_MAX } fold;
+static AD_ALWAYS_INLINE double fold_init(fold f) { return f == FOLD_MAX ? -INFINITY : 0.0; }
+static AD_ALWAYS_INLINE double fold_step(fold f, double acc, double v)
+{
+    if (f != FOLD_MAX) return acc + v;
+    if (v > acc || isnan(v)) acc = v; /* NaN propagates */
+    return acc;
+}
+static AD_ALWAYS_INLINE double fold_fin(fold f, double acc, int64_t len)
+{
+    return f == FOLD_MEAN ? (len ? acc / (double)len : (double)NAN) : acc;
+}
 
-#define AXIS_FWD(name, INIT, BODY, FIN)                                                                  \
-    AD_CLONES ad_status ad__fwd_##name(ad_tape *t, ad_node *n)                                           \
-    {                                                                                                    \
-        const ad_tensor *x = ad__in(t, n, 0);                                                            \
-        split3 s = split_at(x, (int)n->attr.i[0]);                                                       \
-        if (x->dtype == AD_F64)                                                                          \
-            AXIS_LOOP(double, INIT, BODY, FIN);                                                          \
-        else                                                                                             \
-            AXIS_LOOP(float, INIT, BODY, FIN);                                                           \
-        return AD_OK;                                                                                    \
-    }
+/* The loops, once per element type: axis_fold_f64 and axis_fold_f32 (reduce_axis.inc). */
+#define AXIS_BLOCK 64
+#define T double
+#define S f64
+#include "reduce_axis.inc"
+#undef T
+#undef S
+#define T float
+#define S f32
+#include "reduce_axis.inc"
+#undef T
+#undef S
+
+/* The forward kernel of a fold over the axis attr.i[0]; inlined into each op's ISA clones. */
+static AD_ALWAYS_INLINE ad_status axis_fwd(ad_tape *t, ad_node *n, fold f)
+{
+    const ad_tensor *x = ad__in(t, n, 0);
+    split3 s = split_at(x, (int)n->attr.i[0]);
+    if (x->dtype == AD_F64)
+        axis_fold_f64(x, &n->value, s, f);
+    else
+        axis_fold_f32(x, &n->value, s, f);
+    return AD_OK;
+}
 
 /* sum_axis: y = sum_k x[.., k, ..]; VJP: gx = broadcast(gy with the axis kept) */
 ad_var ad_sum_axis(ad_var x, int axis, bool keepdim) { return reduce_axis(AD_OP_SUM_AXIS, x, axis, keepdim, false); }
-AXIS_FWD(sum_axis, 0.0, acc += v, acc)
+AD_CLONES ad_status ad__fwd_sum_axis(ad_tape *t, ad_node *n) { return axis_fwd(t, n, FOLD_SUM); }
 VJP(sum_axis) { gx[0] = expand(t, n, keep(t, n, gy)); }
 
 /* mean_axis: y = sum_k x[.., k, ..] / K; VJP: gx = broadcast(gy) / K */
@@ -200,7 +186,7 @@ ad_var ad_mean_axis(ad_var x, int axis, bool keepdim)
 {
     return reduce_axis(AD_OP_MEAN_AXIS, x, axis, keepdim, false);
 }
-AXIS_FWD(mean_axis, 0.0, acc += v, s.len ? acc / (double)s.len : (double)NAN)
+AD_CLONES ad_status ad__fwd_mean_axis(ad_tape *t, ad_node *n) { return axis_fwd(t, n, FOLD_MEAN); }
 VJP(mean_axis)
 {
     double len = (double)ad__in(t, n, 0)->shape[n->attr.i[0]];
@@ -209,7 +195,7 @@ VJP(mean_axis)
 
 /* max_axis: y = max_k x[.., k, ..] (NaN propagates); VJP: gx = gy [x == y] / #ties (ties share, as torch.amax) */
 ad_var ad_max_axis(ad_var x, int axis, bool keepdim) { return reduce_axis(AD_OP_MAX_AXIS, x, axis, keepdim, true); }
-AXIS_FWD(max_axis, -INFINITY, if (v > acc || isnan(v)) acc = v, acc)
+AD_CLONES ad_status ad__fwd_max_axis(ad_tape *t, ad_node *n) { return axis_fwd(t, n, FOLD_MAX); }
 VJP(max_axis)
 {
     ad_var mask = ad__eq(ad__inv(t, n, 0), keep(t, n, ad__var(t, self)));

@@ -67,70 +67,56 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
     return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
 }
 
-/* The fast path (see backward.h): the VJP's formula on the tensors, with
-** g = dL/dy, x the input, y the output, written in the same order of
-** operations as the recorded VJP. */
+/* The fast path (see backward.h): the VJP's formula on the tensors, with g = dL/dy, x the input,
+** y the output and c0 the first attribute, written in the same order of operations as the recorded
+** VJP. FAST(name, GX64, GX32) gives the formula on one element; fast_unary, inlined into each ISA
+** clone of the op's fast VJP, runs it over the elements. */
 #define FAST(name, GX64, GX32)                                                                           \
-    AD_CLONES FAST_VJP(name)                                                                             \
-    {                                                                                                    \
-        ad_tape *t = sw->t;                                                                               \
-        bool fresh;                                                                                      \
-        const ad_tensor *xt = ad__in(t, n, 0);                                                           \
-        if (gy->ndim == 0) { /* one element, no loop */                                                  \
-            if (gy->dtype == AD_F64)                                                                     \
-                FAST_ONE(double, GX64, n->attr.f[0]);                                                    \
-            else                                                                                         \
-                FAST_ONE(float, GX32, (float)n->attr.f[0]);                                              \
-            return true;                                                                                 \
-        }                                                                                                \
-        void *buf = ad__gslot(sw, n, 0, &fresh);                                                          \
-        if (!buf) return true;                                                                           \
-        int64_t cnt = xt->size;                                                                          \
-        if (xt->dtype == AD_F64) {                                                                       \
-            const double *gp = gy->data, *xp = xt->data, *yp = n->value.data;                            \
-            double *o = buf, c0 = n->attr.f[0];                                                          \
-            (void)xp, (void)yp, (void)c0;                                                                \
-            if (fresh)                                                                                   \
-                for (int64_t i = 0; i < cnt; i++) {                                                      \
-                    double g = gp[i], x = xp[i], y = yp[i];                                              \
-                    (void)x, (void)y;                                                                    \
-                    o[i] = (GX64);                                                                       \
-                }                                                                                        \
-            else                                                                                         \
-                for (int64_t i = 0; i < cnt; i++) {                                                      \
-                    double g = gp[i], x = xp[i], y = yp[i];                                              \
-                    (void)x, (void)y;                                                                    \
-                    o[i] += (GX64);                                                                      \
-                }                                                                                        \
-        } else {                                                                                         \
-            const float *gp = gy->data, *xp = xt->data, *yp = n->value.data;                             \
-            float *o = buf, c0 = (float)n->attr.f[0];                                                    \
-            (void)xp, (void)yp, (void)c0;                                                                \
-            if (fresh)                                                                                   \
-                for (int64_t i = 0; i < cnt; i++) {                                                      \
-                    float g = gp[i], x = xp[i], y = yp[i];                                               \
-                    (void)x, (void)y;                                                                    \
-                    o[i] = (GX32);                                                                       \
-                }                                                                                        \
-            else                                                                                         \
-                for (int64_t i = 0; i < cnt; i++) {                                                      \
-                    float g = gp[i], x = xp[i], y = yp[i];                                               \
-                    (void)x, (void)y;                                                                    \
-                    o[i] += (GX32);                                                                      \
-                }                                                                                        \
-        }                                                                                                \
-        return true;                                                                                     \
-    }
+    static inline double name##_gx64(double g, double x, double y, double c0) { return (GX64); }         \
+    static inline float name##_gx32(float g, float x, float y, float c0) { return (GX32); }              \
+    AD_CLONES FAST_VJP(name) { return fast_unary(sw, n, gy, name##_gx64, name##_gx32); }
 
-#define FAST_ONE(T, GX, C0)                                                                              \
-    do {                                                                                                 \
-        T *o = ad__gslot1(sw, n, 0, &fresh);                                                              \
-        if (!o) return true;                                                                             \
-        T g = *(const T *)gy->data, x = *(const T *)xt->data, y = *(const T *)n->value.data, c0 = C0;    \
-        (void)x, (void)y, (void)c0;                                                                      \
-        T r = (GX);                                                                                      \
-        *o = fresh ? r : *o + r;                                                                         \
-    } while (0)
+static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad_tensor *gy,
+                                        double (*gx64)(double g, double x, double y, double c0),
+                                        float (*gx32)(float g, float x, float y, float c0))
+{
+    ad_tape *t = sw->t;
+    bool fresh;
+    const ad_tensor *xt = ad__in(t, n, 0);
+    if (gy->ndim == 0) { /* one element, no loop */
+        void *o = ad__gslot1(sw, n, 0, &fresh);
+        if (!o) return true;
+        if (gy->dtype == AD_F64) {
+            double r = gx64(*(const double *)gy->data, *(const double *)xt->data, *(const double *)n->value.data,
+                            n->attr.f[0]);
+            *(double *)o = fresh ? r : *(double *)o + r;
+        } else {
+            float r = gx32(*(const float *)gy->data, *(const float *)xt->data, *(const float *)n->value.data,
+                           (float)n->attr.f[0]);
+            *(float *)o = fresh ? r : *(float *)o + r;
+        }
+        return true;
+    }
+    void *buf = ad__gslot(sw, n, 0, &fresh);
+    if (!buf) return true;
+    int64_t cnt = xt->size;
+    if (xt->dtype == AD_F64) {
+        const double *gp = gy->data, *xp = xt->data, *yp = n->value.data;
+        double *o = buf, c0 = n->attr.f[0];
+        if (fresh) /* two loops, not a select in one: each vectorizes */
+            for (int64_t i = 0; i < cnt; i++) o[i] = gx64(gp[i], xp[i], yp[i], c0);
+        else
+            for (int64_t i = 0; i < cnt; i++) o[i] += gx64(gp[i], xp[i], yp[i], c0);
+    } else {
+        const float *gp = gy->data, *xp = xt->data, *yp = n->value.data;
+        float *o = buf, c0 = (float)n->attr.f[0];
+        if (fresh)
+            for (int64_t i = 0; i < cnt; i++) o[i] = gx32(gp[i], xp[i], yp[i], c0);
+        else
+            for (int64_t i = 0; i < cnt; i++) o[i] += gx32(gp[i], xp[i], yp[i], c0);
+    }
+    return true;
+}
 
 #define X ad__inv(t, n, 0)
 #define Y ad__var(t, self)
