@@ -75,18 +75,19 @@ int main(int argc, char **argv)
     ad_set_allocator(counting_alloc, &cnt);
     ad_set_num_threads(threads);
 
-    char ip[512], lp[512], err[256];
+    char ip[512], lp[512];
+    nn_error err = {0};
     snprintf(ip, sizeof ip, "%s/train-images-idx3-ubyte.gz", dir);
     snprintf(lp, sizeof lp, "%s/train-labels-idx1-ubyte.gz", dir);
     nn_dataset *ds = NULL;
-    if (nn_dataset_load_idx(ip, lp, &ds, err, sizeof err) != AD_OK) return fprintf(stderr, "bench_mlp: %s\n", err), 1;
+    if (nn_dataset_load_idx(ip, lp, &ds, &err) != AD_OK) return fprintf(stderr, "bench_mlp: %s\n", err.message), 1;
 
     enum { BATCH = 64 };
     ad_rng rng;
     ad_rng_seed(&rng, 42);
-    nn_module *net = nn_mlp(4, (const int64_t[]){784, 256, 128, 10}, NN_RELU, &rng);
-    nn_optim *opt = net ? (sgd ? nn_sgd(net, 0.05, 0.9, 0.0, false) : nn_adam(net, 1e-3, 0.9, 0.999, 1e-8, 0.0)) : NULL;
-    nn_batcher *b = nn_batcher_new(ds, BATCH, true, 1);
+    nn_module *net = nn_mlp(4, (const int64_t[]){784, 256, 128, 10}, NN_RELU, &rng, NULL);
+    nn_optim *opt = net ? (sgd ? nn_sgd(net, 0.05, 0.9, 0.0, false, NULL) : nn_adam(net, 1e-3, 0.9, 0.999, 1e-8, 0.0, NULL)) : NULL;
+    nn_batcher *b = nn_batcher_new(ds, BATCH, true, 1, NULL);
     ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(BATCH, ds->dim));
     int64_t labels[BATCH];
     ad_tape *t = ad_tape_new();
@@ -101,13 +102,12 @@ int main(int argc, char **argv)
         while ((r = nn_batcher_next(b, x, labels)) > 0 && (!quick || step < 200)) {
             long a0 = cnt.allocs;
             ad_tape_reset(t);
-            nn_zero_grad(net);
             ad_tensor view = *x; /* the first r rows: the last batch may be short */
             view.shape[0] = r;
             view.size = r * x->shape[1];
             ad_var loss = nn_loss_cross_entropy(nn_forward(net, t, ad_const(t, &view)), labels);
-            if (ad_backward(loss, NULL, AD_ACCUMULATE) != AD_OK || nn_optim_step(opt) != AD_OK)
-                return fprintf(stderr, "bench_mlp: %s\n", ad_tape_error(t)), 1;
+            if (nn_train_step(opt, loss, NULL, NULL, &err) != AD_OK)
+                return fprintf(stderr, "bench_mlp: %s\n", err.message), 1;
             last_loss = ad_item(loss);
             if (e > 0 || step >= 3) {
                 allocs_counted += cnt.allocs - a0;

@@ -51,18 +51,19 @@ int main(int argc, char **argv)
     ad_set_num_threads(threads > 0 ? threads : 1);
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines as they come, also into a file */
 
-    char err[512], p1[1024], p2[1024];
+    nn_error err = {0};
+    char p1[1024], p2[1024];
     nn_dataset *train = NULL, *test = NULL;
     snprintf(p1, sizeof p1, "%s/train-images-idx3-ubyte.gz", dir);
     snprintf(p2, sizeof p2, "%s/train-labels-idx1-ubyte.gz", dir);
-    if (nn_dataset_load_idx(p1, p2, &train, err, sizeof err) != AD_OK) {
-        fprintf(stderr, "cnn_fashion: %s\n(install the data with: apt-get install dataset-fashion-mnist)\n", err);
+    if (nn_dataset_load_idx(p1, p2, &train, &err) != AD_OK) {
+        fprintf(stderr, "cnn_fashion: %s\n(install the data with: apt-get install dataset-fashion-mnist)\n", err.message);
         return 2;
     }
     snprintf(p1, sizeof p1, "%s/t10k-images-idx3-ubyte.gz", dir);
     snprintf(p2, sizeof p2, "%s/t10k-labels-idx1-ubyte.gz", dir);
-    if (nn_dataset_load_idx(p1, p2, &test, err, sizeof err) != AD_OK) {
-        fprintf(stderr, "cnn_fashion: %s\n", err);
+    if (nn_dataset_load_idx(p1, p2, &test, &err) != AD_OK) {
+        fprintf(stderr, "cnn_fashion: %s\n", err.message);
         nn_dataset_free(train);
         return 2;
     }
@@ -70,10 +71,10 @@ int main(int argc, char **argv)
 
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *net = nn_model_from_spec(spec, 1, 28, 28, &rng, err, sizeof err);
-    nn_optim *opt = net ? nn_adam(net, 1e-3, 0.9, 0.999, 1e-8, 0.0) : NULL;
+    nn_module *net = nn_model_from_spec(spec, 1, 28, 28, &rng, &err);
+    nn_optim *opt = net ? nn_adam(net, 1e-3, 0.9, 0.999, 1e-8, 0.0, NULL) : NULL;
     if (!opt) {
-        fprintf(stderr, "cnn_fashion: %s\n", net ? "out of memory" : err);
+        fprintf(stderr, "cnn_fashion: %s\n", net ? "out of memory" : err.message);
         nn_module_free(net);
         nn_dataset_free(train);
         nn_dataset_free(test);
@@ -91,11 +92,11 @@ int main(int argc, char **argv)
     fo.out = stdout;
     fo.val = test; /* the test accuracy after every epoch */
     double t0 = now();
-    ad_status st = nn_fit(net, opt, train, &fo, NULL, err, sizeof err);
+    ad_status st = nn_fit(net, opt, train, &fo, NULL, &err);
     double secs = now() - t0;
     double loss = 0, acc = 0;
-    if (st == AD_OK) st = nn_evaluate(net, test, 256, &loss, &acc, err, sizeof err);
-    if (st != AD_OK) fprintf(stderr, "cnn_fashion: %s\n", err);
+    if (st == AD_OK) st = nn_evaluate(net, test, 256, &loss, &acc, &err);
+    if (st != AD_OK) fprintf(stderr, "cnn_fashion: %s\n", err.message);
     else printf("test accuracy %.2f%% (loss %.4f) after %.0f s of training\n", 100 * acc, loss, secs);
     nn_optim_free(opt);
     nn_module_free(net);

@@ -21,8 +21,9 @@ int main(void)
 
     ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(N, 2));
     ad_tensor *y = ad_tensor_new(AD_F32, AD_SHAPE(N, 1));
-    nn_module *neuron = nn_linear_ex(2, 1, true, NN_INIT_ZEROS, 0, AD_F32, NULL);
-    nn_optim *sgd = neuron ? nn_sgd(neuron, 0.1, 0.0, 0.0, false) : NULL;
+    nn_module *neuron = nn_linear_ex(2, 1, true, NN_INIT_ZEROS, 0, AD_F32, NULL, NULL);
+    nn_optim *sgd = neuron ? nn_sgd(neuron, 0.1, 0.0, 0.0, false, NULL) : NULL;
+    nn_error err = {0};
     ad_tape *tape = ad_tape_new();
     if (!x || !y || !neuron || !sgd || !tape) {
         fprintf(stderr, "linear_neuron: out of memory\n");
@@ -46,10 +47,9 @@ int main(void)
             xb.data = (float *)x->data + 2 * start;
             yb.data = (float *)y->data + start;
             ad_tape_reset(tape);
-            nn_zero_grad(neuron);
             ad_var e = nn_loss_squared_error(nn_forward(neuron, tape, ad_const(tape, &xb)), ad_const(tape, &yb));
-            if (ad_backward(e, NULL, 0) != AD_OK || nn_optim_step(sgd) != AD_OK) {
-                fprintf(stderr, "linear_neuron: %s\n", ad_tape_error(tape));
+            if (nn_train_step(sgd, e, NULL, NULL, &err) != AD_OK) {
+                fprintf(stderr, "linear_neuron: %s\n", err.message);
                 status = 1;
                 break;
             }

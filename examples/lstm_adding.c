@@ -54,11 +54,12 @@ int main(int argc, char **argv)
     bool quick = getenv("AD_TEST_QUICK") != NULL;
     ad_rng rng;
     ad_rng_seed(&rng, argc > 1 ? strtoull(argv[1], NULL, 10) : 7);
-    nn_module *net = nn_sequential(3, (nn_module *[]){nn_lstm_cell(2, HIDDEN, &rng), nn_last_step(),
-                                                     nn_linear_ex(HIDDEN, 1, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F32, &rng)});
-    nn_optim *opt = net ? nn_adam(net, 3e-3, 0.9, 0.999, 1e-8, 0.0) : NULL;
+    nn_module *net = nn_sequential(3, (nn_module *[]){nn_lstm_cell(2, HIDDEN, &rng, NULL), nn_last_step(NULL),
+                                                     nn_linear_ex(HIDDEN, 1, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F32, &rng, NULL)}, NULL);
+    nn_optim *opt = net ? nn_adam(net, 3e-3, 0.9, 0.999, 1e-8, 0.0, NULL) : NULL;
     ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(BATCH, T, 2)), *y = ad_tensor_new(AD_F32, AD_SHAPE(BATCH, 1));
     ad_tensor *tx = ad_tensor_new(AD_F32, AD_SHAPE(NTEST, T, 2)), *ty = ad_tensor_new(AD_F32, AD_SHAPE(NTEST, 1));
+    nn_error err = {0};
     ad_tape *t = ad_tape_new();
     if (!opt || !x || !y || !tx || !ty || !t) {
         fprintf(stderr, "lstm_adding: out of memory\n");
@@ -74,10 +75,9 @@ int main(int argc, char **argv)
     for (step = 1; step <= steps; step++) {
         make_batch(&data, x, y, BATCH);
         ad_tape_reset(t);
-        nn_zero_grad(net);
         ad_var loss = nn_loss_mse(nn_forward(net, t, ad_const(t, x)), ad_const(t, y));
-        if (ad_backward(loss, NULL, AD_ACCUMULATE) != AD_OK || nn_optim_step(opt) != AD_OK) {
-            fprintf(stderr, "lstm_adding: step %d: %s\n", step, ad_tape_error(t));
+        if (nn_train_step(opt, loss, NULL, NULL, &err) != AD_OK) {
+            fprintf(stderr, "lstm_adding: step %d: %s\n", step, err.message);
             goto done;
         }
         if (step % 100 == 0 || step == steps) {

@@ -20,14 +20,15 @@ int main(int argc, char **argv)
     ad_rng_seed(&rng, argc > 1 ? strtoull(argv[1], NULL, 10) : 1); /* optional: another seed */
 
     nn_module *net = nn_sequential(4, (nn_module *[]){
-                                          nn_linear_ex(2, 2, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F32, &rng),
-                                          nn_activation(NN_SIGMOID),
-                                          nn_linear_ex(2, 1, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F32, &rng),
-                                          nn_activation(NN_SIGMOID),
-                                      });
-    nn_optim *sgd = net ? nn_sgd(net, 2.0, 0.0, 0.0, false) : NULL;
+                                          nn_linear_ex(2, 2, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F32, &rng, NULL),
+                                          nn_activation(NN_SIGMOID, NULL),
+                                          nn_linear_ex(2, 1, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F32, &rng, NULL),
+                                          nn_activation(NN_SIGMOID, NULL),
+                                      }, NULL);
+    nn_optim *sgd = net ? nn_sgd(net, 2.0, 0.0, 0.0, false, NULL) : NULL;
     ad_tensor *x = ad_tensor_from(AD_F32, AD_SHAPE(4, 2), inputs);
     ad_tensor *t = ad_tensor_from(AD_F32, AD_SHAPE(4, 1), targets);
+    nn_error err = {0};
     ad_tape *tape = ad_tape_new();
     if (!net || !sgd || !x || !t || !tape) {
         fprintf(stderr, "xor: out of memory\n");
@@ -38,11 +39,10 @@ int main(int argc, char **argv)
     double loss = 0;
     for (int epoch = 0; epoch < 5000; epoch++) {
         ad_tape_reset(tape);
-        nn_zero_grad(net);
         ad_var y = nn_forward(net, tape, ad_const(tape, x));
         ad_var e = nn_loss_squared_error(y, ad_const(tape, t));
-        if (ad_backward(e, NULL, 0) != AD_OK || nn_optim_step(sgd) != AD_OK) {
-            fprintf(stderr, "xor: %s\n", ad_tape_error(tape));
+        if (nn_train_step(sgd, e, NULL, NULL, &err) != AD_OK) {
+            fprintf(stderr, "xor: %s\n", err.message);
             status = 1;
             break;
         }

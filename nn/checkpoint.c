@@ -58,16 +58,16 @@ static void entries_free(entries *e)
     ad__free(e->t);
 }
 
-ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, char *err, size_t errlen)
+ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, nn_error *err)
 {
-    if (!path || !m) return nn__err(err, errlen, AD_ERR_ARG, "nn_save: NULL %s", path ? "module" : "path");
+    if (!path || !m) return nn_error_set(err, AD_ERR_ARG, "nn_save: NULL %s", path ? "module" : "path");
     nn_param *ps;
     int np = nn_module_params(m, &ps);
     entries e;
     ad_tensor *rt = NULL;
     ad_status st = AD_OK;
     if (!entries_alloc(&e, np + nn__optim_state_count(opt) + 1)) {
-        st = nn__err(err, errlen, AD_ERR_NOMEM, "nn_save: out of memory");
+        st = nn_error_set(err, AD_ERR_NOMEM, "nn_save: out of memory");
         goto done;
     }
     for (int i = 0; i < np; i++) {
@@ -77,7 +77,7 @@ ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *r
     e.n += nn__optim_state(opt, e.names + e.n, e.t + e.n);
     if (rng) {
         if (!(rt = ad_tensor_new(AD_F64, AD_SHAPE(RNG_LEN)))) {
-            st = nn__err(err, errlen, AD_ERR_NOMEM, "nn_save: out of memory");
+            st = nn_error_set(err, AD_ERR_NOMEM, "nn_save: out of memory");
             goto done;
         }
         rng_to(rng, rt->data);
@@ -85,7 +85,7 @@ ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *r
         e.t[e.n++] = rt;
     }
     const char *meta[] = {"optimizer", nn_optim_name(opt), "model", nn_module_kind(m)};
-    st = nn_safetensors_save(path, e.n, e.names, (const ad_tensor *const *)e.t, 2, meta, err, errlen);
+    st = nn_safetensors_save(path, e.n, e.names, (const ad_tensor *const *)e.t, 2, meta, err);
 done:
     ad_tensor_free(rt);
     entries_free(&e);
@@ -94,42 +94,42 @@ done:
 
 /* Reads the JSON header of a safetensors file (the file layer validates it
 ** fully again when loading; here only the table of names is needed). */
-static ad_status read_header(const char *path, json_t **root, char *err, size_t errlen)
+static ad_status read_header(const char *path, json_t **root, nn_error *err)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return nn__err(err, errlen, AD_ERR_IO, "nn_load: cannot open %s: %s", path, strerror(errno));
+    if (!f) return nn_error_set(err, AD_ERR_IO, "nn_load: cannot open %s: %s", path, strerror(errno));
     unsigned char len8[8];
     char *buf = NULL;
     ad_status st = AD_OK;
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = nn__err(err, errlen, AD_ERR_IO, "nn_load: cannot seek in %s", path);
+        st = nn_error_set(err, AD_ERR_IO, "nn_load: cannot seek in %s", path);
         goto done;
     }
     if (fread(len8, 1, 8, f) != 8) {
-        st = nn__err(err, errlen, AD_ERR_FORMAT, "nn_load: %s: truncated header length", path);
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: truncated header length", path);
         goto done;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | len8[i];
     if (n == 0 || n > HEADER_CAP || n > (uint64_t)size - 8) {
-        st = nn__err(err, errlen, AD_ERR_FORMAT, "nn_load: %s: header length %llu does not fit the file (%ld bytes)",
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: header length %llu does not fit the file (%ld bytes)",
                      path, (unsigned long long)n, size);
         goto done;
     }
     if (!(buf = ad__malloc((size_t)n))) {
-        st = nn__err(err, errlen, AD_ERR_NOMEM, "nn_load: out of memory");
+        st = nn_error_set(err, AD_ERR_NOMEM, "nn_load: out of memory");
         goto done;
     }
     if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        st = nn__err(err, errlen, AD_ERR_FORMAT, "nn_load: %s: truncated header", path);
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: truncated header", path);
         goto done;
     }
     json_error_t je;
     *root = json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, &je);
     if (!*root || !json_is_object(*root)) {
-        st = nn__err(err, errlen, AD_ERR_FORMAT, "nn_load: %s: the header is not a JSON object: %s", path,
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: the header is not a JSON object: %s", path,
                      *root ? "another JSON value" : je.text);
         json_decref(*root);
         *root = NULL;
@@ -163,11 +163,11 @@ static ad_tensor *tensor_like_entry(json_t *entry)
     return ad_tensor_new(dtype, nd, dims);
 }
 
-ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, char *err, size_t errlen)
+ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn_error *err)
 {
-    if (!path || !m) return nn__err(err, errlen, AD_ERR_ARG, "nn_load: NULL %s", path ? "module" : "path");
+    if (!path || !m) return nn_error_set(err, AD_ERR_ARG, "nn_load: NULL %s", path ? "module" : "path");
     json_t *root = NULL;
-    ad_status st = read_header(path, &root, err, errlen);
+    ad_status st = read_header(path, &root, err);
     if (st != AD_OK) return st;
     nn_param *ps;
     int np = nn_module_params(m, &ps);
@@ -183,7 +183,7 @@ ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, ch
     json_t *meta = json_object_get(root, "__metadata__");
     const char *kind = json_string_value(json_object_get(meta, "optimizer"));
     if (opt && kind && strcmp(kind, nn_optim_name(opt)) != 0) {
-        st = nn__err(err, errlen, AD_ERR_FORMAT, "nn_load: %s was saved with optimizer \"%s\", not %s", path, kind,
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s was saved with optimizer \"%s\", not %s", path, kind,
                      nn_optim_name(opt));
         goto done;
     }
@@ -205,7 +205,7 @@ ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, ch
         if (opt || strncmp(key, "optim.", 6) != 0) continue;
         ad_tensor *t = tensor_like_entry(val);
         if (!t) {
-            st = nn__err(err, errlen, AD_ERR_FORMAT, "nn_load: %s: bad or oversized entry \"%s\"", path, key);
+            st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: bad or oversized entry \"%s\"", path, key);
             goto done;
         }
         tmp.t[want.n] = t;
@@ -219,12 +219,12 @@ ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, ch
         if (!tmp.t[i]) goto nomem;
     }
     tmp.n = want.n;
-    st = nn_safetensors_load(path, want.n, want.names, tmp.t, err, errlen);
-    if (st == AD_ERR_SHAPE || st == AD_ERR_DTYPE) st = AD_ERR_FORMAT; /* a checkpoint of another model */
+    st = nn_safetensors_load(path, want.n, want.names, tmp.t, err);
+    if (st == AD_ERR_SHAPE || st == AD_ERR_DTYPE) st = nn__status(err, AD_ERR_FORMAT); /* a checkpoint of another model */
     if (st != AD_OK) goto done;
     ad_rng r = {{0}, 0.0, 0};
     if (rng_at >= 0 && !rng_from(tmp.t[rng_at]->data, &r)) {
-        st = nn__err(err, errlen, AD_ERR_FORMAT, "nn_load: %s: \"%s\" is not a generator state", path, RNG_NAME);
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: \"%s\" is not a generator state", path, RNG_NAME);
         goto done;
     }
     /* everything checked: only now the caller's objects change */
@@ -234,7 +234,7 @@ ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, ch
     if (rng) *rng = r;
     goto done;
 nomem:
-    st = nn__err(err, errlen, AD_ERR_NOMEM, "nn_load: out of memory");
+    st = nn_error_set(err, AD_ERR_NOMEM, "nn_load: out of memory");
 done:
     for (int i = 0; tmp.t && i < cap; i++) ad_tensor_free(tmp.t[i]);
     entries_free(&want);

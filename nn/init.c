@@ -3,9 +3,9 @@
 
 #include <math.h>
 
-ad_status nn_init_fans(const ad_tensor *w, int64_t *fan_in, int64_t *fan_out)
+ad_status nn_init_fans(const ad_tensor *w, int64_t *fan_in, int64_t *fan_out, nn_error *err)
 {
-    if (!w || !fan_in || !fan_out) return AD_ERR_ARG;
+    if (!w || !fan_in || !fan_out) return nn_error_set(err, AD_ERR_ARG, "nn_init_fans: NULL argument");
     if (w->ndim < 2) {
         *fan_in = *fan_out = w->size;
         return AD_OK;
@@ -17,31 +17,20 @@ ad_status nn_init_fans(const ad_tensor *w, int64_t *fan_in, int64_t *fan_out)
     return AD_OK;
 }
 
-double nn_init_gain(nn_act a)
+ad_status nn_init_tensor(ad_tensor *w, nn_init kind, double gain, ad_rng *rng, nn_error *err)
 {
-    switch (a) {
-    case NN_TANH: return 5.0 / 3.0;
-    case NN_RELU:
-    case NN_GELU: return sqrt(2.0);
-    case NN_LEAKY_RELU: return sqrt(2.0 / (1.0 + 0.01 * 0.01));
-    case NN_IDENTITY:
-    case NN_SIGMOID:
-    case NN_SOFTMAX: break;
-    }
-    return 1.0;
-}
-
-ad_status nn_init_tensor(ad_tensor *w, nn_init kind, double gain, ad_rng *rng)
-{
-    if (!w) return AD_ERR_ARG;
+    if (!w) return nn_error_set(err, AD_ERR_ARG, "nn_init_tensor: NULL tensor");
     if (kind == NN_INIT_ZEROS) {
         ad_tensor_fill(w, 0.0);
         return AD_OK;
     }
     int64_t fin, fout;
-    if (!rng || nn_init_fans(w, &fin, &fout) != AD_OK) return AD_ERR_ARG;
+    if (!rng) return nn_error_set(err, AD_ERR_ARG, "nn_init_tensor: NULL rng");
+    nn_init_fans(w, &fin, &fout, NULL);
     if (w->size == 0) return AD_OK;
-    if (fin < 1 || fout < 1) return AD_ERR_ARG;
+    if (fin < 1 || fout < 1)
+        return nn_error_set(err, AD_ERR_ARG, "nn_init_tensor: fan_in %lld and fan_out %lld must be >= 1",
+                            (long long)fin, (long long)fout);
     bool xavier = kind == NN_INIT_XAVIER_UNIFORM || kind == NN_INIT_XAVIER_NORMAL;
     if (gain == 0.0) gain = xavier ? 1.0 : sqrt(2.0);
     /* the standard deviation the initializer aims at; a uniform U(-a, a) has std a / sqrt 3 */
@@ -53,25 +42,5 @@ ad_status nn_init_tensor(ad_tensor *w, nn_init kind, double gain, ad_rng *rng)
     case NN_INIT_HE_NORMAL: ad_rng_fill_normal(rng, w, 0.0, std); return AD_OK;
     case NN_INIT_ZEROS: break;
     }
-    return AD_ERR_ARG;
-}
-
-ad_status nn_init_xavier_uniform(ad_tensor *w, double gain, ad_rng *rng)
-{
-    return nn_init_tensor(w, NN_INIT_XAVIER_UNIFORM, gain, rng);
-}
-
-ad_status nn_init_xavier_normal(ad_tensor *w, double gain, ad_rng *rng)
-{
-    return nn_init_tensor(w, NN_INIT_XAVIER_NORMAL, gain, rng);
-}
-
-ad_status nn_init_he_uniform(ad_tensor *w, double gain, ad_rng *rng)
-{
-    return nn_init_tensor(w, NN_INIT_HE_UNIFORM, gain, rng);
-}
-
-ad_status nn_init_he_normal(ad_tensor *w, double gain, ad_rng *rng)
-{
-    return nn_init_tensor(w, NN_INIT_HE_NORMAL, gain, rng);
+    return nn_error_set(err, AD_ERR_ARG, "nn_init_tensor: unknown initializer %d", (int)kind);
 }

@@ -1,19 +1,30 @@
-/* module.c: modules and their parameters: the base, linear, activations, sequential, MLP. */
+/* module.c: the module interface (nn_module.h): parameters, buffers, children, freezing, forward, training flag. */
 #include "nn_internal.h"
 
-#include <math.h>
 #include <stdio.h>
 
-/* ---- the base ---- */
+/* ---- construction ---- */
 
-void nn__module_init(nn_module *m, const nn_module_vtable *vt)
+nn_module *nn_module_new(const nn_module_ops *ops, void *state, nn_error *err)
 {
-    m->vt = vt;
-    m->params = NULL;
-    m->nparams = m->params_cap = 0;
-    m->owns_tensors = false;
+    nn_module *m = ops && ops->forward ? ad__calloc(1, sizeof *m) : NULL;
+    if (!m) {
+        if (ops && ops->free) {
+            nn_module tmp = {.ops = ops, .state = state}; /* so that free can reach the state */
+            ops->free(&tmp);
+        }
+        nn_error_set(err, ops && ops->forward ? AD_ERR_NOMEM : AD_ERR_ARG, "nn_module_new: %s",
+                     !ops ? "NULL ops" : !ops->forward ? "ops->forward is NULL" : "out of memory");
+        return NULL;
+    }
+    m->ops = ops;
+    m->state = state;
     m->training = true;
+    return m;
 }
+
+void *nn_module_state(const nn_module *m) { return m ? m->state : NULL; }
+const nn_module_ops *nn_module_ops_of(const nn_module *m) { return m ? m->ops : NULL; }
 
 static char *str_dup(const char *s)
 {
@@ -23,10 +34,22 @@ static char *str_dup(const char *s)
     return d;
 }
 
-static bool grow_params(nn_module *m)
+/* "<prefix>.<name>", or a copy of name when prefix is NULL. */
+static char *join_name(const char *prefix, const char *name)
 {
-    if (m->nparams < m->params_cap) return true;
-    int cap = m->params_cap ? 2 * m->params_cap : 4;
+    if (!prefix) return str_dup(name);
+    size_t n = strlen(prefix) + strlen(name) + 2;
+    char *s = ad__malloc(n);
+    if (s) snprintf(s, n, "%s.%s", prefix, name);
+    return s;
+}
+
+/* Room for k more entries in the flat list. */
+static bool reserve_params(nn_module *m, int k)
+{
+    if (m->nparams + k <= m->params_cap) return true;
+    int cap = m->params_cap ? m->params_cap : 4;
+    while (cap < m->nparams + k) cap *= 2;
     nn_param *p = ad__realloc(m->params, (size_t)cap * sizeof *p);
     if (!p) return false;
     m->params = p;
@@ -34,63 +57,188 @@ static bool grow_params(nn_module *m)
     return true;
 }
 
-ad_status nn__module_add_param(nn_module *m, const char *name, ad_tensor *value, ad_tensor *grad)
+/* Checks a new own name in m; 0 when fine, else the status (with the message in err). */
+static ad_status check_name(nn_module *m, const char *fn, const char *name, nn_error *err)
 {
-    char *nm = NULL;
-    if (!value || !grow_params(m) || !(nm = str_dup(name))) {
-        ad_tensor_free(value);
-        ad_tensor_free(grad);
-        return AD_ERR_NOMEM;
-    }
-    m->owns_tensors = true;
-    m->params[m->nparams++] = (nn_param){nm, value, grad};
+    if (!m) return nn_error_set(err, AD_ERR_ARG, "%s: NULL module", fn);
+    if (m->parent)
+        return nn_error_set(err, AD_ERR_STATE, "%s(%s): the module is already a child; add '%s' before adding it to a container",
+                            fn, m->ops->kind, name ? name : "(null)");
+    if (!name || !*name || strchr(name, '.'))
+        return nn_error_set(err, AD_ERR_ARG, "%s(%s): bad name '%s' (non-empty, no '.')", fn, m->ops->kind,
+                            name ? name : "(null)");
+    for (int i = 0; i < m->nown; i++)
+        if (strcmp(m->params[i].name, name) == 0)
+            return nn_error_set(err, AD_ERR_ARG, "%s(%s): duplicate name '%s'", fn, m->ops->kind, name);
+    for (int i = 0; i < m->nchildren; i++)
+        if (strcmp(m->child_names[i], name) == 0)
+            return nn_error_set(err, AD_ERR_ARG, "%s(%s): '%s' is already a child's name", fn, m->ops->kind, name);
     return AD_OK;
 }
 
-ad_status nn__module_adopt_params(nn_module *m, const char *prefix, nn_module *child)
+/* Inserts an own entry at position m->nown (own entries come before the children's). */
+static nn_param *add_own(nn_module *m, const char *fn, const char *name, ad_tensor *value, bool param, bool trainable,
+                         nn_error *err)
 {
-    for (int i = 0; i < child->nparams; i++) {
-        const nn_param *p = &child->params[i];
-        size_t n = strlen(prefix) + strlen(p->name) + 2;
-        char *nm = ad__malloc(n);
-        if (!nm || !grow_params(m)) {
-            ad__free(nm);
-            return AD_ERR_NOMEM;
-        }
-        snprintf(nm, n, "%s.%s", prefix, p->name);
-        m->params[m->nparams++] = (nn_param){nm, p->value, p->grad};
+    ad_tensor *grad = NULL;
+    char *nm = NULL;
+    if (check_name(m, fn, name, err) != AD_OK) goto fail;
+    if (!value) {
+        nn_error_set(err, AD_ERR_NOMEM, "%s(%s): '%s': no tensor (out of memory?)", fn, m->ops->kind, name);
+        goto fail;
     }
+    if (value->dtype != AD_F32 && value->dtype != AD_F64) {
+        nn_error_set(err, AD_ERR_DTYPE, "%s(%s): '%s' is %s, not F32 or F64", fn, m->ops->kind, name,
+                     ad_dtype_name(value->dtype));
+        goto fail;
+    }
+    if ((param && !(grad = ad_tensor_new(value->dtype, value->ndim, value->shape))) || !(nm = str_dup(name)) ||
+        !reserve_params(m, 1)) {
+        nn_error_set(err, AD_ERR_NOMEM, "%s(%s): out of memory for '%s'", fn, m->ops->kind, name);
+        goto fail;
+    }
+    memmove(&m->params[m->nown + 1], &m->params[m->nown], (size_t)(m->nparams - m->nown) * sizeof *m->params);
+    nn_param *p = &m->params[m->nown++];
+    *p = (nn_param){nm, value, grad, param && trainable};
+    m->nparams++;
+    return p;
+fail:
+    ad__free(nm);
+    ad_tensor_free(grad);
+    ad_tensor_free(value);
+    return NULL;
+}
+
+nn_param *nn_module_add_param(nn_module *m, const char *name, ad_tensor *value, bool trainable, nn_error *err)
+{
+    return add_own(m, "nn_module_add_param", name, value, true, trainable, err);
+}
+
+nn_param *nn_module_add_buffer(nn_module *m, const char *name, ad_tensor *value, nn_error *err)
+{
+    return add_own(m, "nn_module_add_buffer", name, value, false, false, err);
+}
+
+ad_status nn_module_add_child(nn_module *m, const char *name, nn_module *child, nn_error *err)
+{
+    ad_status st = check_name(m, "nn_module_add_child", name, err);
+    if (st == AD_OK && !child) /* a failed constructor: keep its message if it left one */
+        st = err && err->status != AD_OK ? err->status
+                                          : nn_error_set(err, AD_ERR_ARG, "nn_module_add_child: child '%s' is NULL", name);
+    if (st == AD_OK && child->parent)
+        st = nn_error_set(err, AD_ERR_STATE, "nn_module_add_child: '%s' already has a parent", name);
+    if (st == AD_OK && child == m) st = nn_error_set(err, AD_ERR_ARG, "nn_module_add_child: a module is not its own child");
+    if (st != AD_OK) {
+        if (!child || !child->parent) nn_module_free(child);
+        return st;
+    }
+    char *cname = str_dup(name);
+    bool ok = cname && reserve_params(m, child->nparams);
+    if (ok && m->nchildren == m->children_cap) {
+        int cap = m->children_cap ? 2 * m->children_cap : 4;
+        nn_module **c = ad__realloc(m->children, (size_t)cap * sizeof *c);
+        char **n = c ? ad__realloc(m->child_names, (size_t)cap * sizeof *n) : NULL;
+        if (c) m->children = c;
+        if (n) m->child_names = n;
+        ok = c && n;
+        if (ok) m->children_cap = cap;
+    }
+    int added = 0;
+    while (ok && added < child->nparams) {
+        const nn_param *p = &child->params[added];
+        char *nm = join_name(name, p->name);
+        if (!nm) ok = false;
+        else m->params[m->nparams + added++] = (nn_param){nm, p->value, p->grad, p->requires_grad};
+    }
+    if (!ok) {
+        for (int i = 0; i < added; i++) ad__free((void *)m->params[m->nparams + i].name);
+        ad__free(cname);
+        nn_module_free(child);
+        return nn_error_set(err, AD_ERR_NOMEM, "nn_module_add_child: out of memory adding '%s'", name);
+    }
+    m->nparams += added;
+    m->children[m->nchildren] = child;
+    m->child_names[m->nchildren++] = cname;
+    child->parent = m;
+    if (child->training != m->training) nn_module_set_training(child, m->training);
     return AD_OK;
+}
+
+int nn_module_num_children(const nn_module *m) { return m ? m->nchildren : 0; }
+nn_module *nn_module_child(const nn_module *m, int i) { return m && i >= 0 && i < m->nchildren ? m->children[i] : NULL; }
+const char *nn_module_child_name(const nn_module *m, int i)
+{
+    return m && i >= 0 && i < m->nchildren ? m->child_names[i] : NULL;
 }
 
 void nn_module_free(nn_module *m)
 {
     if (!m) return;
-    if (m->vt && m->vt->free) m->vt->free(m);
+    if (m->ops && m->ops->free) m->ops->free(m);
+    for (int i = 0; i < m->nchildren; i++) {
+        m->children[i]->parent = NULL;
+        nn_module_free(m->children[i]);
+        ad__free(m->child_names[i]);
+    }
     for (int i = 0; i < m->nparams; i++) {
         ad__free((void *)m->params[i].name);
-        if (m->owns_tensors) {
+        if (i < m->nown) {
             ad_tensor_free(m->params[i].value);
             ad_tensor_free(m->params[i].grad);
         }
     }
+    ad__free(m->children);
+    ad__free(m->child_names);
     ad__free(m->params);
     ad__free(m);
 }
 
-ad_var nn_forward(nn_module *m, ad_tape *t, ad_var x)
+/* ---- the tape side ---- */
+
+ad_var nn_param_var(ad_tape *t, const nn_param *p)
 {
-    if (!m || !m->vt || !m->vt->forward) {
-        if (t) ad__fail(t, AD_ERR_ARG, "nn_forward: NULL module");
+    if (!p || !p->value) {
+        if (t) ad__fail(t, AD_ERR_ARG, "nn_param_var: NULL parameter");
         return ad__no_var(t);
     }
-    if (!ad_ok(x)) {
-        /* an earlier error (kept on the tape), a stale or foreign handle */
-        if (t && ad_tape_status(t) == AD_OK) ad__fail(t, AD_ERR_STATE, "nn_forward(%s): invalid input var", m->vt->kind);
-        return ad__no_var(t);
-    }
-    return m->vt->forward(m, t, x);
+    return p->grad && p->requires_grad ? ad_param(t, p->value, p->grad) : ad_const(t, p->value);
 }
+
+ad_var nn_module_var(nn_module *m, ad_tape *t, int i)
+{
+    if (!m || i < 0 || i >= m->nparams) {
+        if (t) ad__fail(t, AD_ERR_INDEX, "nn_module_var(%s): no parameter %d", nn_module_kind(m), i);
+        return ad__no_var(t);
+    }
+    return nn_param_var(t, &m->params[i]);
+}
+
+ad_var nn_forward_n(nn_module *m, ad_tape *t, int n, const ad_var *in)
+{
+    if (!t) return ad__no_var(t);
+    if (!m) {
+        ad__fail(t, AD_ERR_ARG, "nn_forward: NULL module");
+        return ad__no_var(t);
+    }
+    if (n < 1 || !in || (m->ops->n_inputs > 0 && n != m->ops->n_inputs)) {
+        if (ad_tape_status(t) == AD_OK)
+            ad__fail(t, AD_ERR_ARG, "nn_forward(%s): %d input%s given, it takes %d", m->ops->kind, in ? n : 0,
+                     n == 1 ? "" : "s", m->ops->n_inputs);
+        return ad__no_var(t);
+    }
+    for (int i = 0; i < n; i++)
+        if (!ad_ok(in[i]) || in[i].tape != t) {
+            /* an earlier error (kept on the tape), a stale or a foreign handle */
+            if (ad_tape_status(t) == AD_OK)
+                ad__fail(t, AD_ERR_STATE, "nn_forward(%s): input %d is not a valid var of this tape", m->ops->kind, i);
+            return ad__no_var(t);
+        }
+    return m->ops->forward(m, t, n, in);
+}
+
+ad_var nn_forward(nn_module *m, ad_tape *t, ad_var x) { return nn_forward_n(m, t, 1, &x); }
+
+/* ---- the parameter list ---- */
 
 int nn_module_params(nn_module *m, nn_param **out)
 {
@@ -106,6 +254,38 @@ nn_param *nn_module_param(nn_module *m, const char *name)
     return NULL;
 }
 
+/* name is pattern, or pattern is empty, or name starts with "pattern." */
+static bool name_matches(const char *name, const char *pattern)
+{
+    size_t n = strlen(pattern);
+    return n == 0 || (strncmp(name, pattern, n) == 0 && (name[n] == '\0' || name[n] == '.'));
+}
+
+/* Sets requires_grad of every entry holding value, in m and below. */
+static void set_flag_below(nn_module *m, const ad_tensor *value, bool on)
+{
+    for (int i = 0; i < m->nparams; i++)
+        if (m->params[i].value == value && m->params[i].grad) m->params[i].requires_grad = on;
+    for (int i = 0; i < m->nchildren; i++) set_flag_below(m->children[i], value, on);
+}
+
+ad_status nn_module_set_requires_grad(nn_module *m, const char *name, bool on, nn_error *err)
+{
+    if (!m) return nn_error_set(err, AD_ERR_ARG, "nn_module_set_requires_grad: NULL module");
+    nn_module *root = m;
+    while (root->parent) root = root->parent;
+    int hits = 0;
+    for (int i = 0; i < m->nparams; i++)
+        if (m->params[i].grad && name_matches(m->params[i].name, name ? name : "")) {
+            set_flag_below(root, m->params[i].value, on);
+            hits++;
+        }
+    if (!hits)
+        return nn_error_set(err, AD_ERR_ARG, "nn_module_set_requires_grad(%s): no parameter is called '%s' or starts with '%s.'",
+                            m->ops->kind, name ? name : "", name ? name : "");
+    return AD_OK;
+}
+
 int64_t nn_module_num_weights(nn_module *m)
 {
     int64_t n = 0;
@@ -114,13 +294,14 @@ int64_t nn_module_num_weights(nn_module *m)
     return n;
 }
 
-const char *nn_module_kind(const nn_module *m) { return m && m->vt ? m->vt->kind : "?"; }
+const char *nn_module_kind(const nn_module *m) { return m ? m->ops->kind : "?"; }
 
 void nn_module_set_training(nn_module *m, bool on)
 {
     if (!m) return;
     m->training = on;
-    if (m->vt->set_training) m->vt->set_training(m, on);
+    for (int i = 0; i < m->nchildren; i++) nn_module_set_training(m->children[i], on);
+    if (m->ops->set_training) m->ops->set_training(m, on);
 }
 
 bool nn_module_training(const nn_module *m) { return m && m->training; }
@@ -133,205 +314,27 @@ void nn_zero_grad(nn_module *m)
     }
 }
 
-/* ---- linear: y = x W^T + b ---- */
+/* ---- helpers for the library's own kinds ---- */
 
-typedef struct linear {
-    nn_module base;
-    int64_t in, out;
-    ad_tensor *w, *wg, *b, *bg; /* owned through base.params */
-} linear;
+void nn__free_state(nn_module *m) { ad__free(m->state); }
 
-static ad_var linear_forward(nn_module *m, ad_tape *t, ad_var x)
+nn_module *nn__module_with_state(const nn_module_ops *ops, size_t size, const char *fn, nn_error *err)
 {
-    linear *l = (linear *)m;
-    ad_var w = ad_param(t, l->w, l->wg);
-    ad_var y = ad_matmul_t(x, w, false, true);
-    if (l->b) y = ad_add(y, ad_param(t, l->b, l->bg));
-    return y;
-}
-
-static const nn_module_vtable linear_vt = {"linear", linear_forward, NULL, NULL};
-
-nn_module *nn_linear_ex(int64_t in, int64_t out, bool bias, nn_init init, double gain, ad_dtype dtype, ad_rng *rng)
-{
-    if (in < 1 || out < 1 || ad_dtype_size(dtype) == 0 || (init != NN_INIT_ZEROS && !rng)) return NULL;
-    linear *l = ad__calloc(1, sizeof *l);
-    if (!l) return NULL;
-    nn__module_init(&l->base, &linear_vt);
-    l->in = in;
-    l->out = out;
-    if (nn__module_add_param(&l->base, "weight", ad_tensor_new(dtype, AD_SHAPE(out, in)),
-                             ad_tensor_new(dtype, AD_SHAPE(out, in))) != AD_OK ||
-        !l->base.params[0].grad)
-        goto fail;
-    l->w = l->base.params[0].value;
-    l->wg = l->base.params[0].grad;
-    if (nn_init_tensor(l->w, init, gain, rng) != AD_OK) goto fail;
-    if (bias) {
-        if (nn__module_add_param(&l->base, "bias", ad_tensor_new(dtype, AD_SHAPE(out)),
-                                 ad_tensor_new(dtype, AD_SHAPE(out))) != AD_OK ||
-            !l->base.params[1].grad)
-            goto fail;
-        l->b = l->base.params[1].value;
-        l->bg = l->base.params[1].grad;
-    }
-    return &l->base;
-fail:
-    nn_module_free(&l->base);
-    return NULL;
-}
-
-nn_module *nn_linear(int64_t in, int64_t out, ad_rng *rng)
-{
-    return nn_linear_ex(in, out, true, NN_INIT_HE_UNIFORM, 0.0, AD_F32, rng);
-}
-
-/* ---- activations ---- */
-
-typedef struct activation {
-    nn_module base;
-    nn_act act;
-    double param;
-} activation;
-
-static ad_var activation_forward(nn_module *m, ad_tape *t, ad_var x)
-{
-    const activation *a = (const activation *)m;
-    switch (a->act) {
-    case NN_IDENTITY: return x;
-    case NN_SIGMOID: return ad_sigmoid(x);
-    case NN_TANH: return ad_tanh(x);
-    case NN_RELU: return ad_relu(x);
-    case NN_LEAKY_RELU: return ad_leaky_relu(x, a->param);
-    case NN_GELU: return ad_gelu(x);
-    case NN_SOFTMAX: return ad_softmax(x, -1);
-    }
-    ad__fail(t, AD_ERR_ARG, "nn_forward: unknown activation %d", (int)a->act);
-    return ad__no_var(t);
-}
-
-static const nn_module_vtable act_vts[] = {
-    [NN_IDENTITY] = {"identity", activation_forward, NULL, NULL},
-    [NN_SIGMOID] = {"sigmoid", activation_forward, NULL, NULL},
-    [NN_TANH] = {"tanh", activation_forward, NULL, NULL},
-    [NN_RELU] = {"relu", activation_forward, NULL, NULL},
-    [NN_LEAKY_RELU] = {"leaky_relu", activation_forward, NULL, NULL},
-    [NN_GELU] = {"gelu", activation_forward, NULL, NULL},
-    [NN_SOFTMAX] = {"softmax", activation_forward, NULL, NULL},
-};
-#define NACTS ((int)(sizeof act_vts / sizeof act_vts[0]))
-
-const char *nn_act_name(nn_act a) { return (int)a >= 0 && (int)a < NACTS ? act_vts[a].kind : "?"; }
-
-bool nn_act_from_name(const char *name, nn_act *out)
-{
-    static const struct {
-        const char *name;
-        nn_act act;
-    } aliases[] = {{"logistic", NN_SIGMOID}, {"linear", NN_IDENTITY}, {"none", NN_IDENTITY},
-                   {"leaky-relu", NN_LEAKY_RELU}, {"leakyrelu", NN_LEAKY_RELU}};
-    if (!name) return false;
-    for (int i = 0; i < NACTS; i++)
-        if (strcmp(name, act_vts[i].kind) == 0) {
-            if (out) *out = (nn_act)i;
-            return true;
-        }
-    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
-        if (strcmp(name, aliases[i].name) == 0) {
-            if (out) *out = aliases[i].act;
-            return true;
-        }
-    return false;
-}
-
-nn_module *nn_activation_ex(nn_act a, double param)
-{
-    if ((int)a < 0 || (int)a >= NACTS) return NULL;
-    activation *m = ad__calloc(1, sizeof *m);
-    if (!m) return NULL;
-    nn__module_init(&m->base, &act_vts[a]);
-    m->act = a;
-    m->param = param;
-    return &m->base;
-}
-
-nn_module *nn_activation(nn_act a) { return nn_activation_ex(a, 0.01); }
-
-/* ---- sequential ---- */
-
-typedef struct sequential {
-    nn_module base;
-    int n;
-    nn_module **mods;
-} sequential;
-
-static ad_var sequential_forward(nn_module *m, ad_tape *t, ad_var x)
-{
-    sequential *s = (sequential *)m;
-    for (int i = 0; i < s->n; i++) x = nn_forward(s->mods[i], t, x);
-    return x;
-}
-
-static void sequential_free(nn_module *m)
-{
-    sequential *s = (sequential *)m;
-    for (int i = 0; i < s->n; i++) nn_module_free(s->mods[i]);
-    ad__free(s->mods);
-}
-
-static void sequential_set_training(nn_module *m, bool on)
-{
-    sequential *s = (sequential *)m;
-    for (int i = 0; i < s->n; i++) nn_module_set_training(s->mods[i], on);
-}
-
-static const nn_module_vtable sequential_vt = {"sequential", sequential_forward, sequential_free,
-                                               sequential_set_training};
-
-nn_module *nn_sequential(int n, nn_module *const *mods)
-{
-    bool ok = n >= 1 && mods;
-    for (int i = 0; ok && i < n; i++) ok = mods[i] != NULL;
-    sequential *s = ok ? ad__calloc(1, sizeof *s) : NULL;
-    nn_module **own = s ? ad__malloc((size_t)n * sizeof *own) : NULL;
-    if (!own) {
-        for (int i = 0; mods && i < n; i++) nn_module_free(mods[i]);
-        ad__free(s);
+    void *s = size ? ad__calloc(1, size) : NULL;
+    if (size && !s) {
+        nn_error_set(err, AD_ERR_NOMEM, "%s: out of memory", fn);
         return NULL;
     }
-    nn__module_init(&s->base, &sequential_vt);
-    memcpy(own, mods, (size_t)n * sizeof *own);
-    s->mods = own;
-    s->n = n;
-    for (int i = 0; i < n; i++) {
-        char prefix[16];
-        snprintf(prefix, sizeof prefix, "%d", i);
-        if (nn__module_adopt_params(&s->base, prefix, own[i]) != AD_OK) {
-            nn_module_free(&s->base);
-            return NULL;
-        }
-    }
-    return &s->base;
+    nn_module *m = nn_module_new(ops, s, NULL);
+    if (!m) nn_error_set(err, AD_ERR_NOMEM, "%s: out of memory", fn);
+    return m;
 }
 
-/* ---- multilayer perceptron ---- */
-
-nn_module *nn_mlp(int n, const int64_t *sizes, nn_act hidden, ad_rng *rng)
+ad_status nn__add_filled(nn_module *m, const char *name, ad_dtype dt, int nd, const int64_t *shape, double v,
+                         bool buffer, nn_error *err)
 {
-    if (n < 2 || !sizes || !rng || (int)hidden < 0 || (int)hidden >= NACTS || n > 4096) return NULL;
-    for (int i = 0; i < n; i++)
-        if (sizes[i] < 1) return NULL;
-    bool he = hidden == NN_RELU || hidden == NN_LEAKY_RELU || hidden == NN_GELU;
-    nn_init init = he ? NN_INIT_HE_UNIFORM : NN_INIT_XAVIER_UNIFORM;
-    double gain = nn_init_gain(hidden);
-    int nmods = 2 * (n - 1) - 1;
-    nn_module **mods = ad__calloc((size_t)nmods, sizeof *mods);
-    if (!mods) return NULL;
-    for (int i = 0; i + 1 < n; i++) {
-        mods[2 * i] = nn_linear_ex(sizes[i], sizes[i + 1], true, init, gain, AD_F32, rng);
-        if (i + 2 < n) mods[2 * i + 1] = nn_activation(hidden);
-    }
-    nn_module *s = nn_sequential(nmods, mods); /* frees every module when one is NULL */
-    ad__free(mods);
-    return s;
+    ad_tensor *t = ad_tensor_new(dt, nd, shape);
+    if (t) ad_tensor_fill(t, v);
+    nn_param *p = buffer ? nn_module_add_buffer(m, name, t, err) : nn_module_add_param(m, name, t, true, err);
+    return p ? AD_OK : err ? err->status : AD_ERR_NOMEM;
 }

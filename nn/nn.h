@@ -10,50 +10,45 @@
 **
 ** A complete training step, by hand:
 **
+**     nn_error e;
 **     ad_rng rng; ad_rng_seed(&rng, 42);
-**     nn_module *net = nn_mlp(3, (const int64_t[]){784, 128, 10}, NN_RELU, &rng);
-**     nn_optim *opt = nn_adam(net, 1e-3, 0.9, 0.999, 1e-8, 0.0);
+**     nn_module *net = nn_mlp(3, (const int64_t[]){784, 128, 10}, NN_RELU, &rng, &e);
+**     nn_optim *opt = net ? nn_optim_for("adam", net, NULL, &e) : NULL;  // defaults: lr 1e-3
+**     if (!opt) ... e.message says why ...
 **     ad_tape *t = ad_tape_new();
 **     for (each batch x [b, 784] F32, labels [b]) {
 **         ad_tape_reset(t);                  // keeps the arena: no heap traffic
-**         nn_zero_grad(net);
 **         ad_var loss = nn_loss_cross_entropy(nn_forward(net, t, ad_const(t, x)), labels);
-**         if (ad_backward(loss, NULL, 0) != AD_OK) ... ad_tape_error(t) ...
-**         nn_optim_step(opt);
+**         // zero the grads, backward, (clip,) update; a NaN loss is an error naming the step
+**         if (nn_train_step(opt, loss, NULL, NULL, &e) != AD_OK) ... e.message ...
 **     }
 **     nn_optim_free(opt); nn_module_free(net); ad_tape_free(t);
 **
 ** nn_fit() runs that loop over a data set with batching, shuffling, progress
 ** output, validation and a CSV log; nn_save()/nn_load() write and read
 ** checkpoints (safetensors files) holding parameters, optimizer state and the
-** random generator's state.
+** random generator's state. Your own module kinds: nn_module.h.
 **
-** Errors: constructors return NULL only when out of memory or given bad sizes
-** (nothing is leaked); functions returning ad_status fill an optional message
-** buffer (err, errlen) naming the function and the problem. Losses record their
-** errors on the tape like every op. Nothing aborts or exits.
+** Errors: one record, nn_error (nn_error.h). Every function that can fail
+** outside a tape, constructors included, takes `nn_error *err` last (may be
+** NULL) and on failure fills it with the status and a message naming the
+** function and the cause ("nn_linear: sizes must be >= 1"). Forward passes and
+** losses record their errors on the tape like every op. Nothing aborts or exits.
+** Ownership: constructors that take modules (nn_sequential, nn_residual,
+** nn_parallel) own them from the call on, also when they fail.
 */
 
 #include "ad.h"
-#include "nn_io.h" /* (which also defines NN_API) */
+#include "nn_error.h"
+#include "nn_module.h"
+#include "nn_io.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* ---- parameters and modules ---- */
+/* ---- activations: one table (name, op, init gain) in dense.c ---- */
 
-/* A named tensor of a module. grad is NULL for a buffer (state saved in
-** checkpoints but not trained, such as running statistics). */
-typedef struct nn_param {
-    const char *name; /* stable: "0.weight", "0.bias", "2.weight", ... */
-    ad_tensor *value;
-    ad_tensor *grad;
-} nn_param;
-
-typedef struct nn_module nn_module;
-
-/* Activation functions. */
 typedef enum nn_act {
     NN_IDENTITY = 0,
     NN_SIGMOID,    /* logistic: 1 / (1 + e^-x) */
@@ -61,19 +56,26 @@ typedef enum nn_act {
     NN_RELU,
     NN_LEAKY_RELU, /* slope 0.01 unless given with nn_activation_ex */
     NN_GELU,       /* exact: x Phi(x) */
-    NN_SOFTMAX     /* over the last axis */
+    NN_SOFTMAX,    /* over the last axis */
+    NN_ACT_COUNT
 } nn_act;
 
 /* "identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "softmax"; "?" otherwise. */
 NN_API const char *nn_act_name(nn_act a);
 /* Parses a name above (also "logistic", "linear", "none", "leaky-relu"); false if unknown. */
 NN_API bool nn_act_from_name(const char *name, nn_act *out);
+/* The recommended init gain for an activation (PyTorch's calculate_gain): 1 for
+** identity, sigmoid and softmax, 5/3 for tanh, sqrt 2 for ReLU and GELU,
+** sqrt(2 / (1 + 0.01^2)) for leaky ReLU. */
+NN_API double nn_init_gain(nn_act a);
 
-/* y = x W^T + b with W [out, in] and b [out] (PyTorch's layout), F32; W
-** He-uniform, b zero. x is [..., in]. NULL on a size < 1 or out of memory. */
-NN_API nn_module *nn_linear(int64_t in, int64_t out, ad_rng *rng);
+/* An activation as a module (no parameters); kind = its name. NULL on an unknown nn_act. */
+NN_API nn_module *nn_activation(nn_act a, nn_error *err);
+/* The same with its parameter: the negative slope of NN_LEAKY_RELU (ignored by the others). */
+NN_API nn_module *nn_activation_ex(nn_act a, double param, nn_error *err);
 
-/* Weight initializers (see nn_init_tensor). */
+/* ---- initializers: fill w in place from rng ---- */
+
 typedef enum nn_init {
     NN_INIT_XAVIER_UNIFORM = 0, /* U(-a, a), a = gain sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010) */
     NN_INIT_XAVIER_NORMAL,      /* N(0, s^2), s = gain sqrt(2 / (fan_in + fan_out)) */
@@ -82,64 +84,47 @@ typedef enum nn_init {
     NN_INIT_ZEROS
 } nn_init;
 
-/* nn_linear with everything chosen: bias or not, the weight initializer and its
-** gain (0 means the initializer's usual one: 1 for Xavier, sqrt 2 for He), dtype. */
-NN_API nn_module *nn_linear_ex(int64_t in, int64_t out, bool bias, nn_init init, double gain, ad_dtype dtype,
-                               ad_rng *rng);
-
-/* An activation as a module (no parameters). NULL on an unknown nn_act. */
-NN_API nn_module *nn_activation(nn_act a);
-/* The same with its parameter: the negative slope of NN_LEAKY_RELU (ignored by the others). */
-NN_API nn_module *nn_activation_ex(nn_act a, double param);
-
-/* Runs mods[0], mods[1], ... in turn; parameter names are prefixed by the
-** index ("0.weight"). Takes ownership of every module, also on failure: when a
-** mods[i] is NULL (a failed constructor) or memory runs out, it frees the
-** others and returns NULL, so constructors can be nested without leaks. */
-NN_API nn_module *nn_sequential(int n, nn_module *const *mods);
-
-/* A multilayer perceptron with layer sizes sizes[0..n): Linear, act, Linear,
-** act, ..., Linear (no activation after the last). Weights Xavier-uniform for
-** sigmoid, tanh, identity and softmax, He-uniform for the ReLU family and GELU,
-** each with its gain; biases zero. Parameters "0.weight", "0.bias", "2.weight"...
-** NULL for n < 2, a size < 1, or out of memory. */
-NN_API nn_module *nn_mlp(int n, const int64_t *sizes, nn_act hidden, ad_rng *rng);
-
-/* Records m applied to x on tape t and returns the output (an invalid var,
-** with the error on the tape, on a shape or dtype mismatch). */
-NN_API ad_var nn_forward(nn_module *m, ad_tape *t, ad_var x);
-
-/* Sets *out to m's parameters (an array owned by m, valid until it is freed)
-** and returns their count. Order and names are stable. */
-NN_API int nn_module_params(nn_module *m, nn_param **out);
-/* The parameter called name, or NULL. */
-NN_API nn_param *nn_module_param(nn_module *m, const char *name);
-/* Total number of scalars in m's trainable parameters. */
-NN_API int64_t nn_module_num_weights(nn_module *m);
-/* A short name of the module's kind: "linear", "relu", "sequential", ... */
-NN_API const char *nn_module_kind(const nn_module *m);
-/* Training or evaluation mode (for modules that behave differently, such as
-** dropout or normalization); applies to children. Modules start in training mode. */
-NN_API void nn_module_set_training(nn_module *m, bool on);
-NN_API bool nn_module_training(const nn_module *m);
-/* Frees m, its children and its parameters. NULL is fine. */
-NN_API void nn_module_free(nn_module *m);
-
-/* ---- initializers: fill w in place from rng ---- */
-
 /* fan_in and fan_out of a weight shaped [out, in, k...] (PyTorch's rule: the
 ** receptive field k... multiplies both); a 1-D tensor has fan_in = fan_out = size. */
-NN_API ad_status nn_init_fans(const ad_tensor *w, int64_t *fan_in, int64_t *fan_out);
-/* Fills w by initializer kind with the given gain (0: the usual one). AD_ERR_ARG on NULL or an empty fan. */
-NN_API ad_status nn_init_tensor(ad_tensor *w, nn_init kind, double gain, ad_rng *rng);
-NN_API ad_status nn_init_xavier_uniform(ad_tensor *w, double gain, ad_rng *rng);
-NN_API ad_status nn_init_xavier_normal(ad_tensor *w, double gain, ad_rng *rng);
-NN_API ad_status nn_init_he_uniform(ad_tensor *w, double gain, ad_rng *rng);
-NN_API ad_status nn_init_he_normal(ad_tensor *w, double gain, ad_rng *rng);
-/* The recommended gain for an activation (PyTorch's calculate_gain): 1 for
-** identity, sigmoid and softmax, 5/3 for tanh, sqrt 2 for ReLU and GELU,
-** sqrt(2 / (1 + 0.01^2)) for leaky ReLU. */
-NN_API double nn_init_gain(nn_act a);
+NN_API ad_status nn_init_fans(const ad_tensor *w, int64_t *fan_in, int64_t *fan_out, nn_error *err);
+/* Fills w by initializer kind with the given gain (0: the usual one: 1 for
+** Xavier, sqrt 2 for He). AD_ERR_ARG on NULL, a NULL rng, or an empty fan. */
+NN_API ad_status nn_init_tensor(ad_tensor *w, nn_init kind, double gain, ad_rng *rng, nn_error *err);
+
+/* ---- layers and containers ---- */
+
+/* y = x W^T + b with W [out, in] and b [out] (PyTorch's layout), F32; W
+** He-uniform, b zero. x is [..., in]. NULL on a size < 1 or out of memory. */
+NN_API nn_module *nn_linear(int64_t in, int64_t out, ad_rng *rng, nn_error *err);
+/* nn_linear with everything chosen: bias or not, the weight initializer and its
+** gain (0 means the initializer's usual one), dtype F32 or F64. */
+NN_API nn_module *nn_linear_ex(int64_t in, int64_t out, bool bias, nn_init init, double gain, ad_dtype dtype,
+                               ad_rng *rng, nn_error *err);
+
+/* Runs mods[0] on the inputs, then mods[1] on its output, and so on; children
+** "0", "1", ..., so parameters are "0.weight", .... Takes ownership of every
+** module, also on failure: when a mods[i] is NULL (a failed constructor) or
+** memory runs out, it frees the others and returns NULL, so constructors nest
+** without leaks. */
+NN_API nn_module *nn_sequential(int n, nn_module *const *mods, nn_error *err);
+/* y = in[0] + inner(in...): a skip connection around inner (child "inner"). Takes inner. */
+NN_API nn_module *nn_residual(nn_module *inner, nn_error *err);
+/* How nn_parallel joins its branches' outputs. */
+typedef enum nn_combine {
+    NN_COMBINE_CONCAT = 0, /* along the last axis */
+    NN_COMBINE_SUM         /* elementwise (broadcasting) */
+} nn_combine;
+/* Every mods[i] on the same inputs, outputs joined by how; children "0", "1", ....
+** Takes ownership as nn_sequential does. */
+NN_API nn_module *nn_parallel(int n, nn_module *const *mods, nn_combine how, nn_error *err);
+
+/* A multilayer perceptron with layer sizes sizes[0..n): Linear, act, Linear,
+** act, ..., Linear (no activation after the last). Weights initialized for the
+** activation (its table row: Xavier-uniform for sigmoid, tanh, identity and
+** softmax, He-uniform for the ReLU family and GELU, each with its gain); biases
+** zero. Parameters "0.weight", "0.bias", "2.weight"... NULL for n < 2, a size
+** < 1, or out of memory. */
+NN_API nn_module *nn_mlp(int n, const int64_t *sizes, nn_act hidden, ad_rng *rng, nn_error *err);
 
 /* ---- losses: scalar vars, means over the batch (first dimension) ---- */
 
@@ -156,41 +141,125 @@ NN_API ad_var nn_loss_bce_with_logits(ad_var z, ad_var t);
 ** logits of any size (e.g. +-1e4). A label out of range is an AD_ERR_INDEX on the tape. */
 NN_API ad_var nn_loss_cross_entropy(ad_var logits, const int64_t *labels);
 
-/* ---- optimizers: each binds the trainable parameters of one module ---- */
+/* ---- optimizers over any list of parameters ---- */
 
 typedef struct nn_optim nn_optim;
 
-/* Stochastic gradient descent, PyTorch's formulas: g = grad + wd p;
-** with momentum mu: buf = g at the first step, buf = mu buf + g after, and
-** g = g + mu buf (Nesterov) or g = buf; then p -= lr g. NULL on bad
-** hyperparameters (lr < 0, momentum < 0, Nesterov without momentum) or no memory. */
-NN_API nn_optim *nn_sgd(nn_module *m, double lr, double momentum, double weight_decay, bool nesterov);
-/* Adam (Kingma & Ba 2015) as torch.optim.Adam, weight decay as an L2 term
-** added to the gradient: m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
-** p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps). */
-NN_API nn_optim *nn_adam(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay);
-/* AdamW (Loshchilov & Hutter 2019): Adam with decoupled decay p *= 1 - lr wd first. */
-NN_API nn_optim *nn_adamw(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay);
+/* Hyperparameters; nn_optim_defaults(kind) fills every field. */
+typedef struct nn_optim_opts {
+    double lr;           /* 1e-2 (sgd, rmsprop), 1e-3 (adam, adamw), 1 (lbfgs) */
+    double weight_decay; /* L2 added to the gradient (sgd, adam, rmsprop); decoupled for adamw
+                         ** (p *= 1 - lr wd, default 1e-2); lbfgs: none (add it to the loss) */
+    double momentum;     /* sgd, rmsprop: 0 */
+    bool nesterov;       /* sgd: false */
+    double beta1, beta2; /* adam, adamw: 0.9, 0.999 */
+    double eps;          /* adam, adamw, rmsprop: 1e-8 */
+    double alpha;        /* rmsprop's smoothing: 0.99 */
+    bool centered;       /* rmsprop: divide by the centered second moment; false */
+    int history;         /* lbfgs: (s, y) pairs kept, 10 */
+    int max_iter;        /* lbfgs: iterations per nn_optim_minimize, 20 */
+    double tolerance_grad;   /* lbfgs: stop when max |g| <= this, 1e-7 */
+    double tolerance_change; /* lbfgs: stop when the loss or a step changes less, 1e-9 */
+    bool line_search;    /* lbfgs: strong Wolfe line search (true), else a fixed step lr */
+} nn_optim_opts;
+
+/* The defaults above for kind ("sgd", "adam", "adamw", "rmsprop", "lbfgs"). */
+NN_API nn_optim_opts nn_optim_defaults(const char *kind);
+
+/*
+** An optimizer of kind over params[0..n) (entries of modules' lists, or your
+** own nn_param structs; they must outlive the optimizer and keep their place),
+** with opts (NULL: the defaults). The kinds, PyTorch's formulas:
+**   "sgd":     g = grad + wd p; with momentum mu: buf = g at the first step,
+**              mu buf + g after; g = g + mu buf (Nesterov) or buf; p -= lr g
+**   "adam":    (Kingma & Ba 2015) m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
+**              p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps), g = grad + wd p
+**   "adamw":   (Loshchilov & Hutter 2019) Adam with decoupled decay p *= 1 - lr wd first
+**   "rmsprop": v = a v + (1-a) g^2 (centered: minus the squared mean of g);
+**              p -= lr g / (sqrt(v) + eps), or through a momentum buffer
+**   "lbfgs":   full-batch L-BFGS with a strong-Wolfe line search; it needs the
+**              loss at trial points, so it steps with nn_optim_minimize only.
+** A frozen parameter (requires_grad false) is skipped at each step. The state
+** (momentum, moments) starts at zero. Errors: AD_ERR_ARG (unknown kind, bad
+** hyperparameters, a buffer or a parameter given twice), AD_ERR_DTYPE, AD_ERR_NOMEM.
+*/
+NN_API nn_optim *nn_optim_new(const char *kind, int n, nn_param *const *params, const nn_optim_opts *opts,
+                              nn_error *err);
+/* nn_optim_new over every parameter of m (buffers excepted). */
+NN_API nn_optim *nn_optim_for(const char *kind, nn_module *m, const nn_optim_opts *opts, nn_error *err);
+/* Adds a parameter group with its own learning rate and weight decay (the other
+** hyperparameters are the optimizer's). nn_optim_set_lr scales every group's lr
+** by the same factor, so a schedule keeps their ratios. Not for lbfgs. */
+NN_API ad_status nn_optim_add_group(nn_optim *o, int n, nn_param *const *params, double lr, double weight_decay,
+                                    nn_error *err);
+/* Shorthands for nn_optim_for("sgd" | "adam" | "adamw", m, ...). */
+NN_API nn_optim *nn_sgd(nn_module *m, double lr, double momentum, double weight_decay, bool nesterov, nn_error *err);
+NN_API nn_optim *nn_adam(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay,
+                         nn_error *err);
+NN_API nn_optim *nn_adamw(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay,
+                          nn_error *err);
+
 /* Applies one update from the parameters' grad tensors. AD_ERR_NUMERIC (and
-** nothing updated) when a gradient holds a NaN or Inf. */
-NN_API ad_status nn_optim_step(nn_optim *o);
-/* The learning rate, and setting it (schedules). */
+** nothing updated; the message names the parameter) when a gradient holds a
+** NaN or Inf; AD_ERR_ARG for lbfgs (use nn_optim_minimize). */
+NN_API ad_status nn_optim_step(nn_optim *o, nn_error *err);
+
+/* Computes the loss at the current parameters into *loss and backpropagates it
+** into their grad tensors (which the optimizer zeroes before each call). */
+typedef ad_status (*nn_closure)(void *ctx, double *loss, nn_error *err);
+/* One step that may evaluate the loss several times: for lbfgs up to
+** opts.max_iter iterations with line searches; for the others one evaluation
+** and one nn_optim_step. *loss (may be NULL) is the last loss computed. */
+NN_API ad_status nn_optim_minimize(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err);
+
+/* The first group's learning rate, and setting it (every group scaled alike). */
 NN_API double nn_optim_lr(const nn_optim *o);
 NN_API void nn_optim_set_lr(nn_optim *o, double lr);
-/* Steps taken so far (restored by nn_load). */
+/* A group's current lr (NaN when out of range) and the number of groups. */
+NN_API double nn_optim_group_lr(const nn_optim *o, int group);
+NN_API int nn_optim_num_groups(const nn_optim *o);
+/* Steps taken so far (lbfgs: iterations), restored by nn_load. */
 NN_API int64_t nn_optim_steps(const nn_optim *o);
-/* "sgd", "adam" or "adamw". */
+/* The kind: "sgd", "adam", "adamw", "rmsprop" or "lbfgs"; "none" for NULL. */
 NN_API const char *nn_optim_name(const nn_optim *o);
+/* The parameters o updates (an array owned by o), and their count. */
+NN_API int nn_optim_params(const nn_optim *o, nn_param *const **out);
 NN_API void nn_optim_free(nn_optim *o);
-/* Sets every trainable parameter's gradient of m to zero. */
-NN_API void nn_zero_grad(nn_module *m);
+
 /* Gradient clipping by global norm (as torch.nn.utils.clip_grad_norm_): the
-** norm is sqrt of the sum of squares of every trainable gradient of m, written to
+** norm is sqrt of the sum of squares of every gradient of m, written to
 ** *total_norm_out (may be NULL); when it exceeds max_norm every gradient is
 ** scaled by max_norm / (norm + 1e-6). Errors: AD_ERR_ARG (NULL m, max_norm not
 ** > 0), AD_ERR_NUMERIC when a gradient holds NaN or Inf (the norm is then NaN or
 ** Inf and nothing is scaled). */
-NN_API ad_status nn_clip_grad_norm(nn_module *m, double max_norm, double *total_norm_out);
+NN_API ad_status nn_clip_grad_norm(nn_module *m, double max_norm, double *total_norm_out, nn_error *err);
+
+/* ---- one training step, shared by nn_fit and hand-written loops ---- */
+
+typedef struct nn_step_opts {
+    double clip_norm;    /* > 0: clip the optimizer's gradients to this global norm before the update */
+    int accumulate;      /* update once every `accumulate` calls, on the mean of their gradients (0 or 1: every call) */
+    bool skip_nonfinite; /* a NaN/Inf loss or gradient skips the step (result.skipped) instead of AD_ERR_NUMERIC */
+} nn_step_opts;
+
+typedef struct nn_step_result {
+    double loss;     /* the loss's value */
+    bool updated;    /* the parameters changed (the last call of an accumulation cycle) */
+    bool skipped;    /* non-finite, skipped (with opts.skip_nonfinite) */
+    double grad_norm; /* the global norm before clipping, when clip_norm > 0; else NaN */
+} nn_step_result;
+
+/*
+** One step of gradient descent from loss, a scalar recorded on a tape from
+** opt's parameters: at the start of a cycle, zero their gradients; backward
+** (adding into them); at the end of a cycle (every opts->accumulate calls)
+** average them, clip them, and update. opts and res may be NULL. Errors:
+** AD_ERR_NUMERIC when the loss or a gradient is NaN or Inf (nothing updated;
+** the next call starts a new cycle), the tape's error when loss is invalid,
+** AD_ERR_ARG for an lbfgs optimizer.
+*/
+NN_API ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn_step_result *res,
+                               nn_error *err);
 
 /* A learning-rate schedule, evaluated per epoch. */
 typedef enum nn_sched_kind {
@@ -252,6 +321,7 @@ typedef struct nn_fit_opts {
                                  ** nn_epoch_stats.skipped) instead of stopping; default false */
     double clip_norm;            /* > 0: clip the gradients to this global norm before each update
                                  ** (nn_clip_grad_norm); default 0, off */
+    int accumulate;              /* update once every `accumulate` batches (nn_train_step); default 1 */
 } nn_fit_opts;
 
 /* The defaults listed above. */
@@ -267,12 +337,12 @@ NN_API nn_fit_opts nn_fit_defaults(void);
 ** log file, AD_ERR_NOMEM, or an engine error (e.g. AD_ERR_SHAPE when m does
 ** not take the data's dimension), with a message in err. */
 NN_API ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_fit_opts *opts,
-                        nn_epoch_stats *last, char *err, size_t errlen);
+                        nn_epoch_stats *last, nn_error *err);
 
 /* Mean cross-entropy and accuracy of m on ds, in evaluation mode with
 ** gradients off, batch_size rows at a time (<= 0: 256). loss and acc may be NULL. */
 NN_API ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_size, double *loss, double *acc,
-                             char *err, size_t errlen);
+                             nn_error *err);
 
 /* ---- checkpoints ---- */
 
@@ -283,19 +353,19 @@ NN_API ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_s
 ** Adam) and the generator's state as "rng.state" (F64 [10]: the four 64-bit
 ** words as eight exact 32-bit halves, high first, then has_spare and spare).
 ** __metadata__ holds the format name and version, XXH3-64 checksums and
-** "optimizer" ("sgd", "adam", "adamw" or "none"). Saving is atomic.
+** "optimizer" ("sgd", "adam", "adamw", "rmsprop", "lbfgs" or "none"; lbfgs saves
+** only its step count: its pairs start afresh after a load). Saving is atomic.
 */
 
 /* Writes m's parameters, opt's state (opt may be NULL) and rng's state (may
 ** be NULL) to path. AD_ERR_IO with a message when the file cannot be written. */
-NN_API ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, char *err,
-                         size_t errlen);
+NN_API ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, nn_error *err);
 /* Reads a checkpoint written by nn_save for the same architecture, with the
 ** same optimizer kind when opt is given and rng state when rng is given.
 ** AD_ERR_IO (cannot read), AD_ERR_FORMAT (corrupt, truncated, checksum
 ** mismatch, names/shapes/dtypes that do not match m): then m, opt and rng are
 ** left unchanged. */
-NN_API ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, char *err, size_t errlen);
+NN_API ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn_error *err);
 
 /* convolutional, normalization, dropout, embedding and recurrent modules */
 #include "nn_layers.h"

@@ -8,48 +8,52 @@
 #define NN_INTERNAL __attribute__((visibility("hidden")))
 
 /*
-** A module is a struct whose first member is `nn_module`, with a vtable of
-** what differs between kinds. Parameters are gathered once, at construction,
-** into the flat array `params` (names owned by the module): a leaf module
-** (linear, convolution, ...) owns its tensors (owns_tensors); a container
-** (sequential) refers to its children's tensors under prefixed names.
-**
-** To add a module kind: define a struct { nn_module base; ... }, a vtable, a
-** constructor that fills the struct with nn__module_init() and adds its
-** parameters with nn__module_add_param() (or for containers
-** nn__module_adopt_params()), and a free function for whatever else it holds
-** (children included); the base's own parts are freed by nn_module_free.
+** A module (nn_module.h) is its kind's ops, the kind's state, and a flat list
+** of named tensors: params[0..nown) are its own (value and grad owned here),
+** params[nown..nparams) are its children's, under "<child>.<name>", borrowed.
+** Children are owned; parent is set once a module is added to a container,
+** after which it takes no more additions (so a container's list stays whole).
 */
-
-typedef struct nn_module_vtable {
-    const char *kind;
-    /* Records the module applied to x; reports errors on the tape. */
-    ad_var (*forward)(nn_module *m, ad_tape *t, ad_var x);
-    /* Frees what the kind holds beyond the base (children, buffers); may be NULL. */
-    void (*free)(nn_module *m);
-    /* Propagates the mode to children; may be NULL (the base flag is set either way). */
-    void (*set_training)(nn_module *m, bool on);
-} nn_module_vtable;
-
 struct nn_module {
-    const nn_module_vtable *vt;
-    nn_param *params; /* flat, named, in a stable order */
-    int nparams, params_cap;
-    bool owns_tensors; /* leaf modules: params' value and grad are freed with the module */
+    const nn_module_ops *ops;
+    void *state;
+    nn_module *parent;
+    nn_param *params;
+    int nparams, params_cap, nown;
+    nn_module **children;
+    char **child_names;
+    int nchildren, children_cap;
     bool training;
 };
 
-/* Sets up the base part of a zeroed module struct. */
-NN_INTERNAL void nn__module_init(nn_module *m, const nn_module_vtable *vt);
-/* Adds a parameter named name (copied) owning value and grad (grad NULL: a
-** buffer). On failure frees value and grad and returns AD_ERR_NOMEM. */
-NN_INTERNAL ad_status nn__module_add_param(nn_module *m, const char *name, ad_tensor *value, ad_tensor *grad);
-/* Adds child's parameters to container m as "<prefix>.<name>", tensors borrowed. */
-NN_INTERNAL ad_status nn__module_adopt_params(nn_module *m, const char *prefix, nn_module *child);
+/* ops->free for a state allocated with ad__calloc. */
+NN_INTERNAL void nn__free_state(nn_module *m);
+/* A module of kind ops with a zeroed state of size bytes (none when 0), freed by
+** ops->free (nn__free_state); NULL with "fn: out of memory" in err. */
+NN_INTERNAL nn_module *nn__module_with_state(const nn_module_ops *ops, size_t size, const char *fn, nn_error *err);
+/* Adds a parameter (or a buffer) named name, of dtype dt and shape, every element v. */
+NN_INTERNAL ad_status nn__add_filled(nn_module *m, const char *name, ad_dtype dt, int nd, const int64_t *shape,
+                                     double v, bool buffer, nn_error *err);
 
-/* An ad_status with a message "fn: ..." into err (may be NULL); returns s. */
-NN_INTERNAL ad_status nn__err(char *err, size_t errlen, ad_status s, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Gradient clipping (nn_clip_grad_norm) over n parameters given as pointers pp or, when pp
+** is NULL, as the array arr; max_norm > 0. */
+NN_INTERNAL ad_status nn__clip_grads(int n, nn_param *const *pp, const nn_param *arr, double max_norm,
+                                     double *total_norm_out, nn_error *err);
+
+/* The activation a applied to x (param: leaky ReLU's slope), from the table in dense.c. */
+NN_INTERNAL ad_var nn__act_apply(nn_act a, ad_var x, double param);
+
+/* A caller's nn_error, or a local one when the caller passed NULL, so that the
+** library's own code can always read back the status of what it called. */
+#define NN__ERR_OR_LOCAL(err)                                                                                   \
+    nn_error err##_local_ = {AD_OK, ""};                                                                        \
+    if (!(err)) (err) = &err##_local_
+
+/* The (buffer, length) pair of the engine's message formatters (ad__file_error)
+** pointing into an nn_error's message, for the file loaders; nn__status then
+** records the status. */
+#define NN__MSG(err) ((err) ? (err)->message : NULL), ((err) ? sizeof(err)->message : 0)
+NN_INTERNAL ad_status nn__status(nn_error *err, ad_status s);
 
 /* The optimizer's state as named tensors, for checkpoints: *n entries written
 ** into names/tensors (arrays of at least nn__optim_state_count entries). The

@@ -3,26 +3,18 @@
 #define AUTODIFF_NN_IO_H
 
 #include "ad.h"
+#include "nn_error.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#ifndef NN_API
-#if defined(_WIN32) && defined(NN_BUILDING_LIBRARY)
-#define NN_API __declspec(dllexport)
-#elif defined(__GNUC__)
-#define NN_API __attribute__((visibility("default")))
-#else
-#define NN_API
-#endif
-#endif
 
 /*
 ** Every file is untrusted: sizes are checked with overflow-safe arithmetic and
 ** against the file before anything is allocated. A failing call returns an
-** ad_status and writes into err (may be NULL; at most errlen bytes, always
-** NUL-terminated) a message naming the function, the file and the problem, e.g.
+** ad_status and fills err (may be NULL; see nn_error.h) with it and a message
+** naming the function, the file and the problem, e.g.
 **   "nn_dataset_load_csv: iris.csv:7: 3 columns, the first row has 5".
 ** Nothing is returned (*out stays NULL) on failure and nothing leaks.
 */
@@ -48,8 +40,7 @@ typedef struct nn_dataset {
 ** Errors: AD_ERR_ARG, AD_ERR_IO (cannot open/read), AD_ERR_FORMAT (bad magic,
 ** wrong element type or dimension count, a size that overflows or exceeds what
 ** the file can hold, truncation, counts that differ), AD_ERR_NOMEM. */
-NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, nn_dataset **out, char *err,
-                                     size_t errlen);
+NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, nn_dataset **out, nn_error *err);
 
 /* Loads a numeric CSV file: comma-separated cells (spaces and tabs around a
 ** cell are ignored), one sample per line, '\n' or "\r\n" line ends, blank lines
@@ -63,8 +54,7 @@ NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels
 ** of cells, at least two. Errors: AD_ERR_ARG (NULL argument, label_col out of
 ** range for the file's columns), AD_ERR_IO, AD_ERR_FORMAT (messages give the
 ** line and column), AD_ERR_NOMEM. */
-NN_API ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, char *err,
-                                     size_t errlen);
+NN_API ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, nn_error *err);
 
 /* Frees a data set from a loader. NULL is fine. */
 NN_API void nn_dataset_free(nn_dataset *ds);
@@ -78,7 +68,7 @@ typedef struct nn_batcher nn_batcher;
 ** drawn from an ad_rng seeded with `seed` (the same seed gives the same sequence
 ** of orders); otherwise in file order. NULL on a NULL or empty ds, batch <= 0,
 ** or no memory. */
-NN_API nn_batcher *nn_batcher_new(const nn_dataset *ds, int64_t batch, bool shuffle, uint64_t seed);
+NN_API nn_batcher *nn_batcher_new(const nn_dataset *ds, int64_t batch, bool shuffle, uint64_t seed, nn_error *err);
 
 /* Fills the next batch: x is caller-owned, 2-D [rows >= batch, dim], AD_F32 or
 ** AD_F64 (pixels are scaled by 1/255); labels (may be NULL) receives the labels.
@@ -121,7 +111,7 @@ NN_API void nn_batcher_free(nn_batcher *b);
 ** AD_ERR_IO (message names the path, the failing call and strerror; the
 ** temporary file is removed), AD_ERR_NOMEM, AD_ERR_UNSUPPORTED (a big-endian host). */
 NN_API ad_status nn_safetensors_save(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,
-                                     int nmeta, const char *const *meta, char *err, size_t errlen);
+                                     int nmeta, const char *const *meta, nn_error *err);
 
 /* Loads the n named tensors into dst[i] (caller-owned, with the expected shape
 ** and dtype). Everything is validated before any dst is written: header length
@@ -135,7 +125,7 @@ NN_API ad_status nn_safetensors_save(const char *path, int n, const char *const 
 ** dtype differs from dst's), AD_ERR_UNSUPPORTED (a valid dtype other than F32/F64),
 ** AD_ERR_NOMEM. On failure no dst has been modified. */
 NN_API ad_status nn_safetensors_load(const char *path, int n, const char *const *names, ad_tensor *const *dst,
-                                     char *err, size_t errlen);
+                                     nn_error *err);
 
 #ifdef __cplusplus
 }

@@ -4,8 +4,9 @@
 
 /*
 ** These modules follow nn.h's conventions: F32 parameters outside the tape,
-** joined with ad_param() on each forward; constructors return NULL on a bad
-** size or when out of memory; forward errors go on the tape. Images are NCHW.
+** joined with nn_param_var() on each forward; constructors return NULL with the
+** reason in err (may be NULL) on a bad size or when out of memory; forward
+** errors go on the tape. Images are NCHW.
 ** Parameter names match PyTorch's state_dict keys ("weight", "bias",
 ** "running_mean", "weight_ih", ...), so checkpoints line up with its modules.
 */
@@ -18,37 +19,34 @@ extern "C" {
 
 /* 2-D convolution with a k x k kernel, stride and zero padding: x [N, in, H, W] -> [N, out, OH, OW];
 ** weight [out, in, k, k] He-uniform (gain sqrt 2), bias [out] zero. */
-NN_API nn_module *nn_conv2d(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t padding, ad_rng *rng);
+NN_API nn_module *nn_conv2d(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t padding, ad_rng *rng, nn_error *err);
 /* Everything chosen: kernel kh x kw, the convolution's parameters (groups divide in and out),
 ** bias or not, dtype. */
 NN_API nn_module *nn_conv2d_ex(int64_t in, int64_t out, int64_t kh, int64_t kw, const ad_conv2d_params *p, bool bias,
-                               ad_dtype dtype, ad_rng *rng);
+                               ad_dtype dtype, ad_rng *rng, nn_error *err);
 /* Max / average pooling over k x k windows (stride 0: k). No parameters. */
-NN_API nn_module *nn_max_pool2d(int64_t k, int64_t stride, int64_t padding);
-NN_API nn_module *nn_avg_pool2d(int64_t k, int64_t stride, int64_t padding);
+NN_API nn_module *nn_max_pool2d(int64_t k, int64_t stride, int64_t padding, nn_error *err);
+NN_API nn_module *nn_avg_pool2d(int64_t k, int64_t stride, int64_t padding, nn_error *err);
 /* [N, d1, d2, ...] -> [N, d1 d2 ...]. */
-NN_API nn_module *nn_flatten(void);
+NN_API nn_module *nn_flatten(nn_error *err);
 /* [N, ...] -> [N, shape...] (e.g. flat pixels [N, 784] to images [N, 1, 28, 28]); ndim <= 7. */
-NN_API nn_module *nn_reshape(int ndim, const int64_t *shape);
+NN_API nn_module *nn_reshape(int ndim, const int64_t *shape, nn_error *err);
 
 /* ---- regularization and normalization ---- */
 
 /* Inverted dropout with probability p in [0, 1); its own generator, seeded with seed. Identity
-** in evaluation mode (nn_set_training(m, false)). */
-NN_API nn_module *nn_dropout(double p, uint64_t seed);
+** in evaluation mode (nn_module_set_training(m, false)). */
+NN_API nn_module *nn_dropout(double p, uint64_t seed, nn_error *err);
 /* Batch normalization over N, H, W of x [N, C, H, W] (any [N, C, ...] works): "weight" [C]
 ** ones, "bias" [C] zeros, and the buffers "running_mean" [C] zeros and "running_var" [C] ones,
 ** which training updates with momentum (PyTorch: 0.1) and evaluation uses; checkpoints carry them. */
-NN_API nn_module *nn_batch_norm2d(int64_t channels, double momentum, double eps);
+NN_API nn_module *nn_batch_norm2d(int64_t channels, double momentum, double eps, nn_error *err);
 /* Layer normalization over the last ndim axes, shaped shape: "weight" ones, "bias" zeros. */
-NN_API nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps);
+NN_API nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, nn_error *err);
 /* A lookup table "weight" [num, dim], N(0, 1): the input holds integer ids (any float dtype,
 ** any shape S), the output is S + [dim]. An id that is not an integer in [0, num) is an
 ** AD_ERR_INDEX on the tape. */
-NN_API nn_module *nn_embedding(int64_t num, int64_t dim, ad_rng *rng);
-
-/* Training (true) or evaluation mode, for m and its children: the same as nn_module_set_training. */
-NN_API void nn_set_training(nn_module *m, bool training);
+NN_API nn_module *nn_embedding(int64_t num, int64_t dim, ad_rng *rng, nn_error *err);
 
 /* ---- recurrent cells, unrolled over time on the tape ---- */
 
@@ -60,16 +58,16 @@ NN_API void nn_set_training(nn_module *m, bool training);
 ** "weight_ih" [G hidden, in], "weight_hh" [G hidden, hidden], "bias_ih",
 ** "bias_hh" [G hidden], G = 1 (RNN), 4 (LSTM: gates i, f, g, o), 3 (GRU: r, z, n).
 */
-NN_API nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act /* NN_TANH or NN_RELU */, ad_rng *rng);
+NN_API nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act /* NN_TANH or NN_RELU */, ad_rng *rng, nn_error *err);
 /* The LSTM's forget-gate biases start at 1 (bias_ih; Jozefowicz et al. 2015), the rest as above. */
-NN_API nn_module *nn_lstm_cell(int64_t in, int64_t hidden, ad_rng *rng);
-NN_API nn_module *nn_gru_cell(int64_t in, int64_t hidden, ad_rng *rng);
+NN_API nn_module *nn_lstm_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err);
+NN_API nn_module *nn_gru_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err);
 /* One time step of a cell made above: x [N, in]; *h [N, hidden] (and *c for an LSTM, ignored
 ** otherwise) are the state, replaced by the new one; pass invalid vars (AD_NO_VAR) for zeros.
 ** Returns the new h. */
 NN_API ad_var nn_cell_step(nn_module *cell, ad_tape *t, ad_var x, ad_var *h, ad_var *c);
 /* The last time step of a sequence: [N, T, D] -> [N, D]. */
-NN_API nn_module *nn_last_step(void);
+NN_API nn_module *nn_last_step(nn_error *err);
 
 /* ---- a CNN from a short spec ---- */
 
@@ -82,7 +80,7 @@ NN_API nn_module *nn_last_step(void);
 ** e.g. "conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10". NULL with a message in err on a
 ** syntax error, a size that does not fit, or out of memory. */
 NN_API nn_module *nn_model_from_spec(const char *spec, int64_t in_channels, int64_t h, int64_t w, ad_rng *rng,
-                                     char *err, size_t errlen);
+                                     nn_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,50 +1,140 @@
-/* optim.c: optimizers bound to a module's parameters (SGD with momentum/Nesterov, Adam, AdamW) and lr schedules. */
+/* optim.c: optimizers over any list of parameters: a table of kinds (SGD, Adam, AdamW, RMSprop, L-BFGS), parameter groups. */
 #include "nn_internal.h"
+#include "optim_internal.h"
 
 #include <math.h>
 #include <stdio.h>
 
-#define PI 3.14159265358979323846
+/* ---- the elementwise updates, once per element type ---- */
 
-typedef enum optim_kind { OPT_SGD, OPT_ADAM, OPT_ADAMW } optim_kind;
+#define T float
+#define SFX f32
+#define SQRT sqrtf
+#include "optim_update.inc"
+#undef T
+#undef SFX
+#undef SQRT
+#define T double
+#define SFX f64
+#define SQRT sqrt
+#include "optim_update.inc"
+#undef T
+#undef SFX
+#undef SQRT
 
-struct nn_optim {
-    optim_kind kind;
-    double lr, momentum, weight_decay, beta1, beta2, eps;
-    bool nesterov;
-    int64_t step;
-    int n;             /* trainable parameters */
-    nn_param *params;  /* copies of the module's entries (borrowed tensors) */
-    ad_tensor **s1;    /* SGD: momentum buffers (NULL without momentum); Adam: first moments */
-    ad_tensor **s2;    /* Adam: second moments */
-    ad_tensor *step_t; /* F64 [1]: the step count, for checkpoints */
-    int nstate;        /* named state tensors */
-    char **state_names;
-    ad_tensor **state;
+/* ---- the kinds ---- */
+
+static ad_status check_common(const char *kind, const nn_optim_opts *o, nn_error *err)
+{
+    if (!(o->lr >= 0) || !isfinite(o->lr))
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_new(%s): lr %g must be finite and >= 0", kind, o->lr);
+    if (!(o->weight_decay >= 0) || !isfinite(o->weight_decay))
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_new(%s): weight_decay %g must be finite and >= 0", kind,
+                            o->weight_decay);
+    return AD_OK;
+}
+
+static ad_status sgd_check(const nn_optim_opts *o, nn_error *err)
+{
+    if (!(o->momentum >= 0) || !isfinite(o->momentum))
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_new(sgd): momentum %g must be finite and >= 0", o->momentum);
+    if (o->nesterov && o->momentum == 0)
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_new(sgd): Nesterov needs momentum > 0");
+    return check_common("sgd", o, err);
+}
+
+static ad_status adam_check(const nn_optim_opts *o, nn_error *err)
+{
+    if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0) || !isfinite(o->eps))
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_new(adam): betas %g, %g must be in [0, 1) and eps %g >= 0",
+                            o->beta1, o->beta2, o->eps);
+    return check_common("adam", o, err);
+}
+
+static ad_status rmsprop_check(const nn_optim_opts *o, nn_error *err)
+{
+    if (!(o->alpha >= 0 && o->alpha < 1) || !(o->eps > 0) || !isfinite(o->eps) || !(o->momentum >= 0) ||
+        !isfinite(o->momentum))
+        return nn_error_set(err, AD_ERR_ARG,
+                            "nn_optim_new(rmsprop): alpha %g must be in [0, 1), eps %g > 0, momentum %g >= 0", o->alpha,
+                            o->eps, o->momentum);
+    return check_common("rmsprop", o, err);
+}
+
+static bool sgd_slot(const nn_optim_opts *o, int slot) { return slot == 0 && o->momentum != 0; }
+static bool rmsprop_slot(const nn_optim_opts *o, int slot)
+{
+    return slot == 0 || (slot == 1 && o->momentum != 0) || (slot == 2 && o->centered);
+}
+
+static const optim_kind kinds[] = {
+    {"sgd", 1, {".momentum"}, sgd_check, sgd_slot, sgd_f32, sgd_f64, NULL, false},
+    {"adam", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, false},
+    {"adamw", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, true},
+    {"rmsprop", 3, {".square_avg", ".momentum", ".grad_avg"}, rmsprop_check, rmsprop_slot, rmsprop_f32, rmsprop_f64,
+     NULL, false},
+    {"lbfgs", 0, {NULL}, nn__lbfgs_check, NULL, NULL, NULL, nn__lbfgs_step, false},
 };
+#define NKINDS ((int)(sizeof kinds / sizeof kinds[0]))
 
-static const char *const kind_names[] = {"sgd", "adam", "adamw"};
+static const optim_kind *kind_named(const char *name)
+{
+    for (int i = 0; name && i < NKINDS; i++)
+        if (strcmp(kinds[i].name, name) == 0) return &kinds[i];
+    return NULL;
+}
+
+nn_optim_opts nn_optim_defaults(const char *kind)
+{
+    nn_optim_opts o;
+    memset(&o, 0, sizeof o);
+    o.lr = 1e-3;
+    o.beta1 = 0.9;
+    o.beta2 = 0.999;
+    o.eps = 1e-8;
+    o.alpha = 0.99;
+    o.history = 10;
+    o.max_iter = 20;
+    o.tolerance_grad = 1e-7;
+    o.tolerance_change = 1e-9;
+    o.line_search = true;
+    if (kind && strcmp(kind, "sgd") == 0) o.lr = 1e-2;
+    if (kind && strcmp(kind, "adamw") == 0) o.weight_decay = 1e-2;
+    if (kind && strcmp(kind, "rmsprop") == 0) o.lr = 1e-2;
+    if (kind && strcmp(kind, "lbfgs") == 0) o.lr = 1.0;
+    return o;
+}
+
+/* ---- construction ---- */
 
 void nn_optim_free(nn_optim *o)
 {
     if (!o) return;
-    for (int i = 0; i < o->n; i++) {
-        if (o->s1) ad_tensor_free(o->s1[i]);
-        if (o->s2) ad_tensor_free(o->s2[i]);
-    }
+    for (int i = 0; i < o->n; i++)
+        for (int k = 0; k < NN__OPTIM_SLOTS; k++) ad_tensor_free(o->slots[i].s[k]);
     for (int i = 0; i < o->nstate; i++) ad__free(o->state_names[i]);
+    if (o->kind && o->kind->step) nn__lbfgs_free(o);
     ad__free(o->state_names);
     ad__free(o->state);
-    ad__free(o->s1);
-    ad__free(o->s2);
+    ad__free(o->slots);
     ad__free(o->params);
+    ad__free(o->groups);
     ad_tensor_free(o->step_t);
     ad__free(o);
 }
 
-/* Appends state tensor t as "optim.<name><suffix>". */
+/* Appends state tensor t as "optim.<name><suffix>" (growing the list). */
 static bool add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t)
 {
+    if (o->nstate == o->state_cap) {
+        int cap = o->state_cap ? 2 * o->state_cap : 8;
+        char **n = ad__realloc(o->state_names, (size_t)cap * sizeof *n);
+        if (n) o->state_names = n;
+        ad_tensor **s = n ? ad__realloc(o->state, (size_t)cap * sizeof *s) : NULL;
+        if (s) o->state = s;
+        if (!n || !s) return false;
+        o->state_cap = cap;
+    }
     size_t len = strlen("optim.") + strlen(name) + strlen(suffix) + 1;
     char *s = ad__malloc(len);
     if (!s) return false;
@@ -54,152 +144,156 @@ static bool add_state(nn_optim *o, const char *name, const char *suffix, ad_tens
     return true;
 }
 
-/* A zeroed tensor shaped like p, recorded as state "optim.<name><suffix>". */
-static ad_tensor *new_state(nn_optim *o, const nn_param *p, const char *suffix)
+/* Adds params[0..n) to o in group g, with their state tensors. */
+static ad_status add_params(nn_optim *o, int g, int n, nn_param *const *params, nn_error *err)
 {
-    ad_tensor *t = ad_tensor_new(p->value->dtype, p->value->ndim, p->value->shape);
-    if (t && !add_state(o, p->name, suffix, t)) {
-        ad_tensor_free(t);
+    const char *kn = o->kind->name;
+    for (int i = 0; i < n; i++) {
+        const nn_param *p = params[i];
+        if (!p || !p->value || !p->grad || !p->name)
+            return nn_error_set(err, AD_ERR_ARG, "nn_optim(%s): parameter %d is NULL or a buffer (no grad)", kn, i);
+        if (p->value->dtype != AD_F32 && p->value->dtype != AD_F64)
+            return nn_error_set(err, AD_ERR_DTYPE, "nn_optim(%s): '%s' is not F32 or F64", kn, p->name);
+        for (int j = 0; j < o->n; j++)
+            if (o->params[j]->value == p->value)
+                return nn_error_set(err, AD_ERR_ARG, "nn_optim(%s): '%s' is given twice", kn, p->name);
+    }
+    nn_param **ps = ad__realloc(o->params, (size_t)(o->n + n + 1) * sizeof *ps);
+    if (ps) o->params = ps;
+    param_slots *sl = ps ? ad__realloc(o->slots, (size_t)(o->n + n + 1) * sizeof *sl) : NULL;
+    if (sl) o->slots = sl;
+    if (!ps || !sl) return nn_error_set(err, AD_ERR_NOMEM, "nn_optim(%s): out of memory", kn);
+    for (int i = 0; i < n; i++) {
+        nn_param *p = params[i];
+        param_slots *s = &o->slots[o->n];
+        memset(s, 0, sizeof *s);
+        s->group = g;
+        o->params[o->n++] = p;
+        for (int k = 0; k < o->kind->nslots; k++) {
+            if (o->kind->slot_used && !o->kind->slot_used(&o->opts, k)) continue;
+            ad_tensor *t = ad_tensor_new(p->value->dtype, p->value->ndim, p->value->shape);
+            if (!t || !add_state(o, p->name, o->kind->slot_suffix[k], t)) {
+                ad_tensor_free(t);
+                return nn_error_set(err, AD_ERR_NOMEM, "nn_optim(%s): out of memory for the state of '%s'", kn,
+                                    p->name);
+            }
+            s->s[k] = t;
+        }
+    }
+    return AD_OK;
+}
+
+nn_optim *nn_optim_new(const char *kind, int n, nn_param *const *params, const nn_optim_opts *opts, nn_error *err)
+{
+    const optim_kind *k = kind_named(kind);
+    if (!k) {
+        nn_error_set(err, AD_ERR_ARG, "nn_optim_new: unknown kind '%s' (sgd, adam, adamw, rmsprop, lbfgs)",
+                     kind ? kind : "(null)");
         return NULL;
     }
-    return t;
+    if (n < 0 || (n > 0 && !params)) {
+        nn_error_set(err, AD_ERR_ARG, "nn_optim_new(%s): %d parameters at %p", kind, n, (const void *)params);
+        return NULL;
+    }
+    nn_optim_opts o = opts ? *opts : nn_optim_defaults(kind);
+    if (k->check(&o, err) != AD_OK) return NULL;
+    nn_optim *opt = ad__calloc(1, sizeof *opt);
+    if (opt) {
+        opt->kind = k;
+        opt->opts = o;
+        opt->groups = ad__calloc(1, sizeof *opt->groups);
+        opt->step_t = ad_tensor_new(AD_F64, AD_SHAPE(1));
+    }
+    if (!opt || !opt->groups || !opt->step_t || !add_state(opt, "step", "", opt->step_t)) {
+        nn_optim_free(opt);
+        nn_error_set(err, AD_ERR_NOMEM, "nn_optim_new(%s): out of memory", kind);
+        return NULL;
+    }
+    opt->ngroups = 1;
+    opt->groups[0] = (optim_group){o.lr, o.weight_decay, o.lr};
+    if (add_params(opt, 0, n, params, err) != AD_OK || (k->step && nn__lbfgs_init(opt, err) != AD_OK)) {
+        nn_optim_free(opt);
+        return NULL;
+    }
+    return opt;
 }
 
-static nn_optim *optim_new(nn_module *m, optim_kind kind)
+ad_status nn_optim_add_group(nn_optim *o, int n, nn_param *const *params, double lr, double weight_decay,
+                             nn_error *err)
 {
-    if (!m) return NULL;
+    if (!o || n < 1 || !params)
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_add_group: NULL optimizer or no parameters");
+    if (o->kind->step)
+        return nn_error_set(err, AD_ERR_UNSUPPORTED, "nn_optim_add_group(%s): one group only", o->kind->name);
+    if (!(lr >= 0) || !isfinite(lr) || !(weight_decay >= 0) || !isfinite(weight_decay))
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_add_group(%s): lr %g and weight_decay %g must be finite, >= 0",
+                            o->kind->name, lr, weight_decay);
+    optim_group *g = ad__realloc(o->groups, (size_t)(o->ngroups + 1) * sizeof *g);
+    if (!g) return nn_error_set(err, AD_ERR_NOMEM, "nn_optim_add_group: out of memory");
+    o->groups = g;
+    int before = o->n, before_state = o->nstate;
+    /* the group's lr follows the schedule in proportion to the first group's */
+    double scale = o->groups[0].base_lr > 0 ? o->groups[0].lr / o->groups[0].base_lr : 1.0;
+    g[o->ngroups] = (optim_group){lr * scale, weight_decay, lr};
+    ad_status st = add_params(o, o->ngroups, n, params, err);
+    if (st != AD_OK) { /* undo: the optimizer is as it was */
+        for (int i = before; i < o->n; i++)
+            for (int k = 0; k < NN__OPTIM_SLOTS; k++) ad_tensor_free(o->slots[i].s[k]);
+        for (int i = before_state; i < o->nstate; i++) ad__free(o->state_names[i]);
+        o->n = before;
+        o->nstate = before_state;
+        return st;
+    }
+    o->ngroups++;
+    return AD_OK;
+}
+
+nn_optim *nn_optim_for(const char *kind, nn_module *m, const nn_optim_opts *opts, nn_error *err)
+{
+    if (!m) {
+        nn_error_set(err, AD_ERR_ARG, "nn_optim_for(%s): NULL module", kind ? kind : "(null)");
+        return NULL;
+    }
     nn_param *ps;
-    int np = nn_module_params(m, &ps);
-    nn_optim *o = ad__calloc(1, sizeof *o);
-    if (!o) return NULL;
-    o->kind = kind;
+    int np = nn_module_params(m, &ps), n = 0;
+    nn_param **list = ad__malloc((size_t)(np + 1) * sizeof *list);
+    if (!list) {
+        nn_error_set(err, AD_ERR_NOMEM, "nn_optim_for: out of memory");
+        return NULL;
+    }
     for (int i = 0; i < np; i++)
-        if (ps[i].grad) o->n++;
-    int nstate_max = 1 + 2 * o->n;
-    o->params = ad__calloc((size_t)o->n + 1, sizeof *o->params);
-    o->s1 = ad__calloc((size_t)o->n + 1, sizeof *o->s1);
-    o->s2 = ad__calloc((size_t)o->n + 1, sizeof *o->s2);
-    o->state_names = ad__calloc((size_t)nstate_max, sizeof *o->state_names);
-    o->state = ad__calloc((size_t)nstate_max, sizeof *o->state);
-    o->step_t = ad_tensor_new(AD_F64, AD_SHAPE(1));
-    if (!o->params || !o->s1 || !o->s2 || !o->state_names || !o->state || !o->step_t) goto fail;
-    if (!add_state(o, "step", "", o->step_t)) goto fail;
-    for (int i = 0, j = 0; i < np; i++)
-        if (ps[i].grad) o->params[j++] = ps[i];
-    return o;
-fail:
-    nn_optim_free(o);
-    return NULL;
-}
-
-nn_optim *nn_sgd(nn_module *m, double lr, double momentum, double weight_decay, bool nesterov)
-{
-    if (!(lr >= 0) || !(momentum >= 0) || !(weight_decay >= 0) || (nesterov && momentum == 0)) return NULL;
-    nn_optim *o = optim_new(m, OPT_SGD);
-    if (!o) return NULL;
-    o->lr = lr;
-    o->momentum = momentum;
-    o->weight_decay = weight_decay;
-    o->nesterov = nesterov;
-    for (int i = 0; momentum != 0 && i < o->n; i++)
-        if (!(o->s1[i] = new_state(o, &o->params[i], ".momentum"))) {
-            nn_optim_free(o);
-            return NULL;
-        }
+        if (ps[i].grad) list[n++] = &ps[i];
+    nn_optim *o = nn_optim_new(kind, n, list, opts, err);
+    ad__free(list);
     return o;
 }
 
-static nn_optim *adam_new(nn_module *m, optim_kind kind, double lr, double b1, double b2, double eps, double wd)
+nn_optim *nn_sgd(nn_module *m, double lr, double momentum, double weight_decay, bool nesterov, nn_error *err)
 {
-    if (!(lr >= 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(eps >= 0) || !(wd >= 0)) return NULL;
-    nn_optim *o = optim_new(m, kind);
-    if (!o) return NULL;
-    o->lr = lr;
-    o->beta1 = b1;
-    o->beta2 = b2;
-    o->eps = eps;
-    o->weight_decay = wd;
-    for (int i = 0; i < o->n; i++)
-        if (!(o->s1[i] = new_state(o, &o->params[i], ".m")) || !(o->s2[i] = new_state(o, &o->params[i], ".v"))) {
-            nn_optim_free(o);
-            return NULL;
-        }
-    return o;
+    nn_optim_opts o = nn_optim_defaults("sgd");
+    o.lr = lr, o.momentum = momentum, o.weight_decay = weight_decay, o.nesterov = nesterov;
+    return nn_optim_for("sgd", m, &o, err);
 }
 
-nn_optim *nn_adam(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay)
+static nn_optim *adam_for(const char *kind, nn_module *m, double lr, double b1, double b2, double eps, double wd,
+                          nn_error *err)
 {
-    return adam_new(m, OPT_ADAM, lr, beta1, beta2, eps, weight_decay);
+    nn_optim_opts o = nn_optim_defaults(kind);
+    o.lr = lr, o.beta1 = b1, o.beta2 = b2, o.eps = eps, o.weight_decay = wd;
+    return nn_optim_for(kind, m, &o, err);
 }
 
-nn_optim *nn_adamw(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay)
+nn_optim *nn_adam(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay, nn_error *err)
 {
-    return adam_new(m, OPT_ADAMW, lr, beta1, beta2, eps, weight_decay);
+    return adam_for("adam", m, lr, beta1, beta2, eps, weight_decay, err);
 }
 
-/* The updates, written once for both dtypes: T is float or double, the
-** arithmetic is in double and rounded once on store. Each case has its own
-** loop without branches (GCC does not if-convert arithmetic that may trap),
-** so that each vectorizes; AD_CLONES picks AVX-512/AVX2 at run time. */
-#define SGD_LOOP(T, BUF, NESTEROV)                                                                       \
-    for (int64_t i = 0; i < n; i++) {                                                                    \
-        double d = (double)g[i] + wd * (double)p[i];                                                     \
-        T b = (T)(BUF);                                                                                  \
-        buf[i] = b;                                                                                      \
-        d = NESTEROV ? d + mu * (double)b : (double)b;                                                   \
-        p[i] = (T)((double)p[i] - lr * d);                                                               \
-    }
-#define SGD_UPDATE(T)                                                                                    \
-    AD_CLONES static void sgd_##T(const nn_optim *o, T *restrict p, const T *restrict g, T *restrict buf, \
-                                  int64_t n)                                                             \
-    {                                                                                                    \
-        const double lr = o->lr, wd = o->weight_decay, mu = o->momentum;                                 \
-        if (!buf) {                                                                                      \
-            for (int64_t i = 0; i < n; i++) {                                                            \
-                double d = (double)g[i] + wd * (double)p[i];                                             \
-                p[i] = (T)((double)p[i] - lr * d);                                                       \
-            }                                                                                            \
-        } else if (o->step == 1) {                                                                       \
-            if (o->nesterov)                                                                             \
-                SGD_LOOP(T, d, 1)                                                                        \
-            else                                                                                         \
-                SGD_LOOP(T, d, 0)                                                                        \
-        } else {                                                                                         \
-            if (o->nesterov)                                                                             \
-                SGD_LOOP(T, mu * (double)buf[i] + d, 1)                                                  \
-            else                                                                                         \
-                SGD_LOOP(T, mu * (double)buf[i] + d, 0)                                                  \
-        }                                                                                                \
-    }
-SGD_UPDATE(float)
-SGD_UPDATE(double)
+nn_optim *nn_adamw(nn_module *m, double lr, double beta1, double beta2, double eps, double weight_decay, nn_error *err)
+{
+    return adam_for("adamw", m, lr, beta1, beta2, eps, weight_decay, err);
+}
 
-/* Adam's update in T arithmetic (float for F32 parameters, as torch.optim.Adam
-** computes, double for F64), branch-free in the loop so that it vectorizes.
-** AdamW's decay p *= 1 - lr wd and Adam's g += wd p are both applied through
-** their coefficients (the unused one is 1 or 0, exact). */
-#define ADAM_UPDATE(T, SQRT)                                                                              \
-    AD_CLONES static void adam_##T(const nn_optim *o, T *restrict p, const T *restrict g, T *restrict m, \
-                                   T *restrict v, int64_t n)                                             \
-    {                                                                                                    \
-        bool decoupled = o->kind == OPT_ADAMW;                                                           \
-        const T keep = decoupled ? (T)(1.0 - o->lr * o->weight_decay) : (T)1;                            \
-        const T l2 = decoupled ? (T)0 : (T)o->weight_decay;                                              \
-        const T b1 = (T)o->beta1, b2 = (T)o->beta2, c1 = (T)(1.0 - o->beta1), c2 = (T)(1.0 - o->beta2);  \
-        const T step_size = (T)(o->lr / (1.0 - pow(o->beta1, (double)o->step)));                         \
-        const T inv_bc2_sqrt = (T)(1.0 / sqrt(1.0 - pow(o->beta2, (double)o->step)));                    \
-        const T eps = (T)o->eps;                                                                         \
-        for (int64_t i = 0; i < n; i++) {                                                                \
-            T pi = p[i] * keep, gi = g[i] + l2 * p[i];                                                   \
-            T mi = b1 * m[i] + c1 * gi;                                                                  \
-            T vi = b2 * v[i] + c2 * (gi * gi);                                                           \
-            m[i] = mi;                                                                                   \
-            v[i] = vi;                                                                                   \
-            p[i] = pi - step_size * mi / (SQRT(vi) * inv_bc2_sqrt + eps);                                \
-        }                                                                                                \
-    }
-ADAM_UPDATE(float, sqrtf)
-ADAM_UPDATE(double, sqrt)
+/* ---- the elementwise step ---- */
 
 /* With several threads (ad_set_num_threads), each thread checks and updates a fixed, contiguous
 ** share of every large parameter: the same share at every step, so its moments stay in that
@@ -210,6 +304,7 @@ ADAM_UPDATE(double, sqrt)
 
 typedef struct step_job {
     nn_optim *o;
+    const hyper *h;            /* per group */
     bool check;                /* the finite check; else the update */
     bool bad[AD__MAX_THREADS]; /* the check's verdict, per thread */
 } step_job;
@@ -232,7 +327,9 @@ static void step_share(void *ctx, int tid, int nth)
     step_job *j = ctx;
     nn_optim *o = j->o;
     for (int i = 0; i < o->n; i++) {
-        ad_tensor *p = o->params[i].value, *g = o->params[i].grad;
+        const nn_param *prm = o->params[i];
+        if (!prm->requires_grad) continue;
+        ad_tensor *p = prm->value, *g = prm->grad;
         int64_t lo, hi;
         share(p->size, tid, nth, &lo, &hi);
         if (lo >= hi) continue;
@@ -244,73 +341,110 @@ static void step_share(void *ctx, int tid, int nth)
             if (!ad__all_finite(&part)) j->bad[tid] = true;
             continue;
         }
+        const hyper *h = &j->h[o->slots[i].group];
         if (p->dtype == AD_F32) {
-            float *pd = (float *)p->data + lo, *gd = (float *)g->data + lo;
-            float *s1 = o->s1[i] ? (float *)o->s1[i]->data + lo : NULL;
-            if (o->kind == OPT_SGD)
-                sgd_float(o, pd, gd, s1, n);
-            else
-                adam_float(o, pd, gd, s1, (float *)o->s2[i]->data + lo, n);
+            float *s[NN__OPTIM_SLOTS];
+            for (int k = 0; k < NN__OPTIM_SLOTS; k++) s[k] = o->slots[i].s[k] ? (float *)o->slots[i].s[k]->data + lo : NULL;
+            o->kind->update_f32(h, (float *)p->data + lo, (const float *)g->data + lo, s, n);
         } else {
-            double *pd = (double *)p->data + lo, *gd = (double *)g->data + lo;
-            double *s1 = o->s1[i] ? (double *)o->s1[i]->data + lo : NULL;
-            if (o->kind == OPT_SGD)
-                sgd_double(o, pd, gd, s1, n);
-            else
-                adam_double(o, pd, gd, s1, (double *)o->s2[i]->data + lo, n);
+            double *s[NN__OPTIM_SLOTS];
+            for (int k = 0; k < NN__OPTIM_SLOTS; k++)
+                s[k] = o->slots[i].s[k] ? (double *)o->slots[i].s[k]->data + lo : NULL;
+            o->kind->update_f64(h, (double *)p->data + lo, (const double *)g->data + lo, s, n);
         }
     }
 }
 
-ad_status nn_optim_step(nn_optim *o)
+/* Names the first trainable parameter whose gradient holds NaN or Inf. */
+static ad_status nonfinite(nn_optim *o, nn_error *err)
 {
-    if (!o) return AD_ERR_ARG;
+    for (int i = 0; i < o->n; i++)
+        if (o->params[i]->requires_grad && !ad__all_finite(o->params[i]->grad))
+            return nn_error_set(err, AD_ERR_NUMERIC, "nn_optim_step(%s): the gradient of '%s' holds NaN or Inf; nothing updated",
+                                o->kind->name, o->params[i]->name);
+    return nn_error_set(err, AD_ERR_NUMERIC, "nn_optim_step(%s): a gradient holds NaN or Inf; nothing updated",
+                        o->kind->name);
+}
+
+ad_status nn_optim_step(nn_optim *o, nn_error *err)
+{
+    if (!o) return nn_error_set(err, AD_ERR_ARG, "nn_optim_step: NULL optimizer");
+    if (o->kind->step)
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_step(%s): needs the loss again and again: use nn_optim_minimize",
+                            o->kind->name);
     int nth = ad_get_num_threads();
     if (nth > 1) {
         int64_t total = 0;
-        for (int i = 0; i < o->n; i++) total += o->params[i].value->size;
+        for (int i = 0; i < o->n; i++) total += o->params[i]->value->size;
         if (total < 2 * SPLIT_MIN) nth = 1;
     }
+    if (nth > AD__MAX_THREADS) nth = AD__MAX_THREADS;
+    enum { FEW = 8 };
+    hyper few[FEW], *h = o->ngroups <= FEW ? few : ad__malloc((size_t)o->ngroups * sizeof *h);
+    if (!h) return nn_error_set(err, AD_ERR_NOMEM, "nn_optim_step: out of memory");
+    step_job j = {.o = o, .h = h, .check = true};
+    ad_status st = AD_OK;
     if (nth > 1) {
-        if (nth > AD__MAX_THREADS) nth = AD__MAX_THREADS;
-        step_job j = {.o = o, .check = true};
         ad__parallel(nth, step_share, &j);
         for (int t = 0; t < nth; t++)
-            if (j.bad[t]) return AD_ERR_NUMERIC;
+            if (j.bad[t]) st = nonfinite(o, err);
+    } else {
+        step_share(&j, 0, 1);
+        if (j.bad[0]) st = nonfinite(o, err);
+    }
+    if (st == AD_OK) {
         o->step++;
-        ((double *)o->step_t->data)[0] = (double)o->step;
+        for (int g = 0; g < o->ngroups; g++)
+            h[g] = (hyper){.lr = o->groups[g].lr, .wd = o->groups[g].weight_decay, .momentum = o->opts.momentum,
+                           .nesterov = o->opts.nesterov, .beta1 = o->opts.beta1, .beta2 = o->opts.beta2,
+                           .eps = o->opts.eps, .alpha = o->opts.alpha, .step = o->step,
+                           .decoupled = o->kind->decoupled};
         j.check = false;
-        ad__parallel(nth, step_share, &j);
-        return AD_OK;
+        if (nth > 1) ad__parallel(nth, step_share, &j);
+        else step_share(&j, 0, 1);
     }
-    for (int i = 0; i < o->n; i++)
-        if (!ad__all_finite(o->params[i].grad)) return AD_ERR_NUMERIC;
-    o->step++;
-    ((double *)o->step_t->data)[0] = (double)o->step;
-    for (int i = 0; i < o->n; i++) {
-        ad_tensor *p = o->params[i].value, *g = o->params[i].grad;
-        bool f32 = p->dtype == AD_F32;
-        if (o->kind == OPT_SGD) {
-            if (f32)
-                sgd_float(o, p->data, g->data, o->s1[i] ? o->s1[i]->data : NULL, p->size);
-            else
-                sgd_double(o, p->data, g->data, o->s1[i] ? o->s1[i]->data : NULL, p->size);
-        } else if (f32) {
-            adam_float(o, p->data, g->data, o->s1[i]->data, o->s2[i]->data, p->size);
-        } else {
-            adam_double(o, p->data, g->data, o->s1[i]->data, o->s2[i]->data, p->size);
-        }
-    }
-    return AD_OK;
+    if (h != few) ad__free(h);
+    return st;
 }
 
-double nn_optim_lr(const nn_optim *o) { return o ? o->lr : 0.0; }
+ad_status nn_optim_minimize(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err)
+{
+    if (!o || !fn) return nn_error_set(err, AD_ERR_ARG, "nn_optim_minimize: NULL optimizer or closure");
+    if (o->kind->step) return o->kind->step(o, fn, ctx, loss, err);
+    /* a first-order kind: one evaluation, one update */
+    for (int i = 0; i < o->n; i++) ad_tensor_fill(o->params[i]->grad, 0.0);
+    double l = NAN;
+    ad_status st = fn(ctx, &l, err);
+    if (loss) *loss = l;
+    if (st != AD_OK) return st;
+    return nn_optim_step(o, err);
+}
+
+/* ---- accessors ---- */
+
+double nn_optim_lr(const nn_optim *o) { return o ? o->groups[0].lr : 0.0; }
+
 void nn_optim_set_lr(nn_optim *o, double lr)
 {
-    if (o && lr >= 0) o->lr = lr;
+    if (!o || !(lr >= 0) || !isfinite(lr)) return;
+    double base = o->groups[0].base_lr;
+    for (int g = 0; g < o->ngroups; g++) o->groups[g].lr = base > 0 ? o->groups[g].base_lr * (lr / base) : lr;
 }
+
+double nn_optim_group_lr(const nn_optim *o, int group)
+{
+    return o && group >= 0 && group < o->ngroups ? o->groups[group].lr : NAN;
+}
+
+int nn_optim_num_groups(const nn_optim *o) { return o ? o->ngroups : 0; }
 int64_t nn_optim_steps(const nn_optim *o) { return o ? o->step : 0; }
-const char *nn_optim_name(const nn_optim *o) { return o ? kind_names[o->kind] : "none"; }
+const char *nn_optim_name(const nn_optim *o) { return o ? o->kind->name : "none"; }
+
+int nn_optim_params(const nn_optim *o, nn_param *const **out)
+{
+    if (out) *out = o ? o->params : NULL;
+    return o ? o->n : 0;
+}
 
 int nn__optim_state_count(const nn_optim *o) { return o ? o->nstate : 0; }
 
@@ -328,32 +462,4 @@ int nn__optim_state(nn_optim *o, const char **names, ad_tensor **tensors)
 void nn__optim_sync_step(nn_optim *o)
 {
     if (o) o->step = (int64_t)((const double *)o->step_t->data)[0];
-}
-
-/* ---- learning-rate schedules ---- */
-
-nn_schedule nn_schedule_step(double base_lr, int64_t step_size, double gamma)
-{
-    return (nn_schedule){NN_SCHED_STEP, base_lr, step_size, gamma, 0, 0.0};
-}
-
-nn_schedule nn_schedule_cosine(double base_lr, int64_t t_max, double eta_min)
-{
-    return (nn_schedule){NN_SCHED_COSINE, base_lr, 0, 1.0, t_max, eta_min};
-}
-
-double nn_schedule_lr(const nn_schedule *s, int64_t epoch)
-{
-    if (!s) return 0.0;
-    if (epoch < 0) epoch = 0;
-    switch (s->kind) {
-    case NN_SCHED_CONSTANT: break;
-    case NN_SCHED_STEP:
-        if (s->step_size > 0) return s->base_lr * pow(s->gamma, (double)(epoch / s->step_size));
-        break;
-    case NN_SCHED_COSINE:
-        if (s->t_max <= 0 || epoch >= s->t_max) return s->t_max <= 0 ? s->base_lr : s->eta_min;
-        return s->eta_min + (s->base_lr - s->eta_min) * (1.0 + cos(PI * (double)epoch / (double)s->t_max)) / 2.0;
-    }
-    return s->base_lr;
 }

@@ -6,7 +6,6 @@
 typedef enum cell_kind { CELL_RNN, CELL_LSTM, CELL_GRU } cell_kind;
 
 typedef struct cell {
-    nn_module base;
     cell_kind kind;
     int64_t in, hidden;
     nn_act act; /* RNN only */
@@ -15,7 +14,7 @@ typedef struct cell {
 enum { W_IH, W_HH, B_IH, B_HH };
 
 static ad_var invalid(ad_tape *t) { return (ad_var){t, AD_NO_NODE, 0}; }
-static ad_var param(cell *c, ad_tape *t, int i) { return ad_param(t, c->base.params[i].value, c->base.params[i].grad); }
+static ad_var param(nn_module *m, ad_tape *t, int i) { return nn_module_var(m, t, i); }
 static int gates(cell_kind k) { return k == CELL_LSTM ? 4 : k == CELL_GRU ? 3 : 1; }
 
 /* Columns [k H, (k + 1) H) of a [N, G H] gate matrix. */
@@ -35,7 +34,7 @@ static ad_var step(cell *c, ad_tape *t, ad_var xw, ad_var w_hh, ad_var b_hh, ad_
     switch (c->kind) {
     case CELL_RNN: {
         ad_var a = ad_add(xw, hw);
-        *h = c->act == NN_RELU ? ad_relu(a) : ad_tanh(a);
+        *h = nn__act_apply(c->act, a, 0.0);
         return *h;
     }
     case CELL_LSTM: {
@@ -58,10 +57,11 @@ static ad_var step(cell *c, ad_tape *t, ad_var xw, ad_var w_hh, ad_var b_hh, ad_
 }
 
 /* Zeros [n, H] of the parameters' dtype where *v is not a valid var. */
-static bool state_or_zeros(cell *c, ad_tape *t, int64_t n, ad_var *v)
+static bool state_or_zeros(nn_module *m, ad_tape *t, int64_t n, ad_var *v)
 {
+    const cell *c = nn_module_state(m);
     if (v->tape) return true;
-    *v = ad_full(t, c->base.params[0].value->dtype, 2, (const int64_t[]){n, c->hidden}, 0.0);
+    *v = ad_full(t, m->params[0].value->dtype, 2, (const int64_t[]){n, c->hidden}, 0.0);
     return ad_ok(*v);
 }
 
@@ -70,50 +70,51 @@ static bool is_cell(const nn_module *m);
 ad_var nn_cell_step(nn_module *m, ad_tape *t, ad_var x, ad_var *h, ad_var *cs)
 {
     if (!t) return invalid(t);
-    if (!m || !is_cell(m) || !h || (((cell *)m)->kind == CELL_LSTM && !cs)) {
+    if (!m || !is_cell(m) || !h || (((cell *)nn_module_state(m))->kind == CELL_LSTM && !cs)) {
         ad__fail(t, AD_ERR_ARG, "nn_cell_step: not a recurrent cell, or h (c for an LSTM) is NULL");
         return invalid(t);
     }
-    cell *c = (cell *)m;
+    cell *c = nn_module_state(m);
     const ad_tensor *v = ad_value(x);
     if (!v || v->ndim != 2 || v->shape[1] != c->in) {
         if (v) {
             char s[96];
-            ad__fail(t, AD_ERR_SHAPE, "nn_cell_step(%s): input %s is not [N, %lld]", m->vt->kind,
+            ad__fail(t, AD_ERR_SHAPE, "nn_cell_step(%s): input %s is not [N, %lld]", m->ops->kind,
                      ad_shape_str(v->ndim, v->shape, s, sizeof s), (long long)c->in);
         }
         return invalid(t);
     }
     ad_var dummy = AD_NO_VAR;
     if (!cs) cs = &dummy;
-    if (!state_or_zeros(c, t, v->shape[0], h) || (c->kind == CELL_LSTM && !state_or_zeros(c, t, v->shape[0], cs)))
+    if (!state_or_zeros(m, t, v->shape[0], h) || (c->kind == CELL_LSTM && !state_or_zeros(m, t, v->shape[0], cs)))
         return invalid(t);
-    ad_var xw = ad_add(ad_matmul_t(x, param(c, t, W_IH), false, true), param(c, t, B_IH));
-    return step(c, t, xw, param(c, t, W_HH), param(c, t, B_HH), h, cs);
+    ad_var xw = ad_add(ad_matmul_t(x, param(m, t, W_IH), false, true), param(m, t, B_IH));
+    return step(c, t, xw, param(m, t, W_HH), param(m, t, B_HH), h, cs);
 }
 
 /* x [N, T, in] -> every hidden state [N, T, H]: one matrix product for the inputs, then a loop over T. */
-static ad_var cell_forward(nn_module *m, ad_tape *t, ad_var x)
+static ad_var cell_forward(nn_module *m, ad_tape *t, int nin, const ad_var *in)
 {
-    cell *c = (cell *)m;
+    ad_var x = in[0];
+    cell *c = nn_module_state(m);
     const ad_tensor *v = ad_value(x);
     char s[96];
     if (v->ndim != 3 || v->shape[2] != c->in || v->shape[1] < 1) {
-        ad__fail(t, AD_ERR_SHAPE, "nn_forward(%s): input %s is not a sequence [N, T >= 1, %lld]", m->vt->kind,
+        ad__fail(t, AD_ERR_SHAPE, "nn_forward(%s): input %s is not a sequence [N, T >= 1, %lld]", m->ops->kind,
                  ad_shape_str(v->ndim, v->shape, s, sizeof s), (long long)c->in);
         return invalid(t);
     }
     int64_t n = v->shape[0], steps = v->shape[1], gh = gates(c->kind) * c->hidden;
     if (steps > INT32_MAX) {
-        ad__fail(t, AD_ERR_SHAPE, "nn_forward(%s): %lld time steps are too many", m->vt->kind, (long long)steps);
+        ad__fail(t, AD_ERR_SHAPE, "nn_forward(%s): %lld time steps are too many", m->ops->kind, (long long)steps);
         return invalid(t);
     }
     ad_var *hs = ad__tape_alloc(t, (size_t)steps * sizeof *hs);
     if (!hs) return invalid(t);
-    ad_var xw = ad_add(ad_matmul_t(x, param(c, t, W_IH), false, true), param(c, t, B_IH)); /* [N, T, G H] */
-    ad_var w_hh = param(c, t, W_HH), b_hh = param(c, t, B_HH);
+    ad_var xw = ad_add(ad_matmul_t(x, param(m, t, W_IH), false, true), param(m, t, B_IH)); /* [N, T, G H] */
+    ad_var w_hh = param(m, t, W_HH), b_hh = param(m, t, B_HH);
     ad_var h = AD_NO_VAR, cs = AD_NO_VAR;
-    if (!state_or_zeros(c, t, n, &h) || (c->kind == CELL_LSTM && !state_or_zeros(c, t, n, &cs))) return invalid(t);
+    if (!state_or_zeros(m, t, n, &h) || (c->kind == CELL_LSTM && !state_or_zeros(m, t, n, &cs))) return invalid(t);
     const int64_t row[2] = {n, gh}, col[3] = {n, 1, c->hidden};
     for (int64_t k = 0; k < steps; k++) {
         ad_var xk = ad_reshape(ad_slice(xw, 1, k, k + 1), 2, row);
@@ -122,19 +123,24 @@ static ad_var cell_forward(nn_module *m, ad_tape *t, ad_var x)
     return steps == 1 ? hs[0] : ad_concat((int)steps, hs, 1);
 }
 
-static const nn_module_vtable rnn_vt = {"rnn_cell", cell_forward, NULL, NULL};
-static const nn_module_vtable lstm_vt = {"lstm_cell", cell_forward, NULL, NULL};
-static const nn_module_vtable gru_vt = {"gru_cell", cell_forward, NULL, NULL};
+#define CELL_OPS(NAME) {.kind = NAME, .n_inputs = 1, .forward = cell_forward, .free = nn__free_state}
+static const nn_module_ops rnn_ops = CELL_OPS("rnn_cell");
+static const nn_module_ops lstm_ops = CELL_OPS("lstm_cell");
+static const nn_module_ops gru_ops = CELL_OPS("gru_cell");
 
-static bool is_cell(const nn_module *m) { return m->vt == &rnn_vt || m->vt == &lstm_vt || m->vt == &gru_vt; }
+static bool is_cell(const nn_module *m) { return m->ops == &rnn_ops || m->ops == &lstm_ops || m->ops == &gru_ops; }
 
-static nn_module *cell_new(cell_kind kind, const nn_module_vtable *vt, int64_t in, int64_t hidden, nn_act act,
-                           ad_rng *rng)
+static nn_module *cell_new(cell_kind kind, const nn_module_ops *ops, int64_t in, int64_t hidden, nn_act act,
+                           ad_rng *rng, nn_error *err)
 {
-    if (in < 1 || hidden < 1 || !rng || hidden > INT32_MAX / 4) return NULL;
-    cell *c = ad__calloc(1, sizeof *c);
-    if (!c) return NULL;
-    nn__module_init(&c->base, vt);
+    NN__ERR_OR_LOCAL(err);
+    if (in < 1 || hidden < 1 || !rng || hidden > INT32_MAX / 4) {
+        nn_error_set(err, AD_ERR_ARG, "nn_%s: %s", ops->kind, rng ? "sizes must be in [1, 2^29)" : "NULL rng");
+        return NULL;
+    }
+    nn_module *m = nn__module_with_state(ops, sizeof(cell), ops->kind, err);
+    if (!m) return NULL;
+    cell *c = nn_module_state(m);
     c->kind = kind;
     c->in = in;
     c->hidden = hidden;
@@ -144,35 +150,39 @@ static nn_module *cell_new(cell_kind kind, const nn_module_vtable *vt, int64_t i
     const int64_t shapes[4][2] = {{gh, in}, {gh, hidden}, {gh, 0}, {gh, 0}};
     double bound = 1.0 / sqrt((double)hidden);
     for (int i = 0; i < 4; i++) {
-        int nd = i < 2 ? 2 : 1;
-        ad_tensor *v = ad_tensor_new(AD_F32, nd, shapes[i]), *g = v ? ad_tensor_new(AD_F32, nd, shapes[i]) : NULL;
-        if (v && !g) {
-            ad_tensor_free(v);
-            v = NULL;
-        }
-        if (nn__module_add_param(&c->base, names[i], v, g) != AD_OK) {
-            nn_module_free(&c->base);
+        if (nn__add_filled(m, names[i], AD_F32, i < 2 ? 2 : 1, shapes[i], 0.0, false, err) != AD_OK) {
+            nn_module_free(m);
             return NULL;
         }
-        ad_rng_fill_uniform(rng, v, -bound, bound);
+        ad_rng_fill_uniform(rng, m->params[i].value, -bound, bound);
     }
     if (kind == CELL_LSTM) /* forget gate biases at 1 */
-        for (int64_t k = hidden; k < 2 * hidden; k++) ad_tensor_set(c->base.params[B_IH].value, k, 1.0);
-    return &c->base;
+        for (int64_t k = hidden; k < 2 * hidden; k++) ad_tensor_set(m->params[B_IH].value, k, 1.0);
+    return m;
 }
 
-nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act, ad_rng *rng)
+nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act, ad_rng *rng, nn_error *err)
 {
-    if (act != NN_TANH && act != NN_RELU) return NULL;
-    return cell_new(CELL_RNN, &rnn_vt, in, hidden, act, rng);
+    if (act != NN_TANH && act != NN_RELU) {
+        nn_error_set(err, AD_ERR_ARG, "nn_rnn_cell: the activation is %s, not tanh or relu", nn_act_name(act));
+        return NULL;
+    }
+    return cell_new(CELL_RNN, &rnn_ops, in, hidden, act, rng, err);
 }
-nn_module *nn_lstm_cell(int64_t in, int64_t hidden, ad_rng *rng) { return cell_new(CELL_LSTM, &lstm_vt, in, hidden, NN_TANH, rng); }
-nn_module *nn_gru_cell(int64_t in, int64_t hidden, ad_rng *rng) { return cell_new(CELL_GRU, &gru_vt, in, hidden, NN_TANH, rng); }
+nn_module *nn_lstm_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err)
+{
+    return cell_new(CELL_LSTM, &lstm_ops, in, hidden, NN_TANH, rng, err);
+}
+nn_module *nn_gru_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err)
+{
+    return cell_new(CELL_GRU, &gru_ops, in, hidden, NN_TANH, rng, err);
+}
 
 /* ---- the last time step ---- */
 
-static ad_var last_forward(nn_module *m, ad_tape *t, ad_var x)
+static ad_var last_forward(nn_module *m, ad_tape *t, int n, const ad_var *in)
 {
+    ad_var x = in[0];
     const ad_tensor *v = ad_value(x);
     char s[96];
     if (v->ndim != 3 || v->shape[1] < 1) {
@@ -183,11 +193,6 @@ static ad_var last_forward(nn_module *m, ad_tape *t, ad_var x)
     return ad_reshape(ad_slice(x, 1, -1, v->shape[1]), 2, (const int64_t[]){v->shape[0], v->shape[2]});
 }
 
-static const nn_module_vtable last_vt = {"last_step", last_forward, NULL, NULL};
+static const nn_module_ops last_ops = {.kind = "last_step", .n_inputs = 1, .forward = last_forward};
 
-nn_module *nn_last_step(void)
-{
-    nn_module *m = ad__calloc(1, sizeof *m);
-    if (m) nn__module_init(m, &last_vt);
-    return m;
-}
+nn_module *nn_last_step(nn_error *err) { return nn_module_new(&last_ops, NULL, err); }

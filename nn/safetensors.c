@@ -1,6 +1,5 @@
 /* safetensors.c: checkpoint files in the safetensors format, with XXH3 checksums, atomic save, validating load. */
-#include "services.h"
-#include "nn_io.h"
+#include "nn_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -216,7 +215,7 @@ static char *dir_of(const char *path)
     return d;
 }
 
-ad_status nn_safetensors_save(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,
+static ad_status save_buf(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,
                               int nmeta, const char *const *meta, char *err, size_t errlen)
 {
     static const char fn[] = "nn_safetensors_save";
@@ -444,7 +443,7 @@ static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_
     return AD_OK;
 }
 
-ad_status nn_safetensors_load(const char *path, int n, const char *const *names, ad_tensor *const *dst, char *err,
+static ad_status load_buf(const char *path, int n, const char *const *names, ad_tensor *const *dst, char *err,
                               size_t errlen)
 {
     static const char fn[] = "nn_safetensors_load";
@@ -697,4 +696,18 @@ done:
     ad__free(ent);
     json_decref(root);
     return st;
+}
+
+/* ---- the public entry points: the message goes into the caller's nn_error ---- */
+
+ad_status nn_safetensors_save(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,
+                              int nmeta, const char *const *meta, nn_error *err)
+{
+    return nn__status(err, save_buf(path, n, names, tensors, nmeta, meta, NN__MSG(err)));
+}
+
+ad_status nn_safetensors_load(const char *path, int n, const char *const *names, ad_tensor *const *dst,
+                              nn_error *err)
+{
+    return nn__status(err, load_buf(path, n, names, dst, NN__MSG(err)));
 }

@@ -28,8 +28,7 @@ typedef struct build {
     nn_module *mods[MAX_MODS];
     int n;
     int64_t c, h, w; /* the shape of one sample after the last module; h = w = 0 once flat */
-    char *err;
-    size_t errlen;
+    nn_error *err;
 } build;
 
 static bool push(build *b, nn_module *m)
@@ -58,59 +57,59 @@ static bool layer(build *b, const char *tok, bool last, ad_rng *rng)
         int64_t s = k == 3 ? a[2] : 1, pad = a[1] / 2;
         int64_t oh = (b->h + 2 * pad - a[1]) / s + 1, ow = (b->w + 2 * pad - a[1]) / s + 1;
         if (b->h + 2 * pad < a[1] || b->w + 2 * pad < a[1]) {
-            nn__err(b->err, b->errlen, AD_ERR_SHAPE, "nn_model_from_spec: '%s' does not fit a %lldx%lld input", tok,
+            nn_error_set(b->err, AD_ERR_SHAPE, "nn_model_from_spec: '%s' does not fit a %lldx%lld input", tok,
                     (long long)b->h, (long long)b->w);
             return false;
         }
-        if (!push(b, nn_conv2d(b->c, a[0], a[1], s, pad, rng)) || !push(b, nn_activation(NN_RELU))) goto nomem;
+        if (!push(b, nn_conv2d(b->c, a[0], a[1], s, pad, rng, b->err)) || !push(b, nn_activation(NN_RELU, b->err))) goto nomem;
         b->c = a[0], b->h = oh, b->w = ow;
         return true;
     }
     if ((strcmp(name, "pool") == 0 || strcmp(name, "avgpool") == 0) && k == 1 && image) {
         if (b->h < a[0] || b->w < a[0]) {
-            nn__err(b->err, b->errlen, AD_ERR_SHAPE, "nn_model_from_spec: '%s' does not fit a %lldx%lld input", tok,
+            nn_error_set(b->err, AD_ERR_SHAPE, "nn_model_from_spec: '%s' does not fit a %lldx%lld input", tok,
                     (long long)b->h, (long long)b->w);
             return false;
         }
-        if (!push(b, name[0] == 'p' ? nn_max_pool2d(a[0], a[0], 0) : nn_avg_pool2d(a[0], a[0], 0))) goto nomem;
+        if (!push(b, name[0] == 'p' ? nn_max_pool2d(a[0], a[0], 0, b->err) : nn_avg_pool2d(a[0], a[0], 0, b->err))) goto nomem;
         b->h /= a[0], b->w /= a[0];
         return true;
     }
     if (strcmp(name, "bn") == 0 && k == 0 && image) {
-        if (!push(b, nn_batch_norm2d(b->c, 0.1, 1e-5))) goto nomem;
+        if (!push(b, nn_batch_norm2d(b->c, 0.1, 1e-5, b->err))) goto nomem;
         return true;
     }
     if (strcmp(name, "dropout") == 0 && k == -1) {
         char *end;
         double p = strtod(tok + len + 1, &end);
         if (tok[len] != ':' || *end || !(p >= 0 && p < 1)) goto bad;
-        if (!push(b, nn_dropout(p, ad_rng_u64(rng)))) goto nomem;
+        if (!push(b, nn_dropout(p, ad_rng_u64(rng), b->err))) goto nomem;
         return true;
     }
     if (strcmp(name, "fc") == 0 && k == 1) {
         int64_t in = b->c * (b->h > 0 ? b->h * b->w : 1);
-        if (b->h > 0 && !push(b, nn_flatten())) goto nomem;
-        if (!push(b, nn_linear(in, a[0], rng))) goto nomem;
-        if (!last && !push(b, nn_activation(NN_RELU))) goto nomem;
+        if (b->h > 0 && !push(b, nn_flatten(b->err))) goto nomem;
+        if (!push(b, nn_linear(in, a[0], rng, b->err))) goto nomem;
+        if (!last && !push(b, nn_activation(NN_RELU, b->err))) goto nomem;
         b->c = a[0], b->h = b->w = 0;
         return true;
     }
 bad:
-    nn__err(b->err, b->errlen, AD_ERR_ARG,
+    nn_error_set(b->err, AD_ERR_ARG,
             "nn_model_from_spec: bad layer '%s' (conv:C:K[:S], pool:K, avgpool:K, bn, dropout:P, fc:N; "
             "conv, pool and bn only before the first fc)",
             tok);
     return false;
 nomem:
-    nn__err(b->err, b->errlen, AD_ERR_NOMEM, "nn_model_from_spec: out of memory at '%s'", tok);
+    nn_error_set(b->err, AD_ERR_NOMEM, "nn_model_from_spec: out of memory at '%s'", tok);
     return false;
 }
 
-nn_module *nn_model_from_spec(const char *spec, int64_t in_channels, int64_t h, int64_t w, ad_rng *rng, char *err,
-                              size_t errlen)
+nn_module *nn_model_from_spec(const char *spec, int64_t in_channels, int64_t h, int64_t w, ad_rng *rng,
+                              nn_error *err)
 {
     if (!spec || !rng || in_channels < 1 || h < 1 || w < 1) {
-        nn__err(err, errlen, AD_ERR_ARG, "nn_model_from_spec: %s", !spec || !rng ? "spec or rng is NULL"
+        nn_error_set(err, AD_ERR_ARG, "nn_model_from_spec: %s", !spec || !rng ? "spec or rng is NULL"
                                                                                  : "the input sizes must be positive");
         return NULL;
     }
@@ -120,32 +119,31 @@ nn_module *nn_model_from_spec(const char *spec, int64_t in_channels, int64_t h, 
     if (!copy || !b) {
         ad__free(copy);
         ad__free(b);
-        nn__err(err, errlen, AD_ERR_NOMEM, "nn_model_from_spec: out of memory");
+        nn_error_set(err, AD_ERR_NOMEM, "nn_model_from_spec: out of memory");
         return NULL;
     }
     memcpy(copy, spec, len + 1);
-    *b = (build){.c = in_channels, .h = h, .w = w, .err = err, .errlen = errlen};
-    bool ok = push(b, nn_reshape(3, (const int64_t[]){in_channels, h, w}));
-    if (!ok) nn__err(err, errlen, AD_ERR_NOMEM, "nn_model_from_spec: out of memory");
+    *b = (build){.c = in_channels, .h = h, .w = w, .err = err};
+    bool ok = push(b, nn_reshape(3, (const int64_t[]){in_channels, h, w}, err));
+    if (!ok) nn_error_set(err, AD_ERR_NOMEM, "nn_model_from_spec: out of memory");
     int layers = 0;
     char *save = NULL;
     for (char *tok = strtok_r(copy, ",", &save); ok && tok; tok = strtok_r(NULL, ",", &save)) {
         char *next = save && *save ? save : NULL;
         if (++layers > MAX_LAYERS) {
-            nn__err(err, errlen, AD_ERR_ARG, "nn_model_from_spec: more than %d layers", MAX_LAYERS);
+            nn_error_set(err, AD_ERR_ARG, "nn_model_from_spec: more than %d layers", MAX_LAYERS);
             ok = false;
             break;
         }
         ok = layer(b, tok, next == NULL, rng);
     }
     if (ok && layers == 0) {
-        nn__err(err, errlen, AD_ERR_ARG, "nn_model_from_spec: the spec '%s' has no layers", spec);
+        nn_error_set(err, AD_ERR_ARG, "nn_model_from_spec: the spec '%s' has no layers", spec);
         ok = false;
     }
     nn_module *net = NULL;
     if (ok) {
-        net = nn_sequential(b->n, b->mods); /* takes the modules, also on failure */
-        if (!net) nn__err(err, errlen, AD_ERR_NOMEM, "nn_model_from_spec: out of memory");
+        net = nn_sequential(b->n, b->mods, err); /* takes the modules, also on failure */
     } else {
         for (int i = 0; i < b->n; i++) nn_module_free(b->mods[i]);
     }

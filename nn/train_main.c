@@ -294,15 +294,15 @@ static void idx_path(char *out, size_t n, const char *dir, const char *name)
 /* Loads the training and test sets; 0 or the exit status. */
 static int load_data(const config *c, nn_dataset **train, nn_dataset **test)
 {
-    char err[512];
+    nn_error err;
     ad_status st;
     if (c->train_csv) {
         for (int i = 0; i < 2; i++) {
             const char *p = i ? c->test_csv : c->train_csv;
             if (!is_file(p)) return usage_error("cannot open CSV file '%s'", p);
-            st = nn_dataset_load_csv(p, c->label_col, c->csv_header, i ? test : train, err, sizeof err);
+            st = nn_dataset_load_csv(p, c->label_col, c->csv_header, i ? test : train, &err);
             if (st != AD_OK) {
-                fprintf(stderr, "autodiff-train: %s\n", err);
+                fprintf(stderr, "autodiff-train: %s\n", err.message);
                 return 1;
             }
         }
@@ -326,20 +326,25 @@ static int load_data(const config *c, nn_dataset **train, nn_dataset **test)
         }
     }
     for (int i = 0; i < 2; i++) {
-        st = nn_dataset_load_idx(paths[2 * i], paths[2 * i + 1], i ? test : train, err, sizeof err);
+        st = nn_dataset_load_idx(paths[2 * i], paths[2 * i + 1], i ? test : train, &err);
         if (st != AD_OK) {
-            fprintf(stderr, "autodiff-train: %s\n", err);
+            fprintf(stderr, "autodiff-train: %s\n", err.message);
             return 1;
         }
     }
     return 0;
 }
 
-static nn_optim *make_optim(const config *c, nn_module *m)
+static nn_optim *make_optim(const config *c, nn_module *m, nn_error *err)
 {
-    if (strcmp(c->optimizer, "sgd") == 0) return nn_sgd(m, c->lr, c->momentum, c->weight_decay, c->nesterov);
-    if (strcmp(c->optimizer, "adamw") == 0) return nn_adamw(m, c->lr, 0.9, 0.999, 1e-8, c->weight_decay);
-    return nn_adam(m, c->lr, 0.9, 0.999, 1e-8, c->weight_decay);
+    nn_optim_opts o = nn_optim_defaults(c->optimizer);
+    o.lr = c->lr;
+    o.weight_decay = c->weight_decay;
+    if (strcmp(c->optimizer, "sgd") == 0) {
+        o.momentum = c->momentum;
+        o.nesterov = c->nesterov;
+    }
+    return nn_optim_for(c->optimizer, m, &o, err);
 }
 
 static int run(const config *c)
@@ -347,7 +352,7 @@ static int run(const config *c)
     nn_dataset *train = NULL, *test = NULL;
     nn_module *net = NULL;
     nn_optim *opt = NULL;
-    char err[512];
+    nn_error err;
     int rc = load_data(c, &train, &test);
     if (rc) goto done;
     rc = 1;
@@ -374,18 +379,18 @@ static int run(const config *c)
             rc = 2;
             goto done;
         }
-        net = nn_model_from_spec(c->model, 1, side, side, &rng, err, sizeof err);
+        net = nn_model_from_spec(c->model, 1, side, side, &rng, &err);
         if (!net) {
-            fprintf(stderr, "autodiff-train: %s\n", err);
+            fprintf(stderr, "autodiff-train: %s\n", err.message);
             rc = 2;
             goto done;
         }
     } else {
-        net = nn_mlp(c->nlayers, c->layers, c->act, &rng);
+        net = nn_mlp(c->nlayers, c->layers, c->act, &rng, &err);
     }
-    opt = net ? make_optim(c, net) : NULL;
+    opt = net ? make_optim(c, net, &err) : NULL;
     if (!net || !opt) {
-        fprintf(stderr, "autodiff-train: cannot build the model (out of memory)\n");
+        fprintf(stderr, "autodiff-train: cannot build the model: %s\n", err.message);
         goto done;
     }
     if (c->load) {
@@ -394,8 +399,8 @@ static int run(const config *c)
             rc = 2;
             goto done;
         }
-        if (nn_load(c->load, net, c->eval_only ? NULL : opt, NULL, err, sizeof err) != AD_OK) {
-            fprintf(stderr, "autodiff-train: %s\n", err);
+        if (nn_load(c->load, net, c->eval_only ? NULL : opt, NULL, &err) != AD_OK) {
+            fprintf(stderr, "autodiff-train: %s\n", err.message);
             goto done;
         }
     }
@@ -427,8 +432,8 @@ static int run(const config *c)
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         nn_epoch_stats last;
-        if (nn_fit(net, opt, train, &fo, &last, err, sizeof err) != AD_OK) {
-            fprintf(stderr, "autodiff-train: %s\n", err);
+        if (nn_fit(net, opt, train, &fo, &last, &err) != AD_OK) {
+            fprintf(stderr, "autodiff-train: %s\n", err.message);
             goto done;
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -437,14 +442,14 @@ static int run(const config *c)
                100.0 * last.val_acc, last.val_loss, 100.0 * last.train_acc, secs);
     } else {
         double loss, acc;
-        if (nn_evaluate(net, test, 256, &loss, &acc, err, sizeof err) != AD_OK) {
-            fprintf(stderr, "autodiff-train: %s\n", err);
+        if (nn_evaluate(net, test, 256, &loss, &acc, &err) != AD_OK) {
+            fprintf(stderr, "autodiff-train: %s\n", err.message);
             goto done;
         }
         printf("test: loss %.4f, accuracy %.2f%%\n", loss, 100.0 * acc);
     }
-    if (c->save && nn_save(c->save, net, opt, &rng, err, sizeof err) != AD_OK) {
-        fprintf(stderr, "autodiff-train: %s\n", err);
+    if (c->save && nn_save(c->save, net, opt, &rng, &err) != AD_OK) {
+        fprintf(stderr, "autodiff-train: %s\n", err.message);
         goto done;
     }
     if (c->save) printf("saved %s\n", c->save);

@@ -414,11 +414,11 @@ static ad_status op_npy_load(fault_alloc *fa, void *ctx)
     (void)fa;
     npy_ctx *c = ctx;
     ad_tensor *t = (ad_tensor *)(uintptr_t)1;
-    char err[256];
-    ad_status s = ad_npy_load(c->path, &t, err, sizeof err);
+    nn_error err = {0};
+    ad_status s = ad_npy_load(c->path, &t, err.message, sizeof err.message);
     if (s != AD_OK) {
         ck_assert_ptr_null(t);
-        ck_assert_msg(strstr(err, "ad_npy_load") && strstr(err, "memory"), "message: %s", err);
+        ck_assert_msg(strstr(err.message, "ad_npy_load") && strstr(err.message, "memory"), "message: %s", err.message);
         return s;
     }
     assert_same(t, c->want);
@@ -432,8 +432,8 @@ START_TEST(test_npy_load)
     const char *tmp = getenv("TMPDIR");
     snprintf(c.path, sizeof c.path, "%s/adaf-%ld.npy", tmp && *tmp ? tmp : "/tmp", (long)getpid());
     ad_tensor *x = tu_rand(AD_F32, AD_SHAPE(3, 5, 2), -1, 1, 9);
-    char err[256];
-    ck_assert_msg(ad_npy_save(c.path, x, err, sizeof err) == AD_OK, "%s", err);
+    nn_error err = {0};
+    ck_assert_msg(ad_npy_save(c.path, x, err.message, sizeof err.message) == AD_OK, "%s", err.message);
     c.want = x;
     sweep_both("ad_npy_load", op_npy_load, &c, 2);
     ad_tensor_free(x);
@@ -488,7 +488,7 @@ static nn_module *train_net(void)
 {
     ad_rng r;
     ad_rng_seed(&r, 3);
-    return nn_mlp(3, (const int64_t[]){6, 10, 4}, NN_RELU, &r);
+    return nn_mlp(3, (const int64_t[]){6, 10, 4}, NN_RELU, &r, NULL);
 }
 
 /* One step on tape t; the status of the first failure. */
@@ -499,7 +499,7 @@ static ad_status train_step(ad_tape *t, nn_module *m, nn_optim *o, train_ctx *c)
     ad_var loss = nn_loss_cross_entropy(nn_forward(m, t, ad_const(t, c->x)), c->labels);
     ad_status s = ad_backward(loss, NULL, 0);
     if (s != AD_OK) return s;
-    return nn_optim_step(o);
+    return nn_optim_step(o, NULL);
 }
 
 /* Builds the model and Adam, runs c->steps steps; a failed step is retried once
@@ -508,7 +508,7 @@ static ad_status op_train(fault_alloc *fa, void *ctx)
 {
     train_ctx *c = ctx;
     nn_module *m = train_net();
-    nn_optim *o = m ? nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0) : NULL;
+    nn_optim *o = m ? nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0, NULL) : NULL;
     ad_tape *t = ad_tape_new();
     ad_status first = AD_OK;
     if (!m || !o || !t) {
@@ -546,7 +546,7 @@ static train_ctx train_ctx_make(void)
     ad_set_allocator(fault_fn, &none);
     c.ref = 0;
     nn_module *m = train_net();
-    nn_optim *o = nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+    nn_optim *o = nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0, NULL);
     ad_tape *t = ad_tape_new();
     for (int i = 0; i < c.steps; i++) ck_assert_int_eq(train_step(t, m, o, &c), AD_OK);
     c.ref = params_fnv(m);
@@ -577,7 +577,7 @@ static ad_status op_fit(fault_alloc *fa, void *ctx)
 {
     fit_ctx *c = ctx;
     nn_module *m = train_net();
-    nn_optim *o = m ? nn_sgd(m, 0.1, 0.9, 0.0, false) : NULL;
+    nn_optim *o = m ? nn_sgd(m, 0.1, 0.9, 0.0, false, NULL) : NULL;
     if (!m || !o) {
         nn_optim_free(o);
         nn_module_free(m);
@@ -588,12 +588,12 @@ static ad_status op_fit(fault_alloc *fa, void *ctx)
     fo.batch_size = 16;
     fo.progress = NN_PROGRESS_NONE;
     fo.val = &c->ds;
-    char err[256];
-    ad_status s = nn_fit(m, o, &c->ds, &fo, NULL, err, sizeof err);
+    nn_error err = {0};
+    ad_status s = nn_fit(m, o, &c->ds, &fo, NULL, &err);
     if (s != AD_OK) {
-        ck_assert_msg(strstr(err, "out of memory") != NULL, "message: %s", err);
+        ck_assert_msg(strstr(err.message, "out of memory") != NULL, "message: %s", err.message);
         heal(fa);
-        ck_assert_msg(nn_fit(m, o, &c->ds, &fo, NULL, err, sizeof err) == AD_OK, "%s", err);
+        ck_assert_msg(nn_fit(m, o, &c->ds, &fo, NULL, &err) == AD_OK, "%s", err.message);
     }
     nn_optim_free(o);
     nn_module_free(m);
@@ -627,12 +627,12 @@ static ad_status op_save(fault_alloc *fa, void *ctx)
 {
     (void)fa;
     ckpt_ctx *c = ctx;
-    char err[256];
-    ad_status s = nn_save(c->path, c->other, c->other_o, &c->rng, err, sizeof err);
+    nn_error err = {0};
+    ad_status s = nn_save(c->path, c->other, c->other_o, &c->rng, &err);
     size_t n;
     unsigned char *now = tio_read(c->path, &n);
     if (s != AD_OK) {
-        ck_assert_msg(strstr(err, "memory") != NULL, "message: %s", err);
+        ck_assert_msg(strstr(err.message, "memory") != NULL, "message: %s", err.message);
         ck_assert(n == c->old_n && memcmp(now, c->old, n) == 0);
     }
     free(now);
@@ -649,12 +649,12 @@ static ad_status op_load(fault_alloc *fa, void *ctx)
 {
     (void)fa;
     ckpt_ctx *c = ctx;
-    char err[256];
+    nn_error err = {0};
     uint64_t before = params_fnv(c->other);
     ad_rng r = c->rng;
-    ad_status s = nn_load(c->path, c->other, c->other_o, &r, err, sizeof err);
+    ad_status s = nn_load(c->path, c->other, c->other_o, &r, &err);
     if (s != AD_OK) {
-        ck_assert_msg(strstr(err, "memory") != NULL, "message: %s", err);
+        ck_assert_msg(strstr(err.message, "memory") != NULL, "message: %s", err.message);
         ck_assert(params_fnv(c->other) == before);
         ck_assert(memcmp(r.s, c->rng.s, sizeof r.s) == 0 && r.has_spare_ == c->rng.has_spare_);
     } else {
@@ -673,14 +673,14 @@ START_TEST(test_nn_save_load)
     const char *tmp = getenv("TMPDIR");
     snprintf(c.path, sizeof c.path, "%s/adaf-%ld.safetensors", tmp && *tmp ? tmp : "/tmp", (long)getpid());
     c.m = train_net();
-    c.o = nn_adam(c.m, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+    c.o = nn_adam(c.m, 1e-2, 0.9, 0.999, 1e-8, 0.0, NULL);
     ad_rng r;
     ad_rng_seed(&r, 99);
-    c.other = nn_mlp(3, (const int64_t[]){6, 10, 4}, NN_RELU, &r);
-    c.other_o = nn_adam(c.other, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+    c.other = nn_mlp(3, (const int64_t[]){6, 10, 4}, NN_RELU, &r, NULL);
+    c.other_o = nn_adam(c.other, 1e-2, 0.9, 0.999, 1e-8, 0.0, NULL);
     ad_rng_seed(&c.rng, 5);
-    char err[256];
-    ck_assert_msg(nn_save(c.path, c.m, c.o, &c.rng, err, sizeof err) == AD_OK, "%s", err);
+    nn_error err = {0};
+    ck_assert_msg(nn_save(c.path, c.m, c.o, &c.rng, &err) == AD_OK, "%s", err.message);
     c.old = tio_read(c.path, &c.old_n);
     /* saving `other` over the file: any failure keeps the old bytes */
     long a = sweep("nn_save", op_save, &c, false);

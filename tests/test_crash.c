@@ -48,12 +48,12 @@ typedef struct version {
 static void version_make(version *v, int64_t width, uint64_t seed, const char *path)
 {
     ad_rng_seed(&v->rng, seed);
-    v->net = nn_mlp(3, (const int64_t[]){64, width, 10}, NN_RELU, &v->rng);
+    v->net = nn_mlp(3, (const int64_t[]){64, width, 10}, NN_RELU, &v->rng, NULL);
     ck_assert_ptr_nonnull(v->net);
-    v->opt = nn_adam(v->net, 1e-3, 0.9, 0.999, 1e-8, 0.0);
+    v->opt = nn_adam(v->net, 1e-3, 0.9, 0.999, 1e-8, 0.0, NULL);
     ck_assert_ptr_nonnull(v->opt);
-    char err[512];
-    ck_assert_msg(nn_save(path, v->net, v->opt, &v->rng, err, sizeof err) == AD_OK, "%s", err);
+    nn_error err = {0};
+    ck_assert_msg(nn_save(path, v->net, v->opt, &v->rng, &err) == AD_OK, "%s", err.message);
     v->bytes = tio_read(path, &v->n);
 }
 
@@ -67,12 +67,12 @@ static void version_free(version *v)
 /* The child: signals once it has entered the loop, then saves v[0], v[1], v[0], ... until killed. */
 static void saver(const char *path, version *v, int ready_fd)
 {
-    char err[512];
+    nn_error err = {0};
     for (long i = 0;; i++) {
         if (i == 1 && write(ready_fd, "r", 1) != 1) _exit(3);
         version *cur = &v[i & 1];
-        if (nn_save(path, cur->net, cur->opt, &cur->rng, err, sizeof err) != AD_OK) {
-            fprintf(stderr, "saver: %s\n", err);
+        if (nn_save(path, cur->net, cur->opt, &cur->rng, &err) != AD_OK) {
+            fprintf(stderr, "saver: %s\n", err.message);
             _exit(2);
         }
     }
@@ -82,7 +82,8 @@ START_TEST(test_sigkill_during_save)
 {
     int iters = tu_quick() ? 12 : 200;
     int64_t width = tu_quick() ? 32 : 256; /* about 0.2 MB (quick: 25 kB) of weights, times three with Adam */
-    char dir[256], path[300], err[512];
+    char dir[256], path[300];
+    nn_error err = {0};
     const char *tmpd = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/adcrash-XXXXXX", tmpd && *tmpd ? tmpd : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -96,8 +97,8 @@ START_TEST(test_sigkill_during_save)
     /* a model to load into, of the same architecture */
     ad_rng r;
     ad_rng_seed(&r, 77);
-    nn_module *probe = nn_mlp(3, (const int64_t[]){64, width, 10}, NN_RELU, &r);
-    nn_optim *probe_opt = nn_adam(probe, 1e-3, 0.9, 0.999, 1e-8, 0.0);
+    nn_module *probe = nn_mlp(3, (const int64_t[]){64, width, 10}, NN_RELU, &r, NULL);
+    nn_optim *probe_opt = nn_adam(probe, 1e-3, 0.9, 0.999, 1e-8, 0.0, NULL);
     ck_assert_ptr_nonnull(probe_opt);
 
     ad_rng delays;
@@ -138,7 +139,7 @@ START_TEST(test_sigkill_during_save)
         ck_assert_msg(which >= 0, "iteration %d: the checkpoint is neither version (%zu bytes)", it, n);
         seen[which]++;
         ad_rng lr;
-        ck_assert_msg(nn_load(path, probe, probe_opt, &lr, err, sizeof err) == AD_OK, "iteration %d: %s", it, err);
+        ck_assert_msg(nn_load(path, probe, probe_opt, &lr, &err) == AD_OK, "iteration %d: %s", it, err.message);
         ck_assert(memcmp(lr.s, v[which].rng.s, sizeof lr.s) == 0);
         temps += remove_temps(dir, "ckpt.safetensors");
     }

@@ -66,12 +66,13 @@ static void write_valid_idx(const char *dir, bool gz, char *img, char *lbl, size
 
 START_TEST(test_idx_valid)
 {
-    char dir[256], img[512], lbl[512], err[512];
+    char dir[256], img[512], lbl[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     for (int gz = 0; gz < 2; gz++) {
         write_valid_idx(dir, gz, img, lbl, sizeof img);
         nn_dataset *ds = NULL;
-        ck_assert_msg(nn_dataset_load_idx(img, lbl, &ds, err, sizeof err) == AD_OK, "%s", err);
+        ck_assert_msg(nn_dataset_load_idx(img, lbl, &ds, &err) == AD_OK, "%s", err.message);
         ck_assert_int_eq(ds->n, 5);
         ck_assert_int_eq(ds->dim, 6);
         ck_assert_int_eq(ds->nclasses, 5);
@@ -140,7 +141,8 @@ static const bad_idx bad_idx_cases[] = {
 START_TEST(test_idx_malformed)
 {
     const bad_idx *c = &bad_idx_cases[_i];
-    char dir[256], img[512], lbl[512], err[512];
+    char dir[256], img[512], lbl[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     write_valid_idx(dir, false, img, lbl, sizeof img);
     const char *bad = c->which ? lbl : img;
@@ -155,22 +157,22 @@ START_TEST(test_idx_malformed)
             tio_write(bad, buf, k);
     }
     nn_dataset *ds = (nn_dataset *)&err;
-    ad_status st = nn_dataset_load_idx(img, lbl, &ds, err, sizeof err);
+    ad_status st = nn_dataset_load_idx(img, lbl, &ds, &err);
     ck_assert_msg(ds == NULL, "case %s: out set", c->name);
-    ck_assert_msg(strncmp(err, "nn_dataset_load_idx: ", 21) == 0, "%s", err);
-    TIO_ASSERT_ERR(st, c->want, err, bad, c->what);
+    ck_assert_msg(strncmp(err.message, "nn_dataset_load_idx: ", 21) == 0, "%s", err.message);
+    TIO_ASSERT_ERR(st, c->want, err.message, bad, c->what);
     tio_rmtree(dir);
 }
 END_TEST
 
 START_TEST(test_idx_missing)
 {
-    char err[512];
+    nn_error err = {0};
     nn_dataset *ds;
-    ad_status st = nn_dataset_load_idx("/nonexistent/img.gz", "/nonexistent/lab.gz", &ds, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_IO, err, "/nonexistent/img.gz", "cannot open");
-    ck_assert_int_eq(nn_dataset_load_idx(NULL, "x", &ds, err, sizeof err), AD_ERR_ARG);
-    ck_assert_int_eq(nn_dataset_load_idx("x", "y", NULL, NULL, 0), AD_ERR_ARG);
+    ad_status st = nn_dataset_load_idx("/nonexistent/img.gz", "/nonexistent/lab.gz", &ds, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_IO, err.message, "/nonexistent/img.gz", "cannot open");
+    ck_assert_int_eq(nn_dataset_load_idx(NULL, "x", &ds, &err), AD_ERR_ARG);
+    ck_assert_int_eq(nn_dataset_load_idx("x", "y", NULL, NULL), AD_ERR_ARG);
 }
 END_TEST
 
@@ -181,9 +183,9 @@ START_TEST(test_fashion_mnist)
         fprintf(stderr, "test_fashion_mnist: skipped, dataset-fashion-mnist is not installed\n");
         return;
     }
-    char err[512];
+    nn_error err = {0};
     nn_dataset *ds;
-    ck_assert_msg(nn_dataset_load_idx(img, lbl, &ds, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_dataset_load_idx(img, lbl, &ds, &err) == AD_OK, "%s", err.message);
     ck_assert_int_eq(ds->n, 10000);
     ck_assert_int_eq(ds->dim, 784);
     ck_assert_int_eq(ds->nclasses, 10);
@@ -200,9 +202,8 @@ START_TEST(test_fashion_mnist)
     nn_dataset_free(ds);
 
     if (tu_quick()) return;
-    ck_assert_msg(nn_dataset_load_idx(FMNIST "/train-images-idx3-ubyte.gz", FMNIST "/train-labels-idx1-ubyte.gz", &ds,
-                                      err, sizeof err) == AD_OK,
-                  "%s", err);
+    ck_assert_msg(nn_dataset_load_idx(FMNIST "/train-images-idx3-ubyte.gz", FMNIST "/train-labels-idx1-ubyte.gz", &ds, &err) == AD_OK,
+                  "%s", err.message);
     ck_assert_int_eq(ds->n, 60000);
     ck_assert_int_eq(ds->nclasses, 10);
     nn_dataset_free(ds);
@@ -213,7 +214,8 @@ END_TEST
 
 START_TEST(test_csv_valid)
 {
-    char dir[256], path[512], err[512];
+    char dir[256], path[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/d.csv", dir);
     const char *text = "a,b,label,c\r\n"
@@ -224,7 +226,7 @@ START_TEST(test_csv_valid)
                        "7,8,5.0,9"; /* no final newline */
     tio_write(path, text, strlen(text));
     nn_dataset *ds = NULL;
-    ck_assert_msg(nn_dataset_load_csv(path, 2, true, &ds, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_dataset_load_csv(path, 2, true, &ds, &err) == AD_OK, "%s", err.message);
     ck_assert_int_eq(ds->n, 3);
     ck_assert_int_eq(ds->dim, 3);
     ck_assert_int_eq(ds->nclasses, 6);
@@ -240,12 +242,12 @@ START_TEST(test_csv_valid)
     const char *t2 = "\xEF\xBB\xBF"
                      "1,2,3\n4,5,6\n";
     tio_write(path, t2, strlen(t2));
-    ck_assert_msg(nn_dataset_load_csv(path, -1, false, &ds, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_dataset_load_csv(path, -1, false, &ds, &err) == AD_OK, "%s", err.message);
     ck_assert_int_eq(ds->n, 2);
     ck_assert_int_eq(ds->nclasses, 7);
     ck_assert(ds->features[0] == 1 && ds->features[1] == 2 && ds->features[2] == 4 && ds->features[3] == 5);
     nn_dataset_free(ds);
-    ck_assert_msg(nn_dataset_load_csv(path, 0, false, &ds, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_dataset_load_csv(path, 0, false, &ds, &err) == AD_OK, "%s", err.message);
     ck_assert_int_eq(ds->labels[1], 4);
     ck_assert(ds->features[0] == 2 && ds->features[1] == 3);
     nn_dataset_free(ds);
@@ -286,25 +288,26 @@ static const bad_csv bad_csv_cases[] = {
 START_TEST(test_csv_malformed)
 {
     const bad_csv *c = &bad_csv_cases[_i];
-    char dir[256], path[512], err[512];
+    char dir[256], path[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/bad.csv", dir);
     tio_write(path, c->text, strlen(c->text));
     nn_dataset *ds = (nn_dataset *)&err;
-    ad_status st = nn_dataset_load_csv(path, c->label_col, c->header, &ds, err, sizeof err);
+    ad_status st = nn_dataset_load_csv(path, c->label_col, c->header, &ds, &err);
     ck_assert_msg(ds == NULL, "case %s: out set", c->name);
-    TIO_ASSERT_ERR(st, c->want, err, path, c->what);
+    TIO_ASSERT_ERR(st, c->want, err.message, path, c->what);
     tio_rmtree(dir);
 }
 END_TEST
 
 START_TEST(test_csv_missing)
 {
-    char err[512];
+    nn_error err = {0};
     nn_dataset *ds;
-    ad_status st = nn_dataset_load_csv("/nonexistent/x.csv", 0, false, &ds, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_IO, err, "/nonexistent/x.csv", "cannot open");
-    ck_assert_int_eq(nn_dataset_load_csv(NULL, 0, false, &ds, err, sizeof err), AD_ERR_ARG);
+    ad_status st = nn_dataset_load_csv("/nonexistent/x.csv", 0, false, &ds, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_IO, err.message, "/nonexistent/x.csv", "cannot open");
+    ck_assert_int_eq(nn_dataset_load_csv(NULL, 0, false, &ds, &err), AD_ERR_ARG);
 }
 END_TEST
 
@@ -367,7 +370,7 @@ START_TEST(test_batcher_order)
     int64_t o1[N], o2[N], o3[N], sizes[16];
 
     /* no shuffle: file order, batches 10 x 10 then 3 */
-    nn_batcher *b = nn_batcher_new(ds, B, false, 0);
+    nn_batcher *b = nn_batcher_new(ds, B, false, 0, NULL);
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(nn_batcher_num_batches(b), 11);
     ck_assert_int_eq(epoch(b, x, N, o1, sizes), 11);
@@ -381,8 +384,8 @@ START_TEST(test_batcher_order)
     nn_batcher_free(b);
 
     /* shuffle: same seed, same orders epoch by epoch; epochs differ; seeds differ */
-    nn_batcher *s1 = nn_batcher_new(ds, B, true, 42), *s2 = nn_batcher_new(ds, B, true, 42),
-               *s3 = nn_batcher_new(ds, B, true, 43);
+    nn_batcher *s1 = nn_batcher_new(ds, B, true, 42, NULL), *s2 = nn_batcher_new(ds, B, true, 42, NULL),
+               *s3 = nn_batcher_new(ds, B, true, 43, NULL);
     epoch(s1, x, N, o1, sizes);
     epoch(s2, x, N, o2, sizes);
     epoch(s3, x, N, o3, sizes);
@@ -417,7 +420,7 @@ START_TEST(test_batcher_pixels_and_args)
     ds.nclasses = 3;
     ds.pixels_u8 = pix;
     ds.labels = labels;
-    nn_batcher *b = nn_batcher_new(&ds, 2, false, 0);
+    nn_batcher *b = nn_batcher_new(&ds, 2, false, 0, NULL);
     ck_assert_ptr_nonnull(b);
     ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(2, 2));
     ad_tensor_fill(x, -7);
@@ -450,22 +453,23 @@ START_TEST(test_batcher_pixels_and_args)
     nn_batcher_free(NULL);
     nn_batcher_reset(NULL);
 
-    ck_assert_ptr_null(nn_batcher_new(NULL, 2, false, 0));
-    ck_assert_ptr_null(nn_batcher_new(&ds, 0, false, 0));
-    ck_assert_ptr_null(nn_batcher_new(&ds, -1, false, 0));
+    ck_assert_ptr_null(nn_batcher_new(NULL, 2, false, 0, NULL));
+    ck_assert_ptr_null(nn_batcher_new(&ds, 0, false, 0, NULL));
+    ck_assert_ptr_null(nn_batcher_new(&ds, -1, false, 0, NULL));
     nn_dataset empty = ds;
     empty.n = 0;
-    ck_assert_ptr_null(nn_batcher_new(&empty, 2, false, 0));
+    ck_assert_ptr_null(nn_batcher_new(&empty, 2, false, 0, NULL));
     nn_dataset nodata = ds;
     nodata.pixels_u8 = NULL;
-    ck_assert_ptr_null(nn_batcher_new(&nodata, 2, false, 0));
+    ck_assert_ptr_null(nn_batcher_new(&nodata, 2, false, 0, NULL));
 }
 END_TEST
 
 /* Every allocation of the loaders and the batcher failing in turn: AD_ERR_NOMEM (or NULL), nothing leaked. */
 START_TEST(test_out_of_memory)
 {
-    char dir[256], img[512], lbl[512], csv[512], err[512];
+    char dir[256], img[512], lbl[512], csv[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     write_valid_idx(dir, true, img, lbl, sizeof img);
     snprintf(csv, sizeof csv, "%s/d.csv", dir);
@@ -476,14 +480,14 @@ START_TEST(test_out_of_memory)
             tio_failalloc f = {0, k};
             nn_dataset *ds = (nn_dataset *)&f;
             ad_set_allocator(tio_alloc, &f);
-            ad_status st = which == 0   ? nn_dataset_load_idx(img, lbl, &ds, err, sizeof err)
-                           : which == 1 ? nn_dataset_load_csv(csv, -1, false, &ds, err, sizeof err)
+            ad_status st = which == 0   ? nn_dataset_load_idx(img, lbl, &ds, &err)
+                           : which == 1 ? nn_dataset_load_csv(csv, -1, false, &ds, &err)
                                         : AD_OK;
             nn_batcher *b = NULL;
             if (which == 2) {
                 nn_dataset small = {
                     .n = 2, .dim = 1, .nclasses = 2, .features = (float[]){1, 2}, .labels = (int64_t[]){0, 1}};
-                b = nn_batcher_new(&small, 1, true, 1);
+                b = nn_batcher_new(&small, 1, true, 1, NULL);
                 st = b ? AD_OK : AD_ERR_NOMEM;
                 nn_batcher_free(b);
                 ds = NULL;
@@ -493,9 +497,9 @@ START_TEST(test_out_of_memory)
                 nn_dataset_free(ds);
                 break;
             }
-            ck_assert_msg(st == AD_ERR_NOMEM, "case %d, allocation %ld: %s", which, k, err);
+            ck_assert_msg(st == AD_ERR_NOMEM, "case %d, allocation %ld: %s", which, k, err.message);
             ck_assert_ptr_null(ds);
-            if (which < 2) ck_assert_ptr_nonnull(strstr(err, "out of memory"));
+            if (which < 2) ck_assert_ptr_nonnull(strstr(err.message, "out of memory"));
         }
         ck_assert_int_gt(k, 2); /* at least two allocations were failed and recovered from */
         ck_assert_int_lt(k, 100);

@@ -77,9 +77,9 @@ static uint64_t train_once(const data *d, const run_cfg *c, const char *ckpt)
     ad_set_num_threads(c->threads);
     ad_rng r;
     ad_rng_seed(&r, c->init_seed);
-    nn_module *m = nn_mlp(4, (const int64_t[]){d->ds.dim, hidden, hidden, 3}, NN_GELU, &r);
+    nn_module *m = nn_mlp(4, (const int64_t[]){d->ds.dim, hidden, hidden, 3}, NN_GELU, &r, NULL);
     ck_assert_ptr_nonnull(m);
-    nn_optim *o = c->adam ? nn_adam(m, 1e-3, 0.9, 0.999, 1e-8, 1e-4) : nn_sgd(m, 0.05, 0.9, 1e-4, true);
+    nn_optim *o = c->adam ? nn_adam(m, 1e-3, 0.9, 0.999, 1e-8, 1e-4, NULL) : nn_sgd(m, 0.05, 0.9, 1e-4, true, NULL);
     ck_assert_ptr_nonnull(o);
     nn_fit_opts fo = nn_fit_defaults();
     fo.epochs = quick ? 1 : 3;
@@ -87,9 +87,9 @@ static uint64_t train_once(const data *d, const run_cfg *c, const char *ckpt)
     fo.seed = c->shuffle_seed;
     fo.shuffle = true;
     fo.progress = NN_PROGRESS_NONE;
-    char err[512];
-    ck_assert_msg(nn_fit(m, o, &d->ds, &fo, NULL, err, sizeof err) == AD_OK, "%s", err);
-    if (ckpt) ck_assert_msg(nn_save(ckpt, m, o, &r, err, sizeof err) == AD_OK, "%s", err);
+    nn_error err = {0};
+    ck_assert_msg(nn_fit(m, o, &d->ds, &fo, NULL, &err) == AD_OK, "%s", err.message);
+    if (ckpt) ck_assert_msg(nn_save(ckpt, m, o, &r, &err) == AD_OK, "%s", err.message);
     uint64_t h = params_hash(m);
     nn_optim_free(o);
     nn_module_free(m);

@@ -203,9 +203,9 @@ static void subject_init(subject *s, bool checkpoint)
     s->checkpoint = checkpoint;
     ad_rng_seed(&s->rng, 5);
     if (checkpoint) {
-        s->net = nn_mlp(3, (const int64_t[]){6, 8, 3}, NN_TANH, &s->rng);
+        s->net = nn_mlp(3, (const int64_t[]){6, 8, 3}, NN_TANH, &s->rng, NULL);
         ck_assert_ptr_nonnull(s->net);
-        s->opt = nn_adam(s->net, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+        s->opt = nn_adam(s->net, 1e-2, 0.9, 0.999, 1e-8, 0.0, NULL);
         ck_assert_ptr_nonnull(s->opt);
     } else {
         s->a = tu_rand(AD_F32, AD_SHAPE(40, 30), -1, 1, 1);
@@ -237,29 +237,29 @@ static void subject_bump(subject *s)
     }
 }
 
-static ad_status subject_save(subject *s, const char *path, char *err, size_t errlen)
+static ad_status subject_save(subject *s, const char *path, nn_error *err)
 {
-    if (s->checkpoint) return nn_save(path, s->net, s->opt, &s->rng, err, errlen);
+    if (s->checkpoint) return nn_save(path, s->net, s->opt, &s->rng, err);
     static const char *const names[2] = {"layer.weight", "layer.bias"};
     const ad_tensor *ts[2] = {s->a, s->b};
     static const char *const meta[2] = {"note", "io-fault test"};
-    return nn_safetensors_save(path, 2, names, ts, 1, meta, err, errlen);
+    return nn_safetensors_save(path, 2, names, ts, 1, meta, err);
 }
 
 /* Loads path and checks it holds s's current values exactly. */
 static void subject_verify(subject *s, const char *path)
 {
-    char err[512];
+    nn_error err = {0};
     if (s->checkpoint) {
         ad_rng r2 = s->rng;
         ad_rng_seed(&s->rng, 999);
-        ck_assert_msg(nn_load(path, s->net, s->opt, &s->rng, err, sizeof err) == AD_OK, "%s", err);
+        ck_assert_msg(nn_load(path, s->net, s->opt, &s->rng, &err) == AD_OK, "%s", err.message);
         ck_assert(memcmp(r2.s, s->rng.s, sizeof r2.s) == 0);
         return;
     }
     ad_tensor *a = ad_tensor_new(AD_F32, AD_SHAPE(40, 30)), *b = ad_tensor_new(AD_F64, AD_SHAPE(7));
     static const char *const names[2] = {"layer.weight", "layer.bias"};
-    ck_assert_msg(nn_safetensors_load(path, 2, names, (ad_tensor *const[]){a, b}, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_safetensors_load(path, 2, names, (ad_tensor *const[]){a, b}, &err) == AD_OK, "%s", err.message);
     ck_assert(memcmp(a->data, s->a->data, 40 * 30 * 4) == 0);
     ck_assert(memcmp(b->data, s->b->data, 7 * 8) == 0);
     ad_tensor_free(a);
@@ -304,7 +304,8 @@ static bool transient(const fault_case *c, bool after_rename)
 
 static void sweep(bool checkpoint)
 {
-    char dir[256], path[300], err[512], other[256];
+    char dir[256], path[300], other[256];
+    nn_error err = {0};
     const char *tmpd = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/adiof-XXXXXX", tmpd && *tmpd ? tmpd : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -313,9 +314,9 @@ static void sweep(bool checkpoint)
     subject s;
     subject_init(&s, checkpoint);
     /* a clean save counts the calls of each kind */
-    ck_assert_msg(subject_save(&s, path, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(subject_save(&s, path, &err) == AD_OK, "%s", err.message);
     arm(-1, 0, FK_ERRNO, 0);
-    ck_assert_msg(subject_save(&s, path, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(subject_save(&s, path, &err) == AD_OK, "%s", err.message);
     disarm();
     long ncalls[SC_COUNT];
     memcpy(ncalls, inj.calls, sizeof ncalls);
@@ -334,7 +335,7 @@ static void sweep(bool checkpoint)
             subject_bump(&s);
             int fds = count_fds();
             arm(c->sc, i, c->kind, c->err);
-            ad_status st = subject_save(&s, path, err, sizeof err);
+            ad_status st = subject_save(&s, path, &err);
             disarm();
             runs++;
             ck_assert_msg(inj.fired, "%s #%ld: never reached", fault_str(c), i);
@@ -342,14 +343,14 @@ static void sweep(bool checkpoint)
             ck_assert_msg(count_others(dir, "model.safetensors", other, sizeof other) == 0,
                           "%s #%ld: left %s in the directory", fault_str(c), i, other);
             if (transient(c, inj.renamed)) {
-                ck_assert_msg(st == AD_OK, "%s #%ld: %s", fault_str(c), i, err);
+                ck_assert_msg(st == AD_OK, "%s #%ld: %s", fault_str(c), i, err.message);
                 ck_assert(inj.renamed);
                 subject_verify(&s, path);
             } else {
                 errors++;
-                ck_assert_msg(st == AD_ERR_IO, "%s #%ld: status %s, %s", fault_str(c), i, ad_status_str(st), err);
-                ck_assert_msg(strstr(err, sc_name[c->sc]) != NULL, "%s #%ld: message: %s", fault_str(c), i, err);
-                ck_assert_msg(strstr(err, path) != NULL, "%s #%ld: message: %s", fault_str(c), i, err);
+                ck_assert_msg(st == AD_ERR_IO, "%s #%ld: status %s, %s", fault_str(c), i, ad_status_str(st), err.message);
+                ck_assert_msg(strstr(err.message, sc_name[c->sc]) != NULL, "%s #%ld: message: %s", fault_str(c), i, err.message);
+                ck_assert_msg(strstr(err.message, path) != NULL, "%s #%ld: message: %s", fault_str(c), i, err.message);
                 if (inj.renamed) {
                     /* only the directory's fsync is left after the rename: the new file stands */
                     subject_verify(&s, path);
@@ -392,11 +393,11 @@ START_TEST(test_missing_directory)
 {
     subject s;
     subject_init(&s, false);
-    char err[512];
+    nn_error err = {0};
     int fds = count_fds();
-    ad_status st = subject_save(&s, "/nonexistent-dir-for-autodiff/x.safetensors", err, sizeof err);
+    ad_status st = subject_save(&s, "/nonexistent-dir-for-autodiff/x.safetensors", &err);
     ck_assert_int_eq(st, AD_ERR_IO);
-    ck_assert_msg(strstr(err, "nonexistent-dir-for-autodiff") != NULL, "%s", err);
+    ck_assert_msg(strstr(err.message, "nonexistent-dir-for-autodiff") != NULL, "%s", err.message);
     ck_assert_int_eq(count_fds(), fds);
     subject_free(&s);
 }

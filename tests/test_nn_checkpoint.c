@@ -41,7 +41,7 @@ static void train_steps(nn_module *m, nn_optim *o, ad_rng *rng, ad_tape *t, int 
         nn_zero_grad(m);
         ad_var l = nn_loss_cross_entropy(nn_forward(m, t, ad_const(t, x)), labels);
         ck_assert_int_eq(ad_backward(l, NULL, 0), AD_OK);
-        ck_assert_int_eq(nn_optim_step(o), AD_OK);
+        ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
     }
     ad_tensor_free(x);
 }
@@ -50,7 +50,7 @@ typedef enum { ADAM, SGD_MOMENTUM } optkind;
 
 static nn_optim *make_opt(nn_module *m, optkind k)
 {
-    return k == ADAM ? nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0.01) : nn_sgd(m, 0.05, 0.9, 1e-3, true);
+    return k == ADAM ? nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0.01, NULL) : nn_sgd(m, 0.05, 0.9, 1e-3, true, NULL);
 }
 
 /* true when every parameter of a and b holds the same bytes. */
@@ -71,30 +71,31 @@ START_TEST(test_resume_is_bit_identical)
     optkind k = (optkind)_i;
     enum { K = 7, M = 9 };
     make_dir();
-    char path[128], err[512] = "";
+    char path[128];
+    nn_error err = {0};
     path_in(path, sizeof path, "ckpt.safetensors");
     ad_tape *t = ad_tape_new();
 
     ad_rng r1;
     ad_rng_seed(&r1, 100);
-    nn_module *straight = nn_mlp(3, SIZES, NN_TANH, &r1);
+    nn_module *straight = nn_mlp(3, SIZES, NN_TANH, &r1, NULL);
     nn_optim *o1 = make_opt(straight, k);
     train_steps(straight, o1, &r1, t, K + M);
 
     ad_rng r2;
     ad_rng_seed(&r2, 100);
-    nn_module *first = nn_mlp(3, SIZES, NN_TANH, &r2);
+    nn_module *first = nn_mlp(3, SIZES, NN_TANH, &r2, NULL);
     nn_optim *o2 = make_opt(first, k);
     train_steps(first, o2, &r2, t, K);
-    ck_assert_msg(nn_save(path, first, o2, &r2, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_save(path, first, o2, &r2, &err) == AD_OK, "%s", err.message);
     nn_optim_free(o2);
     nn_module_free(first);
 
     ad_rng r3;
     ad_rng_seed(&r3, 999); /* another seed: everything must come from the file */
-    nn_module *resumed = nn_mlp(3, SIZES, NN_TANH, &r3);
+    nn_module *resumed = nn_mlp(3, SIZES, NN_TANH, &r3, NULL);
     nn_optim *o3 = make_opt(resumed, k);
-    ck_assert_msg(nn_load(path, resumed, o3, &r3, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_load(path, resumed, o3, &r3, &err) == AD_OK, "%s", err.message);
     ck_assert_int_eq(nn_optim_steps(o3), K);
     ck_assert(!same_weights(resumed, straight));
     train_steps(resumed, o3, &r3, t, M);
@@ -115,17 +116,18 @@ START_TEST(test_rng_state_round_trip)
 {
     /* every word's high bits and a cached normal deviate survive */
     make_dir();
-    char path[128], err[512];
+    char path[128];
+    nn_error err = {0};
     path_in(path, sizeof path, "rng.safetensors");
     ad_rng r;
     ad_rng_seed(&r, 0xfedcba9876543210ULL);
     r.s[0] = UINT64_MAX;
     (void)ad_rng_normal(&r); /* leaves a spare */
-    nn_module *m = nn_linear(2, 2, &r);
-    ck_assert_int_eq(nn_save(path, m, NULL, &r, err, sizeof err), AD_OK);
+    nn_module *m = nn_linear(2, 2, &r, NULL);
+    ck_assert_int_eq(nn_save(path, m, NULL, &r, &err), AD_OK);
     ad_rng back;
     ad_rng_seed(&back, 1);
-    ck_assert_msg(nn_load(path, m, NULL, &back, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_load(path, m, NULL, &back, &err) == AD_OK, "%s", err.message);
     ck_assert_mem_eq(back.s, r.s, sizeof r.s);
     ck_assert_int_eq(back.has_spare_, r.has_spare_);
     ck_assert(back.spare_ == r.spare_);
@@ -149,12 +151,12 @@ static void fixture_new(fixture *f)
     make_dir();
     path_in(f->path, sizeof f->path, "model.safetensors");
     ad_rng_seed(&f->rng, 5);
-    f->m = nn_mlp(3, SIZES, NN_RELU, &f->rng);
+    f->m = nn_mlp(3, SIZES, NN_RELU, &f->rng, NULL);
     f->o = make_opt(f->m, ADAM);
     f->t = ad_tape_new();
     train_steps(f->m, f->o, &f->rng, f->t, 3);
-    char err[256];
-    ck_assert_int_eq(nn_save(f->path, f->m, f->o, &f->rng, err, sizeof err), AD_OK);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_save(f->path, f->m, f->o, &f->rng, &err), AD_OK);
     train_steps(f->m, f->o, &f->rng, f->t, 2); /* now the model differs from the file */
 }
 
@@ -173,15 +175,15 @@ static void expect_load_fails(fixture *f, const char *path, ad_status want)
     nn_module *copy;
     ad_rng r;
     ad_rng_seed(&r, 5);
-    copy = nn_mlp(3, SIZES, NN_RELU, &r);
+    copy = nn_mlp(3, SIZES, NN_RELU, &r, NULL);
     nn_param *pc, *pm;
     int n = nn_module_params(copy, &pc);
     nn_module_params(f->m, &pm);
     for (int i = 0; i < n; i++) ad_tensor_copy(pc[i].value, pm[i].value);
     int64_t steps = nn_optim_steps(f->o);
-    char err[512] = "";
-    ck_assert_int_eq(nn_load(path, f->m, f->o, &f->rng, err, sizeof err), want);
-    ck_assert_msg(strlen(err) > 10, "no message");
+    nn_error err = {0};
+    ck_assert_int_eq(nn_load(path, f->m, f->o, &f->rng, &err), want);
+    ck_assert_msg(strlen(err.message) > 10, "no message");
     ck_assert(same_weights(copy, f->m));
     ck_assert_int_eq(nn_optim_steps(f->o), steps);
     ck_assert_mem_eq(seed.s, f->rng.s, sizeof seed.s);
@@ -238,8 +240,8 @@ START_TEST(test_corrupt_and_truncated_files)
     expect_load_fails(&f, bad, AD_ERR_IO);
 
     /* the intact file loads, and gives back the saved weights */
-    char err[256];
-    ck_assert_int_eq(nn_load(f.path, f.m, f.o, &f.rng, err, sizeof err), AD_OK);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_load(f.path, f.m, f.o, &f.rng, &err), AD_OK);
     ck_assert_int_eq(nn_optim_steps(f.o), 3);
     fixture_free(&f);
 }
@@ -249,50 +251,50 @@ START_TEST(test_mismatched_models)
 {
     fixture f;
     fixture_new(&f);
-    char err[512] = "";
+    nn_error err = {0};
     ad_rng r;
     ad_rng_seed(&r, 1);
 
     /* another architecture: names or shapes differ, nothing changes */
-    nn_module *other = nn_mlp(3, (const int64_t[]){6, 7, 4}, NN_RELU, &r);
+    nn_module *other = nn_mlp(3, (const int64_t[]){6, 7, 4}, NN_RELU, &r, NULL);
     nn_param *ps;
     nn_module_params(other, &ps);
     float before = ((float *)ps[0].value->data)[0];
-    ck_assert_int_eq(nn_load(f.path, other, NULL, NULL, err, sizeof err), AD_ERR_FORMAT);
+    ck_assert_int_eq(nn_load(f.path, other, NULL, NULL, &err), AD_ERR_FORMAT);
     ck_assert(((float *)ps[0].value->data)[0] == before);
     nn_module_free(other);
-    other = nn_mlp(4, (const int64_t[]){6, 5, 5, 4}, NN_RELU, &r);
-    ck_assert_int_eq(nn_load(f.path, other, NULL, NULL, err, sizeof err), AD_ERR_FORMAT);
+    other = nn_mlp(4, (const int64_t[]){6, 5, 5, 4}, NN_RELU, &r, NULL);
+    ck_assert_int_eq(nn_load(f.path, other, NULL, NULL, &err), AD_ERR_FORMAT);
     nn_module_free(other);
 
     /* another optimizer kind than the one saved */
     nn_optim *sgd = make_opt(f.m, SGD_MOMENTUM);
-    ck_assert_int_eq(nn_load(f.path, f.m, sgd, NULL, err, sizeof err), AD_ERR_FORMAT);
-    ck_assert_ptr_nonnull(strstr(err, "adam"));
-    nn_optim *adamw = nn_adamw(f.m, 0.1, 0.9, 0.999, 1e-8, 0);
-    ck_assert_int_eq(nn_load(f.path, f.m, adamw, NULL, err, sizeof err), AD_ERR_FORMAT);
+    ck_assert_int_eq(nn_load(f.path, f.m, sgd, NULL, &err), AD_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.message, "adam"));
+    nn_optim *adamw = nn_adamw(f.m, 0.1, 0.9, 0.999, 1e-8, 0, NULL);
+    ck_assert_int_eq(nn_load(f.path, f.m, adamw, NULL, &err), AD_ERR_FORMAT);
     nn_optim_free(adamw);
     nn_optim_free(sgd);
 
     /* without optimizer or rng: only the weights are taken (evaluation) */
     ad_rng_seed(&r, 5);
-    nn_module *fresh = nn_mlp(3, SIZES, NN_RELU, &r);
-    ck_assert_msg(nn_load(f.path, fresh, NULL, NULL, err, sizeof err) == AD_OK, "%s", err);
+    nn_module *fresh = nn_mlp(3, SIZES, NN_RELU, &r, NULL);
+    ck_assert_msg(nn_load(f.path, fresh, NULL, NULL, &err) == AD_OK, "%s", err.message);
     ck_assert(!same_weights(fresh, f.m)); /* f.m trained on after saving */
-    ck_assert_int_eq(nn_load(f.path, f.m, NULL, NULL, err, sizeof err), AD_OK);
+    ck_assert_int_eq(nn_load(f.path, f.m, NULL, NULL, &err), AD_OK);
     ck_assert(same_weights(fresh, f.m));
 
     /* a file without optimizer state cannot fill one */
     char p2[160];
     path_in(p2, sizeof p2, "weights.safetensors");
-    ck_assert_int_eq(nn_save(p2, fresh, NULL, NULL, err, sizeof err), AD_OK);
-    ck_assert_int_eq(nn_load(p2, fresh, f.o, NULL, err, sizeof err), AD_ERR_FORMAT);
-    ck_assert_int_eq(nn_load(p2, fresh, NULL, &r, err, sizeof err), AD_ERR_FORMAT);
-    ck_assert_int_eq(nn_load(p2, fresh, NULL, NULL, err, sizeof err), AD_OK);
+    ck_assert_int_eq(nn_save(p2, fresh, NULL, NULL, &err), AD_OK);
+    ck_assert_int_eq(nn_load(p2, fresh, f.o, NULL, &err), AD_ERR_FORMAT);
+    ck_assert_int_eq(nn_load(p2, fresh, NULL, &r, &err), AD_ERR_FORMAT);
+    ck_assert_int_eq(nn_load(p2, fresh, NULL, NULL, &err), AD_OK);
 
-    ck_assert_int_eq(nn_save(NULL, fresh, NULL, NULL, err, sizeof err), AD_ERR_ARG);
-    ck_assert_int_eq(nn_save("/nonexistent-dir/x.safetensors", fresh, NULL, NULL, err, sizeof err), AD_ERR_IO);
-    ck_assert_int_eq(nn_load(p2, NULL, NULL, NULL, err, sizeof err), AD_ERR_ARG);
+    ck_assert_int_eq(nn_save(NULL, fresh, NULL, NULL, &err), AD_ERR_ARG);
+    ck_assert_int_eq(nn_save("/nonexistent-dir/x.safetensors", fresh, NULL, NULL, &err), AD_ERR_IO);
+    ck_assert_int_eq(nn_load(p2, NULL, NULL, NULL, &err), AD_ERR_ARG);
     nn_module_free(fresh);
     fixture_free(&f);
 }
@@ -334,14 +336,14 @@ START_TEST(test_python_reads_checkpoint)
     }
     fixture f;
     fixture_new(&f);
-    char err[256];
-    ck_assert_int_eq(nn_load(f.path, f.m, f.o, &f.rng, err, sizeof err), AD_OK); /* the saved weights */
+    nn_error err = {0};
+    ck_assert_int_eq(nn_load(f.path, f.m, f.o, &f.rng, &err), AD_OK); /* the saved weights */
     nn_param *ps;
     int n = nn_module_params(f.m, &ps);
     for (int i = 0; i < n; i++) {
         char p[256];
         snprintf(p, sizeof p, "%s/%s.npy", dir, ps[i].name);
-        ck_assert_int_eq(ad_npy_save(p, ps[i].value, err, sizeof err), AD_OK);
+        ck_assert_int_eq(ad_npy_save(p, ps[i].value, err.message, sizeof err.message), AD_OK);
     }
     char script[160], cmd[512];
     path_in(script, sizeof script, "check.py");

@@ -50,11 +50,11 @@ START_TEST(test_fit_learns_blobs)
     nn_dataset *train = make_blobs(300, 1), *val = make_blobs(90, 2);
     ad_rng rng;
     ad_rng_seed(&rng, 3);
-    nn_module *m = nn_mlp(3, (const int64_t[]){2, 16, 3}, NN_RELU, &rng);
-    nn_optim *o = nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0);
+    nn_module *m = nn_mlp(3, (const int64_t[]){2, 16, 3}, NN_RELU, &rng, NULL);
+    nn_optim *o = nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0, NULL);
     double loss0, acc0;
-    char err[256] = "";
-    ck_assert_int_eq(nn_evaluate(m, val, 0, &loss0, &acc0, err, sizeof err), AD_OK);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_evaluate(m, val, 0, &loss0, &acc0, &err), AD_OK);
 
     char log[] = "/tmp/test_nn_fit_log_XXXXXX";
     int fd = mkstemp(log);
@@ -71,7 +71,7 @@ START_TEST(test_fit_learns_blobs)
     fo.schedule = &sched;
     nn_epoch_stats last;
     epochs_seen = 0;
-    ck_assert_msg(nn_fit(m, o, train, &fo, &last, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_fit(m, o, train, &fo, &last, &err) == AD_OK, "%s", err.message);
     ck_assert_int_eq(epochs_seen, 15);
     ck_assert_int_eq(last.epoch, 15);
     ck_assert_int_eq(last.steps, 15 * 10); /* ceil(300 / 32) batches per epoch */
@@ -82,7 +82,7 @@ START_TEST(test_fit_learns_blobs)
     TU_ASSERT_CLOSE(last.lr, nn_schedule_lr(&sched, 14), 1e-15, 0);
 
     double loss, acc;
-    ck_assert_int_eq(nn_evaluate(m, val, 7, &loss, &acc, err, sizeof err), AD_OK);
+    ck_assert_int_eq(nn_evaluate(m, val, 7, &loss, &acc, &err), AD_OK);
     TU_ASSERT_CLOSE(loss, last.val_loss, 1e-6, 1e-5); /* another batch size, same figures */
     TU_ASSERT_CLOSE(acc, last.val_acc, 1e-12, 0);
     ck_assert(nn_module_training(m));
@@ -116,15 +116,15 @@ static void train_once(const nn_dataset *ds, uint64_t seed, float *w_out, size_t
 {
     ad_rng rng;
     ad_rng_seed(&rng, 11);
-    nn_module *m = nn_mlp(3, (const int64_t[]){2, 8, 3}, NN_TANH, &rng);
-    nn_optim *o = nn_sgd(m, 0.1, 0.9, 1e-4, true);
+    nn_module *m = nn_mlp(3, (const int64_t[]){2, 8, 3}, NN_TANH, &rng, NULL);
+    nn_optim *o = nn_sgd(m, 0.1, 0.9, 1e-4, true, NULL);
     nn_fit_opts fo = nn_fit_defaults();
     fo.epochs = 3;
     fo.batch_size = 16;
     fo.seed = seed;
     fo.progress = NN_PROGRESS_NONE;
-    char err[256];
-    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, err, sizeof err), AD_OK);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_OK);
     memcpy(w_out, nn_module_param(m, "0.weight")->value->data, nw * sizeof(float));
     nn_optim_free(o);
     nn_module_free(m);
@@ -150,16 +150,16 @@ START_TEST(test_nan_loss_stops_with_step)
     ds->features[2 * 45] = NAN;
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *m = nn_mlp(2, (const int64_t[]){2, 3}, NN_RELU, &rng);
-    nn_optim *o = nn_sgd(m, 0.1, 0, 0, false);
+    nn_module *m = nn_mlp(2, (const int64_t[]){2, 3}, NN_RELU, &rng, NULL);
+    nn_optim *o = nn_sgd(m, 0.1, 0, 0, false, NULL);
     nn_fit_opts fo = nn_fit_defaults();
     fo.batch_size = 10;
     fo.shuffle = false;
     fo.progress = NN_PROGRESS_NONE;
-    char err[256] = "";
-    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, err, sizeof err), AD_ERR_NUMERIC);
-    ck_assert_msg(strstr(err, "epoch 1, step 5 ") != NULL, "message: %s", err);
-    ck_assert_msg(strstr(err, "nan") != NULL, "message: %s", err);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_NUMERIC);
+    ck_assert_msg(strstr(err.message, "epoch 1, step 5 ") != NULL, "message: %s", err.message);
+    ck_assert_msg(strstr(err.message, "nan") != NULL, "message: %s", err.message);
     ck_assert_int_eq(nn_optim_steps(o), 4); /* the bad step applied nothing */
     nn_optim_free(o);
     nn_module_free(m);
@@ -172,22 +172,23 @@ START_TEST(test_fit_errors)
     nn_dataset *ds = make_blobs(30, 7);
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *m = nn_mlp(2, (const int64_t[]){5, 3}, NN_RELU, &rng); /* 5 inputs, the data has 2 */
-    nn_optim *o = nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0);
+    nn_module *m = nn_mlp(2, (const int64_t[]){5, 3}, NN_RELU, &rng, NULL); /* 5 inputs, the data has 2 */
+    nn_optim *o = nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0, NULL);
     nn_fit_opts fo = nn_fit_defaults();
     fo.progress = NN_PROGRESS_NONE;
-    char err[256] = "";
-    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, err, sizeof err), AD_ERR_SHAPE);
-    ck_assert_msg(strstr(err, "nn_fit: epoch 1, step 1: ") == err, "message: %s", err);
-    ck_assert_int_eq(nn_evaluate(m, ds, 8, NULL, NULL, err, sizeof err), AD_ERR_SHAPE);
-    ck_assert_int_eq(nn_fit(NULL, o, ds, &fo, NULL, err, sizeof err), AD_ERR_ARG);
-    ck_assert_int_eq(nn_fit(m, o, NULL, &fo, NULL, err, sizeof err), AD_ERR_ARG);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_SHAPE);
+    ck_assert_msg(strstr(err.message, "nn_fit: epoch 1, step 1 (batch 1 of 1): ") == err.message, "message: %s", err.message);
+    ck_assert_ptr_nonnull(strstr(err.message, "ad_matmul: inner dimensions differ"));
+    ck_assert_int_eq(nn_evaluate(m, ds, 8, NULL, NULL, &err), AD_ERR_SHAPE);
+    ck_assert_int_eq(nn_fit(NULL, o, ds, &fo, NULL, &err), AD_ERR_ARG);
+    ck_assert_int_eq(nn_fit(m, o, NULL, &fo, NULL, &err), AD_ERR_ARG);
     fo.batch_size = 0;
-    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, err, sizeof err), AD_ERR_ARG);
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_ARG);
     fo.batch_size = 8;
     fo.log_path = "/nonexistent-dir/log.csv";
-    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, err, sizeof err), AD_ERR_IO);
-    ck_assert_ptr_nonnull(strstr(err, "/nonexistent-dir/log.csv"));
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(err.message, "/nonexistent-dir/log.csv"));
     nn_optim_free(o);
     nn_module_free(m);
     free_blobs(ds);
@@ -199,15 +200,15 @@ START_TEST(test_progress_lines)
     nn_dataset *ds = make_blobs(30, 8);
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *m = nn_mlp(2, (const int64_t[]){2, 3}, NN_RELU, &rng);
-    nn_optim *o = nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0);
+    nn_module *m = nn_mlp(2, (const int64_t[]){2, 3}, NN_RELU, &rng, NULL);
+    nn_optim *o = nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0, NULL);
     FILE *out = tmpfile();
     nn_fit_opts fo = nn_fit_defaults();
     fo.epochs = 2;
     fo.out = out; /* not a terminal: plain lines */
     fo.val = ds;
-    char err[256];
-    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, err, sizeof err), AD_OK);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_OK);
     rewind(out);
     char line[256];
     ck_assert_ptr_nonnull(fgets(line, sizeof line, out));
@@ -242,8 +243,8 @@ START_TEST(test_training_step_allocates_nothing)
     ad_set_allocator(counting_alloc, &count);
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *m = nn_mlp(4, (const int64_t[]){20, 32, 16, 5}, NN_GELU, &rng);
-    nn_optim *o = nn_adamw(m, 1e-3, 0.9, 0.999, 1e-8, 0.01);
+    nn_module *m = nn_mlp(4, (const int64_t[]){20, 32, 16, 5}, NN_GELU, &rng, NULL);
+    nn_optim *o = nn_adamw(m, 1e-3, 0.9, 0.999, 1e-8, 0.01, NULL);
     ad_tensor *x = tu_rand(AD_F32, AD_SHAPE(16, 20), -1, 1, 2);
     int64_t labels[16];
     for (int i = 0; i < 16; i++) labels[i] = i % 5;
@@ -254,7 +255,7 @@ START_TEST(test_training_step_allocates_nothing)
         nn_zero_grad(m);
         ad_var l = nn_loss_cross_entropy(nn_forward(m, t, ad_const(t, x)), labels);
         ck_assert_int_eq(ad_backward(l, NULL, 0), AD_OK);
-        ck_assert_int_eq(nn_optim_step(o), AD_OK);
+        ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
     }
     long after = count;
     ad_tape_free(t);

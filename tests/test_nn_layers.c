@@ -93,7 +93,7 @@ START_TEST(test_conv_module)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 3);
-    nn_module *c = nn_conv2d(3, 4, 3, 2, 1, &rng);
+    nn_module *c = nn_conv2d(3, 4, 3, 2, 1, &rng, NULL);
     ck_assert_ptr_nonnull(c);
     ck_assert_str_eq(nn_module_kind(c), "conv2d");
     nn_param *ps;
@@ -126,12 +126,12 @@ START_TEST(test_conv_module)
     check_param_grads(c, x);
     check_input_grad(c, x);
     /* bad constructor arguments */
-    ck_assert_ptr_null(nn_conv2d(0, 4, 3, 1, 0, &rng));
-    ck_assert_ptr_null(nn_conv2d(3, 4, 3, 0, 0, &rng));
-    ck_assert_ptr_null(nn_conv2d(3, 4, 3, 1, 0, NULL));
+    ck_assert_ptr_null(nn_conv2d(0, 4, 3, 1, 0, &rng, NULL));
+    ck_assert_ptr_null(nn_conv2d(3, 4, 3, 0, 0, &rng, NULL));
+    ck_assert_ptr_null(nn_conv2d(3, 4, 3, 1, 0, NULL, NULL));
     ad_conv2d_params gp = {1, 1, 0, 0, 1, 1, 2};
-    ck_assert_ptr_null(nn_conv2d_ex(3, 4, 3, 3, &gp, true, AD_F32, &rng)); /* 3 channels in 2 groups */
-    nn_module *g2 = nn_conv2d_ex(4, 6, 3, 1, &gp, false, AD_F32, &rng);
+    ck_assert_ptr_null(nn_conv2d_ex(3, 4, 3, 3, &gp, true, AD_F32, &rng, NULL)); /* 3 channels in 2 groups */
+    nn_module *g2 = nn_conv2d_ex(4, 6, 3, 1, &gp, false, AD_F32, &rng, NULL);
     ck_assert_ptr_nonnull(g2);
     ck_assert_int_eq(nn_module_params(g2, &ps), 1);
     tu_assert_shape(ps[0].value, AD_SHAPE(6, 2, 3, 1));
@@ -144,11 +144,11 @@ END_TEST
 
 START_TEST(test_pool_flatten_reshape)
 {
-    nn_module *mods[4] = {nn_reshape(3, (const int64_t[]){1, 4, 6}), nn_max_pool2d(2, 0, 0), nn_avg_pool2d(3, 1, 1),
-                          nn_flatten()};
+    nn_module *mods[4] = {nn_reshape(3, (const int64_t[]){1, 4, 6}, NULL), nn_max_pool2d(2, 0, 0, NULL), nn_avg_pool2d(3, 1, 1, NULL),
+                          nn_flatten(NULL)};
     ck_assert_str_eq(nn_module_kind(mods[1]), "max_pool2d");
     ck_assert_str_eq(nn_module_kind(mods[2]), "avg_pool2d");
-    nn_module *s = nn_sequential(4, mods);
+    nn_module *s = nn_sequential(4, mods, NULL);
     ck_assert_ptr_nonnull(s);
     ck_assert_int_eq(nn_module_params(s, NULL), 0);
     ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(3, 24), -1, 1, 5);
@@ -170,9 +170,9 @@ START_TEST(test_pool_flatten_reshape)
     TU_ASSERT_CLOSE(ad_tensor_get(ad_value(y), 0), (m00 + m01 + m10 + m11) / 9.0, 1e-15, 1e-14);
     ad_tape_free(t);
     check_input_grad(s, x);
-    ck_assert_ptr_null(nn_max_pool2d(0, 1, 0));
-    ck_assert_ptr_null(nn_avg_pool2d(2, 1, 2));
-    ck_assert_ptr_null(nn_reshape(0, NULL));
+    ck_assert_ptr_null(nn_max_pool2d(0, 1, 0, NULL));
+    ck_assert_ptr_null(nn_avg_pool2d(2, 1, 2, NULL));
+    ck_assert_ptr_null(nn_reshape(0, NULL, NULL));
     nn_module_free(s);
     ad_tensor_free(x);
 }
@@ -182,7 +182,7 @@ END_TEST
 
 START_TEST(test_dropout_module)
 {
-    nn_module *d1 = nn_dropout(0.5, 9), *d2 = nn_dropout(0.5, 9);
+    nn_module *d1 = nn_dropout(0.5, 9, NULL), *d2 = nn_dropout(0.5, 9, NULL);
     ck_assert_ptr_nonnull(d1);
     ck_assert(nn_module_training(d1));
     ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(4, 100));
@@ -195,11 +195,11 @@ START_TEST(test_dropout_module)
     ck_assert(memcmp(ad_value(a)->data, ad_value(a2)->data, 400 * sizeof(float)) != 0); /* the stream moves on */
     double s = ad_item(ad_sum(a));
     ck_assert(s > 300 && s < 500); /* about 200 kept, each 2 */
-    nn_set_training(d1, false);
+    nn_module_set_training(d1, false);
     ck_assert(!nn_module_training(d1));
     ck_assert(nn_forward(d1, t, xv).id == xv.id);
-    ck_assert_ptr_null(nn_dropout(1.0, 1));
-    ck_assert_ptr_null(nn_dropout(-0.1, 1));
+    ck_assert_ptr_null(nn_dropout(1.0, 1, NULL));
+    ck_assert_ptr_null(nn_dropout(-0.1, 1, NULL));
     ad_tape_free(t);
     nn_module_free(d1);
     nn_module_free(d2);
@@ -209,7 +209,7 @@ END_TEST
 
 START_TEST(test_batch_norm_module)
 {
-    nn_module *bn = nn_batch_norm2d(3, 0.1, 1e-5);
+    nn_module *bn = nn_batch_norm2d(3, 0.1, 1e-5, NULL);
     ck_assert_ptr_nonnull(bn);
     nn_param *ps;
     ck_assert_int_eq(nn_module_params(bn, &ps), 4);
@@ -238,7 +238,7 @@ START_TEST(test_batch_norm_module)
         TU_ASSERT_CLOSE(ad_tensor_get(ps[2].value, k), 0.1 * (k + 1), 0.06, 0); /* moved 10% toward the mean */
     }
     /* eval mode: the running statistics, so one sample gives a batch-independent answer */
-    nn_set_training(bn, false);
+    nn_module_set_training(bn, false);
     ad_tensor *x1 = tu_f64(AD_SHAPE(1, 3, 1, 1), (const double[]){1, 2, 3});
     ad_tensor *x132 = tu_to_f32(x1);
     ad_var ye = nn_forward(bn, t, ad_const(t, x132));
@@ -249,7 +249,7 @@ START_TEST(test_batch_norm_module)
     }
     ad_tape_free(t);
     /* gradients in training mode, F64 */
-    nn_set_training(bn, true);
+    nn_module_set_training(bn, true);
     to_f64(bn);
     ad_tensor *x64 = tu_rand(AD_F64, AD_SHAPE(3, 3, 2, 2), -1, 1, 7);
     nn_module_params(bn, &ps);
@@ -259,7 +259,7 @@ START_TEST(test_batch_norm_module)
     }
     check_param_grads(bn, x64);
     check_input_grad(bn, x64);
-    ck_assert_ptr_null(nn_batch_norm2d(0, 0.1, 1e-5));
+    ck_assert_ptr_null(nn_batch_norm2d(0, 0.1, 1e-5, NULL));
     nn_module_free(bn);
     ad_tensor_free(x);
     ad_tensor_free(x1);
@@ -270,7 +270,7 @@ END_TEST
 
 START_TEST(test_layer_norm_embedding)
 {
-    nn_module *ln = nn_layer_norm(1, (const int64_t[]){5}, 1e-5);
+    nn_module *ln = nn_layer_norm(1, (const int64_t[]){5}, 1e-5, NULL);
     ck_assert_ptr_nonnull(ln);
     to_f64(ln);
     nn_param *ps;
@@ -284,7 +284,7 @@ START_TEST(test_layer_norm_embedding)
 
     ad_rng rng;
     ad_rng_seed(&rng, 10);
-    nn_module *e = nn_embedding(7, 4, &rng);
+    nn_module *e = nn_embedding(7, 4, &rng, NULL);
     ck_assert_ptr_nonnull(e);
     ck_assert_int_eq(nn_module_params(e, &ps), 1);
     tu_assert_shape(ps[0].value, AD_SHAPE(7, 4));
@@ -354,7 +354,7 @@ static void ref_step(int kind, nn_param *ps, int64_t in, int64_t hd, const doubl
 
 static nn_module *make_cell(int kind, int64_t in, int64_t hd, ad_rng *rng)
 {
-    return kind == 0 ? nn_rnn_cell(in, hd, NN_TANH, rng) : kind == 1 ? nn_lstm_cell(in, hd, rng) : nn_gru_cell(in, hd, rng);
+    return kind == 0 ? nn_rnn_cell(in, hd, NN_TANH, rng, NULL) : kind == 1 ? nn_lstm_cell(in, hd, rng, NULL) : nn_gru_cell(in, hd, rng, NULL);
 }
 
 START_TEST(test_cells)
@@ -423,8 +423,8 @@ START_TEST(test_long_sequence)
     const int64_t steps = tu_quick() ? 300 : 3000;
     ad_rng rng;
     ad_rng_seed(&rng, 40);
-    nn_module *mods[3] = {nn_lstm_cell(1, 3, &rng), nn_last_step(), nn_linear(3, 1, &rng)};
-    nn_module *net = nn_sequential(3, mods);
+    nn_module *mods[3] = {nn_lstm_cell(1, 3, &rng, NULL), nn_last_step(NULL), nn_linear(3, 1, &rng, NULL)};
+    nn_module *net = nn_sequential(3, mods, NULL);
     ck_assert_ptr_nonnull(net);
     ad_tensor *x = tu_rand(AD_F32, AD_SHAPE(2, steps, 1), -1, 1, 41);
     ad_tape *t = ad_tape_new();
@@ -450,9 +450,9 @@ START_TEST(test_spec)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 50);
-    char err[256] = "";
-    nn_module *net = nn_model_from_spec("conv:8:5,pool:2,conv:16:5,pool:2,fc:32,fc:10", 1, 28, 28, &rng, err, sizeof err);
-    ck_assert_msg(net != NULL, "%s", err);
+    nn_error err = {0};
+    nn_module *net = nn_model_from_spec("conv:8:5,pool:2,conv:16:5,pool:2,fc:32,fc:10", 1, 28, 28, &rng, &err);
+    ck_assert_msg(net != NULL, "%s", err.message);
     /* reshape, conv, relu, pool, conv, relu, pool, flatten, fc, relu, fc */
     nn_param *ps;
     int np = nn_module_params(net, &ps);
@@ -469,8 +469,8 @@ START_TEST(test_spec)
     ad_tape_free(t);
     nn_module_free(net);
     /* the other layer kinds, and strides */
-    net = nn_model_from_spec("conv:4:3:2,bn,avgpool:2,dropout:0.25,fc:5", 3, 9, 9, &rng, err, sizeof err);
-    ck_assert_msg(net != NULL, "%s", err);
+    net = nn_model_from_spec("conv:4:3:2,bn,avgpool:2,dropout:0.25,fc:5", 3, 9, 9, &rng, &err);
+    ck_assert_msg(net != NULL, "%s", err.message);
     tu_assert_shape(nn_module_param(net, "7.weight")->value, AD_SHAPE(5, 4 * 2 * 2));
     ck_assert_ptr_nonnull(nn_module_param(net, "3.running_var"));
     nn_module_free(net);
@@ -478,11 +478,11 @@ START_TEST(test_spec)
     const char *bad[] = {"conv:32", "fc:10,conv:3:3", "pool:64", "", "conv:8:5,,zz", "dropout:1.5,fc:2", "fc:0",
                          "avgpool:2:2"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        err[0] = '\0';
-        ck_assert_ptr_null(nn_model_from_spec(bad[i], 1, 28, 28, &rng, err, sizeof err));
-        ck_assert_msg(strstr(err, "nn_model_from_spec") != NULL, "spec '%s': message '%s'", bad[i], err);
+        err = (nn_error){0};
+        ck_assert_ptr_null(nn_model_from_spec(bad[i], 1, 28, 28, &rng, &err));
+        ck_assert_msg(strstr(err.message, "nn_model_from_spec") != NULL, "spec '%s': message '%s'", bad[i], err.message);
     }
-    ck_assert_ptr_null(nn_model_from_spec(NULL, 1, 28, 28, &rng, err, sizeof err));
+    ck_assert_ptr_null(nn_model_from_spec(NULL, 1, 28, 28, &rng, &err));
     ad_tensor_free(x);
 }
 END_TEST
@@ -493,10 +493,11 @@ START_TEST(test_checkpoint_running_stats)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 60);
-    char err[256] = "", path[64];
-    nn_module *a = nn_model_from_spec("conv:4:3,bn,pool:2,fc:3", 2, 6, 6, &rng, err, sizeof err);
-    nn_module *b = nn_model_from_spec("conv:4:3,bn,pool:2,fc:3", 2, 6, 6, &rng, err, sizeof err);
-    ck_assert_msg(a && b, "%s", err);
+    nn_error err = {0};
+    char path[64];
+    nn_module *a = nn_model_from_spec("conv:4:3,bn,pool:2,fc:3", 2, 6, 6, &rng, &err);
+    nn_module *b = nn_model_from_spec("conv:4:3,bn,pool:2,fc:3", 2, 6, 6, &rng, &err);
+    ck_assert_msg(a && b, "%s", err.message);
     ad_tensor *x = tu_rand(AD_F32, AD_SHAPE(5, 72), -1, 2, 61);
     ad_tape *t = ad_tape_new();
     ck_assert(ad_ok(nn_forward(a, t, ad_const(t, x)))); /* training: moves a's running statistics */
@@ -504,16 +505,16 @@ START_TEST(test_checkpoint_running_stats)
     ck_assert_ptr_nonnull(rm);
     ck_assert(ad_tensor_get(rm->value, 0) != 0.0);
     snprintf(path, sizeof path, "/tmp/ad_test_bn_%ld.safetensors", (long)getpid());
-    ck_assert_msg(nn_save(path, a, NULL, NULL, err, sizeof err) == AD_OK, "%s", err);
-    ck_assert_msg(nn_load(path, b, NULL, NULL, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_save(path, a, NULL, NULL, &err) == AD_OK, "%s", err.message);
+    ck_assert_msg(nn_load(path, b, NULL, NULL, &err) == AD_OK, "%s", err.message);
     unlink(path);
     for (int k = 0; k < 4; k++) {
         ck_assert_double_eq(ad_tensor_get(nn_module_param(b, "3.running_mean")->value, k), ad_tensor_get(rm->value, k));
         ck_assert_double_eq(ad_tensor_get(nn_module_param(b, "3.running_var")->value, k), ad_tensor_get(rv->value, k));
     }
     /* so both give the same answers in eval mode */
-    nn_set_training(a, false);
-    nn_set_training(b, false);
+    nn_module_set_training(a, false);
+    nn_module_set_training(b, false);
     ad_tape_reset(t);
     ad_var ya = nn_forward(a, t, ad_const(t, x)), yb = nn_forward(b, t, ad_const(t, x));
     ck_assert(ad_ok(ya) && ad_ok(yb));

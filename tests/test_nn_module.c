@@ -15,7 +15,7 @@ START_TEST(test_linear_forward)
     /* y = x W^T + b, checked against a hand computation */
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *l = nn_linear_ex(3, 2, true, NN_INIT_ZEROS, 0, AD_F64, &rng);
+    nn_module *l = nn_linear_ex(3, 2, true, NN_INIT_ZEROS, 0, AD_F64, &rng, NULL);
     ck_assert_ptr_nonnull(l);
     ck_assert_str_eq(nn_module_kind(l), "linear");
     nn_param *ps;
@@ -76,7 +76,7 @@ START_TEST(test_linear_gradcheck)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 3);
-    lin_ctx c = {nn_linear_ex(4, 3, true, NN_INIT_XAVIER_NORMAL, 0, AD_F64, &rng)};
+    lin_ctx c = {nn_linear_ex(4, 3, true, NN_INIT_XAVIER_NORMAL, 0, AD_F64, &rng, NULL)};
     ck_assert_ptr_nonnull(c.l);
     ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(5, 4), -1, 1, 11);
     ad_tensor *w = tu_rand(AD_F64, AD_SHAPE(3, 4), -1, 1, 12);
@@ -100,8 +100,8 @@ START_TEST(test_activations)
     const double xs[4] = {-2, -0.5, 0.5, 3};
     ad_tape *t = ad_tape_new();
     ad_tensor *x = tu_f64(AD_SHAPE(1, 4), xs);
-    for (int a = NN_IDENTITY; a <= NN_SOFTMAX; a++) {
-        nn_module *m = nn_activation((nn_act)a);
+    for (int a = NN_IDENTITY; a < NN_ACT_COUNT; a++) {
+        nn_module *m = nn_activation((nn_act)a, NULL);
         ck_assert_ptr_nonnull(m);
         ck_assert_str_eq(nn_module_kind(m), nn_act_name((nn_act)a));
         nn_act back;
@@ -123,6 +123,7 @@ START_TEST(test_activations)
             case NN_LEAKY_RELU: want = v > 0 ? v : 0.01 * v; break;
             case NN_GELU: want = 0.5 * v * (1 + erf(v / sqrt(2.0))); break;
             case NN_SOFTMAX: want = exp(v) / z; break;
+            case NN_ACT_COUNT: ck_abort_msg("NN_ACT_COUNT is not an activation");
             }
             TU_ASSERT_CLOSE(ad_tensor_get(ad_value(y), i), want, 1e-12, 1e-12);
         }
@@ -132,8 +133,8 @@ START_TEST(test_activations)
     ck_assert(nn_act_from_name("logistic", &a));
     ck_assert_int_eq(a, NN_SIGMOID);
     ck_assert(!nn_act_from_name("swish", &a));
-    ck_assert_ptr_null(nn_activation((nn_act)99));
-    nn_module *lk = nn_activation_ex(NN_LEAKY_RELU, 0.2);
+    ck_assert_ptr_null(nn_activation((nn_act)99, NULL));
+    nn_module *lk = nn_activation_ex(NN_LEAKY_RELU, 0.2, NULL);
     ad_tape_reset(t);
     ad_var y = nn_forward(lk, t, ad_const(t, x));
     TU_ASSERT_CLOSE(ad_tensor_get(ad_value(y), 0), -0.4, 1e-15, 0);
@@ -149,7 +150,7 @@ START_TEST(test_mlp_names_and_shapes)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 5);
-    nn_module *m = nn_mlp(4, (const int64_t[]){6, 5, 4, 3}, NN_TANH, &rng);
+    nn_module *m = nn_mlp(4, (const int64_t[]){6, 5, 4, 3}, NN_TANH, &rng, NULL);
     ck_assert_ptr_nonnull(m);
     ck_assert_str_eq(nn_module_kind(m), "sequential");
     nn_param *ps;
@@ -177,18 +178,18 @@ START_TEST(test_mlp_names_and_shapes)
 
     /* the same seed gives the same weights; another seed different ones */
     ad_rng_seed(&rng, 5);
-    nn_module *m2 = nn_mlp(4, (const int64_t[]){6, 5, 4, 3}, NN_TANH, &rng);
+    nn_module *m2 = nn_mlp(4, (const int64_t[]){6, 5, 4, 3}, NN_TANH, &rng, NULL);
     nn_param *ps2;
     nn_module_params(m2, &ps2);
     ck_assert_mem_eq(ps[0].value->data, ps2[0].value->data, 30 * sizeof(float));
     ad_rng_seed(&rng, 6);
-    nn_module *m3 = nn_mlp(4, (const int64_t[]){6, 5, 4, 3}, NN_TANH, &rng);
+    nn_module *m3 = nn_mlp(4, (const int64_t[]){6, 5, 4, 3}, NN_TANH, &rng, NULL);
     nn_param *ps3;
     nn_module_params(m3, &ps3);
     ck_assert(memcmp(ps[0].value->data, ps3[0].value->data, 30 * sizeof(float)) != 0);
 
     /* nesting prefixes the names again */
-    nn_module *outer = nn_sequential(2, (nn_module *[]){m2, nn_activation(NN_RELU)});
+    nn_module *outer = nn_sequential(2, (nn_module *[]){m2, nn_activation(NN_RELU, NULL)}, NULL);
     ck_assert_ptr_nonnull(outer);
     ck_assert_ptr_nonnull(nn_module_param(outer, "0.4.bias"));
     nn_module_set_training(outer, false);
@@ -196,10 +197,10 @@ START_TEST(test_mlp_names_and_shapes)
     ck_assert(!nn_module_training(m2));
 
     /* bad arguments */
-    ck_assert_ptr_null(nn_mlp(1, (const int64_t[]){3}, NN_RELU, &rng));
-    ck_assert_ptr_null(nn_mlp(2, (const int64_t[]){3, 0}, NN_RELU, &rng));
-    ck_assert_ptr_null(nn_linear(0, 3, &rng));
-    ck_assert_ptr_null(nn_sequential(0, NULL));
+    ck_assert_ptr_null(nn_mlp(1, (const int64_t[]){3}, NN_RELU, &rng, NULL));
+    ck_assert_ptr_null(nn_mlp(2, (const int64_t[]){3, 0}, NN_RELU, &rng, NULL));
+    ck_assert_ptr_null(nn_linear(0, 3, &rng, NULL));
+    ck_assert_ptr_null(nn_sequential(0, NULL, NULL));
 
     ad_tensor_free(x);
     ad_tape_free(t);
@@ -214,7 +215,7 @@ START_TEST(test_sequential_takes_ownership_on_failure)
     /* a NULL among the modules: the others are freed (ASan/valgrind see no leak) */
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *s = nn_sequential(3, (nn_module *[]){nn_linear(2, 2, &rng), NULL, nn_activation(NN_RELU)});
+    nn_module *s = nn_sequential(3, (nn_module *[]){nn_linear(2, 2, &rng, NULL), NULL, nn_activation(NN_RELU, NULL)}, NULL);
     ck_assert_ptr_null(s);
     nn_module_free(NULL);
 }
@@ -242,12 +243,12 @@ START_TEST(test_initializers)
     ad_rng_seed(&rng, 77);
     ad_tensor *w = ad_tensor_new(AD_F64, AD_SHAPE(200, 300));
     int64_t fi, fo;
-    ck_assert_int_eq(nn_init_fans(w, &fi, &fo), AD_OK);
+    ck_assert_int_eq(nn_init_fans(w, &fi, &fo, NULL), AD_OK);
     ck_assert_int_eq(fi, 300);
     ck_assert_int_eq(fo, 200);
     double mean, std, mx;
 
-    ck_assert_int_eq(nn_init_xavier_uniform(w, 1.0, &rng), AD_OK);
+    ck_assert_int_eq(nn_init_tensor(w, NN_INIT_XAVIER_UNIFORM, 1.0, &rng, NULL), AD_OK);
     moments(w, &mean, &std, &mx);
     double a = sqrt(6.0 / 500.0);
     ck_assert(mx <= a);
@@ -255,31 +256,31 @@ START_TEST(test_initializers)
     TU_ASSERT_CLOSE(std, a / sqrt(3.0), 0, 0.02);
     ck_assert(fabs(mean) < 0.005);
 
-    ck_assert_int_eq(nn_init_xavier_normal(w, 2.0, &rng), AD_OK);
+    ck_assert_int_eq(nn_init_tensor(w, NN_INIT_XAVIER_NORMAL, 2.0, &rng, NULL), AD_OK);
     moments(w, &mean, &std, &mx);
     TU_ASSERT_CLOSE(std, 2.0 * sqrt(2.0 / 500.0), 0, 0.02);
 
-    ck_assert_int_eq(nn_init_he_uniform(w, 0, &rng), AD_OK); /* gain 0: sqrt 2 */
+    ck_assert_int_eq(nn_init_tensor(w, NN_INIT_HE_UNIFORM, 0, &rng, NULL), AD_OK); /* gain 0: sqrt 2 */
     moments(w, &mean, &std, &mx);
     a = sqrt(6.0 / 300.0);
     ck_assert(mx <= a);
     ck_assert(mx > 0.99 * a);
 
-    ck_assert_int_eq(nn_init_he_normal(w, 0, &rng), AD_OK);
+    ck_assert_int_eq(nn_init_tensor(w, NN_INIT_HE_NORMAL, 0, &rng, NULL), AD_OK);
     moments(w, &mean, &std, &mx);
     TU_ASSERT_CLOSE(std, sqrt(2.0 / 300.0), 0, 0.02);
 
-    ck_assert_int_eq(nn_init_tensor(w, NN_INIT_ZEROS, 0, NULL), AD_OK);
+    ck_assert_int_eq(nn_init_tensor(w, NN_INIT_ZEROS, 0, NULL, NULL), AD_OK);
     moments(w, &mean, &std, &mx);
     ck_assert(mx == 0);
 
     /* a convolution-shaped weight: the receptive field multiplies both fans */
     ad_tensor *k = ad_tensor_new(AD_F32, AD_SHAPE(8, 3, 5, 5));
-    ck_assert_int_eq(nn_init_fans(k, &fi, &fo), AD_OK);
+    ck_assert_int_eq(nn_init_fans(k, &fi, &fo, NULL), AD_OK);
     ck_assert_int_eq(fi, 75);
     ck_assert_int_eq(fo, 200);
-    ck_assert_int_eq(nn_init_he_uniform(k, 0, NULL), AD_ERR_ARG);
-    ck_assert_int_eq(nn_init_tensor(NULL, NN_INIT_HE_NORMAL, 0, &rng), AD_ERR_ARG);
+    ck_assert_int_eq(nn_init_tensor(k, NN_INIT_HE_UNIFORM, 0, NULL, NULL), AD_ERR_ARG);
+    ck_assert_int_eq(nn_init_tensor(NULL, NN_INIT_HE_NORMAL, 0, &rng, NULL), AD_ERR_ARG);
 
     TU_ASSERT_CLOSE(nn_init_gain(NN_TANH), 5.0 / 3.0, 1e-15, 0);
     TU_ASSERT_CLOSE(nn_init_gain(NN_RELU), sqrt(2.0), 1e-15, 0);
@@ -320,9 +321,9 @@ START_TEST(test_construction_failure_sweep)
         f.countdown = k;
         ad_rng rng;
         ad_rng_seed(&rng, 1);
-        nn_module *m = nn_mlp(4, (const int64_t[]){5, 4, 3, 2}, NN_RELU, &rng);
-        nn_optim *o = m ? nn_adam(m, 1e-3, 0.9, 0.999, 1e-8, 0) : NULL;
-        nn_optim *s = m ? nn_sgd(m, 0.1, 0.9, 0, true) : NULL;
+        nn_module *m = nn_mlp(4, (const int64_t[]){5, 4, 3, 2}, NN_RELU, &rng, NULL);
+        nn_optim *o = m ? nn_adam(m, 1e-3, 0.9, 0.999, 1e-8, 0, NULL) : NULL;
+        nn_optim *s = m ? nn_sgd(m, 0.1, 0.9, 0, true, NULL) : NULL;
         if (m && o && s) successes++;
         nn_optim_free(s);
         nn_optim_free(o);

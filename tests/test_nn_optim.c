@@ -11,7 +11,7 @@
 /* A F64 linear 2 -> 1 with weights p0 and grads set by hand per step. */
 static nn_module *small_module(const double *p0)
 {
-    nn_module *l = nn_linear_ex(2, 1, true, NN_INIT_ZEROS, 0, AD_F64, NULL);
+    nn_module *l = nn_linear_ex(2, 1, true, NN_INIT_ZEROS, 0, AD_F64, NULL, NULL);
     ck_assert_ptr_nonnull(l);
     nn_param *ps;
     nn_module_params(l, &ps);
@@ -88,12 +88,12 @@ START_TEST(test_sgd_against_reference)
 {
     const sgd_case *c = &sgd_cases[_i];
     nn_module *l = small_module(P0);
-    nn_optim *o = nn_sgd(l, c->lr, c->mu, c->wd, c->nesterov);
+    nn_optim *o = nn_sgd(l, c->lr, c->mu, c->wd, c->nesterov, NULL);
     ck_assert_ptr_nonnull(o);
     ck_assert_str_eq(nn_optim_name(o), "sgd");
     for (int steps = 1; steps <= 3; steps++) {
         set_grads(l, G[steps - 1]);
-        ck_assert_int_eq(nn_optim_step(o), AD_OK);
+        ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
         double want[NP], got[NP];
         memcpy(want, P0, sizeof want);
         ref_sgd(want, c->lr, c->mu, c->wd, c->nesterov, steps);
@@ -112,14 +112,14 @@ START_TEST(test_sgd_hand_numbers)
     ** step 1: buf = 0.1, p = 0.5 - 0.01 = 0.49
     ** step 2: buf = 0.09 - 0.4 = -0.31, p = 0.49 + 0.031 = 0.521 */
     nn_module *l = small_module(P0);
-    nn_optim *o = nn_sgd(l, 0.1, 0.9, 0, false);
+    nn_optim *o = nn_sgd(l, 0.1, 0.9, 0, false, NULL);
     double p[NP];
     set_grads(l, G[0]);
-    nn_optim_step(o);
+    nn_optim_step(o, NULL);
     get_params(l, p);
     TU_ASSERT_CLOSE(p[0], 0.49, 1e-15, 0);
     set_grads(l, G[1]);
-    nn_optim_step(o);
+    nn_optim_step(o, NULL);
     get_params(l, p);
     TU_ASSERT_CLOSE(p[0], 0.521, 1e-15, 0);
     nn_optim_free(o);
@@ -141,13 +141,13 @@ START_TEST(test_adam_against_reference)
 {
     const adam_case *c = &adam_cases[_i];
     nn_module *l = small_module(P0);
-    nn_optim *o = c->decoupled ? nn_adamw(l, c->lr, c->b1, c->b2, c->eps, c->wd)
-                               : nn_adam(l, c->lr, c->b1, c->b2, c->eps, c->wd);
+    nn_optim *o = c->decoupled ? nn_adamw(l, c->lr, c->b1, c->b2, c->eps, c->wd, NULL)
+                               : nn_adam(l, c->lr, c->b1, c->b2, c->eps, c->wd, NULL);
     ck_assert_ptr_nonnull(o);
     ck_assert_str_eq(nn_optim_name(o), c->decoupled ? "adamw" : "adam");
     for (int steps = 1; steps <= 3; steps++) {
         set_grads(l, G[steps - 1]);
-        ck_assert_int_eq(nn_optim_step(o), AD_OK);
+        ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
         double want[NP], got[NP];
         memcpy(want, P0, sizeof want);
         ref_adam(want, c->lr, c->b1, c->b2, c->eps, c->wd, c->decoupled, steps);
@@ -163,9 +163,9 @@ START_TEST(test_adam_first_step_is_lr_times_sign)
 {
     /* after one step m_hat = g and v_hat = g^2, so p moves by lr g / (|g| + eps) */
     nn_module *l = small_module(P0);
-    nn_optim *o = nn_adam(l, 0.01, 0.9, 0.999, 1e-8, 0);
+    nn_optim *o = nn_adam(l, 0.01, 0.9, 0.999, 1e-8, 0, NULL);
     set_grads(l, G[0]);
-    nn_optim_step(o);
+    nn_optim_step(o, NULL);
     double p[NP];
     get_params(l, p);
     for (int i = 0; i < NP; i++) TU_ASSERT_CLOSE(p[i], P0[i] - 0.01 * G[0][i] / (fabs(G[0][i]) + 1e-8), 1e-15, 1e-12);
@@ -179,13 +179,13 @@ START_TEST(test_f32_params)
     /* F32 parameters follow the same formulas, rounded once per update */
     ad_rng rng;
     ad_rng_seed(&rng, 1);
-    nn_module *l = nn_linear_ex(2, 1, true, NN_INIT_ZEROS, 0, AD_F32, NULL);
+    nn_module *l = nn_linear_ex(2, 1, true, NN_INIT_ZEROS, 0, AD_F32, NULL, NULL);
     nn_param *ps;
     nn_module_params(l, &ps);
     ad_tensor_set(ps[0].value, 0, 0.5);
-    nn_optim *o = nn_adam(l, 0.01, 0.9, 0.999, 1e-8, 0);
+    nn_optim *o = nn_adam(l, 0.01, 0.9, 0.999, 1e-8, 0, NULL);
     ad_tensor_set(ps[0].grad, 0, 0.1);
-    ck_assert_int_eq(nn_optim_step(o), AD_OK);
+    ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
     TU_ASSERT_CLOSE(ad_tensor_get(ps[0].value, 0), 0.49, 1e-7, 0);
     /* a zero gradient leaves the bias where it was */
     TU_ASSERT_CLOSE(ad_tensor_get(ps[1].value, 0), 0.0, 0, 0);
@@ -197,20 +197,20 @@ END_TEST
 START_TEST(test_nonfinite_gradient_refused)
 {
     nn_module *l = small_module(P0);
-    nn_optim *o = nn_sgd(l, 0.1, 0.9, 0, false);
+    nn_optim *o = nn_sgd(l, 0.1, 0.9, 0, false, NULL);
     double g[NP] = {0.1, NAN, 0.2};
     set_grads(l, g);
-    ck_assert_int_eq(nn_optim_step(o), AD_ERR_NUMERIC);
+    ck_assert_int_eq(nn_optim_step(o, NULL), AD_ERR_NUMERIC);
     double p[NP];
     get_params(l, p);
     for (int i = 0; i < NP; i++) ck_assert(p[i] == P0[i]);
     ck_assert_int_eq(nn_optim_steps(o), 0);
     g[1] = INFINITY;
     set_grads(l, g);
-    ck_assert_int_eq(nn_optim_step(o), AD_ERR_NUMERIC);
+    ck_assert_int_eq(nn_optim_step(o, NULL), AD_ERR_NUMERIC);
     nn_zero_grad(l);
-    ck_assert_int_eq(nn_optim_step(o), AD_OK);
-    ck_assert_int_eq(nn_optim_step(NULL), AD_ERR_ARG);
+    ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
+    ck_assert_int_eq(nn_optim_step(NULL, NULL), AD_ERR_ARG);
     nn_optim_free(o);
     nn_module_free(l);
 }
@@ -219,13 +219,13 @@ END_TEST
 START_TEST(test_bad_hyperparameters)
 {
     nn_module *l = small_module(P0);
-    ck_assert_ptr_null(nn_sgd(l, -1, 0, 0, false));
-    ck_assert_ptr_null(nn_sgd(l, 0.1, 0, 0, true)); /* Nesterov needs momentum */
-    ck_assert_ptr_null(nn_sgd(l, NAN, 0, 0, false));
-    ck_assert_ptr_null(nn_adam(l, 0.1, 1.0, 0.999, 1e-8, 0));
-    ck_assert_ptr_null(nn_adamw(l, 0.1, 0.9, -0.1, 1e-8, 0));
-    ck_assert_ptr_null(nn_adam(NULL, 0.1, 0.9, 0.999, 1e-8, 0));
-    nn_optim *o = nn_sgd(l, 0.1, 0, 0, false);
+    ck_assert_ptr_null(nn_sgd(l, -1, 0, 0, false, NULL));
+    ck_assert_ptr_null(nn_sgd(l, 0.1, 0, 0, true, NULL)); /* Nesterov needs momentum */
+    ck_assert_ptr_null(nn_sgd(l, NAN, 0, 0, false, NULL));
+    ck_assert_ptr_null(nn_adam(l, 0.1, 1.0, 0.999, 1e-8, 0, NULL));
+    ck_assert_ptr_null(nn_adamw(l, 0.1, 0.9, -0.1, 1e-8, 0, NULL));
+    ck_assert_ptr_null(nn_adam(NULL, 0.1, 0.9, 0.999, 1e-8, 0, NULL));
+    nn_optim *o = nn_sgd(l, 0.1, 0, 0, false, NULL);
     nn_optim_set_lr(o, 0.5);
     TU_ASSERT_CLOSE(nn_optim_lr(o), 0.5, 0, 0);
     nn_optim_set_lr(o, -1); /* ignored */

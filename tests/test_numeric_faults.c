@@ -31,7 +31,7 @@ static nn_module *toy_net(uint64_t seed)
 {
     ad_rng r;
     ad_rng_seed(&r, seed);
-    nn_module *m = nn_mlp(3, (const int64_t[]){4, 8, 2}, NN_TANH, &r);
+    nn_module *m = nn_mlp(3, (const int64_t[]){4, 8, 2}, NN_TANH, &r, NULL);
     ck_assert_ptr_nonnull(m);
     return m;
 }
@@ -68,24 +68,24 @@ START_TEST(test_nan_input_stops_at_step)
     toy_init(&t, 64, 1);
     t.feat[4 * 37 + 2] = NAN; /* row 37: in the 5th batch of 8 */
     nn_module *m = toy_net(2);
-    nn_optim *o = nn_sgd(m, 0.1, 0.9, 0.0, false);
+    nn_optim *o = nn_sgd(m, 0.1, 0.9, 0.0, false, NULL);
     ck_assert_ptr_nonnull(o);
     nn_fit_opts fo = quiet_opts(1, 8);
-    char err[512];
-    ad_status st = nn_fit(m, o, &t.ds, &fo, NULL, err, sizeof err);
+    nn_error err = {0};
+    ad_status st = nn_fit(m, o, &t.ds, &fo, NULL, &err);
     ck_assert_int_eq(st, AD_ERR_NUMERIC);
-    ck_assert_msg(strstr(err, "step 5") != NULL, "message: %s", err);
-    ck_assert_msg(strstr(err, "epoch 1") != NULL, "message: %s", err);
+    ck_assert_msg(strstr(err.message, "step 5") != NULL, "message: %s", err.message);
+    ck_assert_msg(strstr(err.message, "epoch 1") != NULL, "message: %s", err.message);
     ck_assert_int_eq(nn_optim_steps(o), 4);
 
     /* the parameters are those of 4 clean steps: the 5th update was not applied */
     nn_module *ref = toy_net(2);
-    nn_optim *ro = nn_sgd(ref, 0.1, 0.9, 0.0, false);
+    nn_optim *ro = nn_sgd(ref, 0.1, 0.9, 0.0, false, NULL);
     toy first = t;
     first.ds.features = first.feat;
     first.ds.labels = first.lab;
     first.ds.n = 32;
-    ck_assert_int_eq(nn_fit(ref, ro, &first.ds, &fo, NULL, err, sizeof err), AD_OK);
+    ck_assert_int_eq(nn_fit(ref, ro, &first.ds, &fo, NULL, &err), AD_OK);
     ck_assert(same_params(m, ref));
     nn_optim_free(ro);
     nn_module_free(ref);
@@ -103,12 +103,12 @@ START_TEST(test_nan_input_skipped_when_asked)
     t.feat[4 * 37 + 2] = NAN; /* row 37: in the 5th batch of 8 */
     t.feat[4 * 60 + 0] = INFINITY; /* row 60: in the 8th */
     nn_module *m = toy_net(2);
-    nn_optim *o = nn_sgd(m, 0.1, 0.9, 0.0, false);
+    nn_optim *o = nn_sgd(m, 0.1, 0.9, 0.0, false, NULL);
     nn_fit_opts fo = quiet_opts(2, 8);
     fo.skip_nonfinite = true;
     nn_epoch_stats last;
-    char err[512];
-    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, &last, err, sizeof err), AD_OK);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, &last, &err), AD_OK);
     ck_assert_int_eq(last.skipped, 2);                 /* in each epoch, the two bad batches */
     ck_assert_int_eq(nn_optim_steps(o), 2 * (8 - 2)); /* and only the good ones were applied */
     ck_assert(isfinite(last.train_loss));
@@ -142,17 +142,17 @@ START_TEST(test_fit_clips_updates)
     toy t;
     toy_init(&t, 8, 3);
     nn_module *m = toy_net(4), *before = toy_net(4), *free_m = toy_net(4);
-    nn_optim *o = nn_sgd(m, 1.0, 0.0, 0.0, false), *fo_free = nn_sgd(free_m, 1.0, 0.0, 0.0, false);
+    nn_optim *o = nn_sgd(m, 1.0, 0.0, 0.0, false, NULL), *fo_free = nn_sgd(free_m, 1.0, 0.0, 0.0, false, NULL);
     nn_fit_opts fo = quiet_opts(1, 8);
-    char err[512];
-    ck_assert_int_eq(nn_fit(free_m, fo_free, &t.ds, &fo, NULL, err, sizeof err), AD_OK);
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(free_m, fo_free, &t.ds, &fo, NULL, &err), AD_OK);
     double unclipped = params_dist(free_m, before);
     fo.clip_norm = unclipped / 4;
-    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, NULL, err, sizeof err), AD_OK);
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, NULL, &err), AD_OK);
     ck_assert_double_eq_tol(params_dist(m, before), unclipped / 4, 1e-4 * unclipped);
     fo.clip_norm = -1;
-    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, NULL, err, sizeof err), AD_ERR_ARG);
-    ck_assert_msg(strstr(err, "clip_norm") != NULL, "message: %s", err);
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, NULL, &err), AD_ERR_ARG);
+    ck_assert_msg(strstr(err.message, "clip_norm") != NULL, "message: %s", err.message);
     nn_optim_free(o);
     nn_optim_free(fo_free);
     nn_module_free(m);
@@ -170,13 +170,13 @@ START_TEST(test_divergence_stops)
     for (int64_t i = 0; i < 64 * 4; i++) t.feat[i] *= 1e30f;
     ad_rng r;
     ad_rng_seed(&r, 4);
-    nn_module *m = nn_mlp(3, (const int64_t[]){4, 8, 2}, NN_IDENTITY, &r);
-    nn_optim *o = nn_sgd(m, 1e30, 0.0, 0.0, false);
+    nn_module *m = nn_mlp(3, (const int64_t[]){4, 8, 2}, NN_IDENTITY, &r, NULL);
+    nn_optim *o = nn_sgd(m, 1e30, 0.0, 0.0, false, NULL);
     nn_fit_opts fo = quiet_opts(50, 16);
-    char err[512];
-    ad_status st = nn_fit(m, o, &t.ds, &fo, NULL, err, sizeof err);
+    nn_error err = {0};
+    ad_status st = nn_fit(m, o, &t.ds, &fo, NULL, &err);
     ck_assert_int_eq(st, AD_ERR_NUMERIC);
-    ck_assert_msg(strstr(err, "step ") != NULL && strstr(err, "epoch ") != NULL, "message: %s", err);
+    ck_assert_msg(strstr(err.message, "step ") != NULL && strstr(err.message, "epoch ") != NULL, "message: %s", err.message);
     ck_assert_int_lt(nn_optim_steps(o), 50 * 4);
     nn_optim_free(o);
     nn_module_free(m);
@@ -187,14 +187,14 @@ END_TEST
 START_TEST(test_optimizer_refuses_nonfinite)
 {
     nn_module *m = toy_net(5);
-    nn_optim *o = nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0);
+    nn_optim *o = nn_adam(m, 1e-2, 0.9, 0.999, 1e-8, 0.0, NULL);
     nn_module *ref = toy_net(5);
     nn_param *p;
     int n = nn_module_params(m, &p);
     ck_assert_int_gt(n, 1);
     nn_zero_grad(m);
     ad_tensor_set(p[n - 1].grad, 0, INFINITY);
-    ck_assert_int_eq(nn_optim_step(o), AD_ERR_NUMERIC);
+    ck_assert_int_eq(nn_optim_step(o, NULL), AD_ERR_NUMERIC);
     ck_assert(same_params(m, ref));
     ck_assert_int_eq(nn_optim_steps(o), 0);
     nn_optim_free(o);
@@ -255,9 +255,9 @@ static nn_module *f64_net(void)
 {
     ad_rng r;
     ad_rng_seed(&r, 9);
-    nn_module *mods[2] = {nn_linear_ex(3, 4, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F64, &r),
-                          nn_linear_ex(4, 2, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F64, &r)};
-    nn_module *m = nn_sequential(2, mods);
+    nn_module *mods[2] = {nn_linear_ex(3, 4, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F64, &r, NULL),
+                          nn_linear_ex(4, 2, true, NN_INIT_XAVIER_UNIFORM, 0, AD_F64, &r, NULL)};
+    nn_module *m = nn_sequential(2, mods, NULL);
     ck_assert_ptr_nonnull(m);
     return m;
 }
@@ -281,7 +281,7 @@ START_TEST(test_clip_scales_to_max_norm)
 {
     nn_module *m = f64_net();
     double ss = set_grads(m, 1.0), norm;
-    ck_assert_int_eq(nn_clip_grad_norm(m, 2.0, &norm), AD_OK);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 2.0, &norm, NULL), AD_OK);
     TU_ASSERT_CLOSE(norm, sqrt(ss), 0, 1e-14);
     /* every gradient scaled by 2 / (norm + 1e-6): the direction is kept, the new norm is 2 */
     double coef = 2.0 / (sqrt(ss) + 1e-6), ss2 = 0;
@@ -295,7 +295,7 @@ START_TEST(test_clip_scales_to_max_norm)
         }
     TU_ASSERT_CLOSE(sqrt(ss2), 2.0, 0, 1e-6);
     /* a second call finds the norm at the limit and changes nothing */
-    ck_assert_int_eq(nn_clip_grad_norm(m, 2.0, &norm), AD_OK);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 2.0, &norm, NULL), AD_OK);
     TU_ASSERT_CLOSE(norm, 2.0, 0, 1e-6);
     nn_module_free(m);
 }
@@ -307,7 +307,7 @@ START_TEST(test_clip_below_limit_untouched)
     double ss = set_grads(m, 0.01), norm;
     nn_module *ref = f64_net();
     set_grads(ref, 0.01);
-    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm), AD_OK);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm, NULL), AD_OK);
     TU_ASSERT_CLOSE(norm, 0.01 * sqrt(ss), 0, 1e-14);
     nn_param *p, *q;
     int n = nn_module_params(m, &p);
@@ -324,12 +324,12 @@ START_TEST(test_clip_extreme_magnitudes)
     /* a naive sum of squares overflows to Inf (1e200^2) or underflows to 0 (1e-200^2) */
     nn_module *m = f64_net();
     double ss = set_grads(m, 1e200), norm;
-    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm), AD_OK);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm, NULL), AD_OK);
     TU_ASSERT_CLOSE(norm, 1e200 * sqrt(ss), 0, 1e-13);
-    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm), AD_OK);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm, NULL), AD_OK);
     TU_ASSERT_CLOSE(norm, 1.0, 0, 1e-6);
     ss = set_grads(m, 1e-200);
-    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm), AD_OK);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm, NULL), AD_OK);
     TU_ASSERT_CLOSE(norm, 1e-200 * sqrt(ss), 0, 1e-13);
     nn_module_free(m);
 }
@@ -347,7 +347,7 @@ START_TEST(test_clip_f32_model)
             ss += 9.0;
         }
     double norm;
-    ck_assert_int_eq(nn_clip_grad_norm(m, 1.5, &norm), AD_OK);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 1.5, &norm, NULL), AD_OK);
     TU_ASSERT_CLOSE(norm, sqrt(ss), 0, 1e-12);
     float want = (float)(3.0 * 1.5 / (sqrt(ss) + 1e-6));
     for (int i = 0; i < n; i++)
@@ -368,18 +368,18 @@ START_TEST(test_clip_nonfinite_and_errors)
     double norm;
     ad_tensor_set(p[1].grad, 0, INFINITY);
     ad_tensor_set(q[1].grad, 0, INFINITY);
-    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm), AD_ERR_NUMERIC);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm, NULL), AD_ERR_NUMERIC);
     ck_assert(isinf(norm));
     ad_tensor_set(p[2].grad, 1, NAN);
     ad_tensor_set(q[2].grad, 1, NAN);
-    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm), AD_ERR_NUMERIC);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 1.0, &norm, NULL), AD_ERR_NUMERIC);
     ck_assert(isnan(norm));
     for (int i = 0; i < n; i++) /* nothing scaled (NaN compares by bits) */
         ck_assert(memcmp(p[i].grad->data, q[i].grad->data, (size_t)p[i].grad->size * 8) == 0);
-    ck_assert_int_eq(nn_clip_grad_norm(NULL, 1.0, &norm), AD_ERR_ARG);
-    ck_assert_int_eq(nn_clip_grad_norm(m, 0.0, &norm), AD_ERR_ARG);
-    ck_assert_int_eq(nn_clip_grad_norm(m, -1.0, NULL), AD_ERR_ARG);
-    ck_assert_int_eq(nn_clip_grad_norm(m, NAN, NULL), AD_ERR_ARG);
+    ck_assert_int_eq(nn_clip_grad_norm(NULL, 1.0, &norm, NULL), AD_ERR_ARG);
+    ck_assert_int_eq(nn_clip_grad_norm(m, 0.0, &norm, NULL), AD_ERR_ARG);
+    ck_assert_int_eq(nn_clip_grad_norm(m, -1.0, NULL, NULL), AD_ERR_ARG);
+    ck_assert_int_eq(nn_clip_grad_norm(m, NAN, NULL, NULL), AD_ERR_ARG);
     nn_module_free(m);
     nn_module_free(ref);
 }
@@ -392,8 +392,8 @@ START_TEST(test_manual_loop_skips_bad_steps)
     toy_init(&t, 64, 12);
     t.feat[4 * 20] = INFINITY; /* batch 3 of 8 (rows 16..23) */
     nn_module *m = toy_net(13);
-    nn_optim *o = nn_sgd(m, 0.05, 0.0, 0.0, false);
-    nn_batcher *b = nn_batcher_new(&t.ds, 8, false, 0);
+    nn_optim *o = nn_sgd(m, 0.05, 0.0, 0.0, false, NULL);
+    nn_batcher *b = nn_batcher_new(&t.ds, 8, false, 0, NULL);
     ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(8, 4));
     int64_t labels[8];
     ad_tape *tp = ad_tape_new();
@@ -405,12 +405,12 @@ START_TEST(test_manual_loop_skips_bad_steps)
         ad_var loss = nn_loss_cross_entropy(nn_forward(m, tp, ad_const(tp, x)), labels);
         double norm;
         if (ad_backward(loss, NULL, 0) != AD_OK || !isfinite(ad_item(loss)) ||
-            nn_clip_grad_norm(m, 1.0, &norm) != AD_OK) {
+            nn_clip_grad_norm(m, 1.0, &norm, NULL) != AD_OK) {
             skipped++;
             continue;
         }
         ck_assert(norm >= 0 && isfinite(norm));
-        ck_assert_int_eq(nn_optim_step(o), AD_OK);
+        ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
         applied++;
     }
     ck_assert_int_eq(skipped, 1);

@@ -39,14 +39,15 @@ static void free_set(ad_tensor *t[4])
 
 START_TEST(test_roundtrip)
 {
-    char dir[256], path[512], err[512];
+    char dir[256], path[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/ck.safetensors", dir);
     ad_tensor *t[4], *u[4];
     make_set(t);
-    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err, sizeof err) ==
+    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, &err) ==
                       AD_OK,
-                  "%s", err);
+                  "%s", err.message);
     /* layout: length prefix, padded JSON, the data back to back */
     size_t n;
     unsigned char *raw = tio_read(path, &n);
@@ -62,18 +63,18 @@ START_TEST(test_roundtrip)
         u[i] = ad_tensor_new(t[i]->dtype, t[i]->ndim, t[i]->shape);
         ad_tensor_fill(u[i], 99);
     }
-    ck_assert_msg(nn_safetensors_load(path, 4, set_names, u, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_safetensors_load(path, 4, set_names, u, &err) == AD_OK, "%s", err.message);
     for (int i = 0; i < 4; i++)
         if (t[i]->size)
             ck_assert_int_eq(memcmp(t[i]->data, u[i]->data, (size_t)t[i]->size * ad_dtype_size(t[i]->dtype)), 0);
     /* requested in another order */
     const char *rev[4] = {"e", "s", "b", "w"};
     ad_tensor *urev[4] = {u[3], u[2], u[1], u[0]};
-    ck_assert_msg(nn_safetensors_load(path, 4, rev, urev, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_safetensors_load(path, 4, rev, urev, &err) == AD_OK, "%s", err.message);
 
     /* no tensors at all is a valid file too */
-    ck_assert_int_eq(nn_safetensors_save(path, 0, NULL, NULL, 0, NULL, err, sizeof err), AD_OK);
-    ck_assert_msg(nn_safetensors_load(path, 0, NULL, NULL, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_int_eq(nn_safetensors_save(path, 0, NULL, NULL, 0, NULL, &err), AD_OK);
+    ck_assert_msg(nn_safetensors_load(path, 0, NULL, NULL, &err) == AD_OK, "%s", err.message);
 
     /* no temporary file is left behind */
     snprintf(path, sizeof path, "%s/ck.safetensors.tmp.%ld", dir, (long)getpid());
@@ -90,14 +91,15 @@ START_TEST(test_python_reader)
         fprintf(stderr, "test_python_reader: skipped, /usr/bin/python3 with numpy not available\n");
         return;
     }
-    char dir[256], path[512], err[512], args[600];
+    char dir[256], path[512], args[600];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/ck.safetensors", dir);
     ad_tensor *t[4];
     make_set(t);
-    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err, sizeof err) ==
+    ck_assert_msg(nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, &err) ==
                       AD_OK,
-                  "%s", err);
+                  "%s", err.message);
     snprintf(args, sizeof args, "'%s'", path);
     ck_assert_int_eq(tio_python("safetensors_check.py", args), 0);
     free_set(t);
@@ -107,42 +109,42 @@ END_TEST
 
 START_TEST(test_save_args)
 {
-    char err[512];
+    nn_error err = {0};
     ad_tensor *a = ad_tensor_new(AD_F32, AD_SHAPE(2)), *b = ad_tensor_new(AD_F64, AD_SHAPE(2));
     const ad_tensor *ts[2] = {a, b};
     const char *dup[2] = {"x", "x"}, *resv[2] = {"x", "__metadata__"}, *tab[2] = {"x", "__table__"},
                *empty[2] = {"x", ""}, *badutf[2] = {"x", "\xff\xfe"}, *ok[2] = {"x", "y"};
     const char *path = "/tmp/never-written.safetensors";
-    ad_status st = nn_safetensors_save(path, 2, dup, ts, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "duplicate tensor name 'x'");
-    st = nn_safetensors_save(path, 2, resv, ts, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "reserved name");
-    st = nn_safetensors_save(path, 2, tab, ts, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "reserved name");
-    st = nn_safetensors_save(path, 2, empty, ts, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "empty");
-    st = nn_safetensors_save(path, 2, badutf, ts, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "UTF-8");
+    ad_status st = nn_safetensors_save(path, 2, dup, ts, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "duplicate tensor name 'x'");
+    st = nn_safetensors_save(path, 2, resv, ts, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "reserved name");
+    st = nn_safetensors_save(path, 2, tab, ts, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "reserved name");
+    st = nn_safetensors_save(path, 2, empty, ts, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "empty");
+    st = nn_safetensors_save(path, 2, badutf, ts, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "UTF-8");
     const char *m1[2] = {"format", "x"}, *m2[2] = {"xxh3:x", "0"}, *m3[4] = {"k", "1", "k", "2"};
-    st = nn_safetensors_save(path, 2, ok, ts, 1, m1, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "'format' is reserved");
-    st = nn_safetensors_save(path, 2, ok, ts, 1, m2, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "reserved");
-    st = nn_safetensors_save(path, 2, ok, ts, 2, m3, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "duplicate metadata key 'k'");
+    st = nn_safetensors_save(path, 2, ok, ts, 1, m1, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "'format' is reserved");
+    st = nn_safetensors_save(path, 2, ok, ts, 1, m2, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "reserved");
+    st = nn_safetensors_save(path, 2, ok, ts, 2, m3, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "duplicate metadata key 'k'");
     const ad_tensor *withnull[2] = {a, NULL};
-    st = nn_safetensors_save(path, 2, ok, withnull, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "'y'");
-    ck_assert_int_eq(nn_safetensors_save(NULL, 2, ok, ts, 0, NULL, err, sizeof err), AD_ERR_ARG);
-    ck_assert_int_eq(nn_safetensors_save(path, -1, ok, ts, 0, NULL, err, sizeof err), AD_ERR_ARG);
+    st = nn_safetensors_save(path, 2, ok, withnull, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "'y'");
+    ck_assert_int_eq(nn_safetensors_save(NULL, 2, ok, ts, 0, NULL, &err), AD_ERR_ARG);
+    ck_assert_int_eq(nn_safetensors_save(path, -1, ok, ts, 0, NULL, &err), AD_ERR_ARG);
     ck_assert(!tio_exists(path));
 
     /* load-side argument errors */
     ad_tensor *dst[2] = {a, b};
-    st = nn_safetensors_load(path, 2, dup, dst, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_ARG, err, path, "requested twice");
+    st = nn_safetensors_load(path, 2, dup, dst, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_ARG, err.message, path, "requested twice");
     ad_tensor *dnull[2] = {a, NULL};
-    ck_assert_int_eq(nn_safetensors_load(path, 2, ok, dnull, err, sizeof err), AD_ERR_ARG);
+    ck_assert_int_eq(nn_safetensors_load(path, 2, ok, dnull, &err), AD_ERR_ARG);
     ad_tensor_free(a);
     ad_tensor_free(b);
 }
@@ -151,21 +153,21 @@ END_TEST
 /* Saves {"x": [1, 2]} to path; asserts success. */
 static void save_x(const char *path, double v0)
 {
-    char err[512];
+    nn_error err = {0};
     ad_tensor *x = tu_f64(AD_SHAPE(2), (double[]){v0, 2});
     const char *nm[1] = {"x"};
-    ck_assert_msg(nn_safetensors_save(path, 1, nm, (const ad_tensor *const *)&x, 0, NULL, err, sizeof err) == AD_OK,
-                  "%s", err);
+    ck_assert_msg(nn_safetensors_save(path, 1, nm, (const ad_tensor *const *)&x, 0, NULL, &err) == AD_OK,
+                  "%s", err.message);
     ad_tensor_free(x);
 }
 
 /* Loads "x" from path and returns its first value. */
 static double load_x0(const char *path)
 {
-    char err[512];
+    nn_error err = {0};
     ad_tensor *x = tu_f64(AD_SHAPE(2), NULL);
     const char *nm[1] = {"x"};
-    ck_assert_msg(nn_safetensors_load(path, 1, nm, &x, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_safetensors_load(path, 1, nm, &x, &err) == AD_OK, "%s", err.message);
     double v = ad_tensor_get(x, 0);
     ad_tensor_free(x);
     return v;
@@ -173,22 +175,23 @@ static double load_x0(const char *path)
 
 START_TEST(test_save_failures)
 {
-    char dir[256], path[512], tmp[600], err[512];
+    char dir[256], path[512], tmp[600];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
 
     /* a directory that does not exist: open fails, nothing created */
     snprintf(path, sizeof path, "%s/no/such/dir/ck.safetensors", dir);
     ad_tensor *x = tu_f64(AD_SHAPE(2), (double[]){1, 2});
     const char *nm[1] = {"x"};
-    ad_status st = nn_safetensors_save(path, 1, nm, (const ad_tensor *const *)&x, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_IO, err, path, "open(");
-    ck_assert_ptr_nonnull(strstr(err, "No such file or directory"));
+    ad_status st = nn_safetensors_save(path, 1, nm, (const ad_tensor *const *)&x, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_IO, err.message, path, "open(");
+    ck_assert_ptr_nonnull(strstr(err.message, "No such file or directory"));
 
     /* the target is a directory: rename fails, the temporary file is removed */
     snprintf(path, sizeof path, "%s/adir", dir);
     ck_assert_int_eq(mkdir(path, 0700), 0);
-    st = nn_safetensors_save(path, 1, nm, (const ad_tensor *const *)&x, 0, NULL, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_IO, err, path, "rename(");
+    st = nn_safetensors_save(path, 1, nm, (const ad_tensor *const *)&x, 0, NULL, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_IO, err.message, path, "rename(");
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     ck_assert(!tio_exists(tmp));
 
@@ -205,11 +208,11 @@ START_TEST(test_save_failures)
     lim = saved;
     lim.rlim_cur = 4096;
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    st = nn_safetensors_save(path, 1, bn, (const ad_tensor *const *)&big, 0, NULL, err, sizeof err);
+    st = nn_safetensors_save(path, 1, bn, (const ad_tensor *const *)&big, 0, NULL, &err);
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &saved), 0);
     signal(SIGXFSZ, prev);
-    TIO_ASSERT_ERR(st, AD_ERR_IO, err, path, "write(");
-    ck_assert_ptr_nonnull(strstr(err, "File too large"));
+    TIO_ASSERT_ERR(st, AD_ERR_IO, err.message, path, "write(");
+    ck_assert_ptr_nonnull(strstr(err.message, "File too large"));
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     ck_assert(!tio_exists(tmp));
     size_t nown;
@@ -234,7 +237,8 @@ END_TEST
 /* The valid file: "a" F32 [2,3] at [0,24], "b" F64 [2] at [24,40]. */
 static void valid_parts(const char *dir, char **header, unsigned char data[40])
 {
-    char path[512], err[512];
+    char path[512];
+    nn_error err = {0};
     snprintf(path, sizeof path, "%s/valid.safetensors", dir);
     ad_tensor *a = ad_tensor_new(AD_F32, AD_SHAPE(2, 3)), *b = ad_tensor_new(AD_F64, AD_SHAPE(2));
     for (int i = 0; i < 6; i++) ad_tensor_set(a, i, i + 0.5);
@@ -242,7 +246,7 @@ static void valid_parts(const char *dir, char **header, unsigned char data[40])
     ad_tensor_set(b, 1, 1e300);
     const ad_tensor *ts[2] = {a, b};
     const char *nm[2] = {"a", "b"};
-    ck_assert_msg(nn_safetensors_save(path, 2, nm, ts, 0, NULL, err, sizeof err) == AD_OK, "%s", err);
+    ck_assert_msg(nn_safetensors_save(path, 2, nm, ts, 0, NULL, &err) == AD_OK, "%s", err.message);
     size_t n;
     unsigned char *raw = tio_read(path, &n);
     uint64_t hlen = 0;
@@ -414,7 +418,8 @@ static const bad_st bad_cases[] = {
 START_TEST(test_malformed)
 {
     const bad_st *c = &bad_cases[_i];
-    char dir[256], path[512], err[512];
+    char dir[256], path[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/bad.safetensors", dir);
     char *hdr;
@@ -459,23 +464,23 @@ START_TEST(test_malformed)
     ad_status st;
     switch (c->req) {
     case 0:
-        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b}, err, sizeof err);
+        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b}, &err);
         break;
     case 1:
-        st = nn_safetensors_load(path, 3, r1, (ad_tensor *[]){a, b, cc}, err, sizeof err);
+        st = nn_safetensors_load(path, 3, r1, (ad_tensor *[]){a, b, cc}, &err);
         break;
     case 2:
-        st = nn_safetensors_load(path, 1, r2, (ad_tensor *[]){a}, err, sizeof err);
+        st = nn_safetensors_load(path, 1, r2, (ad_tensor *[]){a}, &err);
         break;
     case 3:
-        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a32, b}, err, sizeof err);
+        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a32, b}, &err);
         break;
     default:
-        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b32}, err, sizeof err);
+        st = nn_safetensors_load(path, 2, r0, (ad_tensor *[]){a, b32}, &err);
         break;
     }
-    ck_assert_msg(strncmp(err, "nn_safetensors_load: ", 21) == 0, "%s", err);
-    TIO_ASSERT_ERR(st, c->want, err, path, c->what);
+    ck_assert_msg(strncmp(err.message, "nn_safetensors_load: ", 21) == 0, "%s", err.message);
+    TIO_ASSERT_ERR(st, c->want, err.message, path, c->what);
     /* nothing was written into the destinations */
     for (int i = 0; i < 5; i++)
         for (int64_t k = 0; k < all[i]->size; k++) ck_assert(ad_tensor_get(all[i], k) == -42);
@@ -486,25 +491,26 @@ END_TEST
 
 START_TEST(test_short_files)
 {
-    char dir[256], path[512], err[512];
+    char dir[256], path[512];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     ad_tensor *a = ad_tensor_new(AD_F32, AD_SHAPE(2, 3));
     const char *nm[1] = {"a"};
     snprintf(path, sizeof path, "%s/empty.safetensors", dir);
     tio_write(path, "", 0);
-    ad_status st = nn_safetensors_load(path, 1, nm, &a, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_FORMAT, err, path, "file too short (0 bytes)");
+    ad_status st = nn_safetensors_load(path, 1, nm, &a, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_FORMAT, err.message, path, "file too short (0 bytes)");
     tio_write(path, "\x10\0\0\0\0", 5);
-    st = nn_safetensors_load(path, 1, nm, &a, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_FORMAT, err, path, "file too short (5 bytes)");
+    st = nn_safetensors_load(path, 1, nm, &a, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_FORMAT, err.message, path, "file too short (5 bytes)");
     tio_write(path, "\x00\0\0\0\0\0\0\0", 8);
-    st = nn_safetensors_load(path, 1, nm, &a, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_FORMAT, err, path, "invalid JSON header");
+    st = nn_safetensors_load(path, 1, nm, &a, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_FORMAT, err.message, path, "invalid JSON header");
     snprintf(path, sizeof path, "%s/none.safetensors", dir);
-    st = nn_safetensors_load(path, 1, nm, &a, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_IO, err, path, "cannot open: No such file");
-    st = nn_safetensors_load(dir, 1, nm, &a, err, sizeof err);
-    TIO_ASSERT_ERR(st, AD_ERR_IO, err, dir, "not a regular file");
+    st = nn_safetensors_load(path, 1, nm, &a, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_IO, err.message, path, "cannot open: No such file");
+    st = nn_safetensors_load(dir, 1, nm, &a, &err);
+    TIO_ASSERT_ERR(st, AD_ERR_IO, err.message, dir, "not a regular file");
     ad_tensor_free(a);
     tio_rmtree(dir);
 }
@@ -513,7 +519,8 @@ END_TEST
 /* Every allocation failing in turn: AD_ERR_NOMEM, no dst written, no temporary file left, nothing leaked. */
 START_TEST(test_out_of_memory)
 {
-    char dir[256], path[512], tmp[600], err[512];
+    char dir[256], path[512], tmp[600];
+    nn_error err = {0};
     tio_mkdtemp(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/ck.safetensors", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -525,11 +532,11 @@ START_TEST(test_out_of_memory)
         tio_failalloc f = {0, k};
         ad_set_allocator(tio_alloc, &f);
         ad_status st =
-            nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, err, sizeof err);
+            nn_safetensors_save(path, 4, set_names, (const ad_tensor *const *)t, 1, set_meta, &err);
         ad_set_allocator(NULL, NULL);
         ck_assert(!tio_exists(tmp));
         if (st == AD_OK) break;
-        ck_assert_msg(st == AD_ERR_NOMEM, "allocation %ld: %s", k, err);
+        ck_assert_msg(st == AD_ERR_NOMEM, "allocation %ld: %s", k, err.message);
         ck_assert(!tio_exists(path));
     }
     ck_assert_int_gt(k, 3);
@@ -537,11 +544,11 @@ START_TEST(test_out_of_memory)
         for (int i = 0; i < 4; i++) ad_tensor_fill(u[i], -42);
         tio_failalloc f = {0, k};
         ad_set_allocator(tio_alloc, &f);
-        ad_status st = nn_safetensors_load(path, 4, set_names, u, err, sizeof err);
+        ad_status st = nn_safetensors_load(path, 4, set_names, u, &err);
         ad_set_allocator(NULL, NULL);
         if (st == AD_OK) break;
-        ck_assert_msg(st == AD_ERR_NOMEM, "allocation %ld: %s", k, err);
-        TIO_ASSERT_ERR(st, AD_ERR_NOMEM, err, path, "out of memory");
+        ck_assert_msg(st == AD_ERR_NOMEM, "allocation %ld: %s", k, err.message);
+        TIO_ASSERT_ERR(st, AD_ERR_NOMEM, err.message, path, "out of memory");
         for (int i = 0; i < 4; i++)
             for (int64_t j = 0; j < u[i]->size; j++) ck_assert(ad_tensor_get(u[i], j) == -42);
     }

@@ -329,11 +329,11 @@ typedef struct {
 static nn_optim *make_opt(nn_module *m, const opt_cfg *c)
 {
     switch (c->kind) {
-    case 0: return nn_sgd(m, c->lr, 0, c->wd, false);
-    case 1: return nn_sgd(m, c->lr, c->mu, c->wd, false);
-    case 2: return nn_sgd(m, c->lr, c->mu, c->wd, true);
-    case 3: return nn_adam(m, c->lr, c->b1, c->b2, c->eps, c->wd);
-    default: return nn_adamw(m, c->lr, c->b1, c->b2, c->eps, c->wd);
+    case 0: return nn_sgd(m, c->lr, 0, c->wd, false, NULL);
+    case 1: return nn_sgd(m, c->lr, c->mu, c->wd, false, NULL);
+    case 2: return nn_sgd(m, c->lr, c->mu, c->wd, true, NULL);
+    case 3: return nn_adam(m, c->lr, c->b1, c->b2, c->eps, c->wd, NULL);
+    default: return nn_adamw(m, c->lr, c->b1, c->b2, c->eps, c->wd, NULL);
     }
 }
 
@@ -377,7 +377,7 @@ START_TEST(optim_steps_exact)
     const int64_t in = tu_quick() ? 13 : 37, out = 9; /* weight [9, in] and bias [9]: odd sizes, tails */
     for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
         const opt_cfg *c = &cfgs[ci];
-        nn_module *lin = nn_linear_ex(in, out, true, NN_INIT_ZEROS, 0, dt, NULL);
+        nn_module *lin = nn_linear_ex(in, out, true, NN_INIT_ZEROS, 0, dt, NULL, NULL);
         ck_assert_ptr_nonnull(lin);
         nn_param *ps;
         int np = nn_module_params(lin, &ps);
@@ -412,7 +412,7 @@ START_TEST(optim_steps_exact)
                     }
                 }
             }
-            ck_assert_int_eq(nn_optim_step(o), AD_OK);
+            ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
             for (int k = 0; k < np; k++)
                 for (int64_t e = 0; e < ps[k].value->size; e++)
                     ck_assert_msg(same(ad_tensor_get(ps[k].value, e), ref[k][0][e]),
@@ -432,21 +432,21 @@ END_TEST
 START_TEST(optim_finite_check_every_position)
 {
     ad_dtype dt = _i ? AD_F32 : AD_F64;
-    nn_module *lin = nn_linear_ex(tu_quick() ? 11 : 21, 3, false, NN_INIT_ZEROS, 0, dt, NULL);
+    nn_module *lin = nn_linear_ex(tu_quick() ? 11 : 21, 3, false, NN_INIT_ZEROS, 0, dt, NULL, NULL);
     ck_assert_ptr_nonnull(lin);
     nn_param *ps;
     nn_module_params(lin, &ps);
-    nn_optim *o = nn_sgd(lin, 0.1, 0, 0, false);
+    nn_optim *o = nn_sgd(lin, 0.1, 0, 0, false, NULL);
     ck_assert_ptr_nonnull(o);
     ad_tensor *g = ps[0].grad;
     for (int64_t e = 0; e < g->size; e++) {
         ad_tensor_fill(g, 0.5);
         ad_tensor_set(g, e, e % 2 ? INFINITY : NAN);
-        ck_assert_int_eq(nn_optim_step(o), AD_ERR_NUMERIC);
+        ck_assert_int_eq(nn_optim_step(o, NULL), AD_ERR_NUMERIC);
     }
     ad_tensor_fill(g, 0.5);
     ad_tensor_set(g, 0, 3e38); /* large but finite */
-    ck_assert_int_eq(nn_optim_step(o), AD_OK);
+    ck_assert_int_eq(nn_optim_step(o, NULL), AD_OK);
     nn_optim_free(o);
     nn_module_free(lin);
 }

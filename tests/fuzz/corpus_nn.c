@@ -120,7 +120,7 @@ static void st_saved(fz_emit_fn emit, void *ctx, const char *name, int k, int nm
     }
     char path[512];
     snprintf(path, sizeof path, "%s/seed.safetensors", fz_dir());
-    if (nn_safetensors_save(path, sc->n, sc->names, (const ad_tensor *const *)t, nmeta, meta, NULL, 0) != AD_OK)
+    if (nn_safetensors_save(path, sc->n, sc->names, (const ad_tensor *const *)t, nmeta, meta, NULL) != AD_OK)
         abort();
     fz_emit_file(emit, ctx, name, path);
     for (int i = 0; i < sc->n; i++) ad_tensor_free(t[i]);
@@ -155,7 +155,7 @@ static void seeds_checkpoint(fz_emit_fn emit, void *ctx)
     fz_checkpoint_model(&m, &o, &rng);
     char path[512];
     snprintf(path, sizeof path, "%s/seed.ckpt", fz_dir());
-    if (nn_save(path, m, o, &rng, NULL, 0) != AD_OK) abort();
+    if (nn_save(path, m, o, &rng, NULL) != AD_OK) abort();
     fz_emit_file(emit, ctx, "adam-step0", path);
     /* one training step, so that the Adam moments are non-zero */
     ad_tape *t = ad_tape_new();
@@ -164,10 +164,10 @@ static void seeds_checkpoint(fz_emit_fn emit, void *ctx)
     ad_rng_fill_uniform(&rng, x, -1, 1);
     nn_zero_grad(m);
     ad_var loss = nn_loss_cross_entropy(nn_forward(m, t, ad_const(t, x)), (const int64_t[]){0, 2});
-    if (ad_backward(loss, NULL, 0) != AD_OK || nn_optim_step(o) != AD_OK) abort();
-    if (nn_save(path, m, o, &rng, NULL, 0) != AD_OK) abort();
+    if (ad_backward(loss, NULL, 0) != AD_OK || nn_optim_step(o, NULL) != AD_OK) abort();
+    if (nn_save(path, m, o, &rng, NULL) != AD_OK) abort();
     fz_emit_file(emit, ctx, "adam-step1", path);
-    if (nn_save(path, m, NULL, NULL, NULL, 0) != AD_OK) abort();
+    if (nn_save(path, m, NULL, NULL, NULL) != AD_OK) abort();
     fz_emit_file(emit, ctx, "params-only", path);
     ad_tensor_free(x);
     ad_tape_free(t);

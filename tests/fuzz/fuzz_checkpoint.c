@@ -19,11 +19,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t before = fz_params_hash(m);
     int64_t steps = nn_optim_steps(o);
     ad_rng r = rng;
-    char err[256];
-    ad_status s = nn_load(path, m, o, &r, err, sizeof err);
+    nn_error err = {0};
+    ad_status s = nn_load(path, m, o, &r, &err);
     if (s != AD_OK) {
         FZ_CHECK(s < 0 && s != AD_ERR_ARG);
-        FZ_CHECK(strstr(err, path) != NULL); /* nn_load's message, or the safetensors layer's */
+        FZ_CHECK(strstr(err.message, path) != NULL); /* nn_load's message, or the safetensors layer's */
         FZ_CHECK(fz_params_hash(m) == before);
         FZ_CHECK(nn_optim_steps(o) == steps);
         FZ_CHECK(memcmp(r.s, rng.s, sizeof r.s) == 0 && r.has_spare_ == rng.has_spare_);

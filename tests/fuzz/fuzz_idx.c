@@ -19,12 +19,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!images || !labels) return 0;
     static nn_dataset sentinel;
     nn_dataset *ds = &sentinel; /* the loader must set it to NULL on failure */
-    char err[256];
-    ad_status s = nn_dataset_load_idx(images, labels, &ds, err, sizeof err);
+    nn_error err = {0};
+    ad_status s = nn_dataset_load_idx(images, labels, &ds, &err);
     if (s != AD_OK) {
         FZ_CHECK(ds == NULL);
         FZ_CHECK(s < 0 && s != AD_ERR_ARG);
-        FZ_CHECK(strncmp(err, "nn_dataset_load_idx: ", 21) == 0);
+        FZ_CHECK(strncmp(err.message, "nn_dataset_load_idx: ", 21) == 0);
         return 0;
     }
     FZ_CHECK(ds != NULL && ds->n > 0 && ds->dim > 0);

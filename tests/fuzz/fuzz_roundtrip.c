@@ -49,7 +49,8 @@ static void safetensors_roundtrip(const uint8_t *data, size_t size)
 {
     const char *in = fz_file(0, data, size), *dir = fz_dir();
     if (!in || !dir) return;
-    char err[256], p1[512], p2[512];
+    nn_error err;
+    char p1[512], p2[512];
     snprintf(p1, sizeof p1, "%s/rt1.safetensors", dir);
     snprintf(p2, sizeof p2, "%s/rt2.safetensors", dir);
     for (int k = 0; k < FZ_NSCHEMAS; k++) {
@@ -59,13 +60,11 @@ static void safetensors_roundtrip(const uint8_t *data, size_t size)
             a[i] = fz_schema_tensor(sc, i);
             b[i] = fz_schema_tensor(sc, i);
         }
-        if (nn_safetensors_load(in, sc->n, sc->names, a, err, sizeof err) == AD_OK) {
-            FZ_CHECK(nn_safetensors_save(p1, sc->n, sc->names, (const ad_tensor *const *)a, 0, NULL, err,
-                                         sizeof err) == AD_OK);
-            FZ_CHECK(nn_safetensors_load(p1, sc->n, sc->names, b, err, sizeof err) == AD_OK);
+        if (nn_safetensors_load(in, sc->n, sc->names, a, &err) == AD_OK) {
+            FZ_CHECK(nn_safetensors_save(p1, sc->n, sc->names, (const ad_tensor *const *)a, 0, NULL, &err) == AD_OK);
+            FZ_CHECK(nn_safetensors_load(p1, sc->n, sc->names, b, &err) == AD_OK);
             for (int i = 0; i < sc->n; i++) FZ_CHECK(same_tensor(a[i], b[i]));
-            FZ_CHECK(nn_safetensors_save(p2, sc->n, sc->names, (const ad_tensor *const *)b, 0, NULL, err,
-                                         sizeof err) == AD_OK);
+            FZ_CHECK(nn_safetensors_save(p2, sc->n, sc->names, (const ad_tensor *const *)b, 0, NULL, &err) == AD_OK);
             FZ_CHECK(same_file(p1, p2));
             fz_dir_clean();
         }
@@ -80,7 +79,8 @@ static void checkpoint_roundtrip(const uint8_t *data, size_t size)
 {
     const char *in = fz_file(0, data, size), *dir = fz_dir();
     if (!in || !dir) return;
-    char err[256], p1[512], p2[512];
+    nn_error err;
+    char p1[512], p2[512];
     snprintf(p1, sizeof p1, "%s/rt1.ckpt", dir);
     snprintf(p2, sizeof p2, "%s/rt2.ckpt", dir);
     nn_module *m, *m2;
@@ -88,14 +88,14 @@ static void checkpoint_roundtrip(const uint8_t *data, size_t size)
     ad_rng r, r2;
     fz_checkpoint_model(&m, &o, &r);
     fz_checkpoint_model(&m2, &o2, &r2);
-    if (nn_load(in, m, o, &r, err, sizeof err) == AD_OK) {
-        FZ_CHECK(nn_save(p1, m, o, &r, err, sizeof err) == AD_OK);
-        FZ_CHECK(nn_load(p1, m2, o2, &r2, err, sizeof err) == AD_OK);
+    if (nn_load(in, m, o, &r, &err) == AD_OK) {
+        FZ_CHECK(nn_save(p1, m, o, &r, &err) == AD_OK);
+        FZ_CHECK(nn_load(p1, m2, o2, &r2, &err) == AD_OK);
         FZ_CHECK(fz_params_hash(m) == fz_params_hash(m2));
         FZ_CHECK(nn_optim_steps(o) == nn_optim_steps(o2));
         FZ_CHECK(memcmp(r.s, r2.s, sizeof r.s) == 0 && r.has_spare_ == r2.has_spare_);
         FZ_CHECK(!r.has_spare_ || memcmp(&r.spare_, &r2.spare_, sizeof r.spare_) == 0);
-        FZ_CHECK(nn_save(p2, m2, o2, &r2, err, sizeof err) == AD_OK);
+        FZ_CHECK(nn_save(p2, m2, o2, &r2, &err) == AD_OK);
         FZ_CHECK(same_file(p1, p2));
         fz_dir_clean();
     }

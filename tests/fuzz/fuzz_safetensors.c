@@ -19,11 +19,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             dst[i] = fz_schema_tensor(sc, i);
             for (int64_t j = 0; j < dst[i]->size; j++) ad_tensor_set(dst[i], j, 12345.0);
         }
-        char err[256];
-        ad_status s = nn_safetensors_load(path, sc->n, sc->names, dst, err, sizeof err);
+        nn_error err = {0};
+        ad_status s = nn_safetensors_load(path, sc->n, sc->names, dst, &err);
         if (s != AD_OK) {
             FZ_CHECK(s < 0 && s != AD_ERR_ARG);
-            FZ_CHECK(strncmp(err, "nn_safetensors_load: ", 21) == 0);
+            FZ_CHECK(strncmp(err.message, "nn_safetensors_load: ", 21) == 0);
             /* nothing was written into any destination */
             for (int i = 0; i < sc->n; i++)
                 for (int64_t j = 0; j < dst[i]->size; j++) FZ_CHECK(ad_tensor_get(dst[i], j) == 12345.0);

@@ -35,8 +35,8 @@ static inline ad_tensor *fz_schema_tensor(const fz_schema *sc, int i)
 static inline void fz_checkpoint_model(nn_module **m, nn_optim **o, ad_rng *rng)
 {
     ad_rng_seed(rng, 17);
-    *m = nn_mlp(3, (const int64_t[]){4, 5, 3}, NN_TANH, rng);
-    *o = *m ? nn_adam(*m, 1e-3, 0.9, 0.999, 1e-8, 0.0) : NULL;
+    *m = nn_mlp(3, (const int64_t[]){4, 5, 3}, NN_TANH, rng, NULL);
+    *o = *m ? nn_adam(*m, 1e-3, 0.9, 0.999, 1e-8, 0.0, NULL) : NULL;
     if (!*o) abort();
 }
 

@@ -1,0 +1,69 @@
+/* optim_internal.h: the optimizer's struct and its table of kinds, shared by optim.c and lbfgs.c; never installed. */
+#ifndef AUTODIFF_OPTIM_INTERNAL_H
+#define AUTODIFF_OPTIM_INTERNAL_H
+
+#include "nn_internal.h"
+
+#define NN__OPTIM_SLOTS 3 /* state tensors per parameter, at most */
+
+/* The hyperparameters one update sees (one group's lr and decay, the step count after it). */
+typedef struct hyper {
+    double lr, wd, momentum, beta1, beta2, eps, alpha;
+    bool nesterov, decoupled;
+    int64_t step;
+} hyper;
+
+/* An elementwise update of n elements: parameter p, gradient g, state slots s[k] (NULL when unused). */
+typedef void (*update_f32_fn)(const hyper *h, float *restrict p, const float *restrict g, float *const *s, int64_t n);
+typedef void (*update_f64_fn)(const hyper *h, double *restrict p, const double *restrict g, double *const *s,
+                              int64_t n);
+
+/* One kind of optimizer: everything that differs between kinds is a row of this table (optim.c). */
+typedef struct optim_kind {
+    const char *name;
+    int nslots;                                   /* state tensors per parameter */
+    const char *slot_suffix[NN__OPTIM_SLOTS];     /* checkpoint names: "optim.<param><suffix>" */
+    ad_status (*check)(const nn_optim_opts *o, nn_error *err); /* the hyperparameters */
+    bool (*slot_used)(const nn_optim_opts *o, int slot);      /* NULL: every slot */
+    update_f32_fn update_f32;                     /* elementwise kinds */
+    update_f64_fn update_f64;
+    /* kinds that evaluate the loss themselves (L-BFGS): the whole of nn_optim_minimize */
+    ad_status (*step)(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err);
+    bool decoupled; /* AdamW's weight decay */
+} optim_kind;
+
+typedef struct optim_group {
+    double lr, weight_decay;
+    double base_lr; /* the lr it was made with: nn_optim_set_lr scales every group alike */
+} optim_group;
+
+typedef struct param_slots {
+    ad_tensor *s[NN__OPTIM_SLOTS];
+    int group;
+} param_slots;
+
+typedef struct lbfgs_state lbfgs_state;
+
+struct nn_optim {
+    const optim_kind *kind;
+    nn_optim_opts opts;
+    int64_t step;
+    int n;             /* parameters */
+    nn_param **params; /* the caller's entries (their requires_grad is read at each step) */
+    param_slots *slots;
+    optim_group *groups;
+    int ngroups;
+    ad_tensor *step_t; /* F64 [1]: the step count, for checkpoints */
+    int nstate, state_cap; /* named state tensors: "optim.step", then the slots' */
+    char **state_names;
+    ad_tensor **state;
+    lbfgs_state *lbfgs;
+    int pending; /* nn_train_step: backward passes accumulated since the last update */
+};
+
+NN_INTERNAL ad_status nn__lbfgs_check(const nn_optim_opts *o, nn_error *err);
+NN_INTERNAL ad_status nn__lbfgs_init(nn_optim *o, nn_error *err);
+NN_INTERNAL ad_status nn__lbfgs_step(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err);
+NN_INTERNAL void nn__lbfgs_free(nn_optim *o);
+
+#endif
