@@ -98,17 +98,12 @@ static ad_status sweep_graph(ad_tape *t, const sweep_args *a)
 
 /* ---- the fast sweep: gradients as tensors, no graph recorded ---- */
 
-/* Fast VJPs, by op; the functions sit beside their ops' recorded VJPs. */
-#define FAST(ID, name) [AD_OP_##ID] = ad__fast_##name,
+/* Fast VJPs, by op (ops.def's FAST); the functions sit beside their ops' recorded VJPs. */
 static const ad_fast_vjp_fn fast_vjps[AD_OP_COUNT] = {
-    FAST(ADD, add) FAST(SUB, sub) FAST(MUL, mul) FAST(DIV, div)
-    FAST(ADD_SCALAR, add_scalar) FAST(MUL_SCALAR, mul_scalar) FAST(NEG, neg) FAST(EXP, exp) FAST(LOG, log)
-    FAST(SQRT, sqrt) FAST(SQUARE, square) FAST(SIN, sin) FAST(COS, cos) FAST(TANH, tanh)
-    FAST(SIGMOID, sigmoid) FAST(RELU, relu) FAST(LEAKY_RELU, leaky_relu)
-    FAST(SUM, sum) FAST(MEAN, mean) FAST(RESHAPE, reshape) FAST(MATMUL, matmul)
-    FAST(LOG_SOFTMAX, log_softmax) FAST(INDEX_SELECT, index_select)
+#define AD_OP(ID, name, nin, family, grad, fast, ...) [AD_OP_##ID] = AD_FAST_FN_##fast(name),
+#include "ops.def"
+#undef AD_OP
 };
-#undef FAST
 
 /* With AD_ACCUMULATE, a param's buffer is its caller's grad tensor itself: its
 ** gradients are added straight into it, as they arrive (sweep_fast sets it up). */

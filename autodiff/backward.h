@@ -31,7 +31,7 @@ AD_INTERNAL ad_var ad__eq(ad_var a, ad_var b);                    /* a == b ? 1 
 ** directly: it adds dL/d(input j) into the buffer ad__gslot() hands out,
 ** computing the same formula as the recorded VJP (tests check both agree).
 ** It returns false to decline (e.g. for broadcast shapes), and the sweep then
-** runs the recorded VJP. Registered in backward.c's table.
+** runs the recorded VJP. Marked FAST in ops.def.
 */
 typedef struct ad_gbuf {
     void *data;    /* gradient so far, shaped like the node's value; NULL if none */
@@ -96,12 +96,13 @@ static inline void ad__gpass(ad_sweep *s, const ad_node *n, int j, const ad_tens
         ad__gpass_slow(s, n, j, gy);
     }
 }
-#define AD_FAST_VJPS(X)                                                                                  \
-    X(add) X(sub) X(mul) X(div) X(add_scalar) X(mul_scalar) X(neg) X(exp) X(log) X(sqrt) X(square) X(sin) \
-    X(cos) X(tanh) X(sigmoid) X(relu) X(leaky_relu) X(sum) X(mean) X(reshape) X(matmul) X(log_softmax)       \
-    X(index_select)
-#define AD_DECLARE_FAST(name) AD_INTERNAL FAST_VJP(name);
-AD_FAST_VJPS(AD_DECLARE_FAST)
-#undef AD_DECLARE_FAST
+/* The fast VJPs of the ops marked FAST in ops.def: declared, and ad__fast_<name> or NULL by op. */
+#define AD_FAST_DECL_FAST(name) AD_INTERNAL FAST_VJP(name);
+#define AD_FAST_DECL_NOFAST(name)
+#define AD_OP(ID, name, nin, family, grad, fast, ...) AD_FAST_DECL_##fast(name)
+#include "ops.def"
+#undef AD_OP
+#define AD_FAST_FN_FAST(name) ad__fast_##name
+#define AD_FAST_FN_NOFAST(name) NULL
 
 #endif

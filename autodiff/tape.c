@@ -502,18 +502,14 @@ const ad_tensor *ad_grad(ad_var v)
 /* ---- the op table, from ops.def ---- */
 
 const ad_op_info ad__ops[AD_OP_COUNT] = {
-#define AD_OP(ID, name, nin, family) [AD_OP_##ID] = {"ad_" #name, nin, ad__fwd_##name, ad__vjp_##name, AD_FAMILY_DIFF_##family},
+#define AD_OP(ID, name, nin, family, grad, ...) \
+    [AD_OP_##ID] = {"ad_" #name, nin, ad__fwd_##name, ad__vjp_##name, AD_GRAD_##grad},
 #include "ops.def"
 #undef AD_OP
 };
 
-/* The enum and the table come from the same list; this keeps it that way if
-** anyone edits one by hand. */
-#define AD_OP(ID, name, nin, family) +1
-_Static_assert(AD_OP_COUNT == 0
-#include "ops.def"
-               , "op enum and op table out of sync");
-#undef AD_OP
+/* A node keeps its op in 16 bits. */
+_Static_assert(AD_OP_COUNT <= UINT16_MAX + 1, "ad_node.op is too narrow for the op list");
 
 /* Leaves have no kernel and no VJP: their values come from the caller, and the
 ** sweep stops at them (backward.c hands them their gradient). */

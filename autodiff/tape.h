@@ -6,8 +6,14 @@
 
 /* ---- the op enum, from the op list ---- */
 
+/* ops.def's readers: the test row (the first column past fast), and grad's value as a bool. */
+#define AD_FIRST(a, ...) a
+#define AD_TEST_ROW(...) AD_FIRST(__VA_ARGS__, ~)
+#define AD_GRAD_GRAD true
+#define AD_GRAD_NOGRAD false
+
 typedef enum ad_op {
-#define AD_OP(ID, name, nin, family) AD_OP_##ID,
+#define AD_OP(ID, name, ...) AD_OP_##ID,
 #include "ops.def"
 #undef AD_OP
     AD_OP_COUNT
@@ -148,23 +154,13 @@ typedef struct ad_op_info {
     int nin; /* -1: variadic */
     ad_fwd_fn forward;
     ad_vjp_fn vjp;
-    bool differentiable; /* false: outputs never carry a gradient (masks, leaves) */
+    bool differentiable; /* false: outputs never carry a gradient (masks, leaves): ops.def's NOGRAD */
 } ad_op_info;
-
-/* Which op families carry gradients (the last column of ops.def). */
-#define AD_FAMILY_DIFF_leaf false
-#define AD_FAMILY_DIFF_mask false
-#define AD_FAMILY_DIFF_binary true
-#define AD_FAMILY_DIFF_unary true
-#define AD_FAMILY_DIFF_reduce true
-#define AD_FAMILY_DIFF_linalg true
-#define AD_FAMILY_DIFF_shape true
-#define AD_FAMILY_DIFF_nn true
 
 AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];
 
 /* Each op's forward kernel and recorded VJP, side by side in its family's file. */
-#define AD_OP(ID, name, nin, family)                                                                     \
+#define AD_OP(ID, name, ...)                                                                             \
     AD_INTERNAL ad_status ad__fwd_##name(ad_tape *t, ad_node *n);                                         \
     AD_INTERNAL void ad__vjp_##name(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx);
 #include "ops.def"

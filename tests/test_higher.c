@@ -6,10 +6,12 @@
 
 #include "tape.h"
 #include "ad_nnops.h"
+#include "test_rows.h"
 #include "test_util.h"
 
 /* ======================================================================
-** gradgradcheck over the op table
+** gradgradcheck over the op table: elementwise ops from their rows in
+** ops.def (row_case), the others from the table below
 ** ====================================================================== */
 
 /* How an input is made: uniform in [lo, hi), magnitudes in [lo, hi) with
@@ -30,6 +32,7 @@ typedef struct op_case {
     int n;
     in_spec in[3];
     double eps; /* 0: the default */
+    const void *ctx; /* f's context */
 } op_case;
 
 #define U(lo_, hi_, ...)                                                                                               \
@@ -48,38 +51,6 @@ typedef struct op_case {
 /* Builders: each wraps the op so that its VJP is differentiated with a
 ** non-zero second derivative (linear ops are squared afterwards). */
 #define F(name) static ad_var name(ad_tape *t, const ad_var *x, void *c)
-F(f_add) { return ad_square(ad_add(x[0], x[1])); }
-F(f_sub) { return ad_square(ad_sub(x[0], x[1])); }
-F(f_mul) { return ad_mul(x[0], x[1]); }
-F(f_div) { return ad_div(x[0], x[1]); }
-F(f_pow) { return ad_pow(x[0], x[1]); }
-F(f_maximum) { return ad_square(ad_maximum(x[0], x[1])); }
-F(f_minimum) { return ad_square(ad_minimum(x[0], x[1])); }
-F(f_xlogy) { return ad_xlogy(x[0], x[1]); }
-F(f_add_scalar) { return ad_square(ad_add_scalar(x[0], 1.5)); }
-F(f_mul_scalar) { return ad_square(ad_mul_scalar(x[0], -2.0)); }
-F(f_pow_scalar)
-{
-    return ad_add(ad_pow_scalar(x[0], -1.5), ad_add(ad_pow_scalar(x[0], 2.0), ad_pow_scalar(x[0], 3.5)));
-}
-F(f_neg) { return ad_mul(ad_neg(x[0]), x[0]); }
-F(f_exp) { return ad_exp(x[0]); }
-F(f_log) { return ad_log(x[0]); }
-F(f_log1p) { return ad_log1p(x[0]); }
-F(f_sqrt) { return ad_sqrt(x[0]); }
-F(f_square) { return ad_square(x[0]); }
-F(f_abs) { return ad_square(ad_abs(x[0])); }
-F(f_sin) { return ad_sin(x[0]); }
-F(f_cos) { return ad_cos(x[0]); }
-F(f_tanh) { return ad_tanh(x[0]); }
-F(f_sigmoid) { return ad_sigmoid(x[0]); }
-F(f_relu) { return ad_square(ad_relu(x[0])); }
-F(f_leaky_relu) { return ad_square(ad_leaky_relu(x[0], 0.1)); }
-F(f_elu) { return ad_elu(x[0], 1.3); }
-F(f_gelu) { return ad_gelu(x[0]); }
-F(f_softplus) { return ad_softplus(x[0]); }
-F(f_erf) { return ad_erf(x[0]); }
-F(f_clamp) { return ad_square(ad_clamp(x[0], -0.5, 0.7)); }
 F(f_sum) { return ad_square(ad_sum(x[0])); }
 F(f_mean) { return ad_square(ad_mean(x[0])); }
 F(f_sum_axis)
@@ -147,9 +118,6 @@ F(f_where)
 #undef F
 
 /* fixed inputs keeping kinks, ties and bounds well away from the finite-difference steps */
-static const double d_max_a[6] = {0.1, -0.7, 1.2, 0.9, 0.3, 0.4};
-static const double d_max_b[3] = {0.5, -0.2, 0.75};
-static const double d_clamp[8] = {-1.2, -0.3, 0.1, 0.6, 0.9, 1.4, -0.8, 0.2};
 static const double d_max_axis[12] = {0.3, -1.2, 0.8, 0.1, 1.5, 0.2, -0.4, 0.9, -0.7, 0.6, 1.1, -0.1};
 static const double d_pool[16] = {0.1, -0.5, 0.9, 0.3, -0.9, 0.6, -0.2, 1.2, 0.4, -1.1, 0.7, -0.3, 1.0, 0.0, -0.7, 0.5};
 
@@ -160,38 +128,7 @@ static const op_case op_cases[AD_OP_COUNT] = {
     [AD_OP_CONST] = {.exempt = LEAF_REASON},
     [AD_OP_LEAF] = {.exempt = LEAF_REASON},
     [AD_OP_PARAM] = {.exempt = LEAF_REASON},
-
-    [AD_OP_ADD] = {NULL, f_add, 2, {U(-1, 1, 2, 3), U(-1, 1, 3)}},
-    [AD_OP_SUB] = {NULL, f_sub, 2, {U(-1, 1, 3), U(-1, 1, 2, 3)}},
-    [AD_OP_MUL] = {NULL, f_mul, 2, {U(-1, 1, 2, 3), U(-1, 1, 2, 1)}},
-    [AD_OP_DIV] = {NULL, f_div, 2, {U(-1, 1, 2, 3), U(0.5, 2, 3)}},
-    [AD_OP_POW] = {NULL, f_pow, 2, {U(0.5, 2, 2, 3), U(-1.5, 2, 2, 3)}},
-    [AD_OP_MAXIMUM] = {NULL, f_maximum, 2, {DATA(d_max_a, 2, 3), DATA(d_max_b, 3)}},
-    [AD_OP_MINIMUM] = {NULL, f_minimum, 2, {DATA(d_max_a, 2, 3), DATA(d_max_b, 3)}},
-    [AD_OP_XLOGY] = {NULL, f_xlogy, 2, {U(-1, 1, 2, 3), U(0.5, 2, 3)}},
-
-    [AD_OP_ADD_SCALAR] = {NULL, f_add_scalar, 1, {U(-1, 1, 2, 3)}},
-    [AD_OP_MUL_SCALAR] = {NULL, f_mul_scalar, 1, {U(-1, 1, 2, 3)}},
-    [AD_OP_POW_SCALAR] = {NULL, f_pow_scalar, 1, {U(0.5, 2, 2, 3)}},
-    [AD_OP_NEG] = {NULL, f_neg, 1, {U(-1, 1, 2, 3)}},
-    [AD_OP_EXP] = {NULL, f_exp, 1, {U(-1, 1, 2, 3)}},
-    [AD_OP_LOG] = {NULL, f_log, 1, {U(0.5, 2, 2, 3)}},
-    [AD_OP_LOG1P] = {NULL, f_log1p, 1, {U(-0.5, 1, 2, 3)}},
-    [AD_OP_SQRT] = {NULL, f_sqrt, 1, {U(0.5, 2, 2, 3)}},
-    [AD_OP_SQUARE] = {NULL, f_square, 1, {U(-1, 1, 2, 3)}},
-    [AD_OP_ABS] = {NULL, f_abs, 1, {AWAY(0.2, 2, 2, 3)}},
-    [AD_OP_SIN] = {NULL, f_sin, 1, {U(-2, 2, 2, 3)}},
-    [AD_OP_COS] = {NULL, f_cos, 1, {U(-2, 2, 2, 3)}},
-    [AD_OP_TANH] = {NULL, f_tanh, 1, {U(-2, 2, 2, 3)}},
-    [AD_OP_SIGMOID] = {NULL, f_sigmoid, 1, {U(-3, 3, 2, 3)}},
-    [AD_OP_RELU] = {NULL, f_relu, 1, {AWAY(0.2, 2, 2, 3)}},
-    [AD_OP_LEAKY_RELU] = {NULL, f_leaky_relu, 1, {AWAY(0.2, 2, 2, 3)}},
-    [AD_OP_ELU] = {NULL, f_elu, 1, {AWAY(0.2, 2, 2, 3)}},
-    [AD_OP_GELU] = {NULL, f_gelu, 1, {U(-2, 2, 2, 3)}},
-    [AD_OP_SOFTPLUS] = {NULL, f_softplus, 1, {U(-3, 3, 2, 3)}},
-    [AD_OP_ERF] = {NULL, f_erf, 1, {U(-2, 2, 2, 3)}},
-    [AD_OP_CLAMP] = {NULL, f_clamp, 1, {DATA(d_clamp, 2, 4)}},
-
+    /* the elementwise ops are checked from their rows in ops.def (row_case) */
     [AD_OP_SIGN] = {.exempt = MASK_REASON},
     [AD_OP_STEP] = {.exempt = MASK_REASON},
     [AD_OP_INRANGE] = {.exempt = MASK_REASON},
@@ -250,11 +187,45 @@ static ad_tensor *make_input(const in_spec *s, uint64_t seed)
     }
 }
 
+/* An elementwise op's row in ops.def as a case: the op (squared if the row says so) on [2, 3]
+** inputs, b [3] broadcast for a binary op, in the row's ranges. */
+static ad_var f_row(ad_tape *t, const ad_var *x, void *c)
+{
+    const op_row *row = c;
+    return op_row_order2(row, x[0], row->kind == ROW_BINARY ? x[1] : x[0]);
+}
+
+static op_case row_case(const op_row *row)
+{
+    op_case c = {NULL, f_row, 1, {U(0, 1, 2, 3)}, 0, row};
+    c.in[0].kind = row->away ? IN_AWAY : IN_UNIFORM;
+    c.in[0].lo = row->lo;
+    c.in[0].hi = row->hi;
+    if (row->kind == ROW_BINARY) {
+        c.n = 2;
+        c.in[1] = (in_spec)U(0, 1, 3);
+        c.in[1].kind = row->baway ? IN_AWAY : IN_UNIFORM;
+        c.in[1].lo = row->blo;
+        c.in[1].hi = row->bhi;
+    }
+    return c;
+}
+
+/* op's case: from its row in ops.def, or from the table above. */
+static op_case case_of(int op, op_row *row)
+{
+    *row = op_row_of((ad_op)op);
+    return row->kind == ROW_CUSTOM ? op_cases[op] : row_case(row);
+}
+
 /* Every op in ops.def has an entry: a check or a stated exemption. */
 START_TEST(test_table_complete)
 {
     int op = _i;
-    const op_case *c = &op_cases[op];
+    op_row row;
+    const op_case cc = case_of(op, &row), *c = &cc;
+    ck_assert_msg(row.kind == ROW_CUSTOM || (!op_cases[op].f && !op_cases[op].exempt),
+                  "%s has a row in ops.def and an entry in test_higher.c's table", ad__ops[op].name);
     ck_assert_msg(c->exempt || c->f,
                   "%s (AD_OP %d) has no entry in test_higher.c's op table: add a second-order "
                   "check or an exemption with its reason",
@@ -275,7 +246,7 @@ static bool records_op(const op_case *c, int op, ad_tensor **in)
     ck_assert_ptr_nonnull(t);
     ad_var xs[3];
     for (int i = 0; i < c->n; i++) xs[i] = ad_leaf(t, in[i]);
-    ad_var y = c->f(t, xs, NULL);
+    ad_var y = c->f(t, xs, (void *)c->ctx);
     ck_assert_msg(ad_ok(y), "%s: %s", ad__ops[op].name, ad_tape_error(t));
     bool found = false;
     for (uint32_t i = 0; i < t->count && !found; i++) found = ad__node(t, i)->op == op;
@@ -286,7 +257,8 @@ static bool records_op(const op_case *c, int op, ad_tensor **in)
 START_TEST(test_gradgradcheck_op)
 {
     int op = _i;
-    const op_case *c = &op_cases[op];
+    op_row row;
+    const op_case cc = case_of(op, &row), *c = &cc;
     if (!c->f) return; /* exempt: test_table_complete holds the reason */
     ad_tensor *in[3] = {NULL, NULL, NULL};
     for (int i = 0; i < c->n; i++) in[i] = make_input(&c->in[i], 1000u + 17u * (uint64_t)op + (uint64_t)i);
@@ -294,7 +266,7 @@ START_TEST(test_gradgradcheck_op)
     ad_check_opts o = ad_check_defaults();
     if (c->eps > 0) o.eps = c->eps;
     ad_check_report rep;
-    ad_status s = ad_gradgradcheck(c->f, NULL, c->n, (const ad_tensor *const *)in, &o, &rep);
+    ad_status s = ad_gradgradcheck(c->f, (void *)c->ctx, c->n, (const ad_tensor *const *)in, &o, &rep);
     if (s != AD_OK) ad_check_report_print(&rep, stderr);
     ck_assert_msg(s == AD_OK, "gradgradcheck of %s: %s (%s), input %d element %lld: analytic %.10g numeric %.10g",
                   ad__ops[op].name, ad_status_str(s), rep.message, rep.input, (long long)rep.element, rep.analytic,
@@ -302,7 +274,7 @@ START_TEST(test_gradgradcheck_op)
     ck_assert_int_eq(rep.order, 2);
     ck_assert(rep.checked > 0);
     /* first order passes too (the second-order check relies on it) */
-    ck_assert_int_eq(ad_gradcheck(c->f, NULL, c->n, (const ad_tensor *const *)in, &o, NULL), AD_OK);
+    ck_assert_int_eq(ad_gradcheck(c->f, (void *)c->ctx, c->n, (const ad_tensor *const *)in, &o, NULL), AD_OK);
     for (int i = 0; i < c->n; i++) ad_tensor_free(in[i]);
 }
 END_TEST

@@ -7,7 +7,7 @@
 #include "test_ops.h"
 
 /*
-** One entry per op id in ops.def, in op_tests[] below. The loop test runs every
+** One entry per op id in ops.def, in op_tests[] below (generated from ops.def's test rows). The loop test runs every
 ** id below AD_OP_COUNT: an op without an entry fails the suite, and so does an
 ** entry that never builds its op (checked through expect_op). Each entry checks
 ** forward values against a plain C reference and gradients with ad_gradcheck
@@ -191,7 +191,7 @@ void f32_agrees(const char *what, ad_fn f, void *ctx, int n, const ad_tensor *co
 static ad_var f_times_const(ad_tape *t, const ad_var *x, void *c) { return ad_mul(x[0], ad_const(t, c)); }
 static ad_var f_identity(ad_tape *t, const ad_var *x, void *c) { return x[0]; }
 
-static void t_const(void)
+void t_const(void)
 {
     rig r = rig_new();
     ad_tensor *cv = input(SH(2, 3), -1, 1, false);
@@ -216,7 +216,7 @@ static void t_const(void)
     ad_tensor_free(k);
 }
 
-static void t_leaf(void)
+void t_leaf(void)
 {
     rig r = rig_new();
     ad_tensor *xv = input(SH(4), -1, 1, false);
@@ -232,7 +232,7 @@ static void t_leaf(void)
     for (int i = 0; i < 3; i++) gc_shapes("identity", f_identity, NULL, 1, &shapes[i], -1, 1, false);
 }
 
-static void t_param(void)
+void t_param(void)
 {
     rig r = rig_new();
     ad_tensor *wv = input(SH(2, 2), -1, 1, false), *wg = ad_tensor_new(AD_F64, AD_SHAPE(2, 2));
@@ -280,7 +280,7 @@ static ad_var f_x_sign(ad_tape *t, const ad_var *x, void *c) { return ad_mul(x[0
 
 static const double mask_x[5] = {-2.0, -1.0, 0.0, 1.0, 3.0};
 
-static void t_sign(void)
+void t_sign(void)
 {
     no_grad_through(m_sign, AD_OP_SIGN, mask_x, (double[]){-1, -1, 0, 1, 1}, 5);
     /* x sign(x) = |x| away from 0: sign contributes nothing, and numerics agree */
@@ -292,14 +292,14 @@ static void t_sign(void)
     ck_assert(isnan(ad_tensor_get(ad_value(y), 1)));
     rig_free(&r);
 }
-static void t_step(void) { no_grad_through(m_step, AD_OP_STEP, mask_x, (double[]){-0.5, -0.5, -0.5, 2, 2}, 5); }
-static void t_inrange(void) { no_grad_through(m_inrange, AD_OP_INRANGE, mask_x, (double[]){0, 1, 1, 1, 0}, 5); }
-static void t_cmp_gt(void) { no_grad_through(m_cmp_gt, AD_OP_CMP_GT, mask_x, (double[]){0, 0, 0, 0.5, 1}, 5); }
-static void t_eq(void) { no_grad_through(m_eq, AD_OP_EQ, mask_x, (double[]){0, 0, 0, 1, 0}, 5); }
+void t_step(void) { no_grad_through(m_step, AD_OP_STEP, mask_x, (double[]){-0.5, -0.5, -0.5, 2, 2}, 5); }
+void t_inrange(void) { no_grad_through(m_inrange, AD_OP_INRANGE, mask_x, (double[]){0, 1, 1, 1, 0}, 5); }
+void t_cmp_gt(void) { no_grad_through(m_cmp_gt, AD_OP_CMP_GT, mask_x, (double[]){0, 0, 0, 0.5, 1}, 5); }
+void t_eq(void) { no_grad_through(m_eq, AD_OP_EQ, mask_x, (double[]){0, 0, 0, 1, 0}, 5); }
 
 static ad_var f_x_detach_x(ad_tape *t, const ad_var *x, void *c) { return ad_mul(x[0], ad_detach(x[0])); }
 
-static void t_detach(void)
+void t_detach(void)
 {
     /* detach(x) has x's values and no gradient: d/dx sum(x * detach(x)) = x, not 2x */
     rig r = rig_new();
@@ -321,45 +321,24 @@ static void t_detach(void)
 
 /* ================= the table ================= */
 
-/* network primitives (test_ops_nn.c) */
-/* clang-format off */
-#define ENTRIES_NN(X)                                                                                    \
-    X(conv2d) X(conv2d_grad_input) X(conv2d_grad_weight) X(max_pool2d) X(max_pool2d_grad)                 \
-    X(max_pool2d_select) X(avg_pool2d) X(avg_pool2d_grad) X(where)
-/* clang-format on */
-#define DECLARE_NN(name) void t_##name(void);
-ENTRIES_NN(DECLARE_NN)
-#undef DECLARE_NN
-
 typedef void (*op_test)(void);
 
-/* clang-format off */
+/* An entry for every op in ops.def: a missing hand-written t_<name> fails the link. */
 static const op_test op_tests[AD_OP_COUNT] = {
-    [AD_OP_CONST] = t_const,   [AD_OP_LEAF] = t_leaf,       [AD_OP_PARAM] = t_param,
-    [AD_OP_SIGN] = t_sign,     [AD_OP_STEP] = t_step,       [AD_OP_INRANGE] = t_inrange,
-    [AD_OP_CMP_GT] = t_cmp_gt, [AD_OP_EQ] = t_eq,           [AD_OP_DETACH] = t_detach,
-    [AD_OP_ADD] = t_add,       [AD_OP_SUB] = t_sub,         [AD_OP_MUL] = t_mul,
-    [AD_OP_DIV] = t_div,       [AD_OP_POW] = t_pow,         [AD_OP_MAXIMUM] = t_maximum,
-    [AD_OP_MINIMUM] = t_minimum, [AD_OP_XLOGY] = t_xlogy,   [AD_OP_ADD_SCALAR] = t_add_scalar,
-    [AD_OP_MUL_SCALAR] = t_mul_scalar, [AD_OP_POW_SCALAR] = t_pow_scalar, [AD_OP_NEG] = t_neg,
-    [AD_OP_EXP] = t_exp,       [AD_OP_LOG] = t_log,         [AD_OP_LOG1P] = t_log1p,
-    [AD_OP_SQRT] = t_sqrt,     [AD_OP_SQUARE] = t_square,   [AD_OP_ABS] = t_abs,
-    [AD_OP_SIN] = t_sin,       [AD_OP_COS] = t_cos,         [AD_OP_TANH] = t_tanh,
-    [AD_OP_SIGMOID] = t_sigmoid, [AD_OP_RELU] = t_relu,     [AD_OP_LEAKY_RELU] = t_leaky_relu,
-    [AD_OP_ELU] = t_elu,       [AD_OP_GELU] = t_gelu,       [AD_OP_SOFTPLUS] = t_softplus,
-    [AD_OP_ERF] = t_erf,       [AD_OP_CLAMP] = t_clamp,     [AD_OP_SUM] = t_sum,
-    [AD_OP_MEAN] = t_mean,     [AD_OP_SUM_AXIS] = t_sum_axis, [AD_OP_MEAN_AXIS] = t_mean_axis,
-    [AD_OP_MAX_AXIS] = t_max_axis, [AD_OP_LOGSUMEXP] = t_logsumexp, [AD_OP_SUM_TO] = t_sum_to,
-    [AD_OP_SOFTMAX] = t_softmax, [AD_OP_LOG_SOFTMAX] = t_log_softmax, [AD_OP_MATMUL] = t_matmul,
-    [AD_OP_TRANSPOSE] = t_transpose, [AD_OP_RESHAPE] = t_reshape, [AD_OP_BROADCAST_TO] = t_broadcast_to,
-    [AD_OP_SLICE] = t_slice,   [AD_OP_PAD_AXIS] = t_pad_axis, [AD_OP_CONCAT] = t_concat,
-    [AD_OP_INDEX_SELECT] = t_index_select, [AD_OP_INDEX_ADD] = t_index_add, [AD_OP_CAST] = t_cast,
-    [AD_OP_CONV2D] = t_conv2d, [AD_OP_CONV2D_GRAD_INPUT] = t_conv2d_grad_input,
-    [AD_OP_CONV2D_GRAD_WEIGHT] = t_conv2d_grad_weight, [AD_OP_MAX_POOL2D] = t_max_pool2d,
-    [AD_OP_MAX_POOL2D_GRAD] = t_max_pool2d_grad, [AD_OP_MAX_POOL2D_SELECT] = t_max_pool2d_select,
-    [AD_OP_AVG_POOL2D] = t_avg_pool2d, [AD_OP_AVG_POOL2D_GRAD] = t_avg_pool2d_grad, [AD_OP_WHERE] = t_where,
+#define UNARY(...) ENTRY_GENERATED
+#define BINARY(...) ENTRY_GENERATED
+#define CUSTOM ENTRY_CUSTOM
+#define ENTRY_GENERATED(name) t_elementwise
+#define ENTRY_CUSTOM(name) t_##name
+#define AD_OP(ID, name, nin, family, grad, fast, ...) [AD_OP_##ID] = AD_TEST_ROW(__VA_ARGS__)(name),
+#include "ops.def"
+#undef AD_OP
+#undef UNARY
+#undef BINARY
+#undef CUSTOM
 };
-/* clang-format on */
+
+ad_op op_under_test(void) { return (ad_op)g_current_op; }
 
 /* Runs entry _i: it must exist and must build its op at least once. */
 START_TEST(test_op)
@@ -392,11 +371,78 @@ START_TEST(test_table)
 }
 END_TEST
 
+/* The whole text of the file at $AD_SOURCE_ROOT/path (freed by the caller). */
+static char *source_text(const char *path)
+{
+    const char *root = getenv("AD_SOURCE_ROOT");
+    ck_assert_msg(root != NULL, "AD_SOURCE_ROOT is not set (meson test sets it)");
+    char full[4096];
+    snprintf(full, sizeof full, "%s/%s", root, path);
+    FILE *f = fopen(full, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", full);
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    ck_assert_int_ge(n, 0);
+    rewind(f);
+    char *text = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_int_eq(fread(text, 1, (size_t)n, f), (size_t)n);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+static bool ident_char(char c) { return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
+/* Whether word stands in text as a whole identifier, followed by `after` (0: anything). */
+static bool has_word(const char *text, const char *word, char after)
+{
+    size_t n = strlen(word);
+    for (const char *p = strstr(text, word); p; p = strstr(p + 1, word)) {
+        if (p > text && ident_char(p[-1])) continue;
+        if (ident_char(p[n])) continue;
+        if (after && p[n] != after) continue;
+        return true;
+    }
+    return false;
+}
+
+/* Every op with a public front end (ad_<name>( in ad.h) is listed in README.md's API table, as
+** ad_<name> or, in a row of short names, <name>. */
+START_TEST(test_readme_lists_ops)
+{
+    char *header = source_text("autodiff/ad.h"), *readme = source_text("README.md");
+    /* the API table: the lines of the README that start with '|' */
+    size_t len = strlen(readme);
+    char *table = calloc(len + 1, 1);
+    ck_assert_ptr_nonnull(table);
+    for (const char *line = readme; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) + 1 : strlen(line);
+        if (line[0] == '|') strncat(table, line, n);
+        line += n;
+    }
+    int listed = 0;
+    for (int i = 0; i < AD_OP_COUNT; i++) {
+        const char *name = ad__ops[i].name; /* "ad_<name>" */
+        if (!has_word(header, name, '(')) continue; /* an internal op */
+        ck_assert_msg(has_word(table, name, 0) || has_word(table, name + 3, 0),
+                      "%s is declared in ad.h but not listed in README.md's API table", name);
+        listed++;
+    }
+    ck_assert_int_gt(listed, 40);
+    free(table);
+    free(header);
+    free(readme);
+}
+END_TEST
+
 static Suite *ops_suite(void)
 {
     Suite *s = suite_create("ops");
     TCase *table = tcase_create("table");
     tcase_add_test(table, test_table);
+    tcase_add_test(table, test_readme_lists_ops);
     tcase_add_loop_test(table, test_op, 0, AD_OP_COUNT);
     tcase_set_timeout(table, 300);
     suite_add_tcase(s, table);
