@@ -444,6 +444,9 @@ AD_API int ad_get_num_threads(void);
 /* ---- files: .npy reading and writing ---- */
 #include "ad_io.h"
 
+/* ---- attention, transposed and 1-D convolution, group normalization ---- */
+#include "ad_layers.h"
+
 #ifdef __cplusplus
 }
 #endif
