@@ -370,6 +370,9 @@ NN_API ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *
 /* convolutional, normalization, dropout, embedding and recurrent modules */
 #include "nn_layers.h"
 
+/* more losses, attention and transformer modules, weights by name, module gradcheck */
+#include "nn_blocks.h"
+
 #ifdef __cplusplus
 }
 #endif
