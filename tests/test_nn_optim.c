@@ -258,6 +258,311 @@ START_TEST(test_schedules)
 }
 END_TEST
 
+
+/* The reference RMSprop, as in torch.optim.RMSprop's documentation. */
+static void ref_rmsprop(double *p, double lr, double alpha, double eps, double wd, double mu, bool centered, int steps)
+{
+    double v[NP] = {0}, buf[NP] = {0}, avg[NP] = {0};
+    for (int t = 0; t < steps; t++)
+        for (int i = 0; i < NP; i++) {
+            double g = G[t][i] + wd * p[i];
+            v[i] = alpha * v[i] + (1 - alpha) * g * g;
+            double den = v[i];
+            if (centered) {
+                avg[i] = alpha * avg[i] + (1 - alpha) * g;
+                den -= avg[i] * avg[i];
+            }
+            den = sqrt(den) + eps;
+            if (mu > 0) {
+                buf[i] = mu * buf[i] + g / den;
+                p[i] -= lr * buf[i];
+            } else {
+                p[i] -= lr * g / den;
+            }
+        }
+}
+
+typedef struct rms_case {
+    double lr, alpha, eps, wd, mu;
+    bool centered;
+} rms_case;
+
+static const rms_case rms_cases[] = {
+    {0.01, 0.99, 1e-8, 0, 0, false}, {0.05, 0.9, 1e-6, 0.1, 0, false}, {0.01, 0.99, 1e-8, 0, 0.9, false},
+    {0.02, 0.95, 1e-8, 0.01, 0.5, true},
+};
+
+START_TEST(test_rmsprop_against_reference)
+{
+    const rms_case *c = &rms_cases[_i];
+    nn_module *l = small_module(P0);
+    nn_optim_opts o = nn_optim_defaults("rmsprop");
+    o.lr = c->lr, o.alpha = c->alpha, o.eps = c->eps, o.weight_decay = c->wd, o.momentum = c->mu;
+    o.centered = c->centered;
+    nn_error e;
+    nn_optim *opt = nn_optim_for("rmsprop", l, &o, &e);
+    ck_assert_msg(opt != NULL, "%s", e.message);
+    ck_assert_str_eq(nn_optim_name(opt), "rmsprop");
+    for (int steps = 1; steps <= 3; steps++) {
+        set_grads(l, G[steps - 1]);
+        ck_assert_int_eq(nn_optim_step(opt, &e), AD_OK);
+        double want[NP], got[NP];
+        memcpy(want, P0, sizeof want);
+        ref_rmsprop(want, c->lr, c->alpha, c->eps, c->wd, c->mu, c->centered, steps);
+        get_params(l, got);
+        for (int i = 0; i < NP; i++) TU_ASSERT_CLOSE(got[i], want[i], 1e-15, 1e-13);
+    }
+    nn_optim_free(opt);
+    nn_module_free(l);
+}
+END_TEST
+
+/* Parameter groups: each its own lr and decay, both scaled alike by nn_optim_set_lr; the
+** optimizer works over parameters that belong to no module. */
+START_TEST(test_param_groups)
+{
+    nn_error e;
+    ad_tensor *v[2], *g[2];
+    nn_param ps[2];
+    for (int i = 0; i < 2; i++) {
+        v[i] = tu_f64(AD_SHAPE(2), (const double[]){1, -2});
+        g[i] = tu_f64(AD_SHAPE(2), (const double[]){0.5, 0.25});
+        ps[i] = (nn_param){i ? "fast" : "slow", v[i], g[i], true};
+    }
+    nn_optim_opts o = nn_optim_defaults("sgd");
+    o.lr = 0.1;
+    nn_optim *opt = nn_optim_new("sgd", 1, (nn_param *[]){&ps[0]}, &o, &e);
+    ck_assert_msg(opt != NULL, "%s", e.message);
+    ck_assert_int_eq(nn_optim_add_group(opt, 1, (nn_param *[]){&ps[1]}, 1.0, 0.5, &e), AD_OK);
+    ck_assert_int_eq(nn_optim_num_groups(opt), 2);
+    ck_assert_int_eq(nn_optim_step(opt, &e), AD_OK);
+    /* slow: p -= 0.1 g; fast: p -= 1.0 (g + 0.5 p) */
+    tu_assert_values(v[0], (const double[]){1 - 0.05, -2 - 0.025}, 1e-15, 0);
+    tu_assert_values(v[1], (const double[]){1 - (0.5 + 0.5), -2 - (0.25 - 1.0)}, 1e-15, 0);
+    nn_optim_set_lr(opt, 0.05); /* a schedule halves the base: every group halves */
+    TU_ASSERT_CLOSE(nn_optim_group_lr(opt, 1), 0.5, 1e-15, 0);
+    ck_assert(isnan(nn_optim_group_lr(opt, 2)));
+    /* a parameter twice, a buffer, lbfgs groups: refused, the optimizer unchanged */
+    ck_assert_int_eq(nn_optim_add_group(opt, 1, (nn_param *[]){&ps[0]}, 1.0, 0, &e), AD_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(e.message, "'slow' is given twice"));
+    nn_param buf = {"buf", v[0], NULL, false};
+    ck_assert_int_eq(nn_optim_add_group(opt, 1, (nn_param *[]){&buf}, 1.0, 0, &e), AD_ERR_ARG);
+    ck_assert_int_eq(nn_optim_num_groups(opt), 2);
+    nn_param *const *list;
+    ck_assert_int_eq(nn_optim_params(opt, &list), 2);
+    ck_assert_ptr_eq(list[1], &ps[1]);
+    nn_optim_free(opt);
+    ck_assert_ptr_null(nn_optim_new("adagrad", 1, (nn_param *[]){&ps[0]}, NULL, &e));
+    ck_assert_ptr_nonnull(strstr(e.message, "unknown kind 'adagrad'"));
+    opt = nn_optim_new("lbfgs", 1, (nn_param *[]){&ps[0]}, NULL, &e);
+    ck_assert_ptr_nonnull(opt);
+    ck_assert_int_eq(nn_optim_add_group(opt, 1, (nn_param *[]){&ps[1]}, 1.0, 0, &e), AD_ERR_UNSUPPORTED);
+    ck_assert_int_eq(nn_optim_step(opt, &e), AD_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(e.message, "nn_optim_minimize"));
+    nn_optim_free(opt);
+    for (int i = 0; i < 2; i++) {
+        ad_tensor_free(v[i]);
+        ad_tensor_free(g[i]);
+    }
+}
+END_TEST
+
+/* ---- L-BFGS: full-batch problems ---- */
+
+typedef struct rosen {
+    nn_param *p; /* x [2], F64 */
+    ad_tape *t;
+    int evals;
+} rosen;
+
+/* f(x) = (1 - x0)^2 + 100 (x1 - x0^2)^2, minimum 0 at (1, 1) */
+static ad_status rosen_closure(void *ctx, double *loss, nn_error *err)
+{
+    rosen *r = ctx;
+    r->evals++;
+    ad_tape_reset(r->t);
+    ad_var x = nn_param_var(r->t, r->p);
+    ad_var x0 = ad_slice(x, 0, 0, 1), x1 = ad_slice(x, 0, 1, 2);
+    ad_var f = ad_sum(ad_add(ad_square(ad_add_scalar(ad_neg(x0), 1.0)),
+                             ad_mul_scalar(ad_square(ad_sub(x1, ad_square(x0))), 100.0)));
+    if (ad_backward(f, NULL, 0) != AD_OK) return nn_error_from_tape(err, "rosen", r->t);
+    *loss = ad_item(f);
+    return AD_OK;
+}
+
+START_TEST(test_lbfgs_rosenbrock)
+{
+    bool line_search = _i == 0;
+    ad_tensor *x = tu_f64(AD_SHAPE(2), (const double[]){-1.2, 1.0}), *g = tu_f64(AD_SHAPE(2), NULL);
+    nn_param p = {"x", x, g, true};
+    rosen r = {&p, ad_tape_new(), 0};
+    nn_optim_opts o = nn_optim_defaults("lbfgs");
+    o.line_search = line_search;
+    o.lr = line_search ? 1.0 : 1e-3; /* a fixed step must be small on this valley */
+    o.max_iter = 100;
+    o.tolerance_grad = 1e-10;
+    o.tolerance_change = 1e-14;
+    nn_error e;
+    nn_optim *opt = nn_optim_new("lbfgs", 1, (nn_param *[]){&p}, &o, &e);
+    ck_assert_msg(opt != NULL, "%s", e.message);
+    double loss = NAN;
+    int calls = 0;
+    for (; calls < (line_search ? 5 : 400) && !(loss < 1e-16); calls++)
+        ck_assert_msg(nn_optim_minimize(opt, rosen_closure, &r, &loss, &e) == AD_OK, "%s", e.message);
+    if (line_search) {
+        /* converged to the minimum in few iterations (the classic start needs about 35) */
+        ck_assert_msg(loss < 1e-16, "loss %g after %d calls, %d evaluations", loss, calls, r.evals);
+        TU_ASSERT_CLOSE(ad_tensor_get(x, 0), 1.0, 1e-7, 0);
+        TU_ASSERT_CLOSE(ad_tensor_get(x, 1), 1.0, 1e-7, 0);
+        ck_assert_int_le(nn_optim_steps(opt), 100);
+    } else {
+        ck_assert_msg(loss < 1e-3, "loss %g after %d calls", loss, calls); /* slower, but downhill */
+    }
+    nn_optim_free(opt);
+    ad_tape_free(r.t);
+    ad_tensor_free(x);
+    ad_tensor_free(g);
+}
+END_TEST
+
+/* Least squares through a module: y = x W^T + b fitted exactly from 20 noiseless samples. */
+typedef struct lsq {
+    nn_module *m;
+    ad_tape *t;
+    const ad_tensor *x, *y;
+} lsq;
+
+static ad_status lsq_closure(void *ctx, double *loss, nn_error *err)
+{
+    lsq *c = ctx;
+    ad_tape_reset(c->t);
+    ad_var l = nn_loss_mse(nn_forward(c->m, c->t, ad_const(c->t, c->x)), ad_const(c->t, c->y));
+    if (ad_backward(l, NULL, 0) != AD_OK) return nn_error_from_tape(err, "lsq", c->t);
+    *loss = ad_item(l);
+    return AD_OK;
+}
+
+START_TEST(test_lbfgs_least_squares)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 8);
+    nn_module *m = nn_linear_ex(3, 2, true, NN_INIT_XAVIER_NORMAL, 0, AD_F64, &rng, NULL);
+    ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(20, 3), -1, 1, 9), *y = tu_f64(AD_SHAPE(20, 2), NULL);
+    const double W[2][3] = {{1.5, -2, 0.5}, {0, 3, -1}}, B[2] = {0.25, -0.75};
+    for (int i = 0; i < 20; i++)
+        for (int k = 0; k < 2; k++) {
+            double v = B[k];
+            for (int j = 0; j < 3; j++) v += W[k][j] * ad_tensor_get(x, i * 3 + j);
+            ad_tensor_set(y, i * 2 + k, v);
+        }
+    lsq c = {m, ad_tape_new(), x, y};
+    nn_error e;
+    nn_optim_opts o = nn_optim_defaults("lbfgs");
+    o.tolerance_change = 1e-15;
+    o.tolerance_grad = 1e-12;
+    nn_optim *opt = nn_optim_for("lbfgs", m, &o, &e);
+    ck_assert_msg(opt != NULL, "%s", e.message);
+    double loss;
+    for (int k = 0; k < 3; k++) ck_assert_msg(nn_optim_minimize(opt, lsq_closure, &c, &loss, &e) == AD_OK, "%s", e.message);
+    ck_assert_msg(loss < 1e-12, "loss %g", loss);
+    for (int k = 0; k < 2; k++) {
+        TU_ASSERT_CLOSE(ad_tensor_get(nn_module_param(m, "bias")->value, k), B[k], 1e-5, 0);
+        for (int j = 0; j < 3; j++) TU_ASSERT_CLOSE(ad_tensor_get(nn_module_param(m, "weight")->value, k * 3 + j), W[k][j], 1e-5, 0);
+    }
+    nn_optim_free(opt);
+    ad_tape_free(c.t);
+    nn_module_free(m);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
+/* A closure that fails stops the step with its status and message. */
+static ad_status failing_closure(void *ctx, double *loss, nn_error *err)
+{
+    (void)ctx;
+    *loss = NAN;
+    return nn_error_set(err, AD_ERR_IO, "failing_closure: no data");
+}
+
+START_TEST(test_minimize_errors)
+{
+    nn_module *l = small_module(P0);
+    nn_error e;
+    nn_optim *opt = nn_optim_for("lbfgs", l, NULL, &e);
+    double loss = 0;
+    ck_assert_int_eq(nn_optim_minimize(opt, failing_closure, NULL, &loss, &e), AD_ERR_IO);
+    ck_assert_str_eq(e.message, "failing_closure: no data");
+    ck_assert(isnan(loss));
+    ck_assert_int_eq(nn_optim_minimize(opt, NULL, NULL, &loss, &e), AD_ERR_ARG);
+    nn_optim_opts bad = nn_optim_defaults("lbfgs");
+    bad.history = 0;
+    ck_assert_ptr_null(nn_optim_for("lbfgs", l, &bad, &e));
+    ck_assert_ptr_nonnull(strstr(e.message, "history"));
+    nn_optim_free(opt);
+    nn_module_free(l);
+}
+END_TEST
+
+/* ---- nn_train_step ---- */
+
+/* mse of a F64 linear 2 -> 1 on rows [r0, r1) of the batch */
+static ad_var batch_loss(ad_tape *t, nn_module *m, const ad_tensor *x, const ad_tensor *y, int r0, int r1)
+{
+    ad_var xv = ad_slice(ad_const(t, x), 0, r0, r1), yv = ad_slice(ad_const(t, y), 0, r0, r1);
+    return nn_loss_mse(nn_forward(m, t, xv), yv);
+}
+
+/* Accumulating k equal micro-batches gives the update of their union (the mean of means). */
+START_TEST(test_train_step_accumulates)
+{
+    ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(8, 2), -1, 1, 30), *y = tu_rand(AD_F64, AD_SHAPE(8, 1), -1, 1, 31);
+    nn_module *a = small_module(P0), *b = small_module(P0);
+    nn_error e;
+    nn_optim *oa = nn_sgd(a, 0.1, 0.9, 0.01, false, &e), *ob = nn_sgd(b, 0.1, 0.9, 0.01, false, &e);
+    ad_tape *t = ad_tape_new();
+    nn_step_opts acc = {.accumulate = 4};
+    nn_step_result r;
+    for (int step = 0; step < 3; step++) {
+        ad_tape_reset(t);
+        ck_assert_int_eq(nn_train_step(oa, batch_loss(t, a, x, y, 0, 8), NULL, &r, &e), AD_OK);
+        ck_assert(r.updated);
+        for (int k = 0; k < 4; k++) {
+            ad_tape_reset(t);
+            ck_assert_int_eq(nn_train_step(ob, batch_loss(t, b, x, y, 2 * k, 2 * k + 2), &acc, &r, &e), AD_OK);
+            ck_assert(r.updated == (k == 3));
+        }
+    }
+    double pa[NP], pb[NP];
+    get_params(a, pa);
+    get_params(b, pb);
+    for (int i = 0; i < NP; i++) TU_ASSERT_CLOSE(pb[i], pa[i], 1e-15, 1e-13);
+    ck_assert_int_eq(nn_optim_steps(ob), 3);
+
+    /* clipping reports the norm; a NaN loss is refused, or skipped when asked */
+    ad_tape_reset(t);
+    nn_step_opts clip = {.clip_norm = 1e-3};
+    ck_assert_int_eq(nn_train_step(oa, batch_loss(t, a, x, y, 0, 8), &clip, &r, &e), AD_OK);
+    ck_assert(r.grad_norm > 1e-3);
+    ad_tape_reset(t);
+    ad_var nan_loss = ad_mul_scalar(batch_loss(t, a, x, y, 0, 8), NAN);
+    ck_assert_int_eq(nn_train_step(oa, nan_loss, NULL, &r, &e), AD_ERR_NUMERIC);
+    ck_assert_ptr_nonnull(strstr(e.message, "the loss is nan"));
+    nn_step_opts skip = {.skip_nonfinite = true};
+    ck_assert_int_eq(nn_train_step(oa, nan_loss, &skip, &r, &e), AD_OK);
+    ck_assert(r.skipped && !r.updated);
+    ck_assert_int_eq(nn_train_step(NULL, nan_loss, NULL, NULL, &e), AD_ERR_ARG);
+
+    ad_tape_free(t);
+    nn_optim_free(oa);
+    nn_optim_free(ob);
+    nn_module_free(a);
+    nn_module_free(b);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
 static Suite *nn_optim_suite(void)
 {
     Suite *s = suite_create("nn_optim");
@@ -268,10 +573,16 @@ static Suite *nn_optim_suite(void)
     tcase_add_test(core, test_adam_first_step_is_lr_times_sign);
     tcase_add_test(core, test_f32_params);
     tcase_add_test(core, test_schedules);
+    tcase_add_loop_test(core, test_rmsprop_against_reference, 0, (int)(sizeof rms_cases / sizeof rms_cases[0]));
+    tcase_add_test(core, test_param_groups);
+    tcase_add_loop_test(core, test_lbfgs_rosenbrock, 0, 2);
+    tcase_add_test(core, test_lbfgs_least_squares);
+    tcase_add_test(core, test_train_step_accumulates);
     suite_add_tcase(s, core);
     TCase *errors = tcase_create("errors");
     tcase_add_test(errors, test_nonfinite_gradient_refused);
     tcase_add_test(errors, test_bad_hyperparameters);
+    tcase_add_test(errors, test_minimize_errors);
     suite_add_tcase(s, errors);
     return s;
 }
