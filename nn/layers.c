@@ -208,12 +208,17 @@ nn_module *nn_batch_norm2d(int64_t channels, double momentum, double eps, nn_err
 
 nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, nn_error *err)
 {
+    return nn_layer_norm_ex(ndim, shape, eps, AD_F32, err);
+}
+
+nn_module *nn_layer_norm_ex(int ndim, const int64_t *shape, double eps, ad_dtype dtype, nn_error *err)
+{
     NN__ERR_OR_LOCAL(err);
-    bool ok = ndim >= 1 && ndim <= AD_MAX_DIMS && shape && eps >= 0.0;
+    bool ok = ndim >= 1 && ndim <= AD_MAX_DIMS && shape && eps >= 0.0 && (dtype == AD_F32 || dtype == AD_F64);
     for (int i = 0; ok && i < ndim; i++) ok = shape[i] >= 1;
     if (!ok) {
-        nn_error_set(err, AD_ERR_ARG, "nn_layer_norm: %d axes (1 to %d, sizes >= 1), eps %g >= 0", ndim, AD_MAX_DIMS,
-                     eps);
+        nn_error_set(err, AD_ERR_ARG, "nn_layer_norm: %d axes (1 to %d, sizes >= 1), eps %g >= 0, dtype F32 or F64",
+                     ndim, AD_MAX_DIMS, eps);
         return NULL;
     }
     nn_module *m = nn__module_with_state(&layernorm_ops, sizeof(norm), "nn_layer_norm", err);
@@ -221,8 +226,8 @@ nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, nn_error *e
     norm *l = nn_module_state(m);
     l->eps = eps;
     l->ndim = ndim;
-    if (nn__add_filled(m, "weight", AD_F32, ndim, shape, 1.0, false, err) != AD_OK ||
-        nn__add_filled(m, "bias", AD_F32, ndim, shape, 0.0, false, err) != AD_OK) {
+    if (nn__add_filled(m, "weight", dtype, ndim, shape, 1.0, false, err) != AD_OK ||
+        nn__add_filled(m, "bias", dtype, ndim, shape, 0.0, false, err) != AD_OK) {
         nn_module_free(m);
         return NULL;
     }
@@ -261,14 +266,19 @@ static const nn_module_ops embedding_ops = {.kind = "embedding", .n_inputs = 1, 
 
 nn_module *nn_embedding(int64_t num, int64_t dim, ad_rng *rng, nn_error *err)
 {
+    return nn_embedding_ex(num, dim, AD_F32, rng, err);
+}
+
+nn_module *nn_embedding_ex(int64_t num, int64_t dim, ad_dtype dtype, ad_rng *rng, nn_error *err)
+{
     NN__ERR_OR_LOCAL(err);
-    if (num < 1 || dim < 1 || !rng) {
-        nn_error_set(err, AD_ERR_ARG, "nn_embedding: %s", rng ? "sizes must be >= 1" : "NULL rng");
+    if (num < 1 || dim < 1 || !rng || (dtype != AD_F32 && dtype != AD_F64)) {
+        nn_error_set(err, AD_ERR_ARG, "nn_embedding: %s", rng ? "sizes must be >= 1, dtype F32 or F64" : "NULL rng");
         return NULL;
     }
     nn_module *m = nn_module_new(&embedding_ops, NULL, err);
     if (!m) return NULL;
-    if (nn__add_filled(m, "weight", AD_F32, 2, (const int64_t[]){num, dim}, 0, false, err) != AD_OK) {
+    if (nn__add_filled(m, "weight", dtype, 2, (const int64_t[]){num, dim}, 0, false, err) != AD_OK) {
         nn_module_free(m);
         return NULL;
     }

@@ -43,10 +43,14 @@ NN_API nn_module *nn_dropout(double p, uint64_t seed, nn_error *err);
 NN_API nn_module *nn_batch_norm2d(int64_t channels, double momentum, double eps, nn_error *err);
 /* Layer normalization over the last ndim axes, shaped shape: "weight" ones, "bias" zeros. */
 NN_API nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, nn_error *err);
+/* The same with parameters of dtype (F32 or F64). */
+NN_API nn_module *nn_layer_norm_ex(int ndim, const int64_t *shape, double eps, ad_dtype dtype, nn_error *err);
 /* A lookup table "weight" [num, dim], N(0, 1): the input holds integer ids (any float dtype,
 ** any shape S), the output is S + [dim]. An id that is not an integer in [0, num) is an
 ** AD_ERR_INDEX on the tape. */
 NN_API nn_module *nn_embedding(int64_t num, int64_t dim, ad_rng *rng, nn_error *err);
+/* The same with a table of dtype (F32 or F64). */
+NN_API nn_module *nn_embedding_ex(int64_t num, int64_t dim, ad_dtype dtype, ad_rng *rng, nn_error *err);
 
 /* ---- recurrent cells, unrolled over time on the tape ---- */
 
