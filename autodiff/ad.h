@@ -82,7 +82,8 @@ typedef struct ad_tensor {
     int64_t shape[AD_MAX_DIMS];
     int64_t size;
     void *data;
-    unsigned flags_; /* private */
+    unsigned flags_;   /* private */
+    uint32_t version_; /* private: bumped by every library write, see ad_tensor_version */
 } ad_tensor;
 
 /* AD_SHAPE(2, 3) expands to: 2, (const int64_t[]){2, 3} */
@@ -107,6 +108,22 @@ AD_API void ad_tensor_fill(ad_tensor *t, double v);
 AD_API double ad_tensor_get(const ad_tensor *t, int64_t i);
 /* Sets element i (flat, row-major); ignored when out of range. */
 AD_API void ad_tensor_set(ad_tensor *t, int64_t i, double v);
+/*
+** Tensors given to ad_const, ad_leaf and ad_param are borrowed, not copied. Each
+** tensor carries a version, bumped by every library function that writes it
+** (ad_tensor_set/fill/copy, ad_rng_fill_*, the nn optimizers, nn_load, the data
+** loaders); ad_backward and ad_gradients check the borrowed tensors of the graph
+** against the versions they had when recorded, and a changed one is AD_ERR_STATE
+** with a message naming the op that takes it and the tensor ("modified after it
+** was recorded"), instead of a silently wrong gradient. Conservatively, any op
+** that needs a gradient and takes the tensor counts, whether or not its VJP
+** reads the value. Writing ->data directly bypasses the counter: call
+** ad_tensor_bump_version afterwards (or record again).
+*/
+/* t's version (0 for a new tensor and for NULL). */
+AD_API uint32_t ad_tensor_version(const ad_tensor *t);
+/* Marks t as written (after changing ->data directly). NULL is fine. */
+AD_API void ad_tensor_bump_version(ad_tensor *t);
 /* Frees a tensor made by ad_tensor_new/from/clone. NULL is fine. */
 AD_API void ad_tensor_free(ad_tensor *t);
 /* true when a and b have the same ndim and dimensions. */
@@ -362,7 +379,12 @@ enum {
 
 /* One reverse sweep from y. seed: dL/dy, y's shape and dtype; NULL means 1 and
 ** needs y to have one element. Leaves get their gradient (ad_grad), params have
-** it added into their grad tensor. Returns the tape's status on an earlier error. */
+** it added into their grad tensor. Returns the tape's status on an earlier error.
+** A second ad_backward on the same graph adds the gradients again, as PyTorch does
+** with retain_graph: leaf gradients and param grad tensors hold twice the value
+** (zero the grad tensors, or reset the tape and record again, between steps).
+** Before sweeping it checks the versions of the caller's tensors the graph
+** borrows (see ad_tensor_version): a changed one is AD_ERR_STATE. */
 AD_API ad_status ad_backward(ad_var y, const ad_tensor *seed, unsigned flags);
 /* Gradients of y (one element) with respect to xs, as vars in grads_out (zeros
 ** for an x that y does not depend on). Touches no leaf or param gradient. */
@@ -401,6 +423,11 @@ typedef struct ad_check_report {
     int64_t checked;     /* how many elements (or products) were compared */
     int order;           /* 1 for gradcheck, 2 for gradgradcheck */
     char message[256];   /* set on an error other than a mismatch */
+    /* A pass says nothing about an input the output does not depend on: the first
+    ** input (-1: none) whose analytic and numeric derivatives were all exactly 0,
+    ** and how many such inputs there were. ad_check_report_print warns about them. */
+    int independent_input;
+    int independent_count;
 } ad_check_report;
 
 /* Checks f's reverse-mode derivative against central differences, as PyTorch
@@ -443,6 +470,8 @@ AD_API int ad_get_num_threads(void);
 
 /* ---- files: .npy reading and writing ---- */
 #include "ad_io.h"
+/* ---- extending the engine: custom ops, checkpoints, functions of n tensors ---- */
+#include "ad_custom.h"
 
 /* ---- attention, transposed and 1-D convolution, group normalization ---- */
 #include "ad_layers.h"

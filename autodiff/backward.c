@@ -1,5 +1,6 @@
 /* backward.c: the reverse sweep: one pass over the tape from the output back to the leaves. */
 #include "backward.h"
+#include "custom.h"
 #include "kernels.h"
 
 /*
@@ -42,10 +43,74 @@ static bool check_shape(ad_tape *t, const ad_node *n, uint32_t j, ad_var g)
     const ad_tensor *want = ad__in(t, n, (int)j), *got = ad__val(g);
     if (ad_shape_equal(want, got) && want->dtype == got->dtype) return true;
     char s1[96], s2[96];
-    ad__fail(t, AD_ERR_STATE, "%s: internal error: VJP for input %u gave %s %s, expected %s %s", ad__ops[n->op].name,
+    ad__fail(t, AD_ERR_STATE, "%s: internal error: VJP for input %u gave %s %s, expected %s %s", ad__node_name(t, n),
              j + 1, ad_shape_str(got->ndim, got->shape, s1, 96), ad_dtype_name(got->dtype),
              ad_shape_str(want->ndim, want->shape, s2, 96), ad_dtype_name(want->dtype));
     return false;
+}
+
+static void replay_graph(ad_tape *t, const sweep_args *a, uint32_t **grads, uint32_t nslots, uint32_t i);
+
+/* The recorded sweep over nodes hi-1 down to lo; grads has a slot per node id below nslots. */
+static void graph_range(ad_tape *t, const sweep_args *a, uint32_t **grads, uint32_t nslots, uint32_t hi,
+                        uint32_t lo)
+{
+    ad_var small[3], *gx = small;
+    uint32_t gx_cap = 3;
+    for (uint32_t i = hi; i-- > lo && t->status == AD_OK;) {
+        if ((*grads)[i] == AD_NO_NODE) continue;
+        ad_node *n = ad__node(t, i);
+        if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
+        ad_var g = ad__var(t, (*grads)[i]);
+        if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
+            if (a->to_leaves) to_leaf(t, n, g);
+            continue;
+        }
+        if (n->op == AD_OP_CHECKPOINT) {
+            replay_graph(t, a, grads, nslots, i);
+            continue;
+        }
+        if (n->nin > gx_cap) {
+            gx = ad__arena_alloc(t, (size_t)n->nin * sizeof *gx);
+            if (!gx) break;
+            gx_cap = n->nin;
+        }
+        for (uint32_t j = 0; j < n->nin; j++) gx[j] = ad__invalid(t);
+        t->bw_node = i;
+        ad__ops[n->op].vjp(t, n, i, g, gx);
+        for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
+            if (gx[j].id == AD_NO_NODE) continue;
+            if (!check_shape(t, n, j, gx[j])) break;
+            accumulate(t, *grads, n->in[j], gx[j]);
+        }
+    }
+}
+
+/*
+** A checkpoint under AD_CREATE_GRAPH: its segment is recorded again (kept: the
+** gradients recorded from it are differentiable) and swept with slots for its
+** new nodes; its outputs are seeded with the checkpoint's gradient.
+*/
+static void replay_graph(ad_tape *t, const sweep_args *a, uint32_t **grads, uint32_t nslots, uint32_t i)
+{
+    const ad_node *n = ad__node(t, i);
+    const ad_custom_rec *r = ad__rec(n);
+    ad_var *outs, *gout = ad__arena_alloc(t, (size_t)r->n_out * sizeof *gout);
+    t->bw_node = i;
+    if (!gout || !ad__custom_split(t, r, ad__var(t, (*grads)[i]), gout)) return;
+    uint32_t lo = t->count;
+    if (ad__checkpoint_replay(t, n, &outs) != AD_OK) return;
+    uint32_t hi = t->count;
+    uint32_t *g2 = ad__arena_alloc(t, (size_t)hi * sizeof *g2);
+    if (!g2) return;
+    memcpy(g2, *grads, (size_t)nslots * sizeof *g2);
+    for (uint32_t k = nslots; k < hi; k++) g2[k] = AD_NO_NODE;
+    for (int k = 0; k < r->n_out; k++) accumulate(t, g2, outs[k].id, gout[k]);
+    uint32_t *old = *grads;
+    *grads = g2;
+    graph_range(t, a, grads, hi, hi, lo);
+    memcpy(old, g2, (size_t)nslots * sizeof *g2);
+    *grads = old;
 }
 
 static ad_status sweep_graph(ad_tape *t, const sweep_args *a)
@@ -60,32 +125,7 @@ static ad_status sweep_graph(ad_tape *t, const sweep_args *a)
     bool was_enabled = t->grad_enabled;
     t->grad_enabled = create;
     t->in_backward = true;
-    ad_var small[3], *gx = small;
-    uint32_t gx_cap = 3;
-
-    for (uint32_t i = top + 1; i-- > 0 && t->status == AD_OK;) {
-        if (grads[i] == AD_NO_NODE) continue;
-        ad_node *n = ad__node(t, i);
-        if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
-        ad_var g = ad__var(t, grads[i]);
-        if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
-            if (a->to_leaves) to_leaf(t, n, g);
-            continue;
-        }
-        if (n->nin > gx_cap) {
-            gx = ad__arena_alloc(t, (size_t)n->nin * sizeof *gx);
-            if (!gx) break;
-            gx_cap = n->nin;
-        }
-        for (uint32_t j = 0; j < n->nin; j++) gx[j] = ad__invalid(t);
-        t->bw_node = i;
-        ad__ops[n->op].vjp(t, n, i, g, gx);
-        for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
-            if (gx[j].id == AD_NO_NODE) continue;
-            if (!check_shape(t, n, j, gx[j])) break;
-            accumulate(t, grads, n->in[j], gx[j]);
-        }
-    }
+    graph_range(t, a, &grads, count, count, 0);
     t->bw_node = AD_NO_NODE;
     for (int i = 0; i < a->n && t->status == AD_OK; i++) {
         uint32_t k = a->xs[i].id;
@@ -188,30 +228,19 @@ static void check_finite(ad_sweep *s, const ad_node *n, uint32_t i)
     }
 }
 
-static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
-{
-    uint32_t top = a->y.id, count = top + 1;
-    ad_gbuf *gb = ad__arena_alloc(t, (size_t)count * sizeof *gb);
-    if (!gb) return t->status;
-    memset(gb, 0, (size_t)count * sizeof *gb);
-    ad_sweep sw = {t, gb, a->to_leaves && (a->flags & AD_ACCUMULATE)}, *s = &sw;
-    /* AD_ACCUMULATE: every param's slot starts as its own grad tensor (a slot that is
-    ** not empty is added into), so the inline paths need no param check */
-    for (uint32_t k = 0; s->accumulate && k < t->nparams; k++) {
-        uint32_t id = t->params[k]; /* (ids past a rewind may be other nodes now: direct() checks) */
-        if (id <= top && direct(s, id)) gb[id] = (ad_gbuf){ad__node(t, id)->param_grad->data, AD_NO_NODE, true};
-    }
-    gb[top] = (ad_gbuf){ad__val(a->seed)->data, a->seed.id, false};
+static void replay_fast(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32_t i);
 
-    bool was_enabled = t->grad_enabled;
-    t->grad_enabled = false;
-    t->in_backward = true;
+/* The fast sweep over nodes hi-1 down to lo; s->gbufs has a slot per node id below nslots. */
+static void fast_range(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32_t hi, uint32_t lo)
+{
+    ad_tape *t = s->t;
     ad_var small[3], *gx = small;
     uint32_t gx_cap = 3;
     ad_tensor gy1; /* the gradient of a 0-dimensional node: only dtype and data change */
     ad__tensor_init(&gy1, AD_F64, 0, NULL, 1);
 
-    for (uint32_t i = top + 1; i-- > 0 && t->status == AD_OK;) {
+    for (uint32_t i = hi; i-- > lo && t->status == AD_OK;) {
+        ad_gbuf *gb = s->gbufs;
         if (!gb[i].data) continue;
         ad_node *n = ad__node(t, i);
         if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
@@ -222,6 +251,10 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
             continue;
         }
         t->bw_node = i;
+        if (n->op == AD_OP_CHECKPOINT) {
+            replay_fast(s, a, nslots, i);
+            continue;
+        }
         ad_fast_vjp_fn fast = fast_vjps[n->op];
         ad_tensor gyn;
         const ad_tensor *gy = &gy1;
@@ -249,6 +282,119 @@ static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
         }
         if (t->anomaly && t->status == AD_OK) check_finite(s, n, i);
     }
+}
+
+/* Adds `data` (shaped like node k) into node k's slot, sharing it when the slot is empty. */
+static void seed_slot(ad_sweep *s, uint32_t k, void *data)
+{
+    ad_gbuf *g = &s->gbufs[k];
+    if (!g->data) {
+        *g = (ad_gbuf){data, AD_NO_NODE, false};
+        return;
+    }
+    ad_node fake; /* ad__gslot needs a node whose input 0 is k */
+    fake.in = &k;
+    bool fresh;
+    void *buf = ad__gslot(s, &fake, 0, &fresh);
+    if (!buf) return;
+    ad_tensor dst = ad__node(s->t, k)->value, src = dst;
+    dst.data = buf;
+    src.data = data;
+    ad__add_into(&dst, &src);
+}
+
+/*
+** A checkpoint in the fast sweep: its segment is recorded again past the tape's
+** end, its outputs' slots seeded with the checkpoint's gradient, and the new
+** nodes swept here, their VJPs adding into the same slots as they would in the
+** plain recording. Then the segment is rewound away; gradients it left in its
+** inputs' slots that live in the dropped part of the arena are copied out first
+** and back in after (the only copies this costs).
+*/
+static void replay_fast(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32_t i)
+{
+    ad_tape *t = s->t;
+    const ad_node *n = ad__node(t, i);
+    const ad_custom_rec *r = ad__rec(n);
+    ad_mark m = ad__tape_mark(t);
+    uint32_t nparams = t->nparams, lo = t->count;
+    ad_gbuf *saved = ad__malloc((size_t)n->nin * sizeof *saved + 1);
+    void **keep = ad__calloc((size_t)n->nin + 1, sizeof *keep);
+    ad_gbuf *old = s->gbufs;
+    ad_var *outs;
+    if (!saved || !keep) {
+        ad__fail(t, AD_ERR_NOMEM, "ad_checkpoint: out of memory");
+        goto done;
+    }
+    for (uint32_t j = 0; j < n->nin; j++) saved[j] = old[n->in[j]];
+    if (ad__checkpoint_replay(t, n, &outs) != AD_OK) goto done;
+    uint32_t hi = t->count;
+    ad_gbuf *gb = ad__arena_alloc(t, (size_t)hi * sizeof *gb);
+    if (!gb) goto done;
+    memcpy(gb, old, (size_t)nslots * sizeof *gb);
+    memset(gb + nslots, 0, (size_t)(hi - nslots) * sizeof *gb);
+    for (uint32_t k = nparams; s->accumulate && k < t->nparams; k++) { /* params the segment joined */
+        uint32_t id = t->params[k];
+        if (id >= lo && direct(s, id)) gb[id] = (ad_gbuf){ad__node(t, id)->param_grad->data, AD_NO_NODE, true};
+    }
+    s->gbufs = gb;
+    for (int k = 0; k < r->n_out; k++)
+        seed_slot(s, outs[k].id, (char *)old[i].data + (size_t)r->offset[k] * ad_dtype_size(n->value.dtype));
+    fast_range(s, a, hi, hi, lo);
+    /* inputs whose slot changed may now point into what the rewind drops: keep their bytes */
+    for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
+        uint32_t k = n->in[j];
+        ad_gbuf *g = &gb[k];
+        if (!g->data || (g->data == saved[j].data && g->owned == saved[j].owned && g->node == saved[j].node))
+            continue;
+        size_t bytes = ad__nbytes(&ad__node(t, k)->value);
+        keep[j] = ad__malloc(bytes ? bytes : 1);
+        if (!keep[j]) {
+            ad__fail(t, AD_ERR_NOMEM, "ad_checkpoint: out of memory");
+            break;
+        }
+        if (bytes) memcpy(keep[j], g->data, bytes);
+        *g = (ad_gbuf){NULL, AD_NO_NODE, false};
+    }
+    memcpy(old, gb, (size_t)nslots * sizeof *gb);
+    s->gbufs = old;
+    ad__tape_rewind(t, m);
+    t->nparams = nparams;
+    for (uint32_t j = 0; j < n->nin && t->status == AD_OK; j++) {
+        if (!keep[j] || old[n->in[j]].data) continue; /* (an input given twice is kept once) */
+        size_t bytes = ad__nbytes(&ad__node(t, n->in[j])->value);
+        void *buf = ad__arena_alloc(t, bytes);
+        if (!buf) break;
+        if (bytes) memcpy(buf, keep[j], bytes);
+        old[n->in[j]] = (ad_gbuf){buf, AD_NO_NODE, true};
+    }
+done:
+    s->gbufs = old;
+    for (uint32_t j = 0; keep && j < n->nin; j++) ad__free(keep[j]);
+    ad__free(keep);
+    ad__free(saved);
+}
+
+static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
+{
+    uint32_t top = a->y.id, count = top + 1;
+    ad_gbuf *gb = ad__arena_alloc(t, (size_t)count * sizeof *gb);
+    if (!gb) return t->status;
+    memset(gb, 0, (size_t)count * sizeof *gb);
+    ad_sweep sw = {t, gb, a->to_leaves && (a->flags & AD_ACCUMULATE)}, *s = &sw;
+    /* AD_ACCUMULATE: every param's slot starts as its own grad tensor (a slot that is
+    ** not empty is added into), so the inline paths need no param check */
+    for (uint32_t k = 0; s->accumulate && k < t->nparams; k++) {
+        uint32_t id = t->params[k]; /* (ids past a rewind may be other nodes now: direct() checks) */
+        if (id <= top && direct(s, id)) gb[id] = (ad_gbuf){ad__node(t, id)->param_grad->data, AD_NO_NODE, true};
+    }
+    gb[top] = (ad_gbuf){ad__val(a->seed)->data, a->seed.id, false};
+
+    bool was_enabled = t->grad_enabled;
+    t->grad_enabled = false;
+    t->in_backward = true;
+    fast_range(s, a, count, count, 0);
+    gb = s->gbufs;
     t->bw_node = AD_NO_NODE;
     for (int i = 0; i < a->n && t->status == AD_OK; i++) {
         uint32_t k = a->xs[i].id;
@@ -301,6 +447,7 @@ ad_status ad_backward(ad_var y, const ad_tensor *seed, unsigned flags)
                  "ad_backward: the output does not depend on any leaf or param with grad enabled");
         return t->status;
     }
+    if (ad__check_versions(t, y.id, "ad_backward") != AD_OK) return t->status;
     ad_var s = make_seed(t, "ad_backward", y, seed);
     if (s.id == AD_NO_NODE) return t->status;
     sweep_args a = {y, s, flags, true, 0, NULL, NULL};
@@ -332,6 +479,7 @@ static ad_status gradients(const char *op, ad_var y, ad_var seed, bool has_seed,
         seed = make_seed(t, op, y, NULL);
         if (seed.id == AD_NO_NODE) return t->status;
     }
+    if (ad__check_versions(t, y.id, op) != AD_OK) return t->status;
     sweep_args a = {y, seed, flags, false, n, xs, out};
     return sweep(t, &a);
 }

@@ -1,4 +1,4 @@
-/* functional.c: Jacobians, Hessians, Hessian-vector and Jacobian-vector products of functions of one tensor. */
+/* functional.c: Jacobians, Hessians, Hessian-vector, Jacobian-vector and vector-Jacobian products of functions of one or n tensors. */
 #include "tape.h"
 
 /*
@@ -183,5 +183,218 @@ ad_status ad_jvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_
     if (s == AD_OK) put(out, 0, ad__val(jv));
 done:
     ad_tape_free(c.t);
+    return s;
+}
+
+/* ---- functions of n tensors, with messages ---- */
+
+typedef struct fnctx {
+    const char *fn; /* the public function's name, for messages */
+    char *err;
+    size_t errlen;
+    ad_tape *t;
+    int n;
+    ad_var *x;
+    ad_var y;
+} fnctx;
+
+static ad_status ferr(fnctx *c, ad_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static ad_status ferr(fnctx *c, ad_status s, const char *fmt, ...)
+{
+    if (!c->err || c->errlen == 0) return s;
+    int w = snprintf(c->err, c->errlen, "%s: ", c->fn);
+    if (w >= 0 && (size_t)w < c->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err + w, c->errlen - (size_t)w, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+/* The tape's error as the result (its message after the function's name). */
+static ad_status tape_err(fnctx *c)
+{
+    ad_status s = ad_tape_status(c->t);
+    return ferr(c, s ? s : AD_ERR_STATE, "%s", s ? ad_tape_error(c->t) : "f returned an invalid var");
+}
+
+/* Validates x[0..n), records y = f(x) on a private tape. */
+static ad_status setup_n(fnctx *c, ad_fn f, void *ctx, int n, const ad_tensor *const *x)
+{
+    c->t = NULL;
+    c->x = NULL;
+    c->n = n;
+    if (c->err && c->errlen) c->err[0] = '\0';
+    if (!f) return ferr(c, AD_ERR_ARG, "f is NULL");
+    if (n < 1 || !x) return ferr(c, AD_ERR_ARG, "%s", n < 1 ? "n must be at least 1" : "x is NULL");
+    for (int i = 0; i < n; i++) {
+        if (!x[i]) return ferr(c, AD_ERR_ARG, "x[%d] is NULL", i);
+        if (x[i]->dtype != AD_F32 && x[i]->dtype != AD_F64)
+            return ferr(c, AD_ERR_DTYPE, "x[%d] has an unknown dtype %d", i, (int)x[i]->dtype);
+        if (x[i]->dtype != x[0]->dtype)
+            return ferr(c, AD_ERR_DTYPE, "x[%d] is %s but x[0] is %s: the inputs share one dtype", i,
+                        ad_dtype_name(x[i]->dtype), ad_dtype_name(x[0]->dtype));
+        if (!tensor_ok(x[i])) return ferr(c, AD_ERR_SHAPE, "x[%d]: its shape, size and data do not agree", i);
+    }
+    c->t = ad_tape_new();
+    c->x = ad__calloc((size_t)n, sizeof *c->x);
+    if (!c->t || !c->x) return ferr(c, AD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) c->x[i] = ad_leaf(c->t, x[i]);
+    if (ad_tape_status(c->t) != AD_OK) return tape_err(c);
+    c->y = f(c->t, c->x, ctx);
+    if (ad_tape_status(c->t) != AD_OK) return tape_err(c);
+    if (c->y.tape != c->t || !ad_ok(c->y))
+        return ferr(c, AD_ERR_STATE, "f returned %s", c->y.tape != c->t ? "a var of another tape" : "an invalid var");
+    return AD_OK;
+}
+
+static void teardown(fnctx *c)
+{
+    ad_tape_free(c->t);
+    ad__free(c->x);
+}
+
+/* out must be a well-formed tensor of x's dtype and the given shape. */
+static ad_status want_shape(fnctx *c, const char *what, int i, const ad_tensor *out, int ndim, const int64_t *shape)
+{
+    char s1[96], s2[96];
+    const ad_tensor *x0 = ad__val(c->x[0]);
+    if (!out) return ferr(c, AD_ERR_ARG, "%s[%d] is NULL", what, i);
+    if (out->dtype != x0->dtype)
+        return ferr(c, AD_ERR_DTYPE, "%s[%d] is %s, expected %s (the inputs' dtype)", what, i, ad_dtype_name(out->dtype),
+                    ad_dtype_name(x0->dtype));
+    if (!tensor_ok(out) || !shape_is(out, ndim, shape))
+        return ferr(c, AD_ERR_SHAPE, "%s[%d] is %s, expected %s", what, i, ad_shape_str(out->ndim, out->shape, s1, 96),
+                    ad_shape_str(ndim, shape, s2, 96));
+    return AD_OK;
+}
+
+/* f must be scalar-valued (Hessians, HVPs). */
+static ad_status want_scalar(fnctx *c)
+{
+    const ad_tensor *v = ad__val(c->y);
+    char s1[96];
+    if (v->size == 1) return AD_OK;
+    return ferr(c, AD_ERR_SHAPE, "f must return one element, it returned %s", ad_shape_str(v->ndim, v->shape, s1, 96));
+}
+
+ad_status ad_vjp(ad_fn f, void *ctx, int n, const ad_tensor *const *x, const ad_tensor *v, ad_tensor *const *out,
+                 char *err, size_t errlen)
+{
+    fnctx c = {"ad_vjp", err, errlen, NULL, 0, NULL, {0}};
+    ad_status s = setup_n(&c, f, ctx, n, x);
+    ad_var *g = NULL;
+    if (s != AD_OK) goto done;
+    const ad_tensor *vy = ad__val(c.y);
+    s = !out ? ferr(&c, AD_ERR_ARG, "out is NULL") : !v ? ferr(&c, AD_ERR_ARG, "v is NULL") : AD_OK;
+    if (s == AD_OK && v->dtype != x[0]->dtype)
+        s = ferr(&c, AD_ERR_DTYPE, "v is %s, expected %s", ad_dtype_name(v->dtype), ad_dtype_name(x[0]->dtype));
+    if (s == AD_OK && (!tensor_ok(v) || !ad_shape_equal(v, vy))) {
+        char s1[96], s2[96];
+        s = ferr(&c, AD_ERR_SHAPE, "v is %s, expected f's output shape %s", ad_shape_str(v->ndim, v->shape, s1, 96),
+                 ad_shape_str(vy->ndim, vy->shape, s2, 96));
+    }
+    for (int i = 0; s == AD_OK && i < n; i++) s = want_shape(&c, "out", i, out[i], x[i]->ndim, x[i]->shape);
+    if (s != AD_OK) goto done;
+    g = ad__calloc((size_t)n, sizeof *g);
+    if (!g) {
+        s = ferr(&c, AD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    ad_var seed = const_copy(c.t, vy, vy->dtype, v);
+    if (seed.id == AD_NO_NODE || ad_gradients_seed(c.y, seed, n, c.x, g, 0) != AD_OK) {
+        s = tape_err(&c);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) put(out[i], 0, ad__val(g[i]));
+done:
+    ad__free(g);
+    teardown(&c);
+    return s;
+}
+
+/* Rows of d(top)/dx[j] for every j, one sweep per element r of top: row r goes to
+** blocks[j] at r * size(x[j]). */
+static ad_status rows_n(fnctx *c, ad_var top, ad_tensor *const *blocks, ad_var *g)
+{
+    ad_tape *t = c->t;
+    const ad_tensor *vt = ad__val(top);
+    for (int64_t r = 0; r < vt->size; r++) {
+        ad_mark mk = ad__tape_mark(t);
+        ad_var seed = ad_full(t, vt->dtype, vt->ndim, vt->shape, 0.0);
+        if (seed.id == AD_NO_NODE) return tape_err(c);
+        ad_tensor_set(&ad__node(t, seed.id)->value, r, 1.0);
+        if (ad_gradients_seed(top, seed, c->n, c->x, g, 0) != AD_OK) return tape_err(c);
+        for (int j = 0; j < c->n; j++) put(blocks[j], r * ad__val(c->x[j])->size, ad__val(g[j]));
+        ad__tape_rewind(t, mk);
+    }
+    return AD_OK;
+}
+
+ad_status ad_jacobian_n(ad_fn f, void *ctx, int n, const ad_tensor *const *x, ad_tensor *const *out, char *err,
+                        size_t errlen)
+{
+    fnctx c = {"ad_jacobian_n", err, errlen, NULL, 0, NULL, {0}};
+    ad_status s = setup_n(&c, f, ctx, n, x);
+    ad_var *g = NULL;
+    if (s == AD_OK && !out) s = ferr(&c, AD_ERR_ARG, "out is NULL");
+    for (int i = 0; s == AD_OK && i < n; i++) {
+        const int64_t want[2] = {ad__val(c.y)->size, x[i]->size};
+        s = want_shape(&c, "out", i, out[i], 2, want);
+    }
+    if (s == AD_OK && !(g = ad__calloc((size_t)n, sizeof *g))) s = ferr(&c, AD_ERR_NOMEM, "out of memory");
+    if (s == AD_OK) s = rows_n(&c, c.y, out, g);
+    ad__free(g);
+    teardown(&c);
+    return s;
+}
+
+ad_status ad_hessian_n(ad_fn f, void *ctx, int n, const ad_tensor *const *x, ad_tensor *const *out, char *err,
+                       size_t errlen)
+{
+    fnctx c = {"ad_hessian_n", err, errlen, NULL, 0, NULL, {0}};
+    ad_status s = setup_n(&c, f, ctx, n, x);
+    ad_var *g = NULL, *h = NULL;
+    if (s == AD_OK) s = want_scalar(&c);
+    if (s == AD_OK && !out) s = ferr(&c, AD_ERR_ARG, "out is NULL");
+    for (int i = 0; s == AD_OK && i < n * n; i++) {
+        const int64_t want[2] = {x[i / n]->size, x[i % n]->size};
+        s = want_shape(&c, "out", i, out[i], 2, want);
+    }
+    if (s == AD_OK && (!(g = ad__calloc((size_t)n, sizeof *g)) || !(h = ad__calloc((size_t)n, sizeof *h))))
+        s = ferr(&c, AD_ERR_NOMEM, "out of memory");
+    if (s == AD_OK && ad_gradients(c.y, n, c.x, g, AD_CREATE_GRAPH) != AD_OK) s = tape_err(&c);
+    for (int i = 0; s == AD_OK && i < n; i++) s = rows_n(&c, g[i], out + (size_t)i * (size_t)n, h);
+    ad__free(g);
+    ad__free(h);
+    teardown(&c);
+    return s;
+}
+
+ad_status ad_hvp_n(ad_fn f, void *ctx, int n, const ad_tensor *const *x, const ad_tensor *const *v,
+                   ad_tensor *const *out, char *err, size_t errlen)
+{
+    fnctx c = {"ad_hvp_n", err, errlen, NULL, 0, NULL, {0}};
+    ad_status s = setup_n(&c, f, ctx, n, x);
+    ad_var *g = NULL;
+    if (s == AD_OK) s = want_scalar(&c);
+    if (s == AD_OK && (!out || !v)) s = ferr(&c, AD_ERR_ARG, "%s is NULL", !out ? "out" : "v");
+    for (int i = 0; s == AD_OK && i < n; i++) {
+        s = want_shape(&c, "v", i, v[i], x[i]->ndim, x[i]->shape);
+        if (s == AD_OK) s = want_shape(&c, "out", i, out[i], x[i]->ndim, x[i]->shape);
+    }
+    if (s == AD_OK && !(g = ad__calloc((size_t)n, sizeof *g))) s = ferr(&c, AD_ERR_NOMEM, "out of memory");
+    if (s == AD_OK && ad_gradients(c.y, n, c.x, g, AD_CREATE_GRAPH) != AD_OK) s = tape_err(&c);
+    if (s == AD_OK) {
+        /* s = sum_i g_i . v_i; its gradient is H v */
+        ad_var dot = ad_scalar(c.t, ad__val(c.y)->dtype, 0.0);
+        for (int i = 0; i < n; i++)
+            dot = ad_add(dot, ad_sum(ad_mul(g[i], ad_cast(ad_const(c.t, v[i]), ad__val(g[i])->dtype))));
+        if (!ad_ok(dot) || ad_gradients(dot, n, c.x, g, 0) != AD_OK) s = tape_err(&c);
+    }
+    for (int i = 0; s == AD_OK && i < n; i++) put(out[i], 0, ad__val(g[i]));
+    ad__free(g);
+    teardown(&c);
     return s;
 }

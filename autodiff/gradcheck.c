@@ -66,6 +66,12 @@ static bool compare(checker *c, double an, double nu, int input, int64_t elem, i
     return !bad;
 }
 
+/* Input i's derivatives were all exactly 0, analytic and numeric: a pass says nothing about it. */
+static void independent(checker *c, int i)
+{
+    if (c->rep->independent_count++ == 0) c->rep->independent_input = i;
+}
+
 /* f(work) as doubles into buf (m values). */
 static ad_status eval_values(checker *c, double *buf, int64_t m)
 {
@@ -117,6 +123,7 @@ static ad_status slow_mode(checker *c, ad_var y, int64_t m, int64_t total)
     int64_t col = 0;
     for (int i = 0; i < c->n; i++) {
         double *x = c->work[i]->data;
+        bool dep = false;
         for (int64_t j = 0; j < c->work[i]->size; j++, col++) {
             double x0 = x[j];
             x[j] = x0 + c->o.eps;
@@ -127,9 +134,11 @@ static ad_status slow_mode(checker *c, ad_var y, int64_t m, int64_t total)
             if (s != AD_OK) goto done;
             for (int64_t r = 0; r < m; r++) {
                 double nu = (yp[r] - ym[r]) / (2.0 * c->o.eps);
+                if (jac[r * total + col] != 0 || nu != 0) dep = true;
                 if (!compare(c, jac[r * total + col], nu, i, j, r, &worst)) pass = false;
             }
         }
+        if (!dep && m > 0 && c->work[i]->size > 0) independent(c, i);
     }
     s = pass ? AD_OK : AD_ERR_NUMERIC;
 done:
@@ -192,6 +201,7 @@ static ad_status fast_mode(checker *c, ad_var y, int64_t m)
         double nu = 0;
         const double *vv = v->data;
         for (int64_t r = 0; r < m; r++) nu += vv[r] * (yp[r] - ym[r]) / (2.0 * c->o.eps);
+        if (an[i] == 0 && nu == 0 && m > 0 && sz > 0) independent(c, i);
         if (!compare(c, an[i], nu, i, -1, -1, &worst)) pass = false;
     }
     s = pass ? AD_OK : AD_ERR_NUMERIC;
@@ -212,7 +222,8 @@ ad_status ad_gradcheck(ad_fn f, void *ctx, int n, const ad_tensor *const *inputs
     ad_check_report local;
     if (!rep) rep = &local;
     memset(rep, 0, sizeof *rep);
-    *rep = (ad_check_report){.status = AD_OK, .input = -1, .element = -1, .output = -1, .order = 1};
+    *rep = (ad_check_report){.status = AD_OK, .input = -1, .element = -1, .output = -1, .order = 1,
+                             .independent_input = -1};
     checker c = {f, ctx, n, NULL, NULL, NULL, opts ? *opts : ad_check_defaults(), rep};
     if (!f || n < 0 || (n > 0 && !inputs)) return fail(&c, AD_ERR_ARG, "ad_gradcheck: %s", !f ? "f is NULL" : "bad inputs");
     if (!(c.o.eps > 0) || !(c.o.atol >= 0) || !(c.o.rtol >= 0))
@@ -283,7 +294,8 @@ ad_status ad_gradgradcheck(ad_fn f, void *ctx, int n, const ad_tensor *const *in
 {
     ad_check_report local;
     if (!rep) rep = &local;
-    *rep = (ad_check_report){.status = AD_OK, .input = -1, .element = -1, .output = -1, .order = 2};
+    *rep = (ad_check_report){.status = AD_OK, .input = -1, .element = -1, .output = -1, .order = 2,
+                             .independent_input = -1};
     if (!f || n <= 0 || !inputs) {
         rep->status = AD_ERR_ARG;
         snprintf(rep->message, sizeof rep->message, "ad_gradgradcheck: %s", !f ? "f is NULL" : "no inputs");
@@ -339,6 +351,11 @@ void ad_check_report_print(const ad_check_report *rep, FILE *f)
     }
     fprintf(f, "%s: %s after %lld comparison%s\n", what, rep->status == AD_OK ? "passed" : "FAILED",
             (long long)rep->checked, rep->checked == 1 ? "" : "s");
+    if (rep->independent_count > 0)
+        fprintf(f, "  warning: the %s does not depend on input %d%s (analytic and numeric derivatives all 0): "
+                   "the check says nothing about %s\n",
+                rep->order == 2 ? "gradient" : "output", rep->independent_input,
+                rep->independent_count > 1 ? " and others" : "", rep->independent_count > 1 ? "them" : "it");
     if (rep->input < 0) return;
     if (rep->element >= 0)
         fprintf(f, "  %s at input %d, element %lld, output element %lld:\n",

@@ -1,4 +1,5 @@
 /* inspect.c: seeing the tape: Graphviz DOT export and a structural XXH3 fingerprint. */
+#include "custom.h"
 #include "tape.h"
 
 #include <inttypes.h>
@@ -7,9 +8,9 @@
 #include <xxhash.h>
 
 /* The op's name without the "ad_" prefix ("matmul"). */
-static const char *short_name(const ad_node *n)
+static const char *short_name(const ad_tape *t, const ad_node *n)
 {
-    const char *s = n->op < AD_OP_COUNT ? ad__ops[n->op].name : "?";
+    const char *s = ad__node_name(t, n);
     return strncmp(s, "ad_", 3) == 0 ? s + 3 : s;
 }
 
@@ -43,6 +44,9 @@ ad_status ad_tape_write_dot(const ad_tape *t, FILE *f)
             kind = "leaf";
             fill = "#c7e9c0";
             extra = ", shape=ellipse";
+        } else if (n->op == AD_OP_CUSTOM || n->op == AD_OP_CHECKPOINT) {
+            fill = "#dadaeb"; /* a user's function: named, drawn apart */
+            extra = n->op == AD_OP_CUSTOM ? ", shape=component" : ", shape=box3d";
         } else if (n->op == AD_OP_CONST) {
             kind = "const";
             fill = "#eeeeee";
@@ -50,7 +54,7 @@ ad_status ad_tape_write_dot(const ad_tape *t, FILE *f)
         }
         if (bw) fill = "#fdd0a2";
         fprintf(f, "  n%" PRIu32 " [label=\"#%" PRIu32 " %s%s\\n%s %s%s\", fillcolor=\"%s\"%s%s];\n", i, i,
-                kind ? kind : short_name(n), bw ? " (backward)" : "", shape, ad_dtype_name(n->value.dtype),
+                kind ? kind : short_name(t, n), bw ? " (backward)" : "", shape, ad_dtype_name(n->value.dtype),
                 (n->flags & AD_NODE_REQ_GRAD) ? " *" : "", fill, extra,
                 bw ? ", style=\"rounded,filled,dashed\", color=\"#e6550d\"" : "");
         for (uint32_t j = 0; j < n->nin; j++)
@@ -88,6 +92,10 @@ uint64_t ad_tape_fingerprint(const ad_tape *t)
         for (int a = 0; a < 4; a++) rec[k++] = n->attr.i[a];
         XXH3_64bits_update(&st, rec, (size_t)k * sizeof rec[0]);
         if (n->nin) XXH3_64bits_update(&st, n->in, n->nin * sizeof n->in[0]);
+        if (ad__is_custom(n) && n->attr.idx) { /* a custom op is its name */
+            const char *name = ad__rec(n)->op.name;
+            XXH3_64bits_update(&st, name, strlen(name));
+        }
     }
     return XXH3_64bits_digest(&st);
 }

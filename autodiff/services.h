@@ -67,6 +67,7 @@ static inline void ad__tensor_init(ad_tensor *t, ad_dtype dtype, int ndim, const
     t->size = size;
     t->data = NULL;
     t->flags_ = 0;
+    t->version_ = 0;
 }
 /* The bytes of t's data. */
 static inline size_t ad__nbytes(const ad_tensor *t) { return (size_t)t->size * ad_dtype_size(t->dtype); }

@@ -1,4 +1,5 @@
 /* tape.c: the Wengert list: node storage, the arena, sticky errors, recording and leaves. */
+#include "custom.h"
 #include "tape.h"
 
 #include <math.h>
@@ -125,6 +126,7 @@ void ad_tape_free(ad_tape *t)
     }
     ad__free(t->chunks);
     ad__free(t->params);
+    ad__free(t->borrowed);
     arena_free_all(t);
     ad__free(t);
 }
@@ -134,6 +136,7 @@ void ad_tape_reset(ad_tape *t)
     if (!t) return;
     t->count = 0;
     t->nparams = 0;
+    t->nborrowed = 0;
     t->gen++;
     t->status = AD_OK;
     t->msg[0] = '\0';
@@ -281,7 +284,7 @@ void ad__anomaly_fail(ad_tape *t, uint32_t id)
         if (w < 0) break;
         at += (size_t)w;
     }
-    ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite %s at node %u (input%s %s) during %s", ad__ops[n->op].name,
+    ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite %s at node %u (input%s %s) during %s", ad__node_name(t, n),
              t->in_backward ? "gradient" : "output", id, n->nin == 1 ? "" : "s", n->nin ? shapes : "none",
              t->in_backward ? "backward" : "forward");
 }
@@ -316,7 +319,7 @@ static inline ad_node *emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs
     n->in_req = (uint8_t)in_req;
     n->attr = attr ? *attr : no_attr;
     ad__tensor_init(&n->value, dtype, ndim, shape, size);
-    if (op == AD_OP_RESHAPE || op == AD_OP_DETACH) {
+    if (op == AD_OP_RESHAPE || op == AD_OP_DETACH || op == AD_OP_CUSTOM_OUT) {
         /* values on the tape never change, so these share their input's data */
         n->value.data = ad__val(xs[0])->data;
     } else {
@@ -387,6 +390,28 @@ static ad_var leaf_new(ad_tape *t, ad_op op, const ad_tensor *v, unsigned flags)
     return ad__var(t, id);
 }
 
+/* A leaf over the caller's tensor src: remembered with its version (in the node's
+** copy of the header) for ad__check_versions. */
+static ad_var borrow(ad_tape *t, ad_op op, const ad_tensor *src, unsigned flags)
+{
+    if (t->nborrowed == t->borrowed_cap) {
+        uint32_t cap = t->borrowed_cap ? 2 * t->borrowed_cap : 16;
+        uint32_t *p = cap > t->borrowed_cap ? ad__realloc(t->borrowed, (size_t)cap * sizeof *p) : NULL;
+        if (!p) {
+            ad__fail(t, AD_ERR_NOMEM, "%s: out of memory", ad__ops[op].name);
+            return ad__invalid(t);
+        }
+        t->borrowed = p;
+        t->borrowed_cap = cap;
+    }
+    ad_var v = leaf_new(t, op, src, flags);
+    if (v.id != AD_NO_NODE) {
+        ad__node(t, v.id)->attr.idx = (const int64_t *)(const void *)src;
+        t->borrowed[t->nborrowed++] = v.id;
+    }
+    return v;
+}
+
 ad_var ad__wrap(ad_tape *t, const ad_tensor *like, void *data)
 {
     ad_tensor v = *like;
@@ -397,13 +422,13 @@ ad_var ad__wrap(ad_tape *t, const ad_tensor *like, void *data)
 ad_var ad_const(ad_tape *t, const ad_tensor *value)
 {
     if (!leaf_ok(t, "ad_const", value)) return ad__invalid(t);
-    return leaf_new(t, AD_OP_CONST, value, 0);
+    return borrow(t, AD_OP_CONST, value, 0);
 }
 
 ad_var ad_leaf(ad_tape *t, const ad_tensor *value)
 {
     if (!leaf_ok(t, "ad_leaf", value)) return ad__invalid(t);
-    return leaf_new(t, AD_OP_LEAF, value, AD_NODE_LEAF | (t->grad_enabled ? AD_NODE_REQ_GRAD : 0));
+    return borrow(t, AD_OP_LEAF, value, AD_NODE_LEAF | (t->grad_enabled ? AD_NODE_REQ_GRAD : 0));
 }
 
 ad_var ad_param(ad_tape *t, ad_tensor *value, ad_tensor *grad)
@@ -427,7 +452,7 @@ ad_var ad_param(ad_tape *t, ad_tensor *value, ad_tensor *grad)
         t->params = p;
         t->params_cap = cap;
     }
-    ad_var v = leaf_new(t, AD_OP_PARAM, value, AD_NODE_PARAM | (t->grad_enabled ? AD_NODE_REQ_GRAD : 0));
+    ad_var v = borrow(t, AD_OP_PARAM, value, AD_NODE_PARAM | (t->grad_enabled ? AD_NODE_REQ_GRAD : 0));
     if (v.id != AD_NO_NODE) {
         ad__node(t, v.id)->param_grad = grad;
         if (grad) t->params[t->nparams++] = v.id;

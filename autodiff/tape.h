@@ -23,7 +23,7 @@ typedef enum ad_op {
 typedef struct ad_attr {
     double f[2];       /* scalar constants: c, slope, alpha, lo/hi */
     int64_t i[4];      /* axes, flags, bounds, sizes */
-    const int64_t *idx; /* index lists, copied into the arena */
+    const int64_t *idx; /* index lists, copied into the arena (custom ops: their record, custom.h) */
 } ad_attr;
 
 enum {
@@ -71,6 +71,8 @@ struct ad_tape {
     uint32_t bw_node; /* during backward: the node whose VJP is running (named by anomaly errors) */
     uint32_t *params; /* ids of the params recorded with a grad tensor since the reset */
     uint32_t nparams, params_cap; /* (the array is kept across resets) */
+    uint32_t *borrowed; /* ids of the leaves, params and consts over a caller's tensor (version checks) */
+    uint32_t nborrowed, borrowed_cap;
     char msg[320];
 };
 
@@ -134,6 +136,16 @@ AD_INTERNAL ad_var ad__emit(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_
 ** value, then returns ad__emit_done(t, *id) (below). */
 AD_INTERNAL ad_node *ad__emit_node(ad_tape *t, ad_op op, int nin, const ad_var *xs, ad_dtype dtype, int ndim,
                                    const int64_t *shape, const ad_attr *attr, uint32_t *id);
+/* The caller's tensor a leaf, param or const node borrows (its attr.idx holds the
+** address), NULL for other nodes; and the check ad_backward/ad_gradients run on
+** the borrowed tensors of nodes 0..top (tensor.c): AD_ERR_STATE, naming the op that
+** takes it and the tensor, for one written since it was recorded. */
+static inline const ad_tensor *ad__borrowed(const ad_node *n)
+{
+    bool leafy = n->op == AD_OP_LEAF || n->op == AD_OP_PARAM || n->op == AD_OP_CONST;
+    return leafy ? (const ad_tensor *)(const void *)n->attr.idx : NULL;
+}
+AD_INTERNAL ad_status ad__check_versions(ad_tape *t, uint32_t top, const char *fn);
 /* Records anomaly detection's AD_ERR_NUMERIC for node id, naming its op, index and
 ** input shapes; during backward, for the node whose VJP is running (t->bw_node). */
 AD_INTERNAL void ad__anomaly_fail(ad_tape *t, uint32_t id);

@@ -229,7 +229,10 @@ ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn
     }
     /* everything checked: only now the caller's objects change */
     for (int i = 0; i < want.n; i++)
-        if (want.t[i]) memcpy(want.t[i]->data, tmp.t[i]->data, ad__nbytes(want.t[i]));
+        if (want.t[i]) {
+            memcpy(want.t[i]->data, tmp.t[i]->data, ad__nbytes(want.t[i]));
+            ad_tensor_bump_version(want.t[i]);
+        }
     nn__optim_sync_step(opt);
     if (rng) *rng = r;
     goto done;

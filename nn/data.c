@@ -101,6 +101,7 @@ int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, int64_t *labels)
         }
     }
     b->pos += rows;
+    ad_tensor_bump_version(x);
     return rows;
 }
 

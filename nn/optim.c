@@ -394,6 +394,7 @@ ad_status nn_optim_step(nn_optim *o, nn_error *err)
     }
     if (st == AD_OK) {
         o->step++;
+        for (int i = 0; i < o->n; i++) ad_tensor_bump_version(o->params[i]->value); /* written below */
         for (int g = 0; g < o->ngroups; g++)
             h[g] = (hyper){.lr = o->groups[g].lr, .wd = o->groups[g].weight_decay, .momentum = o->opts.momentum,
                            .nesterov = o->opts.nesterov, .beta1 = o->opts.beta1, .beta2 = o->opts.beta2,
@@ -410,7 +411,11 @@ ad_status nn_optim_step(nn_optim *o, nn_error *err)
 ad_status nn_optim_minimize(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err)
 {
     if (!o || !fn) return nn_error_set(err, AD_ERR_ARG, "nn_optim_minimize: NULL optimizer or closure");
-    if (o->kind->step) return o->kind->step(o, fn, ctx, loss, err);
+    if (o->kind->step) {
+        ad_status st = o->kind->step(o, fn, ctx, loss, err);
+        for (int i = 0; i < o->n; i++) ad_tensor_bump_version(o->params[i]->value); /* it wrote them */
+        return st;
+    }
     /* a first-order kind: one evaluation, one update */
     for (int i = 0; i < o->n; i++) ad_tensor_fill(o->params[i]->grad, 0.0);
     double l = NAN;

@@ -7,6 +7,7 @@
 #include "tape.h"
 #include "ad_nnops.h"
 #include "test_rows.h"
+#include "test_custom_ops.h"
 #include "test_util.h"
 
 /* ======================================================================
@@ -115,6 +116,27 @@ F(f_where)
     ad_var parts[3] = {one, zero, one};
     return ad_square(ad_where(ad_concat(3, parts, 1), x[0], x[1]));
 }
+/* custom ops (tests/test_custom_ops.h): an engine-op VJP, a tuple's outputs, a raw VJP's
+** result differentiated through its jvp (third order here), a checkpointed segment */
+F(f_custom) { return ad_custom(&co_cube, NULL, 1, x); }
+F(f_custom_out)
+{
+    ad_var o[2];
+    ad_custom_n(&co_sqsum, NULL, 1, x, o);
+    return ad_add(ad_sum(ad_square(o[0])), ad_sum(ad_square(o[1])));
+}
+F(f_custom_grad)
+{
+    ad_var g = AD_NO_VAR;
+    ad_gradients(ad_sum(ad_custom(&co_cube_raw_jvp, NULL, 1, x)), 1, x, &g, AD_CREATE_GRAPH);
+    return g;
+}
+F(f_checkpoint)
+{
+    ad_var in[3] = {x[0], x[1], x[1]}, o[2];
+    ad_checkpoint(co_segment, NULL, 3, in, 2, o);
+    return ad_add(o[0], o[1]);
+}
 #undef F
 
 /* fixed inputs keeping kinks, ties and bounds well away from the finite-difference steps */
@@ -170,6 +192,10 @@ static const op_case op_cases[AD_OP_COUNT] = {
     [AD_OP_AVG_POOL2D] = {NULL, f_avg_pool2d, 1, {U(-1, 1, 1, 2, 3, 3)}},
     [AD_OP_AVG_POOL2D_GRAD] = {NULL, f_avg_pool2d_grad, 1, {U(-1, 1, 1, 2, 2, 2)}},
     [AD_OP_WHERE] = {NULL, f_where, 2, {U(-1, 1, 2, 3), U(-1, 1, 3)}},
+    [AD_OP_CUSTOM] = {NULL, f_custom, 1, {U(-1.5, 1.5, 2, 3)}},
+    [AD_OP_CUSTOM_OUT] = {NULL, f_custom_out, 1, {U(-1, 1, 3, 2)}},
+    [AD_OP_CUSTOM_GRAD] = {NULL, f_custom_grad, 1, {U(-1.5, 1.5, 4)}},
+    [AD_OP_CHECKPOINT] = {NULL, f_checkpoint, 2, {U(-1, 1, 2, 3), U(0.5, 1, 3)}},
 };
 
 static ad_tensor *make_input(const in_spec *s, uint64_t seed)
