@@ -105,6 +105,31 @@ NN_API ad_status nn_gradcheck_module(nn_module *m, const ad_tensor *input, const
 NN_API ad_status nn_gradcheck_module_n(nn_module *m, int n, const ad_tensor *const *inputs, const bool *wrt_input,
                                        const ad_check_opts *opts, ad_check_report *rep);
 
+/* ---- weights by name: plain safetensors files ---- */
+
+/* Maps a tensor name to another: writes the new name into out (at most len bytes,
+** NUL-terminated) and returns true, or returns false to leave the tensor out. */
+typedef bool (*nn_name_map_fn)(const char *name, char *out, size_t len, void *ctx);
+
+/* Loads m's parameters and buffers from a safetensors file written by any tool (a PyTorch
+** state_dict saved by the safetensors library or by hand; no autodiff metadata needed, and
+** __metadata__ is ignored). Each tensor of the file is matched by name to a parameter of m,
+** through map(file name -> m's name) when map is not NULL (ctx is passed to it; a tensor it
+** leaves out is ignored). F32 and F64 tensors convert to the parameter's dtype. Every
+** parameter must be filled, by a tensor of its shape, and every tensor not left out must
+** fill one; otherwise nothing is changed and err lists the problems, e.g.
+**   "nn_load_weights: w.safetensors: 1 missing (linear2.bias); 1 mis-shaped (linear1.weight
+**    [16,8], [8,16] expected); 1 unexpected (pos.weight)"
+** Errors: AD_ERR_ARG (NULL m or path), AD_ERR_IO, AD_ERR_FORMAT (a malformed file, missing
+** or unexpected names, two tensors mapped to one parameter), AD_ERR_SHAPE (only shapes
+** differ), AD_ERR_UNSUPPORTED (a dtype other than F32/F64), AD_ERR_NOMEM. */
+NN_API ad_status nn_load_weights(nn_module *m, const char *path, nn_name_map_fn map, void *ctx, nn_error *err);
+/* Writes m's parameters and buffers to path as a safetensors file (nn_safetensors_save:
+** atomic, with checksums in __metadata__, readable by PyTorch's safetensors and by
+** nn_load_weights), under their names or map(m's name -> file name). Errors as
+** nn_safetensors_save. */
+NN_API ad_status nn_save_weights(nn_module *m, const char *path, nn_name_map_fn map, void *ctx, nn_error *err);
+
 #ifdef __cplusplus
 }
 #endif

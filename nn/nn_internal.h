@@ -63,4 +63,25 @@ NN_INTERNAL int nn__optim_state_count(const nn_optim *o);
 NN_INTERNAL int nn__optim_state(nn_optim *o, const char **names, ad_tensor **tensors);
 NN_INTERNAL void nn__optim_sync_step(nn_optim *o);
 
+/* A safetensors file's tensors as they are (any writer; __metadata__ ignored, no checksum):
+** names, dtypes (F32/F64; others are AD_ERR_UNSUPPORTED), shapes, and bytes in `data`
+** (little-endian, possibly unaligned). The same validation of the header and table as
+** nn_safetensors_load (safetensors.c); free with nn__safetensors_plain_free. */
+typedef struct nn__st_tensor {
+    const char *name;
+    ad_dtype dtype;
+    int ndim;
+    int64_t shape[AD_MAX_DIMS];
+    const unsigned char *bytes;
+} nn__st_tensor;
+typedef struct nn__st_plain {
+    int n;
+    nn__st_tensor *t;
+    unsigned char *data;
+    char *names;
+} nn__st_plain;
+NN_INTERNAL ad_status nn__safetensors_read_plain(const char *fn, const char *path, nn__st_plain *out, char *err,
+                                                 size_t errlen);
+NN_INTERNAL void nn__safetensors_plain_free(nn__st_plain *p);
+
 #endif

@@ -711,3 +711,120 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
 {
     return nn__status(err, load_buf(path, n, names, dst, NN__MSG(err)));
 }
+
+/* ---- plain files: the table and data of any safetensors file, metadata ignored (weights.c) ---- */
+
+ad_status nn__safetensors_read_plain(const char *fn, const char *path, nn__st_plain *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!path) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path");
+    if (!ad__little_endian())
+        return ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    ad_status st = AD_OK;
+    char *hdr = NULL;
+    json_t *root = NULL;
+    st_entry *ent = NULL;
+    struct stat sb;
+    unsigned char lenb[8];
+    uint64_t hlen = 0, fsize = 0;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+        goto done;
+    }
+    fsize = (uint64_t)sb.st_size;
+    if (fsize < 8 || !read_all(fd, lenb, 8)) {
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "file too short (%" PRIu64 " bytes)", fsize);
+        goto done;
+    }
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)lenb[i] << (8 * i);
+    if (hlen > ST_MAX_HEADER || hlen > fsize - 8) {
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                            "header length %" PRIu64 " over the limit or past the end of the file (%" PRIu64 " bytes)",
+                            hlen, fsize);
+        goto done;
+    }
+    int64_t data_size = (int64_t)(fsize - 8 - hlen);
+    hdr = ad__malloc((size_t)hlen + 1);
+    if (!hdr || !read_all(fd, hdr, (size_t)hlen)) {
+        st = ad__file_error(err, errlen, hdr ? AD_ERR_IO : AD_ERR_NOMEM, fn, path, "cannot read the header");
+        goto done;
+    }
+    json_error_t jerr;
+    root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root || !json_is_object(root)) {
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "invalid JSON header: %s",
+                            root ? "not an object" : jerr.text);
+        goto done;
+    }
+    size_t nent = json_object_size(root) - (json_object_get(root, "__metadata__") ? 1 : 0), k = 0, names = 0;
+    ent = ad__calloc(nent + 1, sizeof *ent);
+    if (!ent) {
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu entries", nent);
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        if (strcmp(key, "__metadata__") == 0) continue;
+        if ((st = parse_entry(key, val, data_size, &ent[k++], fn, path, err, errlen)) != AD_OK) goto done;
+        names += strlen(key) + 1;
+    }
+    qsort(ent, nent, sizeof *ent, entry_cmp);
+    int64_t pos = 0;
+    for (size_t i = 0; i < nent; i++) {
+        if (ent[i].begin != pos) {
+            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s' %s", ent[i].name,
+                                ent[i].begin < pos ? "overlaps another" : "leaves a gap before it");
+            goto done;
+        }
+        pos = ent[i].end;
+    }
+    if (pos != data_size) {
+        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRId64 " trailing bytes after the last tensor",
+                            data_size - pos);
+        goto done;
+    }
+    out->t = ad__calloc(nent + 1, sizeof *out->t);
+    out->names = ad__malloc(names + 1);
+    out->data = ad__malloc(data_size > 0 ? (size_t)data_size : 1);
+    if (!out->t || !out->names || !out->data) {
+        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
+        goto done;
+    }
+    if (!read_all(fd, out->data, (size_t)data_size)) {
+        st = ad__file_error(err, errlen, errno ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the data: %s",
+                            errno ? strerror(errno) : "file shrank while reading");
+        goto done;
+    }
+    char *np = out->names;
+    for (size_t i = 0; i < nent; i++) {
+        nn__st_tensor *t = &out->t[i];
+        size_t l = strlen(ent[i].name) + 1;
+        memcpy(np, ent[i].name, l);
+        t->name = np;
+        np += l;
+        t->dtype = ent[i].dtype;
+        t->ndim = ent[i].ndim;
+        memcpy(t->shape, ent[i].shape, sizeof t->shape);
+        t->bytes = out->data + ent[i].begin;
+    }
+    out->n = (int)nent;
+done:
+    close(fd);
+    ad__free(hdr);
+    ad__free(ent);
+    json_decref(root);
+    if (st != AD_OK) nn__safetensors_plain_free(out);
+    return st;
+}
+
+void nn__safetensors_plain_free(nn__st_plain *p)
+{
+    ad__free(p->t);
+    ad__free(p->names);
+    ad__free(p->data);
+    memset(p, 0, sizeof *p);
+}
