@@ -18,7 +18,9 @@ static bool output_ok(ad_tape *t, const char *what, int k, ad_var v)
 {
     if (v.tape == t && v.gen == t->gen && v.id < t->count) return true;
     ad__fail(t, AD_ERR_STATE, "ad_checkpoint: %s output %d is %s", what, k + 1,
-             v.tape != t ? "not a var of the segment's tape" : v.gen != t->gen ? "stale" : "an invalid var");
+             v.tape != t       ? "not a var of the segment's tape"
+             : v.gen != t->gen ? "stale"
+                               : "an invalid var");
     return false;
 }
 
@@ -49,7 +51,10 @@ ad_status ad_checkpoint(ad_fn_n fn, void *ctx, int n, const ad_var *in, int n_ou
         for (int k = 0; k < n_out; k++) out[k] = ad__invalid(t);
     if (t->status != AD_OK) return t->status;
     if (!fn || n_out < 1 || !out) {
-        ad__fail(t, AD_ERR_ARG, "ad_checkpoint: %s", !fn ? "fn is NULL" : n_out < 1 ? "n_out is below 1" : "out is NULL");
+        ad__fail(t, AD_ERR_ARG, "ad_checkpoint: %s",
+                 !fn         ? "fn is NULL"
+                 : n_out < 1 ? "n_out is below 1"
+                             : "out is NULL");
         return t->status;
     }
     if (!ad__begin("ad_checkpoint", n, in, &t)) return t->status ? t->status : AD_ERR_ARG;

@@ -145,13 +145,13 @@ static bool output_shapes(ad_tape *t, ad_custom_rec *r, const ad_var *in, const 
 /* The descriptor's required fields; false after recording AD_ERR_ARG. */
 static bool descriptor_ok(ad_tape *t, const char *fn, const ad_custom_op *op)
 {
-    const char *what = !op              ? "the descriptor is NULL"
-                       : !op->name      ? "the descriptor has no name"
-                       : !op->shape     ? "shape is NULL"
-                       : !op->forward   ? "forward is NULL"
+    const char *what = !op                        ? "the descriptor is NULL"
+                       : !op->name                ? "the descriptor has no name"
+                       : !op->shape               ? "shape is NULL"
+                       : !op->forward             ? "forward is NULL"
                        : !op->vjp && !op->vjp_raw ? "neither vjp nor vjp_raw is given"
-                       : op->n_out < 1  ? "n_out is below 1"
-                                        : NULL;
+                       : op->n_out < 1            ? "n_out is below 1"
+                                                  : NULL;
     if (!what) return true;
     if (op && op->name)
         ad__fail(t, AD_ERR_ARG, "%s: custom op '%s': %s", fn, op->name, what);
@@ -198,7 +198,7 @@ ad_status ad__custom_record(ad_tape *t, ad_op kind, const ad_custom_op *op, ad_f
     for (int j = 0; j < n; j++) {
         bool req = r->diff[j] && ad__req(in[j]);
         any |= req;
-        if (j < 8 && !req) node->in_req &= (uint8_t)~(1u << j);
+        if (j < 8 && !req) node->in_req &= (uint8_t) ~(1u << j);
     }
     node->flags = ad__node_flags(t, kind, any);
     if (vals) {
@@ -298,7 +298,9 @@ static bool var_fits(ad_tape *t, const ad_custom_rec *r, const char *what, int j
     char s1[96], s2[96];
     if (g.tape != t || g.gen != t->gen || g.id >= t->count) {
         cfail(t, r, AD_ERR_ARG, "%s gave %d a var that is %s", what, j + 1,
-              g.tape != t ? "of another tape" : g.gen != t->gen ? "stale" : "past the tape's end");
+              g.tape != t       ? "of another tape"
+              : g.gen != t->gen ? "stale"
+                                : "past the tape's end");
         return false;
     }
     const ad_tensor *v = ad__val(g);
@@ -519,11 +521,12 @@ ad_status ad__custom_jvp(ad_tape *t, const ad_node *n, uint32_t self, const ad_v
         return t->status;
     }
     if (n->op != AD_OP_CUSTOM || !r->op.jvp) {
-        cfail(t, r, AD_ERR_UNSUPPORTED, "%s", n->op == AD_OP_CUSTOM ? "no jvp was given: forward mode is unsupported"
-                                                                       : "forward mode is unsupported");
+        cfail(t, r, AD_ERR_UNSUPPORTED, "%s",
+              n->op == AD_OP_CUSTOM ? "no jvp was given: forward mode is unsupported" : "forward mode is unsupported");
         return t->status;
     }
-    ad_var *xs = ad__arena_alloc(t, (size_t)r->n * sizeof *xs), *parts = ad__arena_alloc(t, (size_t)r->n_out * sizeof *parts);
+    ad_var *xs = ad__arena_alloc(t, (size_t)r->n * sizeof *xs),
+           *parts = ad__arena_alloc(t, (size_t)r->n_out * sizeof *parts);
     if (!xs || !parts) return t->status;
     for (int j = 0; j < r->n; j++) xs[j] = ad__inv(t, n, j);
     if (call_jvp(t, r, xs, tin, parts)) *tout = pack(t, r, parts);
@@ -547,8 +550,7 @@ static ad_var check_fn(ad_tape *t, const ad_var *xs, void *p)
     ad_var *args = ad__arena_alloc(t, (size_t)c->n * sizeof *args);
     ad_var *outs = ad__arena_alloc(t, (size_t)c->op->n_out * sizeof *outs);
     if (!args || !outs) return ad__invalid(t);
-    for (int j = 0, k = 0; j < c->n; j++)
-        args[j] = (k < c->m && c->pos[k] == j) ? xs[k++] : ad_const(t, c->in[j]);
+    for (int j = 0, k = 0; j < c->n; j++) args[j] = (k < c->m && c->pos[k] == j) ? xs[k++] : ad_const(t, c->in[j]);
     if (ad_custom_n(c->op, c->ctx, c->n, args, outs) != AD_OK) return ad__invalid(t);
     if (c->op->n_out == 1) return outs[0];
     const int64_t minus1 = -1;
@@ -562,13 +564,13 @@ ad_status ad_custom_check(const ad_custom_op *op, void *ctx, int n, const ad_ten
     ad_check_report local;
     if (!rep) rep = &local;
     *rep = (ad_check_report){.status = AD_OK, .input = -1, .element = -1, .output = -1, .order = 1};
-    const char *bad = !op                         ? "the descriptor is NULL"
-                      : !op->name                 ? "the descriptor has no name"
+    const char *bad = !op                          ? "the descriptor is NULL"
+                      : !op->name                  ? "the descriptor has no name"
                       : !op->shape || !op->forward ? "shape or forward is NULL"
-                      : !op->vjp && !op->vjp_raw  ? "neither vjp nor vjp_raw is given"
-                      : op->n_out < 1             ? "n_out is below 1"
-                      : n < 1 || !in              ? "no inputs"
-                                                  : NULL;
+                      : !op->vjp && !op->vjp_raw   ? "neither vjp nor vjp_raw is given"
+                      : op->n_out < 1              ? "n_out is below 1"
+                      : n < 1 || !in               ? "no inputs"
+                                                   : NULL;
     for (int j = 0; !bad && j < n; j++)
         if (!in[j]) bad = "an input is NULL";
     if (bad) {

@@ -102,7 +102,8 @@ static ad_status solve_vjp(void *ctx, int n, const ad_var *in, int n_out, const 
     int64_t m = ad_value(in[1])->shape[0];
     ad_var args[2] = {ad_transpose(in[0], 0, 1), gout[0]};
     ad_var lambda = ad_custom(&solve_op, ctx, 2, args);
-    gin[0] = ad_neg(ad_matmul(ad_reshape(lambda, 2, (const int64_t[]){m, 1}), ad_reshape(out[0], 2, (const int64_t[]){1, m})));
+    gin[0] = ad_neg(
+        ad_matmul(ad_reshape(lambda, 2, (const int64_t[]){m, 1}), ad_reshape(out[0], 2, (const int64_t[]){1, m})));
     gin[1] = lambda;
     return AD_OK;
 }
@@ -143,7 +144,10 @@ static ad_var loss(ad_tape *t, ad_var x)
 }
 
 static ad_var f_custom(ad_tape *t, const ad_var *in, void *ctx) { return loss(t, ad_custom(&solve_op, ctx, 2, in)); }
-static ad_var f_composed(ad_tape *t, const ad_var *in, void *ctx) { return loss(t, solve_composed(t, in[0], in[1], N)); }
+static ad_var f_composed(ad_tape *t, const ad_var *in, void *ctx)
+{
+    return loss(t, solve_composed(t, in[0], in[1], N));
+}
 
 int main(void)
 {

@@ -128,7 +128,8 @@ int main(void)
 {
     ad_rng rng;
     ad_rng_seed(&rng, 3);
-    ad_tensor *y0 = ad_tensor_new(AD_F64, AD_SHAPE(B, 2)), *th = ad_tensor_from(AD_F64, AD_SHAPE(4), (double[]){1.1, 0.4, 0.4, 0.1});
+    ad_tensor *y0 = ad_tensor_new(AD_F64, AD_SHAPE(B, 2)),
+              *th = ad_tensor_from(AD_F64, AD_SHAPE(4), (double[]){1.1, 0.4, 0.4, 0.1});
     if (!y0 || !th) return 1;
     ad_rng_fill_uniform(&rng, y0, 0.5, 2.0);
     int every = (int)floor(sqrt((double)S));

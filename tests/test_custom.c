@@ -104,8 +104,7 @@ START_TEST(test_higher_order)
     ck_assert_int_eq(ad_hessian(f_cube, (void *)&co_cube_raw, x, h), AD_ERR_UNSUPPORTED);
     fixture f = fix(AD_SHAPE(4), x4);
     ad_var g;
-    ck_assert_int_eq(ad_gradients(ad_sum(ad_custom(&co_cube_raw, NULL, 1, &f.x)), 1, &f.x, &g, AD_CREATE_GRAPH),
-                     AD_OK);
+    ck_assert_int_eq(ad_gradients(ad_sum(ad_custom(&co_cube_raw, NULL, 1, &f.x)), 1, &f.x, &g, AD_CREATE_GRAPH), AD_OK);
     ck_assert_int_eq(ad_backward(ad_sum(ad_square(g)), NULL, 0), AD_ERR_UNSUPPORTED);
     ck_assert_msg(strstr(ad_tape_error(f.t), "custom op 'cube_raw'") && strstr(ad_tape_error(f.t), "vjp_raw"), "%s",
                   ad_tape_error(f.t));
@@ -265,8 +264,7 @@ static ad_status run_op(const ad_custom_op *op, int n_out, const char *want)
         ad_var y = op->n_out > 1 ? ad_add(ad_sum(o[0]), ad_sum(o[1])) : ad_sum(o[0]);
         s = ad_backward(y, NULL, 0);
     }
-    if (want)
-        ck_assert_msg(strstr(ad_tape_error(f.t), want), "message \"%s\" lacks \"%s\"", ad_tape_error(f.t), want);
+    if (want) ck_assert_msg(strstr(ad_tape_error(f.t), want), "message \"%s\" lacks \"%s\"", ad_tape_error(f.t), want);
     /* the error is sticky: later ops do nothing */
     ck_assert(!ad_ok(ad_exp(f.x)));
     unfix(&f);
@@ -382,7 +380,7 @@ static ad_status nan_fwd(void *c, int n, const ad_tensor *const *in, ad_tensor *
 }
 
 static ad_status raw_nan(void *c, int n, const ad_tensor *const *in, int n_out, const ad_tensor *const *out,
-                       const ad_tensor *const *gout, ad_tensor *const *gin)
+                         const ad_tensor *const *gout, ad_tensor *const *gin)
 {
     ad_tensor_fill(gin[0], 0.0 / 0.0);
     return AD_OK;
@@ -878,7 +876,8 @@ static ad_status lstm_segment(ad_tape *t, int n, const ad_var *in, int n_out, ad
 static void lstm_grads(int T, int every, ad_tensor **g)
 {
     ad_tensor *w[3] = {tu_rand(AD_F32, AD_SHAPE(4 * LH, LIN), -0.4, 0.4, 21),
-                       tu_rand(AD_F32, AD_SHAPE(4 * LH, LH), -0.4, 0.4, 22), tu_rand(AD_F32, AD_SHAPE(4 * LH), -0.1, 0.1, 23)};
+                       tu_rand(AD_F32, AD_SHAPE(4 * LH, LH), -0.4, 0.4, 22),
+                       tu_rand(AD_F32, AD_SHAPE(4 * LH), -0.1, 0.1, 23)};
     ad_tensor *xs = tu_rand(AD_F32, AD_SHAPE(LN, T, LIN), 0, 1, 24);
     ad_tape *t = ad_tape_new();
     for (int k = 0; k < 3; k++) g[k] = ad_tensor_new(AD_F32, w[k]->ndim, w[k]->shape);
@@ -987,8 +986,10 @@ START_TEST(test_functional_n)
     for (int i = 0; i < 2; i++) {
         double wa = 0, wb = 0;
         for (int k = 0; k < 2; k++) {
-            wa += ad_tensor_get(h[0], i * 2 + k) * ad_tensor_get(va, k) + ad_tensor_get(h[1], i * 2 + k) * ad_tensor_get(vb, k);
-            wb += ad_tensor_get(h[2], i * 2 + k) * ad_tensor_get(va, k) + ad_tensor_get(h[3], i * 2 + k) * ad_tensor_get(vb, k);
+            wa += ad_tensor_get(h[0], i * 2 + k) * ad_tensor_get(va, k) +
+                  ad_tensor_get(h[1], i * 2 + k) * ad_tensor_get(vb, k);
+            wb += ad_tensor_get(h[2], i * 2 + k) * ad_tensor_get(va, k) +
+                  ad_tensor_get(h[3], i * 2 + k) * ad_tensor_get(vb, k);
         }
         TU_ASSERT_CLOSE(ad_tensor_get(o[0], i), wa, 1e-15, 1e-15);
         TU_ASSERT_CLOSE(ad_tensor_get(o[1], i), wb, 1e-15, 1e-15);

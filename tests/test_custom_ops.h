@@ -22,8 +22,8 @@ static inline ad_status co_cube_fwd(void *c, int n, const ad_tensor *const *in, 
     return AD_OK;
 }
 /* engine ops: gin = gout * 3 x^2 (differentiable again) */
-static inline ad_status co_cube_vjp(void *c, int n, const ad_var *in, int n_out, const ad_var *out,
-                                    const ad_var *gout, ad_var *gin)
+static inline ad_status co_cube_vjp(void *c, int n, const ad_var *in, int n_out, const ad_var *out, const ad_var *gout,
+                                    ad_var *gin)
 {
     (void)c, (void)n, (void)n_out, (void)out;
     gin[0] = ad_mul(gout[0], ad_mul_scalar(ad_square(in[0]), 3.0));
@@ -52,10 +52,10 @@ static inline ad_status co_cube_jvp(void *c, int n, const ad_var *in, const ad_v
 
 static const ad_custom_op co_cube = {"cube", 1, co_same_shape, co_cube_fwd, co_cube_vjp, NULL, co_cube_jvp, NULL};
 static const ad_custom_op co_cube_raw = {"cube_raw", 1, co_same_shape, co_cube_fwd, NULL, co_cube_vjp_raw, NULL, NULL};
-static const ad_custom_op co_cube_raw_jvp = {"cube_raw_jvp", 1,    co_same_shape, co_cube_fwd, NULL, co_cube_vjp_raw,
-                                             co_cube_jvp,    NULL};
-static const ad_custom_op co_cube_both = {"cube_both", 1, co_same_shape, co_cube_fwd, co_cube_vjp, co_cube_vjp_raw,
-                                          NULL,        NULL};
+static const ad_custom_op co_cube_raw_jvp = {"cube_raw_jvp",  1,           co_same_shape, co_cube_fwd, NULL,
+                                             co_cube_vjp_raw, co_cube_jvp, NULL};
+static const ad_custom_op co_cube_both = {"cube_both",     1,    co_same_shape, co_cube_fwd, co_cube_vjp,
+                                          co_cube_vjp_raw, NULL, NULL};
 
 /* ---- sqsum: x [m, k] -> (x * x [m, k], sum over axis 1 of x [m]) ---- */
 
@@ -84,8 +84,8 @@ static inline ad_status co_sqsum_fwd(void *c, int n, const ad_tensor *const *in,
     return AD_OK;
 }
 /* gin = 2 x gout0 + gout1 broadcast along axis 1 */
-static inline ad_status co_sqsum_vjp(void *c, int n, const ad_var *in, int n_out, const ad_var *out,
-                                     const ad_var *gout, ad_var *gin)
+static inline ad_status co_sqsum_vjp(void *c, int n, const ad_var *in, int n_out, const ad_var *out, const ad_var *gout,
+                                     ad_var *gin)
 {
     (void)c, (void)n, (void)n_out, (void)out;
     const ad_tensor *x = ad_value(in[0]);
@@ -113,9 +113,8 @@ static inline ad_status co_sqsum_jvp(void *c, int n, const ad_var *in, const ad_
     tout[1] = ad_sum_axis(tin[0], 1, false);
     return AD_OK;
 }
-static const ad_custom_op co_sqsum = {"sqsum", 2, co_sqsum_shape, co_sqsum_fwd, co_sqsum_vjp, NULL, co_sqsum_jvp,
-                                      NULL};
-static const ad_custom_op co_sqsum_raw = {"sqsum_raw", 2,   co_sqsum_shape, co_sqsum_fwd, NULL, co_sqsum_vjp_raw,
+static const ad_custom_op co_sqsum = {"sqsum", 2, co_sqsum_shape, co_sqsum_fwd, co_sqsum_vjp, NULL, co_sqsum_jvp, NULL};
+static const ad_custom_op co_sqsum_raw = {"sqsum_raw",  2,   co_sqsum_shape, co_sqsum_fwd, NULL, co_sqsum_vjp_raw,
                                           co_sqsum_jvp, NULL};
 
 /* ---- mscale: y = x * mask; mask is not differentiable ---- */
@@ -136,8 +135,8 @@ static inline ad_status co_mscale_vjp(void *c, int n, const ad_var *in, int n_ou
     return AD_OK;
 }
 static const bool co_mscale_diff[2] = {true, false};
-static const ad_custom_op co_mscale = {"mscale", 1, co_same_shape, co_mscale_fwd, co_mscale_vjp, NULL, NULL,
-                                       co_mscale_diff};
+static const ad_custom_op co_mscale = {"mscale",      1,    co_same_shape, co_mscale_fwd,
+                                       co_mscale_vjp, NULL, NULL,          co_mscale_diff};
 
 /* ---- a checkpointed segment: (h, c) -> (tanh(h * w + c), c * h) over `steps` steps ---- */
 
