@@ -239,8 +239,8 @@ static void fast_range(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32
     ad_tensor gy1; /* the gradient of a 0-dimensional node: only dtype and data change */
     ad__tensor_init(&gy1, AD_F64, 0, NULL, 1);
 
+    ad_gbuf *gb = s->gbufs; /* (a checkpoint's replay swaps it for a while: reloaded after one) */
     for (uint32_t i = hi; i-- > lo && t->status == AD_OK;) {
-        ad_gbuf *gb = s->gbufs;
         if (!gb[i].data) continue;
         ad_node *n = ad__node(t, i);
         if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
@@ -251,10 +251,6 @@ static void fast_range(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32
             continue;
         }
         t->bw_node = i;
-        if (n->op == AD_OP_CHECKPOINT) {
-            replay_fast(s, a, nslots, i);
-            continue;
-        }
         ad_fast_vjp_fn fast = fast_vjps[n->op];
         ad_tensor gyn;
         const ad_tensor *gy = &gy1;
@@ -267,6 +263,11 @@ static void fast_range(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32
             gy = &gyn;
         }
         if (!fast || !fast(s, n, i, gy)) {
+            if (n->op == AD_OP_CHECKPOINT) { /* (no fast VJP: only the slow path looks) */
+                replay_fast(s, a, nslots, i);
+                gb = s->gbufs;
+                continue;
+            }
             if (n->nin > gx_cap) {
                 gx = ad__arena_alloc(t, (size_t)n->nin * sizeof *gx);
                 if (!gx) break;

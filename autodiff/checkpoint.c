@@ -141,14 +141,40 @@ ad_status ad__checkpoint_replay(ad_tape *t, const ad_node *n, ad_var **outs)
     return AD_OK;
 }
 
-/* The sweeps handle checkpoint nodes themselves (backward.c); these are never reached by them. */
+/* The forward kernel, for a replay of the tape: fn runs again (grad off) past the
+** tape's end on the node's current inputs, its outputs are copied into the node,
+** and its nodes are rewound away, as in ad_checkpoint itself. */
 ad_status ad__fwd_checkpoint(ad_tape *t, ad_node *n)
 {
-    ad__fail(t, AD_ERR_UNSUPPORTED, "ad_checkpoint: node %u: a checkpointed segment cannot be replayed forward",
-             (unsigned)(n - ad__node(t, 0)));
+    const ad_custom_rec *r = ad__rec(n);
+    ad_mark m = ad__tape_mark(t);
+    uint32_t nparams = t->nparams;
+    ad_var *in = ad__arena_alloc(t, (size_t)r->n * sizeof *in);
+    ad_var *o = ad__arena_alloc(t, (size_t)r->n_out * sizeof *o);
+    if (!in || !o) return t->status;
+    for (int j = 0; j < r->n; j++) in[j] = ad__inv(t, n, j);
+    for (int k = 0; k < r->n_out; k++) o[k] = AD_NO_VAR;
+    bool was = t->grad_enabled;
+    t->grad_enabled = false;
+    ad_status s = r->fn(t, r->n, in, r->n_out, o, r->ctx);
+    t->grad_enabled = was;
+    if (s != AD_OK && t->status == AD_OK) ad__fail(t, s, "ad_checkpoint: fn failed: %s", ad_status_str(s));
+    for (int k = 0; k < r->n_out && t->status == AD_OK; k++) {
+        if (!output_ok(t, "fn's", k, o[k])) break;
+        const ad_tensor *v = ad__val(o[k]);
+        if (v->dtype != r->shapes[k].dtype || !ad_shape_equal(v, &r->shapes[k])) {
+            ad__fail(t, AD_ERR_STATE, "ad_checkpoint: fn's output %d changed shape or dtype", k + 1);
+            break;
+        }
+        if (v->size)
+            memcpy((char *)n->value.data + (size_t)r->offset[k] * ad_dtype_size(v->dtype), v->data, ad__nbytes(v));
+    }
+    ad__tape_rewind(t, m);
+    t->nparams = nparams;
     return t->status;
 }
 
+/* The sweeps handle checkpoint nodes themselves (backward.c): this is never reached by them. */
 void ad__vjp_checkpoint(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     (void)n, (void)gy, (void)gx;

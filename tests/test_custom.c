@@ -842,6 +842,34 @@ START_TEST(test_checkpoint_errors)
 }
 END_TEST
 
+/* The forward kernel a replay of the tape calls: fn again on the inputs' current values. */
+START_TEST(test_checkpoint_forward_kernel)
+{
+    fixture f = fix(AD_SHAPE(4), x4);
+    ad_var in[3] = {f.x, f.x, f.x}, o[2];
+    ck_assert_int_eq(ad_checkpoint(co_segment, NULL, 3, in, 2, o), AD_OK);
+    size_t nodes = ad_tape_node_count(f.t);
+    for (int i = 0; i < 4; i++) ((double *)f.xv->data)[i] *= 0.5;
+    ad_node *n = ad__node(f.t, o[0].id - 1); /* the checkpoint node, just before its outputs */
+    ck_assert_int_eq(n->op, AD_OP_CHECKPOINT);
+    ck_assert_int_eq(ad__ops[AD_OP_CHECKPOINT].forward(f.t, n), AD_OK);
+    ck_assert_uint_eq(ad_tape_node_count(f.t), nodes);
+    for (int i = 0; i < 4; i++) {
+        double x = 0.5 * x4[i], h = x, c = x;
+        for (int k = 0; k < 2; k++) {
+            double h2 = tanh(h * x + c);
+            c = c * h;
+            h = h2;
+        }
+        TU_ASSERT_CLOSE(ad_tensor_get(ad_value(o[0]), i), h, 0, 1e-15);
+        TU_ASSERT_CLOSE(ad_tensor_get(ad_value(o[1]), i), c, 0, 1e-15);
+    }
+    /* and backward agrees with the new values (the recomputation matches them) */
+    ck_assert_int_eq(ad_backward(ad_sum(o[0]), NULL, 0), AD_OK);
+    unfix(&f);
+}
+END_TEST
+
 /* ---- an LSTM unrolled over T steps, checkpointed every sqrt(T) steps: the same gradients bit for bit ---- */
 
 enum { LN = 4, LIN = 3, LH = 8 };
@@ -1057,6 +1085,7 @@ static Suite *custom_suite(void)
     tcase_add_test(ck, test_checkpoint_bitwise);
     tcase_add_test(ck, test_checkpoint_memory);
     tcase_add_test(ck, test_checkpoint_errors);
+    tcase_add_test(ck, test_checkpoint_forward_kernel);
     tcase_add_test(ck, test_lstm_checkpoint_bitwise);
     tcase_add_test(ck, test_checkpoint_higher);
     suite_add_tcase(s, ck);
