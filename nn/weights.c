@@ -94,9 +94,10 @@ ad_status nn_load_weights(nn_module *m, const char *path, nn_name_map_fn map, vo
     for (int p = 0; p < np && st == AD_OK; p++) {
         const nn__st_tensor *t = &f.t[src[p]];
         ad_tensor *v = ps[p].value;
-        if (t->dtype == v->dtype)
+        if (t->dtype == v->dtype) {
             memcpy(v->data, t->bytes, ad__nbytes(v));
-        else
+            ad_tensor_bump_version(v);
+        } else
             for (int64_t i = 0; i < v->size; i++) ad_tensor_set(v, i, file_get(t, i));
     }
     ad__free(src);
