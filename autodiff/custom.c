@@ -533,6 +533,32 @@ ad_status ad__custom_jvp(ad_tape *t, const ad_node *n, uint32_t self, const ad_v
     return t->status;
 }
 
+ad_var ad__jvp_custom(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
+{
+    ad_var out;
+    return ad__custom_jvp(t, n, self, tx, &out) == AD_OK ? out : ad__invalid(t);
+}
+
+ad_var ad__jvp_custom_out(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
+{
+    if (tx[0].id == AD_NO_NODE) return ad__invalid(t); /* a zero tangent stays zero */
+    return ad__jvp_custom(t, n, self, tx);
+}
+
+ad_var ad__jvp_custom_grad(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
+{
+    ad_var out;
+    ad__custom_jvp(t, n, self, tx, &out); /* records AD_ERR_UNSUPPORTED naming the op */
+    return ad__invalid(t);
+}
+
+ad_var ad__jvp_checkpoint(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
+{
+    ad_var out;
+    ad__custom_jvp(t, n, self, tx, &out);
+    return ad__invalid(t);
+}
+
 /* ---- the gradient check of a custom op ---- */
 
 typedef struct check_ctx {

@@ -43,6 +43,14 @@ AD_INTERNAL const char *ad__node_name(const ad_tape *t, const ad_node *n);
 ** AD_ERR_UNSUPPORTED (recorded, naming the op) for an op given without jvp. */
 AD_INTERNAL ad_status ad__custom_jvp(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tin,
                                      ad_var *tout);
+/* The same as the tangent rules forward mode's table (forward.h's JVP(name)) takes:
+** the tangent of node n's output from its inputs' tangents tx (an invalid var: zero),
+** an invalid var for a zero tangent or after recording an error. A raw VJP's result
+** and a checkpoint have none yet: AD_ERR_UNSUPPORTED naming the op. */
+AD_INTERNAL ad_var ad__jvp_custom(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
+AD_INTERNAL ad_var ad__jvp_custom_out(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
+AD_INTERNAL ad_var ad__jvp_custom_grad(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
+AD_INTERNAL ad_var ad__jvp_checkpoint(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
 /* The packed gradient of a multi-output node, split into one var per output
 ** (gout[k], shaped like output k); g itself for one output. */
 AD_INTERNAL bool ad__custom_split(ad_tape *t, const ad_custom_rec *r, ad_var g, ad_var *gout);

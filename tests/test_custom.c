@@ -367,6 +367,18 @@ START_TEST(test_errors_vjp)
     tin = ad_full(f.t, AD_F64, AD_SHAPE(4), 1.0);
     ck_assert_int_eq(ad__custom_jvp(f.t, ad__node(f.t, y.id), y.id, &tin, &tout), AD_OK);
     for (int i = 0; i < 4; i++) TU_ASSERT_CLOSE(ad_tensor_get(ad_value(tout), i), 3 * x4[i] * x4[i], 0, 1e-15);
+    /* the tangent rules in forward mode's form: a tuple's outputs slice the packed tangent */
+    ad_var x2 = ad_reshape(x, 2, (const int64_t[]){2, 2}), o[2];
+    ck_assert_int_eq(ad_custom_n(&co_sqsum, NULL, 1, &x2, o), AD_OK);
+    ad_var t2 = ad_full(f.t, AD_F64, AD_SHAPE(2, 2), 1.0);
+    ad_var packed = ad__jvp_custom(f.t, ad__node(f.t, o[0].id - 1), o[0].id - 1, &t2);
+    tu_assert_shape(ad_value(packed), AD_SHAPE(6));
+    ad_var t1 = ad__jvp_custom_out(f.t, ad__node(f.t, o[1].id), o[1].id, &packed);
+    const double rowsum[2] = {2, 2}; /* d(sum over a row)/dx . ones */
+    tu_assert_values(ad_value(t1), rowsum, 0, 0);
+    ad_var none = AD_NO_VAR;
+    ck_assert(ad__jvp_custom_out(f.t, ad__node(f.t, o[1].id), o[1].id, &none).id == AD_NO_NODE);
+    ck_assert_int_eq(ad_tape_status(f.t), AD_OK);
     unfix(&f);
 }
 END_TEST
