@@ -756,6 +756,51 @@ START_TEST(test_checkpoint_bitwise)
 }
 END_TEST
 
+/* a segment made of two checkpointed halves (checkpoints inside a checkpoint) */
+static ad_status seg_nested(ad_tape *t, int n, const ad_var *in, int n_out, ad_var *out, void *ctx)
+{
+    ad_var mid[3] = {AD_NO_VAR, AD_NO_VAR, in[2]};
+    ad_status s = ad_checkpoint(co_segment, (void *)&k_steps[2], 3, in, 2, mid);
+    if (s == AD_OK) s = ad_checkpoint(co_segment, (void *)&k_steps[3], 3, mid, 2, out);
+    return s;
+}
+
+START_TEST(test_checkpoint_nested)
+{
+    for (int f = 0; f < 2; f++) {
+        ad_tensor *h0 = tu_rand(AD_F64, AD_SHAPE(2, 3), -1, 1, 31), *c0 = tu_rand(AD_F64, AD_SHAPE(2, 3), 0.9, 1, 32);
+        ad_tensor *w = tu_rand(AD_F64, AD_SHAPE(3), 0.5, 1.5, 33), *g[2][2];
+        for (int k = 0; k < 2; k++) {
+            ad_tape *t = ad_tape_new();
+            ad_var h = ad_leaf(t, h0), c = ad_leaf(t, c0), wv = ad_leaf(t, w);
+            for (int s = 0; s < 4; s++) {
+                ad_var in[3] = {h, c, wv}, o[2];
+                if (k)
+                    ck_assert_int_eq(ad_checkpoint(seg_nested, NULL, 3, in, 2, o), AD_OK);
+                else
+                    co_segment(t, 3, in, 2, o, (void *)&k_steps[5]);
+                h = o[0];
+                c = o[1];
+            }
+            ck_assert_msg(ad_backward(ad_add(ad_sum(h), ad_sum(c)), NULL, f ? AD_CREATE_GRAPH : 0) == AD_OK, "%s",
+                          ad_tape_error(t));
+            g[k][0] = ad_tensor_clone(ad_grad(ad__var(t, 0)));
+            g[k][1] = ad_tensor_clone(ad_grad(ad__var(t, 2)));
+            ad_tape_free(t);
+        }
+        for (int j = 0; j < 2; j++) {
+            ck_assert_msg(memcmp(g[0][j]->data, g[1][j]->data, ad__nbytes(g[0][j])) == 0,
+                          "nested checkpoints, flags %d: gradient %d differs", f, j);
+            ad_tensor_free(g[0][j]);
+            ad_tensor_free(g[1][j]);
+        }
+        ad_tensor_free(h0);
+        ad_tensor_free(c0);
+        ad_tensor_free(w);
+    }
+}
+END_TEST
+
 /* A long chain: the checkpointed tape stays smaller. */
 START_TEST(test_checkpoint_memory)
 {
@@ -1097,6 +1142,7 @@ static Suite *custom_suite(void)
     tcase_add_test(ck, test_checkpoint_bitwise);
     tcase_add_test(ck, test_checkpoint_memory);
     tcase_add_test(ck, test_checkpoint_errors);
+    tcase_add_test(ck, test_checkpoint_nested);
     tcase_add_test(ck, test_checkpoint_forward_kernel);
     tcase_add_test(ck, test_lstm_checkpoint_bitwise);
     tcase_add_test(ck, test_checkpoint_higher);
