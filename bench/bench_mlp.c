@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     for (int e = 0; e < epochs; e++) {
         double t0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
         int64_t r, step = 0;
-        while ((r = nn_batcher_next(b, x, labels)) > 0 && (!quick || step < 200)) {
+        while ((r = nn_batcher_next(b, x, NULL, labels)) > 0 && (!quick || step < 200)) {
             long a0 = cnt.allocs;
             ad_tape_reset(t);
             ad_tensor view = *x; /* the first r rows: the last batch may be short */

@@ -83,14 +83,16 @@ int main(int argc, char **argv)
     printf("model: %s (%lld weights), %lld training images, %d epochs, %d threads\n", spec,
            (long long)nn_module_num_weights(net), (long long)train->n, epochs, threads);
 
-    nn_schedule sched = nn_schedule_cosine(1e-3, epochs, 1e-5);
+    nn_sched_opts so = nn_sched_defaults(1e-3, epochs * ((train->n + 63) / 64)); /* per step */
+    so.min_lr = 1e-5;
+    nn_sched *sched = nn_sched_new("cosine", &so, &err);
     nn_fit_opts fo = nn_fit_defaults();
     fo.epochs = epochs;
     fo.batch_size = 64;
-    fo.schedule = &sched;
+    fo.schedule = sched;
     fo.progress = NN_PROGRESS_LINES;
     fo.out = stdout;
-    fo.val = test; /* the test accuracy after every epoch */
+    fo.test = test; /* the test accuracy after every epoch, reported only */
     double t0 = now();
     ad_status st = nn_fit(net, opt, train, &fo, NULL, &err);
     double secs = now() - t0;
@@ -98,6 +100,7 @@ int main(int argc, char **argv)
     if (st == AD_OK) st = nn_evaluate(net, test, 256, &loss, &acc, &err);
     if (st != AD_OK) fprintf(stderr, "cnn_fashion: %s\n", err.message);
     else printf("test accuracy %.2f%% (loss %.4f) after %.0f s of training\n", 100 * acc, loss, secs);
+    nn_sched_free(sched);
     nn_optim_free(opt);
     nn_module_free(net);
     nn_dataset_free(train);

@@ -244,9 +244,11 @@ static bool parse_cell(const char *p, const char *e, double *v, char *why, size_
     return true;
 }
 
-static ad_status load_csv(const char *path, int label_col, bool header, nn_dataset **out, char *err, size_t errlen)
+/* target: the label column holds a float target (ds->targets, shaped [1]) instead of a class label. */
+static ad_status load_csv(const char *path, int label_col, bool header, bool target, nn_dataset **out, char *err,
+                          size_t errlen)
 {
-    static const char fn[] = "nn_dataset_load_csv";
+    const char *fn = target ? "nn_dataset_load_csv_targets" : "nn_dataset_load_csv";
     if (err && errlen) err[0] = '\0';
     if (out) *out = NULL;
     if (!path) return null_args(err, errlen, fn, "path or out");
@@ -328,8 +330,14 @@ static ad_status load_csv(const char *path, int label_col, bool header, nn_datas
     ds->n = nrows;
     ds->dim = dim;
     ds->features = ad__malloc((size_t)cells * sizeof(float));
-    ds->labels = ad__malloc((size_t)nrows * sizeof(int64_t));
-    if (!ds->features || !ds->labels) {
+    if (target) {
+        ds->targets = ad__malloc((size_t)nrows * sizeof(float));
+        ds->target_ndim = 1;
+        ds->target_shape[0] = ds->target_size = 1;
+    } else {
+        ds->labels = ad__malloc((size_t)nrows * sizeof(int64_t));
+    }
+    if (!ds->features || (!ds->labels && !ds->targets)) {
         st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " x %" PRId64, nrows,
                             ncols);
         goto done;
@@ -363,7 +371,15 @@ static ad_status load_csv(const char *path, int label_col, bool header, nn_datas
                                     lineno, col + 1, why);
                 goto done;
             }
-            if (col == lc) {
+            if (col == lc && target) {
+                if (fabs(v) > FLT_MAX) {
+                    st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
+                                        "line %" PRId64 ", column %" PRId64 ": target %.17g is out of float range",
+                                        lineno, col + 1, v);
+                    goto done;
+                }
+                ds->targets[row] = (float)v;
+            } else if (col == lc) {
                 if (v < 0 || v != floor(v) || v > CSV_MAX_LABEL) {
                     st =
                         ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
@@ -387,7 +403,7 @@ static ad_status load_csv(const char *path, int label_col, bool header, nn_datas
         row++;
         p = q;
     }
-    ds->nclasses = maxl + 1;
+    ds->nclasses = target ? 0 : maxl + 1;
 done:
     fclose(f);
     ad__free(text);
@@ -408,5 +424,10 @@ ad_status nn_dataset_load_idx(const char *images_path, const char *labels_path, 
 
 ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, nn_error *err)
 {
-    return nn__status(err, load_csv(path, label_col, header, out, NN__MSG(err)));
+    return nn__status(err, load_csv(path, label_col, header, false, out, NN__MSG(err)));
+}
+
+ad_status nn_dataset_load_csv_targets(const char *path, int target_col, bool header, nn_dataset **out, nn_error *err)
+{
+    return nn__status(err, load_csv(path, target_col, header, true, out, NN__MSG(err)));
 }

@@ -1,11 +1,10 @@
-/* fit.c: the training loop (nn_fit) and evaluation (nn_evaluate) of a classifier over a data set. */
+/* fit.c: the training loop (nn_fit) over a data set with any loss, evaluation (nn_evaluate), and one step (nn_train_step). */
 #include "nn_internal.h"
 #include "optim_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,92 +25,194 @@ nn_fit_opts nn_fit_defaults(void)
     o.seed = 1;
     o.shuffle = true;
     o.progress = NN_PROGRESS_AUTO;
+    o.huber_delta = 1.0;
+    o.accumulate = 1;
     return o;
 }
 
-/* Rows of logits [r, c] whose largest entry (the first of ties) is the label. */
-static int64_t count_correct(const ad_tensor *logits, const int64_t *labels, int64_t r)
+/* ---- the loss ---- */
+
+typedef struct loss_spec {
+    nn_loss_kind kind; /* resolved: never NN_LOSS_AUTO */
+    double delta;
+    nn_loss_fn fn;
+    void *ctx;
+    nn_module *module;
+} loss_spec;
+
+static const char *loss_name(nn_loss_kind k)
 {
-    int64_t c = logits->shape[1], right = 0;
-    for (int64_t i = 0; i < r; i++) {
-        int64_t best = 0;
-        double bv = ad_tensor_get(logits, i * c);
-        for (int64_t j = 1; j < c; j++) {
-            double v = ad_tensor_get(logits, i * c + j);
-            if (v > bv) {
-                bv = v;
-                best = j;
-            }
-        }
-        right += best == labels[i];
-    }
-    return right;
+    static const char *const names[] = {"auto", "cross-entropy", "mse", "huber", "l1", "bce-with-logits"};
+    return (int)k >= 0 && (int)k < (int)(sizeof names / sizeof names[0]) ? names[k] : "?";
 }
 
-/* The x [rows, dim] view of the first r rows of the batch tensor x. */
-static ad_tensor rows_view(const ad_tensor *x, int64_t r)
+/* The loss for data set ds (its labels or targets decide AUTO); checks they fit. */
+static ad_status resolve_loss(const char *fn, const nn_fit_opts *o, const nn_dataset *ds, loss_spec *spec,
+                              nn_error *err)
 {
-    ad_tensor v = *x;
+    *spec = (loss_spec){o->loss, o->huber_delta, o->loss_fn, o->loss_ctx, o->loss_module};
+    if (spec->fn || spec->module) return AD_OK;
+    if ((int)spec->kind < NN_LOSS_AUTO || spec->kind > NN_LOSS_BCE_WITH_LOGITS)
+        return nn_error_set(err, AD_ERR_ARG, "%s: unknown loss %d", fn, (int)spec->kind);
+    if (spec->kind == NN_LOSS_AUTO) spec->kind = ds->labels ? NN_LOSS_CROSS_ENTROPY : NN_LOSS_MSE;
+    if ((spec->kind == NN_LOSS_CROSS_ENTROPY) != (ds->labels != NULL))
+        return nn_error_set(err, AD_ERR_ARG, "%s: the %s loss needs a data set with %s", fn, loss_name(spec->kind),
+                            ds->labels ? "float targets, this one has labels" : "labels, this one has float targets");
+    if (spec->kind == NN_LOSS_HUBER && !(spec->delta > 0))
+        return nn_error_set(err, AD_ERR_ARG, "%s: huber_delta %g must be > 0", fn, spec->delta);
+    return AD_OK;
+}
+
+/* The loss of the output against a batch (target: a var, or invalid with labels). */
+static ad_var record_loss(const loss_spec *s, ad_tape *t, ad_var out, ad_var target, const int64_t *labels)
+{
+    if (s->fn) return s->fn(out, target, labels, s->ctx);
+    if (s->module) return nn_forward_n(s->module, t, 2, (const ad_var[]){out, target});
+    switch (s->kind) {
+    case NN_LOSS_CROSS_ENTROPY: return nn_loss_cross_entropy(out, labels);
+    case NN_LOSS_HUBER: return nn_loss_huber(out, target, s->delta);
+    case NN_LOSS_L1: return nn_loss_l1(out, target);
+    case NN_LOSS_BCE_WITH_LOGITS: return nn_loss_bce_with_logits(out, target);
+    case NN_LOSS_AUTO:
+    case NN_LOSS_MSE: break;
+    }
+    return nn_loss_mse(out, target);
+}
+
+/* Right answers in a batch of r rows and how many were judged: classes (argmax of
+** [r, c] against labels) or, with binary cross-entropy, elements (logit > 0 against
+** target > 0.5); 0 judged otherwise. */
+static void count_right(const loss_spec *s, const ad_tensor *out, const ad_tensor *y, const int64_t *labels, int64_t r,
+                        int64_t *right, int64_t *judged)
+{
+    if (labels && out->ndim == 2 && out->shape[0] == r) {
+        int64_t c = out->shape[1];
+        for (int64_t i = 0; i < r; i++) {
+            int64_t best = 0;
+            double bv = ad_tensor_get(out, i * c);
+            for (int64_t j = 1; j < c; j++) {
+                double v = ad_tensor_get(out, i * c + j);
+                if (v > bv) bv = v, best = j;
+            }
+            *right += best == labels[i];
+        }
+        *judged += r;
+    } else if (y && !s->fn && !s->module && s->kind == NN_LOSS_BCE_WITH_LOGITS && out->size == r * (y->size / y->shape[0])) {
+        int64_t k = out->size;
+        for (int64_t i = 0; i < k; i++) *right += (ad_tensor_get(out, i) > 0) == (ad_tensor_get(y, i) > 0.5);
+        *judged += k;
+    }
+}
+
+/* ---- batches ---- */
+
+/* The buffers one batch is read into: x [bs, dim], y [bs, target...] (sets with
+** targets), labels [bs] (sets with labels). */
+typedef struct batch {
+    ad_tensor *x, *y;
+    int64_t *labels;
+} batch;
+
+static ad_status batch_new(batch *b, const nn_dataset *ds, int64_t bs)
+{
+    *b = (batch){0};
+    b->x = ad_tensor_new(AD_F32, AD_SHAPE(bs, ds->dim));
+    if (ds->targets) {
+        int64_t shape[AD_MAX_DIMS];
+        shape[0] = bs;
+        memcpy(shape + 1, ds->target_shape, (size_t)ds->target_ndim * sizeof *shape);
+        b->y = ad_tensor_new(AD_F32, ds->target_ndim + 1, shape);
+    } else {
+        b->labels = ad__malloc((size_t)bs * sizeof *b->labels);
+    }
+    return b->x && (b->y || b->labels) ? AD_OK : AD_ERR_NOMEM;
+}
+
+static void batch_free(batch *b)
+{
+    ad_tensor_free(b->x);
+    ad_tensor_free(b->y);
+    ad__free(b->labels);
+}
+
+/* The first r rows of a batch tensor, as a view. */
+static ad_tensor rows_view(const ad_tensor *t, int64_t r)
+{
+    ad_tensor v = *t;
+    v.size = t->shape[0] ? t->size / t->shape[0] * r : 0;
     v.shape[0] = r;
-    v.size = r * x->shape[1];
     return v;
 }
 
-/* Checks the data set and the logits' fit with it; the message names fn. */
+/* Checks a data set; the message names fn. */
 static ad_status check_dataset(const char *fn, const nn_dataset *ds, const char *what, nn_error *err)
 {
     if (!ds) return nn_error_set(err, AD_ERR_ARG, "%s: NULL %s data set", fn, what);
-    if (ds->n < 1 || ds->dim < 1 || !ds->labels || (!ds->pixels_u8 && !ds->features))
+    if (ds->n < 1 || ds->dim < 1 || (!ds->labels && !ds->targets) || (!ds->pixels_u8 && !ds->features) ||
+        (ds->targets && ds->target_size < 1))
         return nn_error_set(err, AD_ERR_ARG, "%s: the %s data set is empty or incomplete", fn, what);
     return AD_OK;
 }
 
-ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_size, double *loss, double *acc,
-                      nn_error *err)
+/* ---- evaluation ---- */
+
+/* Mean loss and accuracy of m over rows[0..nrows) of ds (NULL rows: all). */
+static ad_status evaluate(const char *fn, nn_module *m, const nn_dataset *ds, int64_t nrows, const int64_t *rows,
+                          int64_t bs, const loss_spec *spec, double *loss, double *acc, nn_error *err)
 {
-    if (!m) return nn_error_set(err, AD_ERR_ARG, "nn_evaluate: NULL module");
-    ad_status st = check_dataset("nn_evaluate", ds, "evaluation", err);
-    if (st != AD_OK) return st;
-    if (batch_size <= 0) batch_size = 256;
-    if (batch_size > ds->n) batch_size = ds->n;
-    nn_batcher *b = nn_batcher_new(ds, batch_size, false, 0, NULL);
-    ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(batch_size, ds->dim));
-    int64_t *labels = ad__malloc((size_t)batch_size * sizeof *labels);
+    if (bs <= 0) bs = 256;
+    if (bs > nrows) bs = nrows;
+    batch bt;
+    ad_status st = batch_new(&bt, ds, bs);
+    nn_batcher *b = nn_batcher_new_rows(ds, nrows, rows, bs, false, 0, err);
     ad_tape *t = ad_tape_new();
-    if (!b || !x || !labels || !t) {
-        st = nn_error_set(err, AD_ERR_NOMEM, "nn_evaluate: out of memory");
+    if (!b || !t || st != AD_OK) {
+        st = b ? nn_error_set(err, AD_ERR_NOMEM, "%s: out of memory", fn) : err ? err->status : AD_ERR_NOMEM;
         goto done;
     }
     ad_tape_set_grad_enabled(t, false);
     bool was_training = nn_module_training(m);
     nn_module_set_training(m, false);
     double loss_sum = 0;
-    int64_t right = 0, seen = 0, r;
-    while ((r = nn_batcher_next(b, x, labels)) > 0) {
+    int64_t right = 0, judged = 0, seen = 0, r;
+    while ((r = nn_batcher_next(b, bt.x, bt.y, bt.labels)) > 0) {
         ad_tape_reset(t);
-        ad_tensor view = rows_view(x, r);
-        ad_var logits = nn_forward(m, t, ad_const(t, &view));
-        ad_var l = nn_loss_cross_entropy(logits, labels);
+        ad_tensor xv = rows_view(bt.x, r), yv = bt.y ? rows_view(bt.y, r) : (ad_tensor){0};
+        ad_var out = nn_forward(m, t, ad_const(t, &xv));
+        ad_var l = record_loss(spec, t, out, bt.y ? ad_const(t, &yv) : AD_NO_VAR, bt.labels);
         if (!ad_ok(l)) {
-            st = nn_error_set(err, ad_tape_status(t), "nn_evaluate: %s", ad_tape_error(t));
+            st = ad_tape_status(t) != AD_OK ? nn_error_from_tape(err, fn, t)
+                                            : nn_error_set(err, AD_ERR_STATE, "%s: the loss is not a valid var", fn);
             break;
         }
         loss_sum += ad_item(l) * (double)r;
-        right += count_correct(ad_value(logits), labels, r);
+        count_right(spec, ad_value(out), bt.y ? &yv : NULL, bt.labels, r, &right, &judged);
         seen += r;
     }
-    if (st == AD_OK && r < 0) st = nn_error_set(err, AD_ERR_STATE, "nn_evaluate: the batcher rejected its buffer");
+    if (st == AD_OK && r < 0) st = nn_error_set(err, AD_ERR_STATE, "%s: the batcher rejected its buffer", fn);
     nn_module_set_training(m, was_training);
     if (st == AD_OK) {
         if (loss) *loss = seen ? loss_sum / (double)seen : NAN;
-        if (acc) *acc = seen ? (double)right / (double)seen : NAN;
+        if (acc) *acc = judged ? (double)right / (double)judged : NAN;
     }
 done:
     ad_tape_free(t);
-    ad__free(labels);
-    ad_tensor_free(x);
     nn_batcher_free(b);
+    batch_free(&bt);
     return st;
+}
+
+ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_size, double *loss, double *acc,
+                      nn_error *err)
+{
+    NN__ERR_OR_LOCAL(err);
+    if (!m) return nn_error_set(err, AD_ERR_ARG, "nn_evaluate: NULL module");
+    ad_status st = check_dataset("nn_evaluate", ds, "evaluation", err);
+    nn_fit_opts o = nn_fit_defaults();
+    loss_spec spec;
+    if (st == AD_OK) st = resolve_loss("nn_evaluate", &o, ds, &spec, err);
+    if (st != AD_OK) return st;
+    return evaluate("nn_evaluate", m, ds, ds->n, NULL, batch_size, &spec, loss, acc, err);
 }
 
 /* ---- progress output ---- */
@@ -128,26 +229,78 @@ static void print_bar(FILE *out, int epoch, int epochs, int64_t done, int64_t to
     fflush(out);
 }
 
+/* "  <what> loss L  <what> acc A%" (the accuracy only where there is one, the whole only where there is a loss) */
+static void print_pair(FILE *out, const char *what, double loss, double acc)
+{
+    if (isnan(loss)) return;
+    fprintf(out, "  %s loss %.4f", what, loss);
+    if (!isnan(acc)) fprintf(out, "  %s acc %.2f%%", what, 100.0 * acc);
+}
+
 static void print_epoch(FILE *out, const nn_epoch_stats *s, int epochs, bool bar)
 {
     if (bar) fprintf(out, "\r%*s\r", 70, "");
-    fprintf(out, "epoch %d/%d  loss %.4f  train acc %.2f%%", s->epoch, epochs, s->train_loss, 100.0 * s->train_acc);
-    if (!isnan(s->val_loss)) fprintf(out, "  val loss %.4f  val acc %.2f%%", s->val_loss, 100.0 * s->val_acc);
+    fprintf(out, "epoch %d/%d  loss %.4f", s->epoch, epochs, s->train_loss);
+    if (!isnan(s->train_acc)) fprintf(out, "  train acc %.2f%%", 100.0 * s->train_acc);
+    print_pair(out, "val", s->val_loss, s->val_acc);
+    print_pair(out, "test", s->test_loss, s->test_acc);
     if (s->skipped) fprintf(out, "  (%" PRId64 " non-finite step%s skipped)", s->skipped, s->skipped == 1 ? "" : "s");
     fprintf(out, "  %.1f s\n", s->seconds);
     fflush(out);
 }
 
+/* a number, or nothing for NaN */
+static void log_num(FILE *log, double v) { isnan(v) ? (void)0 : (void)fprintf(log, "%.9g", v); }
+
 static void log_epoch(FILE *log, const nn_epoch_stats *s)
 {
-    fprintf(log, "%d,%" PRId64 ",%.9g,%.9g,%.9g,", s->epoch, s->steps, s->lr, s->train_loss, s->train_acc);
-    if (!isnan(s->val_loss)) fprintf(log, "%.9g,%.9g", s->val_loss, s->val_acc);
-    else fprintf(log, ",");
-    fprintf(log, ",%.6f\n", s->seconds);
+    fprintf(log, "%d,%" PRId64 ",%.9g,%.9g,", s->epoch, s->steps, s->lr, s->train_loss);
+    const double v[] = {s->train_acc, s->val_loss, s->val_acc, s->test_loss, s->test_acc};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        log_num(log, v[i]);
+        fputc(',', log);
+    }
+    fprintf(log, "%.6f\n", s->seconds);
     fflush(log);
 }
 
 /* ---- training ---- */
+
+/* A seeded split of ds's rows: the last k of a permutation validate, the rest train. */
+static ad_status split_rows(const nn_dataset *ds, double frac, uint64_t seed, int64_t **rows, int64_t *ntrain,
+                            int64_t *nval, nn_error *err)
+{
+    int64_t n = ds->n, k = (int64_t)floor(frac * (double)n);
+    if (k < 1 || k >= n)
+        return nn_error_set(err, AD_ERR_ARG, "nn_fit: val_split %g of %lld rows leaves %s", frac, (long long)n,
+                            k < 1 ? "no validation row" : "no training row");
+    int64_t *p = ad__malloc((size_t)n * sizeof *p);
+    if (!p) return nn_error_set(err, AD_ERR_NOMEM, "nn_fit: out of memory");
+    ad_rng r;
+    ad_rng_seed(&r, seed ^ 0x5eed5b1175ULL);
+    for (int64_t i = 0; i < n; i++) p[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)ad_rng_below(&r, (uint64_t)i + 1), t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    *rows = p;
+    *ntrain = n - k;
+    *nval = k;
+    return AD_OK;
+}
+
+/* The same shape of sample: features, and labels or targets of one shape. */
+static ad_status same_kind(const nn_dataset *a, const nn_dataset *b, const char *what, nn_error *err)
+{
+    bool ok = a->dim == b->dim && !a->labels == !b->labels && a->target_ndim == b->target_ndim;
+    for (int i = 0; ok && i < a->target_ndim; i++) ok = a->target_shape[i] == b->target_shape[i];
+    if (!ok)
+        return nn_error_set(err, AD_ERR_SHAPE, "nn_fit: the %s set's rows (%lld features, %s) differ from training's "
+                            "(%lld features, %s)", what, (long long)b->dim, b->labels ? "labels" : "targets",
+                            (long long)a->dim, a->labels ? "labels" : "targets");
+    return AD_OK;
+}
 
 ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_fit_opts *opts,
                  nn_epoch_stats *last, nn_error *err)
@@ -161,25 +314,34 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
         return nn_error_set(err, AD_ERR_ARG, "nn_fit: clip_norm %g must be finite and >= 0 (0: off)", o.clip_norm);
     if (o.epochs < 0 || o.batch_size < 1)
         return nn_error_set(err, AD_ERR_ARG, "nn_fit: epochs %d and batch size %" PRId64 " must be >= 0 and >= 1",
-                       o.epochs, o.batch_size);
-    if (o.val && (st = check_dataset("nn_fit", o.val, "validation", err)) != AD_OK) return st;
-    if (o.val && o.val->dim != train->dim)
-        return nn_error_set(err, AD_ERR_SHAPE, "nn_fit: validation rows have %" PRId64 " features, training %" PRId64,
-                       o.val->dim, train->dim);
+                            o.epochs, o.batch_size);
     if (o.accumulate < 0)
         return nn_error_set(err, AD_ERR_ARG, "nn_fit: accumulate %d must be >= 0 (0 or 1: every batch)", o.accumulate);
+    if (!(o.val_split >= 0 && o.val_split < 1))
+        return nn_error_set(err, AD_ERR_ARG, "nn_fit: val_split %g must be in [0, 1)", o.val_split);
+    loss_spec spec;
+    if ((st = resolve_loss("nn_fit", &o, train, &spec, err)) != AD_OK) return st;
+    const nn_dataset *sets[2] = {o.val, o.test};
+    static const char *const set_names[2] = {"validation", "test"};
+    for (int i = 0; i < 2; i++)
+        if (sets[i] && ((st = check_dataset("nn_fit", sets[i], set_names[i], err)) != AD_OK ||
+                        (st = same_kind(train, sets[i], set_names[i], err)) != AD_OK))
+            return st;
     nn_step_opts so = {o.clip_norm, o.accumulate, o.skip_nonfinite};
     FILE *out = o.out ? o.out : stderr;
     bool bar = o.progress == NN_PROGRESS_BAR || (o.progress == NN_PROGRESS_AUTO && isatty(fileno(out)));
     bool lines = o.progress != NN_PROGRESS_NONE;
-    int64_t bs = o.batch_size < train->n ? o.batch_size : train->n;
 
-    nn_batcher *b = nn_batcher_new(train, bs, o.shuffle, o.seed, NULL);
-    ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(bs, train->dim));
-    int64_t *labels = ad__malloc((size_t)bs * sizeof *labels);
+    int64_t *rows = NULL, ntrain = train->n, nval = 0;
+    if (!o.val && o.val_split > 0 && (st = split_rows(train, o.val_split, o.seed, &rows, &ntrain, &nval, err)) != AD_OK)
+        return st;
+    int64_t bs = o.batch_size < ntrain ? o.batch_size : ntrain;
+    batch bt;
+    st = batch_new(&bt, train, bs);
+    nn_batcher *b = st == AD_OK ? nn_batcher_new_rows(train, ntrain, rows, bs, o.shuffle, o.seed, err) : NULL;
     ad_tape *t = ad_tape_new();
     FILE *log = NULL;
-    if (!b || !x || !labels || !t) {
+    if (!b || !t || st != AD_OK) {
         st = nn_error_set(err, AD_ERR_NOMEM, "nn_fit: out of memory");
         goto done;
     }
@@ -188,21 +350,21 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
             st = nn_error_set(err, AD_ERR_IO, "nn_fit: cannot open log %s: %s", o.log_path, strerror(errno));
             goto done;
         }
-        fprintf(log, "epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,seconds\n");
+        fprintf(log, "epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n");
     }
-    int64_t nbatches = nn_batcher_num_batches(b);
+    int64_t nbatches = nn_batcher_num_batches(b), r = 0;
     for (int e = 0; e < o.epochs && st == AD_OK; e++) {
         double t0 = now_seconds();
-        if (o.schedule) nn_optim_set_lr(opt, nn_schedule_lr(o.schedule, e));
         nn_module_set_training(m, true);
         double loss_sum = 0;
-        int64_t right = 0, seen = 0, r, i = 0, skipped = 0;
-        while ((r = nn_batcher_next(b, x, labels)) > 0) {
+        int64_t right = 0, judged = 0, seen = 0, i = 0, skipped = 0;
+        while ((r = nn_batcher_next(b, bt.x, bt.y, bt.labels)) > 0) {
             i++;
+            if (o.schedule) nn_optim_set_lr(opt, nn_sched_lr(o.schedule, nn_optim_steps(opt)));
             ad_tape_reset(t);
-            ad_tensor view = rows_view(x, r);
-            ad_var logits = nn_forward(m, t, ad_const(t, &view));
-            ad_var loss = nn_loss_cross_entropy(logits, labels);
+            ad_tensor xv = rows_view(bt.x, r), yv = bt.y ? rows_view(bt.y, r) : (ad_tensor){0};
+            ad_var outv = nn_forward(m, t, ad_const(t, &xv));
+            ad_var loss = record_loss(&spec, t, outv, bt.y ? ad_const(t, &yv) : AD_NO_VAR, bt.labels);
             nn_step_result res;
             int64_t step = nn_optim_steps(opt) + 1;
             if ((st = nn_train_step(opt, loss, &so, &res, err)) != AD_OK) {
@@ -218,7 +380,7 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
                 continue;
             }
             loss_sum += res.loss * (double)r;
-            right += count_correct(ad_value(logits), labels, r);
+            count_right(&spec, ad_value(outv), bt.y ? &yv : NULL, bt.labels, r, &right, &judged);
             seen += r;
             if (bar && (i % 20 == 0 || i == nbatches)) print_bar(out, e + 1, o.epochs, i, nbatches, loss_sum / (double)seen);
         }
@@ -229,8 +391,12 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
             break;
         }
         nn_epoch_stats s = {e + 1, nn_optim_steps(opt), nn_optim_lr(opt), seen ? loss_sum / (double)seen : NAN,
-                            seen ? (double)right / (double)seen : NAN, NAN, NAN, 0.0, skipped};
-        if (o.val && (st = nn_evaluate(m, o.val, 256, &s.val_loss, &s.val_acc, err)) != AD_OK) break;
+                            judged ? (double)right / (double)judged : NAN, NAN, NAN, NAN, NAN, 0.0, skipped};
+        if (o.val) st = evaluate("nn_fit", m, o.val, o.val->n, NULL, 256, &spec, &s.val_loss, &s.val_acc, err);
+        else if (nval) st = evaluate("nn_fit", m, train, nval, rows + ntrain, 256, &spec, &s.val_loss, &s.val_acc, err);
+        if (st == AD_OK && o.test)
+            st = evaluate("nn_fit", m, o.test, o.test->n, NULL, 256, &spec, &s.test_loss, &s.test_acc, err);
+        if (st != AD_OK) break;
         nn_module_set_training(m, true);
         s.seconds = now_seconds() - t0;
         if (lines) print_epoch(out, &s, o.epochs, bar);
@@ -242,9 +408,9 @@ done:
     if (log && fclose(log) != 0 && st == AD_OK)
         st = nn_error_set(err, AD_ERR_IO, "nn_fit: cannot write log %s: %s", o.log_path, strerror(errno));
     ad_tape_free(t);
-    ad__free(labels);
-    ad_tensor_free(x);
     nn_batcher_free(b);
+    batch_free(&bt);
+    ad__free(rows);
     return st;
 }
 

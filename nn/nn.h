@@ -261,26 +261,39 @@ typedef struct nn_step_result {
 NN_API ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn_step_result *res,
                                nn_error *err);
 
-/* A learning-rate schedule, evaluated per epoch. */
-typedef enum nn_sched_kind {
-    NN_SCHED_CONSTANT = 0,
-    NN_SCHED_STEP,  /* lr = base gamma^floor(epoch / step_size) */
-    NN_SCHED_COSINE /* lr = eta_min + (base - eta_min) (1 + cos(pi epoch / t_max)) / 2, eta_min after t_max */
-} nn_sched_kind;
+/* ---- learning-rate schedules, stepped per optimizer step ---- */
 
-typedef struct nn_schedule {
-    nn_sched_kind kind;
-    double base_lr;
-    int64_t step_size; /* NN_SCHED_STEP */
-    double gamma;      /* NN_SCHED_STEP */
-    int64_t t_max;     /* NN_SCHED_COSINE */
-    double eta_min;    /* NN_SCHED_COSINE */
-} nn_schedule;
+typedef struct nn_sched nn_sched;
 
-NN_API nn_schedule nn_schedule_step(double base_lr, int64_t step_size, double gamma);
-NN_API nn_schedule nn_schedule_cosine(double base_lr, int64_t t_max, double eta_min);
-/* The learning rate for epoch (0-based). */
-NN_API double nn_schedule_lr(const nn_schedule *s, int64_t epoch);
+/* The schedules' parameters; nn_sched_defaults fills every field. */
+typedef struct nn_sched_opts {
+    double lr;               /* the base (peak) learning rate */
+    int64_t total_steps;     /* cosine, warmup_cosine, onecycle: the schedule's length in steps */
+    int64_t warmup_steps;    /* warmup_cosine: linear from lr/warmup_steps up to lr (default total/20) */
+    double min_lr;           /* cosine, warmup_cosine: the lr at the end (0) */
+    int64_t step_size;       /* step: lr gamma^floor(step / step_size) (default total/3) */
+    double gamma;            /* step: 0.1 */
+    double pct_start;        /* onecycle: the rising fraction of the steps (0.3) */
+    double div_factor;       /* onecycle: start at lr / div_factor (25) */
+    double final_div_factor; /* onecycle: end at lr / (div_factor final_div_factor) (1e4) */
+} nn_sched_opts;
+
+NN_API nn_sched_opts nn_sched_defaults(double lr, int64_t total_steps);
+/*
+** A schedule of kind (at step s = 0, 1, ..., T = total_steps):
+**   "constant"       lr
+**   "step"           lr gamma^floor(s / step_size)
+**   "cosine"         min + (lr - min) (1 + cos(pi s / T)) / 2, min after T
+**   "warmup_cosine"  lr (s + 1) / W for s < W, then cosine from lr to min over T - W
+**   "onecycle"       (Smith & Topin 2019, as torch's OneCycleLR) cosine from lr/div up to lr
+**                    over pct_start T steps, then down to lr/(div final_div)
+** NULL with AD_ERR_ARG on an unknown kind or bad parameters, AD_ERR_NOMEM.
+*/
+NN_API nn_sched *nn_sched_new(const char *kind, const nn_sched_opts *opts, nn_error *err);
+/* The learning rate at step (0-based; nn_fit uses the optimizer's step count). */
+NN_API double nn_sched_lr(const nn_sched *s, int64_t step);
+NN_API const char *nn_sched_name(const nn_sched *s);
+NN_API void nn_sched_free(nn_sched *s);
 
 /* ---- training ---- */
 
@@ -291,28 +304,54 @@ typedef enum nn_progress {
     NN_PROGRESS_NONE
 } nn_progress;
 
-/* What one epoch gave (val_* are NaN without a validation set). */
+/* What one epoch gave (NaN where a figure does not apply). */
 typedef struct nn_epoch_stats {
     int epoch;         /* 1-based */
     int64_t steps;     /* optimizer steps so far, all epochs */
     double lr;
     double train_loss; /* mean over the epoch's batches, weighted by their sizes */
-    double train_acc;  /* fraction of the epoch's samples classified right as they were trained on */
-    double val_loss, val_acc;
-    double seconds;    /* wall time of the epoch (training and validation) */
+    double train_acc;  /* fraction right as they were trained on: classes (labels) or, with
+                       ** binary cross-entropy, target elements (logit > 0 against target > 0.5) */
+    double val_loss, val_acc;   /* the validation set (opts.val or opts.val_split) */
+    double test_loss, test_acc; /* the test set (opts.test), reported only */
+    double seconds;    /* wall time of the epoch (training and evaluation) */
     int64_t skipped;   /* steps of this epoch skipped as non-finite (opts.skip_nonfinite) */
 } nn_epoch_stats;
 
 typedef void (*nn_epoch_fn)(const nn_epoch_stats *s, void *ctx);
 
+/* The loss nn_fit minimizes (means over the batch). */
+typedef enum nn_loss_kind {
+    NN_LOSS_AUTO = 0,         /* cross-entropy for a set with labels, MSE for one with targets */
+    NN_LOSS_CROSS_ENTROPY,    /* labels */
+    NN_LOSS_MSE,              /* targets, as every loss below */
+    NN_LOSS_HUBER,            /* nn_loss_huber with opts.huber_delta */
+    NN_LOSS_L1,
+    NN_LOSS_BCE_WITH_LOGITS   /* binary and multi-label: targets in [0, 1], one per output */
+} nn_loss_kind;
+
+/* A loss of your own: a scalar recorded from the model's output and the batch's
+** target (a var shaped [rows, target_shape...], or invalid for a set with
+** labels) or labels (rows of them, or NULL for a set with targets). */
+typedef ad_var (*nn_loss_fn)(ad_var output, ad_var target, const int64_t *labels, void *ctx);
+
 typedef struct nn_fit_opts {
     int epochs;                  /* default 10 */
     int64_t batch_size;          /* default 64 */
-    uint64_t seed;               /* shuffling; default 1 */
+    uint64_t seed;               /* shuffling and the validation split; default 1 */
     bool shuffle;                /* default true */
     const nn_dataset *val;       /* optional validation set, evaluated after each epoch */
-    const nn_schedule *schedule; /* optional; sets the lr at the start of each epoch */
-    const char *log_path;        /* optional CSV: epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,seconds */
+    double val_split;            /* in [0, 1): without val, hold out this fraction of train (drawn with
+                                 ** seed) as the validation set; default 0 */
+    const nn_dataset *test;      /* optional test set, evaluated after each epoch for the record */
+    nn_sched *schedule;          /* optional; sets the lr before every step from the step count */
+    nn_loss_kind loss;           /* default NN_LOSS_AUTO */
+    double huber_delta;          /* NN_LOSS_HUBER; default 1 */
+    nn_loss_fn loss_fn;          /* optional: overrides loss */
+    void *loss_ctx;
+    nn_module *loss_module;      /* optional: a module of (output, target) giving the loss; overrides loss */
+    const char *log_path;        /* optional CSV: epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,
+                                 ** test_loss,test_acc,seconds */
     nn_progress progress;        /* default NN_PROGRESS_AUTO */
     FILE *out;                   /* progress output; NULL: stderr */
     nn_epoch_fn on_epoch;        /* optional, called after each epoch */
@@ -327,19 +366,22 @@ typedef struct nn_fit_opts {
 /* The defaults listed above. */
 NN_API nn_fit_opts nn_fit_defaults(void);
 
-/* Trains m with opt on the classification set train (cross-entropy of m's
-** logits against the labels; inputs are the pixels scaled to [0, 1] or the
-** features) for opts->epochs epochs. One tape is reused for every step.
-** last (may be NULL) receives the final epoch's figures. Errors: AD_ERR_ARG,
-** AD_ERR_NUMERIC when the loss or a gradient becomes NaN or Inf (the message
-** says at which epoch and step; the update of that step is not applied; with
-** opts->skip_nonfinite the step is skipped instead and training goes on), AD_ERR_IO for the
-** log file, AD_ERR_NOMEM, or an engine error (e.g. AD_ERR_SHAPE when m does
-** not take the data's dimension), with a message in err. */
+/* Trains m with opt on train for opts->epochs epochs: each step records m on a
+** batch (inputs: the pixels scaled to [0, 1] or the features), the loss
+** (opts->loss, loss_fn or loss_module) against the batch's labels or targets,
+** and nn_train_step. One tape is reused for every step. last (may be NULL)
+** receives the final epoch's figures. Errors: AD_ERR_ARG (also a loss that
+** does not fit the set: cross-entropy without labels, a regression loss
+** without targets), AD_ERR_NUMERIC when the loss or a gradient becomes NaN or
+** Inf (the message says at which epoch and step; the update of that step is
+** not applied; with opts->skip_nonfinite the step is skipped instead), AD_ERR_IO
+** for the log file, AD_ERR_NOMEM, or an engine error (e.g. AD_ERR_SHAPE when m
+** does not take the data's dimension), with a message in err. */
 NN_API ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_fit_opts *opts,
                         nn_epoch_stats *last, nn_error *err);
 
-/* Mean cross-entropy and accuracy of m on ds, in evaluation mode with
+/* Mean loss (NN_LOSS_AUTO: cross-entropy with labels, MSE with targets) and
+** accuracy (classes; NaN with targets) of m on ds, in evaluation mode with
 ** gradients off, batch_size rows at a time (<= 0: 256). loss and acc may be NULL. */
 NN_API ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_size, double *loss, double *acc,
                              nn_error *err);

@@ -21,16 +21,43 @@ extern "C" {
 
 /* ---- data sets ---- */
 
-/* n samples of dim features with integer class labels in [0, nclasses).
-** Exactly one of pixels_u8 (IDX images, kept as bytes and scaled by 1/255 per
-** batch) and features (CSV) is non-NULL; both are row-major n x dim. */
+/* n samples of dim features, each with an integer class label in
+** [0, nclasses) (classification) or a float target of any shape (regression,
+** binary and multi-label targets). Exactly one of pixels_u8 (IDX images, kept
+** as bytes and scaled by 1/255 per batch) and features is non-NULL; both are
+** row-major n x dim. Exactly one of labels and targets is non-NULL. */
 typedef struct nn_dataset {
     int64_t n, dim;
-    int64_t nclasses;   /* max label + 1 */
+    int64_t nclasses;   /* max label + 1; 0 with float targets */
     uint8_t *pixels_u8; /* n*dim, or NULL */
     float *features;    /* n*dim, or NULL */
-    int64_t *labels;    /* n */
+    int64_t *labels;    /* n, or NULL */
+    float *targets;     /* n*target_size, row-major, or NULL */
+    int target_ndim;    /* the shape of one sample's target (0 with labels) */
+    int64_t target_shape[AD_MAX_DIMS - 1];
+    int64_t target_size; /* the product of target_shape (0 with labels) */
+    bool borrowed;      /* the arrays are the caller's (nn_dataset_from_arrays with copy false) */
 } nn_dataset;
+
+/* A data set over arrays in memory: n rows of dim features (row-major F32),
+** and either labels[n] (integers >= 0; nclasses = max + 1) or targets
+** [n, target_shape...] (F32, target_ndim >= 1 axes). copy true: the arrays are
+** copied (the caller may free them at once); copy false: they are borrowed and
+** must outlive the data set, which nn_dataset_free then leaves alone.
+** Errors: AD_ERR_ARG (NULL arrays, both or neither of labels and targets, a
+** negative label, sizes < 1), AD_ERR_NOMEM. */
+NN_API ad_status nn_dataset_from_arrays(int64_t n, int64_t dim, const float *features, const int64_t *labels,
+                                        const float *targets, int target_ndim, const int64_t *target_shape,
+                                        bool copy, nn_dataset **out, nn_error *err);
+
+/* A data set from two .npy files (ad_npy_load: F32 or F64, C order): features
+** [n, d...] (flattened to dim = d...) and targets [n] or [n, t...]. labels true:
+** the targets are class labels (integers >= 0, at most 2^24); else float
+** targets, shaped t... ([1] for a [n] file). Errors: those of ad_npy_load
+** (AD_ERR_IO, AD_ERR_FORMAT ...), AD_ERR_SHAPE when the row counts differ, or
+** a file has no rows, AD_ERR_FORMAT for a label that is not an integer. */
+NN_API ad_status nn_dataset_load_npy(const char *features_path, const char *targets_path, bool labels,
+                                     nn_dataset **out, nn_error *err);
 
 /* Loads an IDX image file (magic 0x00000803: unsigned bytes, [n, rows, cols],
 ** dim = rows*cols) and an IDX label file (magic 0x00000801: unsigned bytes, [n])
@@ -56,6 +83,11 @@ NN_API ad_status nn_dataset_load_idx(const char *images_path, const char *labels
 ** line and column), AD_ERR_NOMEM. */
 NN_API ad_status nn_dataset_load_csv(const char *path, int label_col, bool header, nn_dataset **out, nn_error *err);
 
+/* The same for regression: target_col holds a float target (any finite number
+** within float range; the data set's targets, shaped [1]) instead of a label. */
+NN_API ad_status nn_dataset_load_csv_targets(const char *path, int target_col, bool header, nn_dataset **out,
+                                             nn_error *err);
+
 /* Frees a data set from a loader. NULL is fine. */
 NN_API void nn_dataset_free(nn_dataset *ds);
 
@@ -69,18 +101,24 @@ typedef struct nn_batcher nn_batcher;
 ** of orders); otherwise in file order. NULL on a NULL or empty ds, batch <= 0,
 ** or no memory. */
 NN_API nn_batcher *nn_batcher_new(const nn_dataset *ds, int64_t batch, bool shuffle, uint64_t seed, nn_error *err);
+/* The same over the rows rows[0..nrows) of ds only (copied), e.g. one side of a
+** train/validation split. */
+NN_API nn_batcher *nn_batcher_new_rows(const nn_dataset *ds, int64_t nrows, const int64_t *rows, int64_t batch,
+                                       bool shuffle, uint64_t seed, nn_error *err);
 
 /* Fills the next batch: x is caller-owned, 2-D [rows >= batch, dim], AD_F32 or
-** AD_F64 (pixels are scaled by 1/255); labels (may be NULL) receives the labels.
-** Returns the number of rows filled (the last batch of an epoch may be short;
-** rows past it are left untouched), 0 at the end of the epoch, -1 when x does
-** not fit (wrong dtype, ndim, width, or fewer than `batch` rows). */
-NN_API int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, int64_t *labels);
+** AD_F64 (pixels are scaled by 1/255); y (may be NULL) receives the float
+** targets, shaped [rows >= batch, target_shape...], F32 or F64; labels (may be
+** NULL) receives the labels. Returns the number of rows filled (the last batch
+** of an epoch may be short; rows past it are left untouched), 0 at the end of
+** the epoch, -1 when x or y does not fit (wrong dtype, shape, or fewer than
+** `batch` rows), or y or labels is asked of a set that has none. */
+NN_API int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, ad_tensor *y, int64_t *labels);
 
 /* Starts the next epoch (a new permutation when shuffling). */
 NN_API void nn_batcher_reset(nn_batcher *b);
 
-/* Number of batches per epoch: ceil(n / batch). */
+/* Number of batches per epoch: ceil(rows / batch). */
 NN_API int64_t nn_batcher_num_batches(const nn_batcher *b);
 
 NN_API void nn_batcher_free(nn_batcher *b);

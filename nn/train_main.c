@@ -17,7 +17,7 @@
 #define MAX_LAYERS 64
 
 typedef struct config {
-    const char *data, *train_csv, *test_csv, *save, *load, *log;
+    const char *data, *train_csv, *test_csv, *train_npy, *test_npy, *save, *load, *log;
     int label_col;
     bool csv_header, eval_only, quiet, nesterov;
     int64_t layers[MAX_LAYERS];
@@ -26,7 +26,10 @@ typedef struct config {
     nn_act act;
     const char *optimizer, *schedule;
     double lr, momentum, weight_decay, clip_norm;
-    bool skip_nonfinite, help;
+    bool skip_nonfinite, help, regression;
+    const char *loss;
+    double val_split;
+    int64_t warmup;
     int epochs, threads;
     int64_t batch;
     uint64_t seed;
@@ -114,12 +117,17 @@ static bool one_of(const char *a, const char *const *names, const char **out)
 
 static bool set_optimizer(config *c, const char *a)
 {
-    return one_of(a, (const char *const[]){"adam", "adamw", "sgd", NULL}, &c->optimizer);
+    return one_of(a, (const char *const[]){"adam", "adamw", "sgd", "rmsprop", NULL}, &c->optimizer);
 }
 
 static bool set_schedule(config *c, const char *a)
 {
-    return one_of(a, (const char *const[]){"cosine", "step", "none", NULL}, &c->schedule);
+    return one_of(a, (const char *const[]){"cosine", "warmup_cosine", "onecycle", "step", "none", NULL}, &c->schedule);
+}
+
+static bool set_loss(config *c, const char *a)
+{
+    return one_of(a, (const char *const[]){"cross_entropy", "mse", "huber", "l1", "bce", NULL}, &c->loss);
 }
 
 static const option_row options[] = {
@@ -129,8 +137,17 @@ static const option_row options[] = {
         "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"),
     STR("train-csv", "FILE", train_csv, "training set as CSV instead (numeric; one label column)"),
     STR("test-csv", "FILE", test_csv, "test set as CSV"),
-    NUM(ARG_INT, "label-col", "N", label_col, -100000, 100000, "CSV label column, negative from the end (default 0)"),
+    NUM(ARG_INT, "label-col", "N", label_col, -100000, 100000,
+        "CSV label (or target) column, negative from the end (default 0)"),
     FLAG("csv-header", csv_header, "the CSV files start with a header line"),
+    STR("train-npy", "X,Y", train_npy, "training set as two .npy files: features [n, ...] and labels [n]\n"
+        "(or float targets [n, ...] with --regression)"),
+    STR("test-npy", "X,Y", test_npy, "test set as two .npy files"),
+    FLAG("regression", regression, "float targets (the CSV label column, or the .npy targets) instead of\n"
+         "class labels; the loss defaults to mse"),
+    NUM(ARG_F64, "val-split", "F", val_split, 0, 0.99,
+        "hold out this fraction of the training set for validation (default 0);\n"
+        "the test set is reported only"),
     SECTION("model and training"),
     FN("layers", "A,B,...", set_layers, "bad --layers '%s' (want sizes like 784,256,10)",
        "layer sizes, input first (default 784,256,128,10; the first and last\n"
@@ -142,7 +159,11 @@ static const option_row options[] = {
         "the last), e.g. conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10"),
     FN("activation", "NAME", set_activation, "unknown --activation '%s'",
        "relu, leaky_relu, gelu, tanh, sigmoid, identity (default relu)"),
-    FN("optimizer", "NAME", set_optimizer, "unknown --optimizer '%s' (adam, adamw, sgd)", "adam, adamw, sgd (default adam)"),
+    FN("optimizer", "NAME", set_optimizer, "unknown --optimizer '%s' (adam, adamw, sgd, rmsprop)",
+       "adam, adamw, sgd, rmsprop (default adam)"),
+    FN("loss", "NAME", set_loss, "unknown --loss '%s' (cross_entropy, mse, huber, l1, bce)",
+       "cross_entropy (default with labels), mse (default with --regression),\n"
+       "huber, l1, bce (binary cross-entropy of logits)"),
     NUM(ARG_F64, "lr", "X", lr, 0, 1e3, "learning rate (default 1e-3 for Adam, 0.05 for SGD)"),
     NUM(ARG_F64, "momentum", "X", momentum, 0, 1, "SGD momentum (default 0.9)"),
     FLAG("nesterov", nesterov, "SGD with Nesterov momentum"),
@@ -150,8 +171,10 @@ static const option_row options[] = {
     NUM(ARG_F64, "clip-norm", "X", clip_norm, 0, 1e30,
         "clip gradients to global norm X before each update (default 0: off)"),
     FLAG("skip-nonfinite", skip_nonfinite, "skip a step whose loss or gradient is NaN/Inf instead of stopping"),
-    FN("schedule", "NAME", set_schedule, "unknown --schedule '%s' (cosine, step, none)",
-       "cosine, step, none (default cosine; step halves the lr every 5 epochs)"),
+    FN("schedule", "NAME", set_schedule, "unknown --schedule '%s' (cosine, warmup_cosine, onecycle, step, none)",
+       "cosine, warmup_cosine, onecycle, step, none, set at every step (default\n"
+       "cosine; step halves the lr every 5 epochs)"),
+    NUM(ARG_I64, "warmup", "N", warmup, 0, 1e12, "warmup_cosine's warmup steps (default: 5% of the steps)"),
     NUM(ARG_INT, "epochs", "N", epochs, 0, 1000000, "(default 12)"),
     NUM(ARG_I64, "batch-size", "N", batch, 1, 1 << 24, "(default 128)"),
     NUM(ARG_U64, "seed", "N", seed, 0, 0x1p63, "weights and shuffling (default 1)"),
@@ -170,9 +193,11 @@ static const option_row options[] = {
 
 static const char usage_head[] =
     "usage: autodiff-train [options]\n"
-    "Trains a multilayer perceptron classifier and reports per-epoch loss, train and\n"
-    "test accuracy and time. With no options: Fashion-MNIST from " DEFAULT_DATA ",\n"
-    "784-256-128-10 with ReLU, Adam (lr 1e-3, cosine schedule), batch 128, 12 epochs.\n";
+    "Trains a multilayer perceptron (a classifier, or a regression with --regression) and\n"
+    "reports per epoch the loss and accuracy on the training set, the validation set\n"
+    "(--val-split) and the test set, and the time. With no options: Fashion-MNIST from\n"
+    DEFAULT_DATA ", 784-256-128-10 with ReLU, Adam (lr 1e-3,\n"
+    "cosine schedule), batch 128, 12 epochs.\n";
 
 /* --help, from the table: "  --name ARG" padded to HELP_COLUMN, then the help text. */
 static void print_help(FILE *f)
@@ -271,7 +296,13 @@ static int parse_args(int argc, char **argv, config *c)
     }
     if (optind < argc) return usage_error("unexpected argument '%s'", argv[optind]);
     if (!!c->train_csv != !!c->test_csv) return usage_error("%s", "--train-csv and --test-csv go together");
-    if (c->train_csv && c->data) return usage_error("%s", "--data and --train-csv exclude each other");
+    if (!!c->train_npy != !!c->test_npy) return usage_error("%s", "--train-npy and --test-npy go together");
+    if ((c->train_csv != NULL) + (c->train_npy != NULL) + (c->data != NULL) > 1)
+        return usage_error("%s", "--data, --train-csv and --train-npy exclude each other");
+    if (c->regression && !c->train_csv && !c->train_npy)
+        return usage_error("%s", "--regression needs --train-csv or --train-npy");
+    if (c->warmup && strcmp(c->schedule, "warmup_cosine") != 0)
+        return usage_error("%s", "--warmup needs --schedule warmup_cosine");
     if (c->nesterov && strcmp(c->optimizer, "sgd") != 0) return usage_error("%s", "--nesterov needs --optimizer sgd");
     return 0;
 }
@@ -296,11 +327,30 @@ static int load_data(const config *c, nn_dataset **train, nn_dataset **test)
 {
     nn_error err;
     ad_status st;
+    if (c->train_npy) {
+        for (int i = 0; i < 2; i++) {
+            const char *arg = i ? c->test_npy : c->train_npy, *comma = strchr(arg, ',');
+            char xp[4096];
+            if (!comma || (size_t)(comma - arg) >= sizeof xp || !comma[1])
+                return usage_error("--train-npy/--test-npy want FEATURES.npy,TARGETS.npy, not '%s'", arg);
+            memcpy(xp, arg, (size_t)(comma - arg));
+            xp[comma - arg] = 0;
+            if (!is_file(xp)) return usage_error("cannot open .npy file '%s'", xp);
+            if (!is_file(comma + 1)) return usage_error("cannot open .npy file '%s'", comma + 1);
+            st = nn_dataset_load_npy(xp, comma + 1, !c->regression, i ? test : train, &err);
+            if (st != AD_OK) {
+                fprintf(stderr, "autodiff-train: %s\n", err.message);
+                return 1;
+            }
+        }
+        return 0;
+    }
     if (c->train_csv) {
         for (int i = 0; i < 2; i++) {
             const char *p = i ? c->test_csv : c->train_csv;
             if (!is_file(p)) return usage_error("cannot open CSV file '%s'", p);
-            st = nn_dataset_load_csv(p, c->label_col, c->csv_header, i ? test : train, &err);
+            st = c->regression ? nn_dataset_load_csv_targets(p, c->label_col, c->csv_header, i ? test : train, &err)
+                               : nn_dataset_load_csv(p, c->label_col, c->csv_header, i ? test : train, &err);
             if (st != AD_OK) {
                 fprintf(stderr, "autodiff-train: %s\n", err.message);
                 return 1;
@@ -352,7 +402,9 @@ static int run(const config *c)
     nn_dataset *train = NULL, *test = NULL;
     nn_module *net = NULL;
     nn_optim *opt = NULL;
+    nn_sched *sched = NULL;
     nn_error err;
+    int64_t held = 0;
     int rc = load_data(c, &train, &test);
     if (rc) goto done;
     rc = 1;
@@ -363,9 +415,16 @@ static int run(const config *c)
         goto done;
     }
     int64_t classes = train->nclasses > test->nclasses ? train->nclasses : test->nclasses;
-    if (!c->model && c->layers[c->nlayers - 1] < classes) {
+    if (!c->model && !c->regression && c->layers[c->nlayers - 1] < classes) {
         fprintf(stderr, "autodiff-train: the last layer has %" PRId64 " outputs, the data %" PRId64 " classes\n",
                 c->layers[c->nlayers - 1], classes);
+        rc = 2;
+        goto done;
+    }
+    if (c->regression && (train->target_ndim != 1 || test->target_size != train->target_size ||
+                          (!c->model && c->layers[c->nlayers - 1] != train->target_size))) {
+        fprintf(stderr, "autodiff-train: the last layer has %" PRId64 " outputs, the targets %" PRId64
+                        " values per sample (a vector)\n", c->layers[c->nlayers - 1], train->target_size);
         rc = 2;
         goto done;
     }
@@ -411,19 +470,39 @@ static int run(const config *c)
         for (int i = 1; i < c->nlayers; i++) printf("-%" PRId64, c->layers[i]);
         printf(" %s", nn_act_name(c->act));
     }
-    printf(", %" PRId64 " weights; %s lr %g; batch %" PRId64 "; %" PRId64 " train / %" PRId64 " test samples\n",
+    printf(", %" PRId64 " weights; %s lr %g; batch %" PRId64 "; %" PRId64 " train / %" PRId64 " test samples",
            nn_module_num_weights(net), c->optimizer, c->lr, c->batch, train->n, test->n);
+    held = (int64_t)floor(c->val_split * (double)train->n);
+    if (held > 0) printf(" (%" PRId64 " of the train samples held out for validation)", held);
+    printf("\n");
     fflush(stdout);
     if (!c->eval_only && c->epochs > 0) {
         nn_fit_opts fo = nn_fit_defaults();
-        nn_schedule sched = {NN_SCHED_CONSTANT, c->lr, 0, 1.0, 0, 0.0};
-        if (strcmp(c->schedule, "cosine") == 0) sched = nn_schedule_cosine(c->lr, c->epochs, 0.0);
-        else if (strcmp(c->schedule, "step") == 0) sched = nn_schedule_step(c->lr, 5, 0.5);
+        int64_t rows = train->n - held, steps_per_epoch = (rows + c->batch - 1) / c->batch;
+        int64_t total = steps_per_epoch * c->epochs;
+        if (strcmp(c->schedule, "none") != 0) {
+            nn_sched_opts so = nn_sched_defaults(c->lr, total);
+            if (strcmp(c->schedule, "step") == 0) so.step_size = 5 * steps_per_epoch, so.gamma = 0.5;
+            if (c->warmup) so.warmup_steps = c->warmup < total ? c->warmup : total;
+            if (!(sched = nn_sched_new(c->schedule, &so, &err))) {
+                fprintf(stderr, "autodiff-train: %s\n", err.message);
+                rc = 2;
+                goto done;
+            }
+        }
+        static const struct {
+            const char *name;
+            nn_loss_kind kind;
+        } losses[] = {{"cross_entropy", NN_LOSS_CROSS_ENTROPY}, {"mse", NN_LOSS_MSE}, {"huber", NN_LOSS_HUBER},
+                      {"l1", NN_LOSS_L1}, {"bce", NN_LOSS_BCE_WITH_LOGITS}};
+        for (size_t i = 0; c->loss && i < sizeof losses / sizeof losses[0]; i++)
+            if (strcmp(c->loss, losses[i].name) == 0) fo.loss = losses[i].kind;
         fo.epochs = c->epochs;
         fo.batch_size = c->batch;
         fo.seed = c->seed;
-        fo.val = test;
-        fo.schedule = &sched;
+        fo.val_split = c->val_split;
+        fo.test = test;
+        fo.schedule = sched;
         fo.log_path = c->log;
         fo.out = stdout;
         fo.progress = c->quiet ? NN_PROGRESS_LINES : NN_PROGRESS_AUTO;
@@ -438,15 +517,19 @@ static int run(const config *c)
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-        printf("final: test accuracy %.2f%%, test loss %.4f, train accuracy %.2f%%, %.1f s in all\n",
-               100.0 * last.val_acc, last.val_loss, 100.0 * last.train_acc, secs);
+        if (isnan(last.test_acc))
+            printf("final: test loss %.6g, train loss %.6g, %.1f s in all\n", last.test_loss, last.train_loss, secs);
+        else
+            printf("final: test accuracy %.2f%%, test loss %.4f, train accuracy %.2f%%, %.1f s in all\n",
+                   100.0 * last.test_acc, last.test_loss, 100.0 * last.train_acc, secs);
     } else {
         double loss, acc;
         if (nn_evaluate(net, test, 256, &loss, &acc, &err) != AD_OK) {
             fprintf(stderr, "autodiff-train: %s\n", err.message);
             goto done;
         }
-        printf("test: loss %.4f, accuracy %.2f%%\n", loss, 100.0 * acc);
+        if (isnan(acc)) printf("test: loss %.6g\n", loss);
+        else printf("test: loss %.4f, accuracy %.2f%%\n", loss, 100.0 * acc);
     }
     if (c->save && nn_save(c->save, net, opt, &rng, &err) != AD_OK) {
         fprintf(stderr, "autodiff-train: %s\n", err.message);
@@ -455,6 +538,7 @@ static int run(const config *c)
     if (c->save) printf("saved %s\n", c->save);
     rc = 0;
 done:
+    nn_sched_free(sched);
     nn_optim_free(opt);
     nn_module_free(net);
     nn_dataset_free(train);

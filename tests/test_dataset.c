@@ -342,7 +342,7 @@ static int epoch(nn_batcher *b, ad_tensor *x, int64_t n, int64_t *order, int64_t
 {
     int64_t lab[64], got, k = 0;
     int nb = 0;
-    while ((got = nn_batcher_next(b, x, lab)) > 0) {
+    while ((got = nn_batcher_next(b, x, NULL, lab)) > 0) {
         sizes[nb++] = got;
         for (int64_t r = 0; r < got; r++) {
             ck_assert(((float *)x->data)[2 * r] == (float)lab[r]);
@@ -377,7 +377,7 @@ START_TEST(test_batcher_order)
     for (int i = 0; i < 10; i++) ck_assert_int_eq(sizes[i], B);
     ck_assert_int_eq(sizes[10], 3);
     for (int i = 0; i < N; i++) ck_assert_int_eq(o1[i], i);
-    ck_assert_int_eq(nn_batcher_next(b, x, NULL), 0); /* stays at the end */
+    ck_assert_int_eq(nn_batcher_next(b, x, NULL, NULL), 0); /* stays at the end */
     nn_batcher_reset(b);
     epoch(b, x, N, o2, sizes);
     ck_assert_int_eq(memcmp(o1, o2, sizeof o1), 0);
@@ -425,25 +425,25 @@ START_TEST(test_batcher_pixels_and_args)
     ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(2, 2));
     ad_tensor_fill(x, -7);
     int64_t lab[2];
-    ck_assert_int_eq(nn_batcher_next(b, x, lab), 2);
+    ck_assert_int_eq(nn_batcher_next(b, x, NULL, lab), 2);
     for (int i = 0; i < 4; i++) ck_assert(((float *)x->data)[i] == (float)pix[i] / 255.0f);
     ck_assert_int_eq(lab[1], 1);
-    ck_assert_int_eq(nn_batcher_next(b, x, lab), 1);
+    ck_assert_int_eq(nn_batcher_next(b, x, NULL, lab), 1);
     ck_assert(((float *)x->data)[0] == 1.0f / 255.0f);
     ck_assert(((float *)x->data)[2] == 51.0f / 255.0f); /* the short batch leaves row 1 as it was */
-    ck_assert_int_eq(nn_batcher_next(b, x, lab), 0);
+    ck_assert_int_eq(nn_batcher_next(b, x, NULL, lab), 0);
 
     /* F64 batches, and tensors that do not fit */
     nn_batcher_reset(b);
     ad_tensor *x64 = ad_tensor_new(AD_F64, AD_SHAPE(4, 2));
-    ck_assert_int_eq(nn_batcher_next(b, x64, NULL), 2);
+    ck_assert_int_eq(nn_batcher_next(b, x64, NULL, NULL), 2);
     TU_ASSERT_CLOSE(ad_tensor_get(x64, 2), 51 / 255.0, 0, 1e-15);
     ad_tensor *narrow = ad_tensor_new(AD_F32, AD_SHAPE(2, 3)), *short_ = ad_tensor_new(AD_F32, AD_SHAPE(1, 2)),
               *flat = ad_tensor_new(AD_F32, AD_SHAPE(4));
-    ck_assert_int_eq(nn_batcher_next(b, narrow, NULL), -1);
-    ck_assert_int_eq(nn_batcher_next(b, short_, NULL), -1);
-    ck_assert_int_eq(nn_batcher_next(b, flat, NULL), -1);
-    ck_assert_int_eq(nn_batcher_next(NULL, x, NULL), -1);
+    ck_assert_int_eq(nn_batcher_next(b, narrow, NULL, NULL), -1);
+    ck_assert_int_eq(nn_batcher_next(b, short_, NULL, NULL), -1);
+    ck_assert_int_eq(nn_batcher_next(b, flat, NULL, NULL), -1);
+    ck_assert_int_eq(nn_batcher_next(NULL, x, NULL, NULL), -1);
     ad_tensor_free(narrow);
     ad_tensor_free(short_);
     ad_tensor_free(flat);

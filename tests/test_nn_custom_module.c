@@ -344,6 +344,44 @@ START_TEST(test_residual_and_parallel)
 }
 END_TEST
 
+
+/* sum(sin(m(x))) for a container m: the input's gradient checked by ad_gradcheck in F64, on a
+** residual of a two-layer tanh block and a parallel of (linear, linear) joined both ways. */
+static ad_var container_fn(ad_tape *t, const ad_var *in, void *ctx)
+{
+    return ad_sum(ad_sin(nn_forward(ctx, t, in[0])));
+}
+
+START_TEST(test_containers_gradcheck)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 31);
+    nn_error e = {0};
+    nn_module *mods[3];
+    mods[0] = nn_residual(nn_sequential(3,
+                                        (nn_module *[]){nn_linear_ex(3, 4, true, NN_INIT_XAVIER_NORMAL, 0, AD_F64, &rng, &e),
+                                                        nn_activation(NN_TANH, &e),
+                                                        nn_linear_ex(4, 3, true, NN_INIT_XAVIER_NORMAL, 0, AD_F64, &rng, &e)},
+                                        &e),
+                          &e);
+    for (int k = 1; k < 3; k++)
+        mods[k] = nn_parallel(2,
+                              (nn_module *[]){nn_linear_ex(3, 2, true, NN_INIT_XAVIER_NORMAL, 0, AD_F64, &rng, &e),
+                                              nn_linear_ex(3, 2, false, NN_INIT_XAVIER_NORMAL, 0, AD_F64, &rng, &e)},
+                              k == 1 ? NN_COMBINE_CONCAT : NN_COMBINE_SUM, &e);
+    ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(2, 3), -1, 1, 32);
+    for (int k = 0; k < 3; k++) {
+        ck_assert_msg(mods[k] != NULL, "%s", e.message);
+        ad_check_report rep;
+        ad_status st = ad_gradcheck(container_fn, mods[k], 1, (const ad_tensor *[]){x}, NULL, &rep);
+        if (st != AD_OK) ad_check_report_print(&rep, stderr);
+        ck_assert_int_eq(st, AD_OK);
+        nn_module_free(mods[k]);
+    }
+    ad_tensor_free(x);
+}
+END_TEST
+
 /* ---- freezing ---- */
 
 START_TEST(test_freezing)
@@ -452,6 +490,7 @@ static Suite *custom_suite(void)
     tcase_add_test(tc, test_new_failure_frees_state);
     tcase_add_test(tc, test_forward_n);
     tcase_add_test(tc, test_residual_and_parallel);
+    tcase_add_test(tc, test_containers_gradcheck);
     tcase_add_test(tc, test_freezing);
     tcase_add_test(tc, test_error_record);
     suite_add_tcase(s, tc);

@@ -237,24 +237,70 @@ END_TEST
 
 START_TEST(test_schedules)
 {
-    nn_schedule s = nn_schedule_step(0.1, 3, 0.5);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&s, 0), 0.1, 1e-17, 0);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&s, 2), 0.1, 1e-17, 0);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&s, 3), 0.05, 1e-17, 0);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&s, 7), 0.025, 1e-17, 0);
-    nn_schedule c = nn_schedule_cosine(0.1, 10, 0.001);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&c, 0), 0.1, 1e-17, 0);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&c, 5), 0.001 + 0.099 * 0.5, 1e-15, 0);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&c, 10), 0.001, 1e-17, 0);
-    TU_ASSERT_CLOSE(nn_schedule_lr(&c, 20), 0.001, 1e-17, 0);
+    nn_error e;
+    nn_sched_opts o = nn_sched_defaults(0.1, 10);
+    o.step_size = 3, o.gamma = 0.5;
+    nn_sched *s = nn_sched_new("step", &o, &e);
+    ck_assert_msg(s != NULL, "%s", e.message);
+    ck_assert_str_eq(nn_sched_name(s), "step");
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 0), 0.1, 1e-17, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 2), 0.1, 1e-17, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 3), 0.05, 1e-17, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 7), 0.025, 1e-17, 0);
+    nn_sched_free(s);
+    o = nn_sched_defaults(0.1, 10);
+    o.min_lr = 0.001;
+    s = nn_sched_new("cosine", &o, &e);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 0), 0.1, 1e-17, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 5), 0.001 + 0.099 * 0.5, 1e-15, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 10), 0.001, 1e-17, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 20), 0.001, 1e-17, 0);
     double prev = 1;
-    for (int e = 0; e <= 10; e++) {
-        double lr = nn_schedule_lr(&c, e);
+    for (int k = 0; k <= 10; k++) {
+        double lr = nn_sched_lr(s, k);
         ck_assert(lr <= prev);
         prev = lr;
     }
-    nn_schedule k = {NN_SCHED_CONSTANT, 0.3, 0, 0, 0, 0};
-    TU_ASSERT_CLOSE(nn_schedule_lr(&k, 100), 0.3, 0, 0);
+    nn_sched_free(s);
+    /* warmup: linear up to lr at step W - 1, then cosine down over T - W */
+    o = nn_sched_defaults(0.2, 100);
+    o.warmup_steps = 10;
+    s = nn_sched_new("warmup_cosine", &o, &e);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 0), 0.02, 1e-17, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 4), 0.1, 1e-16, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 9), 0.2, 1e-16, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 10), 0.2, 1e-16, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 55), 0.1, 1e-15, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 100), 0.0, 1e-17, 0);
+    nn_sched_free(s);
+    /* one-cycle as torch.optim.lr_scheduler.OneCycleLR (cos): max_lr 1, 100 steps, pct_start 0.3 */
+    o = nn_sched_defaults(1.0, 100);
+    s = nn_sched_new("onecycle", &o, &e);
+    ck_assert_msg(s != NULL, "%s", e.message);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 0), 1.0 / 25, 1e-15, 0);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 29), 1.0, 1e-15, 0); /* the peak at pct_start T - 1 */
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 99), 1.0 / 25 / 1e4, 1e-15, 0);
+    double up = 0, down = 2;
+    for (int k = 0; k <= 29; k++) {
+        ck_assert(nn_sched_lr(s, k) >= up);
+        up = nn_sched_lr(s, k);
+    }
+    for (int k = 29; k < 100; k++) {
+        ck_assert(nn_sched_lr(s, k) <= down);
+        down = nn_sched_lr(s, k);
+    }
+    nn_sched_free(s);
+    o = nn_sched_defaults(0.3, 5);
+    s = nn_sched_new("constant", &o, &e);
+    TU_ASSERT_CLOSE(nn_sched_lr(s, 100), 0.3, 0, 0);
+    nn_sched_free(s);
+    /* bad ones say why */
+    ck_assert_ptr_null(nn_sched_new("linear", &o, &e));
+    ck_assert_ptr_nonnull(strstr(e.message, "unknown kind 'linear'"));
+    o.warmup_steps = 9;
+    ck_assert_ptr_null(nn_sched_new("warmup_cosine", &o, &e));
+    ck_assert_ptr_nonnull(strstr(e.message, "warmup_steps"));
+    ck_assert(isnan(nn_sched_lr(NULL, 0)));
 }
 END_TEST
 

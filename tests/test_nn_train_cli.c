@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <math.h>
 
 #include "ad.h"
 #include "test_util.h"
@@ -112,7 +113,13 @@ static const struct {
     {"--layers 784,,10", "--layers"},
     {"--layers 784", "--layers"},
     {"--activation swish", "--activation"},
-    {"--optimizer rmsprop", "--optimizer"},
+    {"--optimizer adagrad", "--optimizer"},
+    {"--loss hinge", "--loss"},
+    {"--val-split 1", "--val-split"},
+    {"--warmup 5", "--warmup needs --schedule warmup_cosine"},
+    {"--regression", "--regression needs"},
+    {"--train-npy a.npy,b.npy", "--test-npy"},
+    {"--train-npy a.npy --test-npy b.npy", "FEATURES.npy,TARGETS.npy"},
     {"--schedule linear", "--schedule"},
     {"--nesterov", "--nesterov"},
     {"extra", "unexpected argument"},
@@ -157,6 +164,9 @@ START_TEST(test_csv_train_save_load)
              data);
     ck_assert_msg(train(args) == 0, "stderr: %s", err_text);
     ck_assert_int_eq(count_lines(out_text), 1 + 6 + 2); /* model line, 6 epochs, final, saved */
+    /* the per-epoch lines name the test set for what it is; no validation set was asked for */
+    ck_assert_ptr_nonnull(strstr(out_text, "test loss "));
+    ck_assert_ptr_null(strstr(out_text, "val loss"));
     const char *fin = strstr(out_text, "final: test accuracy ");
     ck_assert_ptr_nonnull(fin);
     double acc = atof(fin + strlen("final: test accuracy "));
@@ -194,6 +204,104 @@ START_TEST(test_csv_train_save_load)
 }
 END_TEST
 
+/* Writes a regression set y = 2 x0 - x1 + 0.5 (+ small noise), target first. */
+static void write_regression(const char *name, int n, uint64_t seed)
+{
+    char p[128];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    ad_rng r;
+    ad_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        double a = 2 * ad_rng_uniform(&r) - 1, b = 2 * ad_rng_uniform(&r) - 1;
+        fprintf(f, "%.6f,%.6f,%.6f\n", 2 * a - b + 0.5 + 0.01 * ad_rng_normal(&r), a, b);
+    }
+    fclose(f);
+}
+
+/* The number after `key` in out_text (NaN when absent). */
+static double figure(const char *key)
+{
+    const char *p = strstr(out_text, key);
+    return p ? atof(p + strlen(key)) : NAN;
+}
+
+START_TEST(test_regression_val_split_schedules)
+{
+    write_regression("train.csv", 400, 3);
+    write_regression("test.csv", 100, 4);
+    static const char *const variants[] = {
+        "--loss mse --schedule cosine", "--loss huber --schedule warmup_cosine --warmup 20",
+        "--loss l1 --schedule onecycle --lr 0.01", "--optimizer rmsprop --lr 0.003 --schedule step"};
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        char args[512];
+        snprintf(args, sizeof args,
+                 "--train-csv train.csv --test-csv test.csv --regression --layers 2,16,1 --activation tanh "
+                 "--epochs 30 --batch-size 20 --val-split 0.2 --quiet %s",
+                 variants[v]);
+        ck_assert_msg(train(args) == 0, "%s: stderr: %s", variants[v], err_text);
+        ck_assert_int_eq(count_lines(out_text), 1 + 30 + 1);
+        ck_assert_ptr_nonnull(strstr(out_text, "(80 of the train samples held out for validation)"));
+        /* every epoch line has the validation and the test figures, and no accuracy */
+        ck_assert_ptr_nonnull(strstr(out_text, "epoch 30/30  loss "));
+        ck_assert_ptr_nonnull(strstr(out_text, "  val loss "));
+        ck_assert_ptr_nonnull(strstr(out_text, "  test loss "));
+        ck_assert_ptr_null(strstr(out_text, " acc "));
+        double test_loss = figure("final: test loss ");
+        /* the mean guess has an MSE of about var(2 a - b) = 5/3; the fit is far below it */
+        ck_assert_msg(test_loss < 0.05, "%s: test loss %g\n%s", variants[v], test_loss, out_text);
+    }
+    /* classification labels are refused with a regression loss, and the last layer must fit */
+    ck_assert_int_eq(train("--train-csv train.csv --test-csv test.csv --regression --layers 2,8,3 --epochs 1"), 2);
+    ck_assert_ptr_nonnull(strstr(err_text, "targets"));
+}
+END_TEST
+
+/* Writes a float32 .npy file of the given 2-D shape (C order) from double values. */
+static void write_npy(const char *name, int rows, int cols, const double *v)
+{
+    char p[128];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    ad_tensor *t = ad_tensor_new(AD_F32, AD_SHAPE(rows, cols));
+    for (int i = 0; i < rows * cols; i++) ad_tensor_set(t, i, v[i]);
+    char e[256];
+    ck_assert_msg(ad_npy_save(p, t, e, sizeof e) == AD_OK, "%s", e);
+    ad_tensor_free(t);
+}
+
+START_TEST(test_npy_classification)
+{
+    /* two blobs as .npy features and labels */
+    enum { N = 200 };
+    double x[N * 2], y[N];
+    ad_rng r;
+    ad_rng_seed(&r, 6);
+    for (int i = 0; i < N; i++) {
+        y[i] = i % 2;
+        x[2 * i] = (i % 2 ? 1.5 : -1.5) + 0.5 * ad_rng_normal(&r);
+        x[2 * i + 1] = 0.5 * ad_rng_normal(&r);
+    }
+    write_npy("x.npy", N, 2, x);
+    write_npy("y.npy", N, 1, y);
+    ck_assert_msg(train("--train-npy x.npy,y.npy --test-npy x.npy,y.npy --layers 2,8,2 --epochs 5 --batch-size 20 "
+                        "--quiet --val-split 0.25") != 0, "labels must be [n]: %s", out_text);
+    ck_assert_ptr_nonnull(strstr(err_text, "labels must be a [n] array"));
+    /* [n] labels */
+    char p[128];
+    snprintf(p, sizeof p, "%s/y1.npy", dir);
+    ad_tensor *t = ad_tensor_new(AD_F64, AD_SHAPE(N));
+    for (int i = 0; i < N; i++) ad_tensor_set(t, i, y[i]);
+    char e[256];
+    ck_assert(ad_npy_save(p, t, e, sizeof e) == AD_OK);
+    ad_tensor_free(t);
+    ck_assert_msg(train("--train-npy x.npy,y1.npy --test-npy x.npy,y1.npy --layers 2,8,2 --epochs 5 --batch-size 20 "
+                        "--quiet --val-split 0.25 --lr 0.01 --epochs 20") == 0, "%s", err_text);
+    ck_assert_ptr_nonnull(strstr(out_text, "val acc "));
+    ck_assert_msg(figure("final: test accuracy ") > 95.0, "%s", out_text);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("nn_train_cli");
@@ -204,6 +312,8 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, test_help_lists_parsed_options);
     tcase_add_loop_test(tc, test_bad_invocations, 0, (int)(sizeof bad / sizeof bad[0]));
     tcase_add_test(tc, test_csv_train_save_load);
+    tcase_add_test(tc, test_regression_val_split_schedules);
+    tcase_add_test(tc, test_npy_classification);
     suite_add_tcase(s, tc);
     return s;
 }

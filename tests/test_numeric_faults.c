@@ -399,7 +399,7 @@ START_TEST(test_manual_loop_skips_bad_steps)
     ad_tape *tp = ad_tape_new();
     int skipped = 0, applied = 0;
     int64_t r;
-    while ((r = nn_batcher_next(b, x, labels)) > 0) {
+    while ((r = nn_batcher_next(b, x, NULL, labels)) > 0) {
         ad_tape_reset(tp);
         nn_zero_grad(m);
         ad_var loss = nn_loss_cross_entropy(nn_forward(m, tp, ad_const(tp, x)), labels);
