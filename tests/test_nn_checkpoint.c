@@ -46,10 +46,15 @@ static void train_steps(nn_module *m, nn_optim *o, ad_rng *rng, ad_tape *t, int 
     ad_tensor_free(x);
 }
 
-typedef enum { ADAM, SGD_MOMENTUM } optkind;
+typedef enum { ADAM, SGD_MOMENTUM, RMSPROP_CENTERED } optkind;
 
 static nn_optim *make_opt(nn_module *m, optkind k)
 {
+    if (k == RMSPROP_CENTERED) { /* all three of its state tensors: square_avg, momentum, grad_avg */
+        nn_optim_opts o = nn_optim_defaults("rmsprop");
+        o.momentum = 0.5, o.centered = true, o.weight_decay = 1e-3;
+        return nn_optim_for("rmsprop", m, &o, NULL);
+    }
     return k == ADAM ? nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0.01, NULL) : nn_sgd(m, 0.05, 0.9, 1e-3, true, NULL);
 }
 
@@ -361,7 +366,7 @@ static Suite *nn_checkpoint_suite(void)
 {
     Suite *s = suite_create("nn_checkpoint");
     TCase *core = tcase_create("core");
-    tcase_add_loop_test(core, test_resume_is_bit_identical, ADAM, SGD_MOMENTUM + 1);
+    tcase_add_loop_test(core, test_resume_is_bit_identical, ADAM, RMSPROP_CENTERED + 1);
     tcase_add_test(core, test_rng_state_round_trip);
     tcase_add_test(core, test_python_reads_checkpoint);
     suite_add_tcase(s, core);
