@@ -370,7 +370,9 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
             if ((st = nn_train_step(opt, loss, &so, &res, err)) != AD_OK) {
                 /* the step's own message, placed in training */
                 char why[sizeof err->message];
-                snprintf(why, sizeof why, "%s", err->message);
+                const char *inner = err->message;
+                if (strncmp(inner, "nn_train_step: ", 15) == 0) inner += 15; /* one prefix is enough */
+                snprintf(why, sizeof why, "%s", inner);
                 nn_error_set(err, st, "nn_fit: epoch %d, step %" PRId64 " (batch %" PRId64 " of %" PRId64 "): %s",
                              e + 1, step, i, nbatches, why);
                 break;
