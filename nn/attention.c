@@ -285,3 +285,24 @@ nn_module *nn_positional_sinusoidal(int64_t d, nn_error *err)
     *s = (positional){0, d};
     return nn_module_new(&sinusoidal_ops, s, err);
 }
+
+/* ---- images as sequences ---- */
+
+/* [N, C, H, W] -> [N, H W, C]: each position a token, its channels the features */
+static ad_var tokens_forward(nn_module *m, ad_tape *t, int n, const ad_var *in)
+{
+    const ad_tensor *v = ad_value(in[0]);
+    char s[96];
+    if (!v || v->ndim != 4) {
+        if (v)
+            ad__fail(t, AD_ERR_SHAPE, "nn_forward(tokens_from_image): input %s is not [N, C, H, W]",
+                     ad_shape_str(v->ndim, v->shape, s, sizeof s));
+        return invalid(t);
+    }
+    ad_var x = ad_reshape(in[0], 3, (const int64_t[]){v->shape[0], v->shape[1], v->shape[2] * v->shape[3]});
+    return ad_transpose(x, 1, 2);
+}
+
+static const nn_module_ops tokens_ops = {.kind = "tokens_from_image", .n_inputs = 1, .forward = tokens_forward};
+
+nn_module *nn_tokens_from_image(nn_error *err) { return nn_module_new(&tokens_ops, NULL, err); }

@@ -76,6 +76,10 @@ NN_API nn_transformer_opts nn_transformer_defaults(int64_t d_model, int64_t head
 ** bad options, a NULL rng, or out of memory. */
 NN_API nn_module *nn_transformer_block(const nn_transformer_opts *opts, ad_rng *rng, nn_error *err);
 
+/* Images as sequences: [N, C, H, W] -> [N, H W, C], each position a token of C features
+** (row by row), so attention can run over the positions of a feature map. No parameters. */
+NN_API nn_module *nn_tokens_from_image(nn_error *err);
+
 /* Learned positional embeddings: y = x + weight[0:T] for x [..., T, d], "weight" [max_len, d]
 ** N(0, 0.02^2) of dtype. T > max_len is an AD_ERR_SHAPE on the tape. NULL with the reason in err. */
 NN_API nn_module *nn_positional_learned(int64_t max_len, int64_t d, ad_dtype dtype, ad_rng *rng, nn_error *err);

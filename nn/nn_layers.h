@@ -80,6 +80,10 @@ NN_API nn_module *nn_last_step(nn_error *err);
 **   conv:C:K[:S]  convolution to C channels, K x K, stride S (default 1), padding K/2, then ReLU
 **   pool:K        K x K max pooling, stride K      avgpool:K  the same, average
 **   bn            batch normalization              dropout:P  dropout (seeded from rng)
+**   attn:H[:F]    a pre-norm transformer block (nn_transformer_block, H heads, MLP width F,
+**                 default 4 C, no dropout) over the positions as tokens of C features; the
+**                 first one turns the feature map into tokens (nn_tokens_from_image) and adds
+**                 learned position embeddings
 **   fc:N          fully connected to N (flattening first), ReLU unless it is the last layer
 ** e.g. "conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10". NULL with a message in err on a
 ** syntax error, a size that does not fit, or out of memory. */

@@ -28,6 +28,7 @@ typedef struct build {
     nn_module *mods[MAX_MODS];
     int n;
     int64_t c, h, w; /* the shape of one sample after the last module; h = w = 0 once flat */
+    int64_t tokens;  /* after an attn layer: a sequence of `tokens` positions of c features (h = w = 0) */
     nn_error *err;
 } build;
 
@@ -86,9 +87,28 @@ static bool layer(build *b, const char *tok, bool last, ad_rng *rng)
         if (!push(b, nn_dropout(p, ad_rng_u64(rng), b->err))) goto nomem;
         return true;
     }
+    if (strcmp(name, "attn") == 0 && (k == 1 || k == 2) && (image || b->tokens > 0)) {
+        if (b->c % a[0]) {
+            nn_error_set(b->err, AD_ERR_SHAPE, "nn_model_from_spec: '%s': %lld channels do not split into %lld heads",
+                         tok, (long long)b->c, (long long)a[0]);
+            return false;
+        }
+        if (image) { /* positions become tokens, with learned position embeddings */
+            b->tokens = b->h * b->w, b->h = b->w = 0;
+            if (!push(b, nn_tokens_from_image(b->err)) ||
+                !push(b, nn_positional_learned(b->tokens, b->c, AD_F32, rng, b->err)))
+                goto nomem;
+        }
+        nn_transformer_opts o = nn_transformer_defaults(b->c, a[0]);
+        o.dropout = 0.0;
+        if (k == 2) o.d_ff = a[1];
+        if (!push(b, nn_transformer_block(&o, rng, b->err))) goto nomem;
+        return true;
+    }
     if (strcmp(name, "fc") == 0 && k == 1) {
-        int64_t in = b->c * (b->h > 0 ? b->h * b->w : 1);
-        if (b->h > 0 && !push(b, nn_flatten(b->err))) goto nomem;
+        int64_t in = b->c * (b->h > 0 ? b->h * b->w : b->tokens > 0 ? b->tokens : 1);
+        if ((b->h > 0 || b->tokens > 0) && !push(b, nn_flatten(b->err))) goto nomem;
+        b->tokens = 0;
         if (!push(b, nn_linear(in, a[0], rng, b->err))) goto nomem;
         if (!last && !push(b, nn_activation(NN_RELU, b->err))) goto nomem;
         b->c = a[0], b->h = b->w = 0;
@@ -96,8 +116,8 @@ static bool layer(build *b, const char *tok, bool last, ad_rng *rng)
     }
 bad:
     nn_error_set(b->err, AD_ERR_ARG,
-            "nn_model_from_spec: bad layer '%s' (conv:C:K[:S], pool:K, avgpool:K, bn, dropout:P, fc:N; "
-            "conv, pool and bn only before the first fc)",
+            "nn_model_from_spec: bad layer '%s' (conv:C:K[:S], pool:K, avgpool:K, bn, dropout:P, attn:H[:F], "
+            "fc:N; conv, pool and bn only before the first fc or attn, attn before the first fc)",
             tok);
     return false;
 nomem:

@@ -155,8 +155,10 @@ static const option_row options[] = {
     STR("model", "SPEC", model,
         "a convolutional network instead, for square one-channel images (such as\n"
         "28x28); comma-separated layers: conv:C:K[:S] (C channels, KxK, stride S,\n"
-        "padding K/2, ReLU), pool:K (max), avgpool:K, bn, dropout:P, fc:N (ReLU but\n"
-        "the last), e.g. conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10"),
+        "padding K/2, ReLU), pool:K (max), avgpool:K, bn, dropout:P, attn:H[:F]\n"
+        "(a transformer block, H heads, MLP width F, over the positions), fc:N (ReLU\n"
+        "but the last), e.g. conv:32:5,pool:2,conv:64:5,pool:2,fc:1024,fc:10 or\n"
+        "conv:16:3,pool:2,attn:4,fc:10"),
     FN("activation", "NAME", set_activation, "unknown --activation '%s'",
        "relu, leaky_relu, gelu, tanh, sigmoid, identity (default relu)"),
     FN("optimizer", "NAME", set_optimizer, "unknown --optimizer '%s' (adam, adamw, sgd, rmsprop)",

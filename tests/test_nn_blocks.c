@@ -272,6 +272,36 @@ START_TEST(f64_modules_gradcheck)
 }
 END_TEST
 
+/* The CLI's model spec with attention layers. */
+START_TEST(spec_with_attention)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 21);
+    nn_error e = {AD_OK, ""};
+    nn_module *m = nn_model_from_spec("conv:8:3,pool:2,attn:2,attn:4:16,fc:10", 1, 8, 8, &rng, &e);
+    ck_assert_msg(m != NULL, "%s", e.message);
+    ck_assert_ptr_nonnull(nn_module_param(m, "6.self_attn.in_proj_weight"));
+    ck_assert_ptr_nonnull(nn_module_param(m, "5.weight")); /* the position embeddings [16, 8] */
+    ck_assert_int_eq(nn_module_param(m, "5.weight")->value->shape[0], 16);
+    ck_assert_int_eq(nn_module_param(m, "7.linear1.weight")->value->shape[0], 16);
+    ad_tensor *x = tu_rand(AD_F32, AD_SHAPE(3, 64), 0, 1, 22);
+    ad_tape *t = ad_tape_new();
+    ad_var y = nn_forward(m, t, ad_const(t, x));
+    ck_assert_msg(ad_ok(y), "%s", ad_tape_error(t));
+    tu_assert_shape(ad_value(y), 2, (const int64_t[]){3, 10});
+    ck_assert_int_eq(ad_backward(nn_loss_cross_entropy(y, (const int64_t[]){1, 2, 3}), NULL, 0), AD_OK);
+    ad_tape_free(t);
+    nn_module_free(m);
+    ad_tensor_free(x);
+    ck_assert_ptr_null(nn_model_from_spec("conv:8:3,attn:3,fc:10", 1, 8, 8, &rng, &e));
+    ck_assert_int_eq(e.status, AD_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(e.message, "heads"));
+    ck_assert_ptr_null(nn_model_from_spec("conv:8:3,attn:2,conv:8:3,fc:10", 1, 8, 8, &rng, &e));
+    ck_assert_int_eq(e.status, AD_ERR_ARG);
+    ck_assert_ptr_null(nn_model_from_spec("fc:8,attn:2", 1, 8, 8, &rng, &e));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn_blocks");
@@ -283,6 +313,7 @@ int main(void)
     tcase_add_test(c, transformer_block_gradcheck_and_modes);
     tcase_add_test(c, positional_embeddings);
     tcase_add_test(c, f64_modules_gradcheck);
+    tcase_add_test(c, spec_with_attention);
     suite_add_tcase(s, c);
     TCase *g = tcase_create("gradcheck_module");
     tcase_add_test(g, gradcheck_module_catches_a_lost_gradient);
