@@ -89,15 +89,16 @@ static nn_module *build(int vocab, ad_rng *rng, nn_error *err)
     return m;
 }
 
-/* Mean cross-entropy (nats) of the next-character predictions for the first b windows of ids. */
-static double window_loss(nn_module *m, ad_tape *t, const ad_tensor *ids, const int64_t *labels, int64_t b,
-                          ad_var *loss_out)
+/* Mean cross-entropy (nats) of the next-character predictions for the first b windows of ids.
+** rows is the caller's scratch header: the tape borrows it until the next reset. */
+static double window_loss(nn_module *m, ad_tape *t, const ad_tensor *ids, ad_tensor *rows, const int64_t *labels,
+                          int64_t b, ad_var *loss_out)
 {
     ad_tape_reset(t);
-    ad_tensor rows = *ids; /* the first b rows: a header over the same data */
-    rows.shape[0] = b;
-    rows.size = b * CTX;
-    ad_var logits = nn_forward(m, t, ad_const(t, &rows));
+    *rows = *ids; /* the first b rows: a header over the same data */
+    rows->shape[0] = b;
+    rows->size = b * CTX;
+    ad_var logits = nn_forward(m, t, ad_const(t, rows));
     const ad_tensor *lv = ad_value(logits);
     if (!lv) return NAN;
     ad_var loss = nn_loss_cross_entropy(ad_reshape(logits, 2, (const int64_t[]){b * CTX, lv->shape[2]}), labels);
@@ -116,7 +117,7 @@ static void fill_window(const text *tx, int64_t start, ad_tensor *ids, int64_t r
 int main(int argc, char **argv)
 {
     const char *path = "/usr/share/common-licenses/GPL-3";
-    long steps = 300;
+    long steps = 200;
     double temperature = 0.8;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -179,6 +180,7 @@ int main(int argc, char **argv)
     printf("model: %d blocks of width %lld, %d heads, context %lld, %lld weights; adamw lr %g, batch %d, %ld steps\n",
            LAYERS, (long long)DIM, HEADS, (long long)CTX, (long long)nn_module_num_weights(m), oo.lr, BATCH, steps);
 
+    ad_tensor rows;
     clock_t c0 = clock();
     double avg = NAN;
     nn_step_opts so = {.clip_norm = 1.0};
@@ -189,7 +191,7 @@ int main(int argc, char **argv)
         for (int64_t b = 0; b < BATCH; b++)
             fill_window(&tx, (int64_t)ad_rng_below(&rng, (uint64_t)(split - CTX - 1)), ids, b, labels);
         ad_var loss;
-        window_loss(m, t, ids, labels, BATCH, &loss);
+        window_loss(m, t, ids, &rows, labels, BATCH, &loss);
         nn_step_result res;
         if (nn_train_step(opt, loss, &so, &res, &err) != AD_OK) {
             fprintf(stderr, "char_transformer: step %ld: %s\n", s, err.message);
@@ -210,7 +212,7 @@ int main(int argc, char **argv)
     for (int64_t start = split; start + CTX + 1 <= tx.n; start += CTX) {
         fill_window(&tx, start, ids, row++, labels);
         if (row == BATCH || start + 2 * CTX + 1 > tx.n) {
-            nats += window_loss(m, t, ids, labels, row, NULL) * (double)(row * CTX);
+            nats += window_loss(m, t, ids, &rows, labels, row, NULL) * (double)(row * CTX);
             count += row * CTX;
             row = 0;
         }
