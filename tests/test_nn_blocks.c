@@ -265,6 +265,16 @@ START_TEST(f64_modules_gradcheck)
     nn_module_params(ln, &ps);
     ad_rng_fill_uniform(&rng, ps[0].value, 0.5, 1.5);
     module_passes(ln, 1, (const ad_tensor *const[]){x}, NULL, false);
+    nn_module *tok = nn_tokens_from_image(NULL);
+    ad_tensor *img = rnd(AD_SHAPE(2, 3, 2, 2), 15);
+    module_passes(tok, 1, (const ad_tensor *const[]){img}, NULL, false);
+    ad_tape *t = ad_tape_new();
+    ad_var y = nn_forward(tok, t, ad_const(t, img));
+    tu_assert_shape(ad_value(y), 3, (const int64_t[]){2, 4, 3});
+    ck_assert(ad_tensor_get(ad_value(y), 1 * 3 + 2) == ad_tensor_get(img, 2 * 4 + 1)); /* token 1, channel 2 */
+    ad_tape_free(t);
+    nn_module_free(tok);
+    ad_tensor_free(img);
     nn_module_free(e);
     nn_module_free(ln);
     ad_tensor_free(ids);
