@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     fo.epochs = epochs;
     fo.batch_size = 64;
     fo.schedule = sched;
-    fo.progress = NN_PROGRESS_LINES;
+    fo.progress = NN_PROGRESS_AUTO; /* on a terminal, a bar with samples/s and time left */
     fo.out = stdout;
     fo.test = test; /* the test accuracy after every epoch, reported only */
     double t0 = now();

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "nn.h"
 
@@ -72,7 +73,10 @@ int main(int argc, char **argv)
 
     int status = 1, steps = quick ? 20 : MAX_STEPS, step;
     double mse = evaluate(net, t, tx, ty), first = mse;
+    bool tty = isatty(fileno(stdout)); /* then nn_fit's bar, with samples/s and time left, between reports */
+    nn_progress_bar bar;
     for (step = 1; step <= steps; step++) {
+        if (tty && step % 100 == 1) nn_progress_start(&bar, stdout, "steps", 100);
         make_batch(&data, x, y, BATCH);
         ad_tape_reset(t);
         ad_var loss = nn_loss_mse(nn_forward(net, t, ad_const(t, x)), ad_const(t, y));
@@ -80,7 +84,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "lstm_adding: step %d: %s\n", step, err.message);
             goto done;
         }
+        if (tty) nn_progress_update(&bar, (step - 1) % 100 + 1, (int64_t)((step - 1) % 100 + 1) * BATCH, ad_item(loss));
         if (step % 100 == 0 || step == steps) {
+            if (tty) nn_progress_clear(&bar);
             double train = ad_item(loss); /* read before evaluate() resets the tape */
             mse = evaluate(net, t, tx, ty);
             printf("step %5d  train loss %.5f  test MSE %.5f\n", step, train, mse);

@@ -144,6 +144,14 @@ static ad_tensor rows_view(const ad_tensor *t, int64_t r)
     return v;
 }
 
+/* Rows [lo, hi) of a batch tensor, as a view (this process's share in data-parallel training). */
+static ad_tensor rows_range(const ad_tensor *t, int64_t lo, int64_t hi)
+{
+    ad_tensor v = rows_view(t, hi - lo);
+    if (t->shape[0]) v.data = (char *)t->data + (size_t)(t->size / t->shape[0] * lo) * ad_dtype_size(t->dtype);
+    return v;
+}
+
 /* Checks a data set; the message names fn. */
 static ad_status check_dataset(const char *fn, const nn_dataset *ds, const char *what, nn_error *err)
 {
@@ -217,18 +225,6 @@ ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_size, do
 
 /* ---- progress output ---- */
 
-static void print_bar(FILE *out, int epoch, int epochs, int64_t done, int64_t total, double loss)
-{
-    enum { WIDTH = 30 };
-    int filled = total > 0 ? (int)(WIDTH * done / total) : WIDTH;
-    char bar[WIDTH + 1];
-    for (int i = 0; i < WIDTH; i++) bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
-    bar[WIDTH] = 0;
-    fprintf(out, "\repoch %d/%d [%s] %3d%% loss %.4f", epoch, epochs, bar,
-            total > 0 ? (int)(100 * done / total) : 100, loss);
-    fflush(out);
-}
-
 /* "  <what> loss L  <what> acc A%" (the accuracy only where there is one, the whole only where there is a loss) */
 static void print_pair(FILE *out, const char *what, double loss, double acc)
 {
@@ -237,9 +233,9 @@ static void print_pair(FILE *out, const char *what, double loss, double acc)
     if (!isnan(acc)) fprintf(out, "  %s acc %.2f%%", what, 100.0 * acc);
 }
 
-static void print_epoch(FILE *out, const nn_epoch_stats *s, int epochs, bool bar)
+static void print_epoch(FILE *out, const nn_epoch_stats *s, int epochs, nn_progress_bar *bar)
 {
-    if (bar) fprintf(out, "\r%*s\r", 70, "");
+    if (bar) nn_progress_clear(bar);
     fprintf(out, "epoch %d/%d  loss %.4f", s->epoch, epochs, s->train_loss);
     if (!isnan(s->train_acc)) fprintf(out, "  train acc %.2f%%", 100.0 * s->train_acc);
     print_pair(out, "val", s->val_loss, s->val_acc);
@@ -327,7 +323,12 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
         if (sets[i] && ((st = check_dataset("nn_fit", sets[i], set_names[i], err)) != AD_OK ||
                         (st = same_kind(train, sets[i], set_names[i], err)) != AD_OK))
             return st;
-    nn_step_opts so = {o.clip_norm, o.accumulate, o.skip_nonfinite};
+    const nn_data_parallel *par = o.parallel;
+    if (par && (par->size < 1 || par->rank < 0 || par->rank >= par->size || !par->reduce_grads || !par->reduce_sums))
+        return nn_error_set(err, AD_ERR_ARG, "nn_fit: parallel rank %d of %d, or its functions, are not valid",
+                            par->rank, par->size);
+    nn_step_opts so = {.clip_norm = o.clip_norm, .accumulate = o.accumulate, .skip_nonfinite = o.skip_nonfinite,
+                       .parallel = par};
     FILE *out = o.out ? o.out : stderr;
     bool bar = o.progress == NN_PROGRESS_BAR || (o.progress == NN_PROGRESS_AUTO && isatty(fileno(out)));
     bool lines = o.progress != NN_PROGRESS_NONE;
@@ -353,18 +354,30 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
         fprintf(log, "epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n");
     }
     int64_t nbatches = nn_batcher_num_batches(b), r = 0;
+    nn_progress_bar pb;
     for (int e = 0; e < o.epochs && st == AD_OK; e++) {
         double t0 = now_seconds();
         nn_module_set_training(m, true);
         double loss_sum = 0;
         int64_t right = 0, judged = 0, seen = 0, i = 0, skipped = 0;
+        char label[32];
+        snprintf(label, sizeof label, "epoch %d/%d", e + 1, o.epochs);
+        if (bar) nn_progress_start(&pb, out, label, nbatches);
         while ((r = nn_batcher_next(b, bt.x, bt.y, bt.labels)) > 0) {
             i++;
+            int64_t lo = 0, rows_all = r; /* this process's share of the batch: rows [lo, lo + r) */
+            if (par) {
+                if (r < par->size) continue; /* fewer rows than processes: skipped by all */
+                lo = r * par->rank / par->size;
+                r = r * (par->rank + 1) / par->size - lo;
+                so.weight = (double)r / (double)rows_all;
+            }
             if (o.schedule) nn_optim_set_lr(opt, nn_sched_lr(o.schedule, nn_optim_steps(opt)));
             ad_tape_reset(t);
-            ad_tensor xv = rows_view(bt.x, r), yv = bt.y ? rows_view(bt.y, r) : (ad_tensor){0};
+            ad_tensor xv = rows_range(bt.x, lo, lo + r), yv = bt.y ? rows_range(bt.y, lo, lo + r) : (ad_tensor){0};
+            int64_t *lab = bt.labels ? bt.labels + lo : NULL;
             ad_var outv = nn_forward(m, t, ad_const(t, &xv));
-            ad_var loss = record_loss(&spec, t, outv, bt.y ? ad_const(t, &yv) : AD_NO_VAR, bt.labels);
+            ad_var loss = record_loss(&spec, t, outv, bt.y ? ad_const(t, &yv) : AD_NO_VAR, lab);
             nn_step_result res;
             int64_t step = nn_optim_steps(opt) + 1;
             if ((st = nn_train_step(opt, loss, &so, &res, err)) != AD_OK) {
@@ -382,12 +395,22 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
                 continue;
             }
             loss_sum += res.loss * (double)r;
-            count_right(&spec, ad_value(outv), bt.y ? &yv : NULL, bt.labels, r, &right, &judged);
+            count_right(&spec, ad_value(outv), bt.y ? &yv : NULL, lab, r, &right, &judged);
             seen += r;
-            if (bar && (i % 20 == 0 || i == nbatches)) print_bar(out, e + 1, o.epochs, i, nbatches, loss_sum / (double)seen);
+            if (bar) nn_progress_update(&pb, i, seen * rows_all / r, loss_sum / (double)seen);
         }
         if (st == AD_OK && r < 0) st = nn_error_set(err, AD_ERR_STATE, "nn_fit: the batcher rejected its buffer");
         nn_batcher_reset(b);
+        if (st == AD_OK && par) { /* the epoch's figures over every process's samples */
+            double sums[5] = {loss_sum, (double)right, (double)judged, (double)seen, (double)skipped};
+            if ((st = par->reduce_sums(par->ctx, 5, sums, err)) == AD_OK) {
+                loss_sum = sums[0];
+                right = (int64_t)sums[1];
+                judged = (int64_t)sums[2];
+                seen = (int64_t)sums[3];
+                skipped = (int64_t)sums[4] / par->size;
+            }
+        }
         if (st != AD_OK) {
             if (bar) fprintf(out, "\n");
             break;
@@ -401,7 +424,7 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
         if (st != AD_OK) break;
         nn_module_set_training(m, true);
         s.seconds = now_seconds() - t0;
-        if (lines) print_epoch(out, &s, o.epochs, bar);
+        if (lines) print_epoch(out, &s, o.epochs, bar ? &pb : NULL);
         if (log) log_epoch(log, &s);
         if (last) *last = s;
         if (o.on_epoch) o.on_epoch(&s, o.ctx);
@@ -420,7 +443,8 @@ done:
 
 ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn_step_result *res, nn_error *err)
 {
-    nn_step_opts o = opts ? *opts : (nn_step_opts){0, 1, false};
+    NN__ERR_OR_LOCAL(err);
+    nn_step_opts o = opts ? *opts : (nn_step_opts){.accumulate = 1};
     nn_step_result r = {NAN, false, false, NAN};
     if (res) *res = r;
     if (!opt) return nn_error_set(err, AD_ERR_ARG, "nn_train_step: NULL optimizer");
@@ -431,6 +455,10 @@ ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn
         return nn_error_set(err, AD_ERR_ARG, "nn_train_step: accumulate %d must be >= 0, clip_norm %g finite and >= 0",
                             o.accumulate, o.clip_norm);
     int cycle = o.accumulate > 1 ? o.accumulate : 1;
+    const nn_data_parallel *par = o.parallel;
+    if (par && (cycle > 1 || !par->reduce_grads || !(o.weight >= 0)))
+        return nn_error_set(err, AD_ERR_ARG, "nn_train_step: parallel steps need accumulate 0 or 1, a reduce "
+                                             "function and a weight >= 0 (got %d, %g)", o.accumulate, o.weight);
     if (!ad_ok(loss)) {
         if (loss.tape && ad_tape_status(loss.tape) != AD_OK) return nn_error_from_tape(err, "nn_train_step", loss.tape);
         return nn_error_set(err, AD_ERR_STATE, "nn_train_step: the loss is not a valid var");
@@ -440,6 +468,18 @@ ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn
         return nn_error_set(err, AD_ERR_SHAPE, "nn_train_step: the loss has %lld elements, not 1", (long long)lv->size);
     r.loss = ad_tensor_get(lv, 0);
     ad_status st = AD_OK;
+    if (!isfinite(r.loss) && par) { /* the other processes wait in the reduction: tell them */
+        char why[96];
+        snprintf(why, sizeof why, "nn_train_step: the loss is %g", r.loss);
+        st = par->reduce_grads(par->ctx, opt->n, opt->params, o.weight, false, why, err);
+        opt->pending = 0;
+        if (st == AD_ERR_NUMERIC && o.skip_nonfinite) {
+            r.skipped = true;
+            st = AD_OK;
+        }
+        if (res) *res = r;
+        return st;
+    }
     if (!isfinite(r.loss)) {
         opt->pending = 0;
         if (o.skip_nonfinite) {
@@ -453,7 +493,13 @@ ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn
         for (int i = 0; i < opt->n; i++) ad_tensor_fill(opt->params[i]->grad, 0.0);
     if ((st = ad_backward(loss, NULL, AD_ACCUMULATE)) != AD_OK) {
         opt->pending = 0;
-        return nn_error_from_tape(err, "nn_train_step", loss.tape);
+        nn_error_from_tape(err, "nn_train_step", loss.tape);
+        if (par) { /* release the other processes; the error stays this process's */
+            nn_error mine = *err;
+            par->reduce_grads(par->ctx, opt->n, opt->params, o.weight, false, mine.message, err);
+            *err = mine;
+        }
+        return st;
     }
     if (++opt->pending < cycle) {
         if (res) *res = r;
@@ -465,7 +511,8 @@ ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn
             ad_tensor *g = opt->params[i]->grad;
             for (int64_t k = 0; k < g->size; k++) ad_tensor_set(g, k, ad_tensor_get(g, k) / cycle);
         }
-    if (o.clip_norm > 0) st = nn__clip_grads(opt->n, opt->params, NULL, o.clip_norm, &r.grad_norm, err);
+    if (par) st = par->reduce_grads(par->ctx, opt->n, opt->params, o.weight, true, NULL, err);
+    if (st == AD_OK && o.clip_norm > 0) st = nn__clip_grads(opt->n, opt->params, NULL, o.clip_norm, &r.grad_norm, err);
     if (st == AD_OK) st = nn_optim_step(opt, err); /* both refuse non-finite gradients and change nothing */
     if (st == AD_ERR_NUMERIC && o.skip_nonfinite) {
         r.skipped = true;

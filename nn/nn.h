@@ -236,10 +236,29 @@ NN_API ad_status nn_clip_grad_norm(nn_module *m, double max_norm, double *total_
 
 /* ---- one training step, shared by nn_fit and hand-written loops ---- */
 
+/* Data-parallel training: how gradients and sums are combined across
+** processes (nn_dist.h fills one in over MPI). Every process calls these
+** collectively, in the same order. */
+typedef struct nn_data_parallel {
+    int rank, size; /* nn_fit: this process takes rows [r rank/size, r (rank+1)/size) of each batch of r rows */
+    /* Replaces each trainable params[i]->grad by the sum over processes of
+    ** weight * grad. local_ok false: this process's loss was not finite (why
+    ** says so; its gradients are unused); then, or when any gradient is not
+    ** finite, every process returns AD_ERR_NUMERIC with a message naming the process. */
+    ad_status (*reduce_grads)(void *ctx, int n, nn_param *const *params, double weight, bool local_ok,
+                              const char *why, nn_error *err);
+    /* Sums v[0..n) over processes, in place. */
+    ad_status (*reduce_sums)(void *ctx, int n, double *v, nn_error *err);
+    void *ctx;
+} nn_data_parallel;
+
 typedef struct nn_step_opts {
     double clip_norm;    /* > 0: clip the optimizer's gradients to this global norm before the update */
     int accumulate;      /* update once every `accumulate` calls, on the mean of their gradients (0 or 1: every call) */
     bool skip_nonfinite; /* a NaN/Inf loss or gradient skips the step (result.skipped) instead of AD_ERR_NUMERIC */
+    const nn_data_parallel *parallel; /* NULL, or gradients reduced across processes before clipping and the
+                                 ** update (accumulate must then be 0 or 1) */
+    double weight;       /* with parallel: this process's weight in the sum (its share of the global batch) */
 } nn_step_opts;
 
 typedef struct nn_step_result {
@@ -361,6 +380,7 @@ typedef struct nn_fit_opts {
     double clip_norm;            /* > 0: clip the gradients to this global norm before each update
                                  ** (nn_clip_grad_norm); default 0, off */
     int accumulate;              /* update once every `accumulate` batches (nn_train_step); default 1 */
+    const nn_data_parallel *parallel; /* data-parallel training (nn_dist_attach); default NULL */
 } nn_fit_opts;
 
 /* The defaults listed above. */
@@ -408,6 +428,33 @@ NN_API ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad
 ** mismatch, names/shapes/dtypes that do not match m): then m, opt and rng are
 ** left unchanged. */
 NN_API ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn_error *err);
+
+/* The optimizer's state as named tensors ("optim.step" F64 [1], then per parameter
+** "optim.<name><suffix>"), the optimizer's own (valid until it is freed): at most
+** max entries written to names and tensors; returns how many there are in all
+** (call with max 0 to count). After writing into them (a custom checkpoint
+** format, a broadcast), call nn_optim_state_changed. */
+NN_API int nn_optim_state(nn_optim *o, int max, const char **names, ad_tensor **tensors);
+NN_API void nn_optim_state_changed(nn_optim *o);
+
+/* ---- a progress bar with throughput and time left (nn_fit's, for your own loops too) ---- */
+
+typedef struct nn_progress_bar {
+    FILE *out;
+    char label[32];
+    int64_t total;        /* steps in the run being timed */
+    double t0, last_draw; /* start and last redraw (monotonic seconds) */
+    int width;            /* characters drawn last time, to clear them */
+} nn_progress_bar;
+
+/* Starts a bar labelled label ("epoch 3/12") over total steps, drawn on out. */
+NN_API void nn_progress_start(nn_progress_bar *b, FILE *out, const char *label, int64_t total);
+/* Redraws it (at most 10 times a second, and always at the last step):
+** "epoch 3/12 [=====>    ]  45%  loss 0.4312  2317 samples/s  0:12 left";
+** samples counts the samples done so far, loss may be NaN (not shown). */
+NN_API void nn_progress_update(nn_progress_bar *b, int64_t done, int64_t samples, double loss);
+/* Clears the bar's line so that the next output starts at column 0. */
+NN_API void nn_progress_clear(nn_progress_bar *b);
 
 /* convolutional, normalization, dropout, embedding and recurrent modules */
 #include "nn_layers.h"

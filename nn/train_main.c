@@ -1,5 +1,9 @@
 /* train_main.c: autodiff-train, trains and evaluates an MLP classifier from the command line (Fashion-MNIST by default). */
 #include "nn.h"
+#include "train_extras.h"
+#ifdef AD_HAVE_MPI
+#include "nn_dist.h"
+#endif
 
 #include <errno.h>
 #include <stddef.h>
@@ -14,10 +18,16 @@
 #include <time.h>
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+#ifdef AD_HAVE_MPI
+#define HAVE_MPI 1
+#else
+#define HAVE_MPI 0
+typedef struct nn_dist nn_dist;
+#endif
 #define MAX_LAYERS 64
 
 typedef struct config {
-    const char *data, *train_csv, *test_csv, *train_npy, *test_npy, *save, *load, *log;
+    const char *data, *train_csv, *test_csv, *train_npy, *test_npy, *save, *load, *log, *plot, *draw, *progress;
     int label_col;
     bool csv_header, eval_only, quiet, nesterov;
     int64_t layers[MAX_LAYERS];
@@ -26,7 +36,7 @@ typedef struct config {
     nn_act act;
     const char *optimizer, *schedule;
     double lr, momentum, weight_decay, clip_norm;
-    bool skip_nonfinite, help, regression;
+    bool skip_nonfinite, help, regression, version;
     const char *loss;
     double val_split;
     int64_t warmup;
@@ -130,6 +140,11 @@ static bool set_loss(config *c, const char *a)
     return one_of(a, (const char *const[]){"cross_entropy", "mse", "huber", "l1", "bce", NULL}, &c->loss);
 }
 
+static bool set_progress(config *c, const char *a)
+{
+    return one_of(a, (const char *const[]){"auto", "always", "never", NULL}, &c->progress);
+}
+
 static const option_row options[] = {
     SECTION("data"),
     STR("data", "DIR", data,
@@ -186,7 +201,15 @@ static const option_row options[] = {
     STR("load", "FILE", load, "start from a checkpoint"),
     FLAG("eval-only", eval_only, "only evaluate (usually with --load)"),
     STR("log", "FILE", log, "per-epoch CSV log"),
-    FLAG("quiet", quiet, "no progress bar"),
+    FN("progress", "WHEN", set_progress, "bad --progress '%s' (auto, always, never)",
+       "a progress bar with samples/s and time left: auto (on a terminal),\n"
+       "always, never (default auto)"),
+    FLAG("quiet", quiet, "no progress bar (--progress=never)"),
+    STR("plot", "FILE", plot, "after training, write the loss and accuracy curves per epoch\n"
+        "(train and test) as an SVG image"),
+    STR("draw", "FILE", draw, "write the tape of one batch (forward pass and loss) as Graphviz\n"
+        "DOT, or as SVG when FILE ends in .svg (runs dot), then exit"),
+    FLAG("version", version, "print the version and exit"),
     {.name = "help", .help = "this help", .kind = ARG_FLAG, .field = offsetof(config, help), .short_name = 'h'},
 };
 #define NOPTIONS ((int)(sizeof options / sizeof options[0]))
@@ -199,7 +222,11 @@ static const char usage_head[] =
     "reports per epoch the loss and accuracy on the training set, the validation set\n"
     "(--val-split) and the test set, and the time. With no options: Fashion-MNIST from\n"
     DEFAULT_DATA ", 784-256-128-10 with ReLU, Adam (lr 1e-3,\n"
-    "cosine schedule), batch 128, 12 epochs.\n";
+    "cosine schedule), batch 128, 12 epochs.\n"
+    "Data-parallel: 'mpirun -np N autodiff-train [options]' (a build with MPI): every\n"
+    "rank holds the model and takes 1/N of each batch (--batch-size is the global\n"
+    "batch), gradients are averaged before each update, rank 0 prints, logs and saves,\n"
+    "and --load is read by rank 0 and broadcast.\n";
 
 /* --help, from the table: "  --name ARG" padded to HELP_COLUMN, then the help text. */
 static void print_help(FILE *f)
@@ -297,6 +324,10 @@ static int parse_args(int argc, char **argv, config *c)
         }
     }
     if (optind < argc) return usage_error("unexpected argument '%s'", argv[optind]);
+    if (c->version) {
+        printf("autodiff-train %s%s\n", AD_VERSION_STRING, HAVE_MPI ? " (with MPI)" : "");
+        return -1;
+    }
     if (!!c->train_csv != !!c->test_csv) return usage_error("%s", "--train-csv and --test-csv go together");
     if (!!c->train_npy != !!c->test_npy) return usage_error("%s", "--train-npy and --test-npy go together");
     if ((c->train_csv != NULL) + (c->train_npy != NULL) + (c->data != NULL) > 1)
@@ -399,7 +430,35 @@ static nn_optim *make_optim(const config *c, nn_module *m, nn_error *err)
     return nn_optim_for(c->optimizer, m, &o, err);
 }
 
-static int run(const config *c)
+/* Under mpirun, every rank must know that one failed: the rank's own status
+** agreed across ranks (rc, or 1 when another rank failed). Without MPI, rc. */
+static int agree(nn_dist *d, int rc, const char *what)
+{
+#ifdef AD_HAVE_MPI
+    nn_error e = {AD_OK, ""};
+    if (rc) nn_error_set(&e, AD_ERR_IO, "%s", what);
+    if (d && nn_dist_check(d, rc ? AD_ERR_IO : AD_OK, &e) != AD_OK) {
+        if (!rc && nn_dist_rank(d) == 0) fprintf(stderr, "autodiff-train: stopping: %s\n", e.message);
+        return rc ? rc : 1;
+    }
+#endif
+    return rc;
+}
+
+/* A failure inside training that other ranks may not share (they would wait
+** for this one forever): end them all. Errors already agreed ("rank R: ...")
+** reach every rank and need nothing more. */
+static void end_others(nn_dist *d, const nn_error *e)
+{
+#ifdef AD_HAVE_MPI
+    if (d && nn_dist_size(d) > 1 && strncmp(e->message, "rank ", 5) != 0) {
+        fflush(NULL);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+#endif
+}
+
+static int run(const config *c, nn_dist *d)
 {
     nn_dataset *train = NULL, *test = NULL;
     nn_module *net = NULL;
@@ -407,7 +466,12 @@ static int run(const config *c)
     nn_sched *sched = NULL;
     nn_error err;
     int64_t held = 0;
-    int rc = load_data(c, &train, &test);
+    epoch_log curves = {0};
+    int rank = 0;
+#ifdef AD_HAVE_MPI
+    rank = nn_dist_rank(d);
+#endif
+    int rc = agree(d, load_data(c, &train, &test), "cannot load the data");
     if (rc) goto done;
     rc = 1;
     if (!c->model && (c->layers[0] != train->dim || test->dim != train->dim)) {
@@ -455,15 +519,25 @@ static int run(const config *c)
         goto done;
     }
     if (c->load) {
-        if (!is_file(c->load)) {
-            fprintf(stderr, "autodiff-train: cannot open checkpoint '%s'\n", c->load);
-            rc = 2;
+        if ((rc = agree(d, rank == 0 && !is_file(c->load) ? 2 : 0, "cannot open the checkpoint")) != 0) {
+            if (rank == 0) fprintf(stderr, "autodiff-train: cannot open checkpoint '%s'\n", c->load);
             goto done;
         }
-        if (nn_load(c->load, net, c->eval_only ? NULL : opt, NULL, &err) != AD_OK) {
-            fprintf(stderr, "autodiff-train: %s\n", err.message);
+        rc = 1;
+#ifdef AD_HAVE_MPI
+        ad_status ls = d ? nn_dist_load(d, c->load, net, c->eval_only ? NULL : opt, NULL, &err)
+                         : nn_load(c->load, net, c->eval_only ? NULL : opt, NULL, &err);
+#else
+        ad_status ls = nn_load(c->load, net, c->eval_only ? NULL : opt, NULL, &err);
+#endif
+        if (ls != AD_OK) {
+            if (rank == 0) fprintf(stderr, "autodiff-train: %s\n", err.message);
             goto done;
         }
+    }
+    if (c->draw) {
+        rc = rank == 0 ? draw_tape(c->draw, net, train, c->batch) : 0;
+        goto done;
     }
     if (c->model) {
         printf("model: %s", c->model);
@@ -505,16 +579,27 @@ static int run(const config *c)
         fo.val_split = c->val_split;
         fo.test = test;
         fo.schedule = sched;
-        fo.log_path = c->log;
+        fo.log_path = rank == 0 ? c->log : NULL;
         fo.out = stdout;
-        fo.progress = c->quiet ? NN_PROGRESS_LINES : NN_PROGRESS_AUTO;
+        fo.progress = c->quiet || strcmp(c->progress, "never") == 0 ? NN_PROGRESS_LINES
+                      : strcmp(c->progress, "always") == 0      ? NN_PROGRESS_BAR
+                                                                : NN_PROGRESS_AUTO;
+        if (rank != 0) fo.progress = NN_PROGRESS_NONE;
+        if (c->plot) {
+            fo.on_epoch = epoch_log_add;
+            fo.ctx = &curves;
+        }
+#ifdef AD_HAVE_MPI
+        if (d) nn_dist_attach(d, &fo);
+#endif
         fo.clip_norm = c->clip_norm;
         fo.skip_nonfinite = c->skip_nonfinite;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         nn_epoch_stats last;
         if (nn_fit(net, opt, train, &fo, &last, &err) != AD_OK) {
-            fprintf(stderr, "autodiff-train: %s\n", err.message);
+            if (rank == 0 || strncmp(err.message, "rank ", 5) != 0) fprintf(stderr, "autodiff-train: %s\n", err.message);
+            end_others(d, &err);
             goto done;
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -524,6 +609,8 @@ static int run(const config *c)
         else
             printf("final: test accuracy %.2f%%, test loss %.4f, train accuracy %.2f%%, %.1f s in all\n",
                    100.0 * last.test_acc, last.test_loss, 100.0 * last.train_acc, secs);
+        if (c->plot && rank == 0 && (rc = epoch_log_plot(&curves, c->plot)) != 0) goto done;
+        rc = 1;
     } else {
         double loss, acc;
         if (nn_evaluate(net, test, 256, &loss, &acc, &err) != AD_OK) {
@@ -533,14 +620,20 @@ static int run(const config *c)
         if (isnan(acc)) printf("test: loss %.6g\n", loss);
         else printf("test: loss %.4f, accuracy %.2f%%\n", loss, 100.0 * acc);
     }
-    if (c->save && nn_save(c->save, net, opt, &rng, &err) != AD_OK) {
-        fprintf(stderr, "autodiff-train: %s\n", err.message);
+#ifdef AD_HAVE_MPI
+    ad_status ss = !c->save ? AD_OK : d ? nn_dist_save(d, c->save, net, opt, &rng, &err) : nn_save(c->save, net, opt, &rng, &err);
+#else
+    ad_status ss = c->save ? nn_save(c->save, net, opt, &rng, &err) : AD_OK;
+#endif
+    if (ss != AD_OK) {
+        if (rank == 0) fprintf(stderr, "autodiff-train: %s\n", err.message);
         goto done;
     }
     if (c->save) printf("saved %s\n", c->save);
     rc = 0;
 done:
     nn_sched_free(sched);
+    epoch_log_free(&curves);
     nn_optim_free(opt);
     nn_module_free(net);
     nn_dataset_free(train);
@@ -566,9 +659,36 @@ int main(int argc, char **argv)
     c.batch = 128;
     c.seed = 1;
     c.threads = 2;
+    c.progress = "auto";
     int rc = parse_args(argc, argv, &c);
     if (rc) return rc < 0 ? 0 : rc;
     if (c.lr < 0) c.lr = strcmp(c.optimizer, "sgd") == 0 ? 0.05 : 1e-3;
     ad_set_num_threads(c.threads);
-    return run(&c);
+    nn_dist *d = NULL;
+#ifdef AD_HAVE_MPI
+    /* started by mpirun (Open MPI, or another launcher through PMI/PMIx): data-parallel */
+    bool launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+    if (launched) {
+        nn_error e;
+        if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
+            fprintf(stderr, "autodiff-train: MPI_Init failed\n");
+            return 1;
+        }
+        if (!(d = nn_dist_new(MPI_COMM_WORLD, &e))) {
+            fprintf(stderr, "autodiff-train: %s\n", e.message);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        if (nn_dist_rank(d) != 0 && !freopen("/dev/null", "w", stdout)) { /* rank 0 alone prints */
+            fprintf(stderr, "autodiff-train: rank %d: cannot silence its output\n", nn_dist_rank(d));
+        }
+    }
+    rc = run(&c, d);
+    if (d) {
+        nn_dist_free(d);
+        MPI_Finalize();
+    }
+    return rc;
+#else
+    return run(&c, d);
+#endif
 }
