@@ -394,6 +394,44 @@ AD_API ad_status ad_gradients(ad_var y, int n, const ad_var *xs, ad_var *grads_o
 AD_API ad_status ad_gradients_seed(ad_var y, ad_var seed, int n, const ad_var *xs, ad_var *grads_out,
                                    unsigned flags);
 
+/* ---- forward mode ---- */
+
+/* Tangents of ys in the directions vs of xs (vs[i] shaped and typed like xs[i]):
+** out[j] = sum_i dys[j]/dxs[i] vs[i], by one sweep forward over the tape from the
+** first x to the last y, each op's tangent rule recorded with engine ops. So the
+** tangents are vars: differentiable again (reverse over forward), and a sweep
+** over a gradient recorded with AD_CREATE_GRAPH gives Hessian-vector products
+** (forward over reverse). An xs[i] that is not a leaf is taken as independent;
+** one listed twice gets the sum of its vs.
+** out[j] is zeros for a y that no x reaches. Errors: AD_ERR_ARG (NULL arrays,
+** n or m < 1, vars of another tape), AD_ERR_SHAPE/DTYPE (a v unlike its x). */
+AD_API ad_status ad_tangents(int n, const ad_var *xs, const ad_var *vs, int m, const ad_var *ys, ad_var *out);
+
+/* ---- replay: re-evaluating a recorded tape on new values ---- */
+
+/* Recomputes, in place, every node recorded before the tape's first backward
+** pass or tangent sweep since the last reset (the nodes such passes added are
+** dropped), after giving leaves[i] (ad_leaf, ad_param or ad_const nodes) the
+** values values[i] (same dtype and shape as recorded; borrowed, like ad_leaf's,
+** until the next replay or reset). Params read their value tensors again, so a
+** parameter updated in place needs no entry. Vars, ad_tape_fingerprint and the
+** tape's memory stay as they are; after warm-up a replay allocates nothing.
+** The tape is then ready for ad_backward. Value-dependent ops (relu, maximum,
+** minimum, clamp, abs, max_axis, max pooling, where) choose again by the new
+** values; constants, dropout masks, index lists stay as recorded. Control flow
+** of the caller's program is not seen: record each decision on values with
+** ad_branch. Errors: AD_ERR_ARG / SHAPE / DTYPE (a bad leaf or value), the
+** tape's sticky error, or AD_ERR_STATE when a recorded ad_branch comes out
+** differently ("replay diverged at node N: ..."): record the tape again. */
+AD_API ad_status ad_tape_replay(ad_tape *t, int n, const ad_var *leaves, const ad_tensor *const *values);
+
+typedef enum ad_cmp { AD_CMP_LT, AD_CMP_LE, AD_CMP_GT, AD_CMP_GE, AD_CMP_EQ, AD_CMP_NE } ad_cmp;
+/* a <cmp> b for two one-element vars, recorded on the tape so that
+** ad_tape_replay checks it comes out the same. Returns the comparison (false
+** on an error, which is recorded: AD_ERR_SHAPE when an operand has other than
+** one element, AD_ERR_ARG for an unknown cmp). */
+AD_API bool ad_branch(ad_var a, ad_cmp cmp, ad_var b);
+
 /* ---- functions of tensors ---- */
 
 /* f builds its output on tape t from the vars `inputs` (leaves made from the
@@ -456,11 +494,15 @@ AD_API void ad_check_report_print(const ad_check_report *rep, FILE *f);
 AD_API ad_status ad_jacobian(ad_fn f, void *ctx, const ad_tensor *x, ad_tensor *out);
 /* The Hessian of a one-element f: out [n, n], symmetric to rounding (reverse over reverse). */
 AD_API ad_status ad_hessian(ad_fn f, void *ctx, const ad_tensor *x, ad_tensor *out);
-/* H v for a one-element f without forming H (one extra sweep); out shaped like x. */
+/* H v for a one-element f without forming H: forward over reverse (the gradient
+** recorded with AD_CREATE_GRAPH, then one tangent sweep through it in direction
+** v); out shaped like x. */
 AD_API ad_status ad_hvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_tensor *out);
-/* J v, the forward-mode product, by two reverse sweeps (J^T u recorded for a
-** dummy u, then differentiated in u); out shaped like f's output. */
+/* J v by one forward tangent sweep (ad_tangents); out shaped like f's output. */
 AD_API ad_status ad_jvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_tensor *out);
+/* The Jacobian dy/dx by columns: out [m, n] as ad_jacobian's, one tangent sweep
+** per element of x (the cheaper choice when x has fewer elements than y). */
+AD_API ad_status ad_jacfwd(ad_fn f, void *ctx, const ad_tensor *x, ad_tensor *out);
 
 /* ---- threads ---- */
 

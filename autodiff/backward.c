@@ -443,6 +443,7 @@ ad_status ad_backward(ad_var y, const ad_tensor *seed, unsigned flags)
 {
     ad_tape *t;
     if (!ad__begin("ad_backward", 1, &y, &t)) return t ? (t->status ? t->status : AD_ERR_ARG) : AD_ERR_ARG;
+    ad__replay_mark_end(t); /* a replay recomputes what was recorded before this pass */
     if (!ad__req(y)) {
         ad__fail(t, AD_ERR_STATE,
                  "ad_backward: the output does not depend on any leaf or param with grad enabled");
@@ -460,6 +461,7 @@ static ad_status gradients(const char *op, ad_var y, ad_var seed, bool has_seed,
 {
     ad_tape *t;
     if (!ad__begin(op, 1, &y, &t)) return t ? (t->status ? t->status : AD_ERR_ARG) : AD_ERR_ARG;
+    ad__replay_mark_end(t); /* a replay recomputes what was recorded before this pass */
     if (n < 0 || (n > 0 && (!xs || !out))) {
         ad__fail(t, AD_ERR_ARG, "%s: %s", op, n < 0 ? "negative count" : "xs or grads_out is NULL");
         return t->status;

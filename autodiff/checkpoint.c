@@ -1,5 +1,6 @@
 /* checkpoint.c: checkpointed segments: a function recorded as one node, its inside dropped after the forward and recomputed by backward. */
 #include "custom.h"
+#include "forward.h"
 
 #include <stdio.h>
 
@@ -179,4 +180,34 @@ void ad__vjp_checkpoint(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, 
 {
     (void)n, (void)gy, (void)gx;
     ad__fail(t, AD_ERR_STATE, "ad_checkpoint: internal error: node %u reached the generic VJP", self);
+}
+
+/*
+** The tangent rule (forward.h) of a checkpointed segment: the segment recorded again from
+** the node's inputs (as backward does), the tangents swept through that recording, and
+** the outputs' tangents packed as the node's value is (one output: itself).
+*/
+JVP(checkpoint)
+{
+    (void)self;
+    const ad_custom_rec *r = ad__rec(n);
+    ad_var *outs;
+    uint32_t first = t->count; /* the segment's new nodes start here: the sweep below covers them only */
+    if (ad__checkpoint_replay(t, n, &outs) != AD_OK) return ad__invalid(t);
+    ad_var *in = ad__arena_alloc(t, (size_t)r->n * sizeof *in), *tin = ad__arena_alloc(t, (size_t)r->n * sizeof *tin);
+    ad_var *tout = ad__arena_alloc(t, (size_t)r->n_out * sizeof *tout);
+    if (!in || !tin || !tout) return ad__invalid(t);
+    int m = 0; /* each input node once (fn may take one var several times) */
+    for (int j = 0; j < r->n; j++) {
+        bool seen = false;
+        for (int i = 0; i < m && !seen; i++) seen = in[i].id == n->in[j];
+        if (seen) continue;
+        in[m] = ad__inv(t, n, j);
+        tin[m++] = ad__tor0(t, n, tx, j);
+    }
+    if (ad__tangents_from(first, m, in, tin, r->n_out, outs, tout) != AD_OK) return ad__invalid(t);
+    if (r->n_out == 1) return tout[0];
+    const int64_t minus1 = -1;
+    for (int k = 0; k < r->n_out; k++) tout[k] = ad_reshape(tout[k], 1, &minus1);
+    return ad_concat(r->n_out, tout, 0);
 }

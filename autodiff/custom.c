@@ -1,5 +1,6 @@
 /* custom.c: custom ops: a user's function with its own VJP recorded as one node, its tuple outputs, its tangent rule and its gradient check. */
 #include "custom.h"
+#include "forward.h"
 
 #include <stdio.h>
 
@@ -549,13 +550,6 @@ ad_var ad__jvp_custom_grad(ad_tape *t, const ad_node *n, uint32_t self, const ad
 {
     ad_var out;
     ad__custom_jvp(t, n, self, tx, &out); /* records AD_ERR_UNSUPPORTED naming the op */
-    return ad__invalid(t);
-}
-
-ad_var ad__jvp_checkpoint(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
-{
-    ad_var out;
-    ad__custom_jvp(t, n, self, tx, &out);
     return ad__invalid(t);
 }
 

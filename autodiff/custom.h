@@ -46,11 +46,11 @@ AD_INTERNAL ad_status ad__custom_jvp(ad_tape *t, const ad_node *n, uint32_t self
 /* The same as the tangent rules forward mode's table (forward.h's JVP(name)) takes:
 ** the tangent of node n's output from its inputs' tangents tx (an invalid var: zero),
 ** an invalid var for a zero tangent or after recording an error. A raw VJP's result
-** and a checkpoint have none yet: AD_ERR_UNSUPPORTED naming the op. */
+** has none: AD_ERR_UNSUPPORTED naming the op. A checkpoint's is in checkpoint.c (the
+** segment recorded again and swept). */
 AD_INTERNAL ad_var ad__jvp_custom(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
 AD_INTERNAL ad_var ad__jvp_custom_out(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
 AD_INTERNAL ad_var ad__jvp_custom_grad(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
-AD_INTERNAL ad_var ad__jvp_checkpoint(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx);
 /* The packed gradient of a multi-output node, split into one var per output
 ** (gout[k], shaped like output k); g itself for one output. */
 AD_INTERNAL bool ad__custom_split(ad_tape *t, const ad_custom_rec *r, ad_var g, ad_var *gout);

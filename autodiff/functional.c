@@ -1,4 +1,4 @@
-/* functional.c: Jacobians, Hessians, Hessian-vector, Jacobian-vector and vector-Jacobian products of functions of one or n tensors. */
+/* functional.c: Jacobians, Hessians, Hessian-vector and vector-Jacobian products of functions of one or n tensors by reverse sweeps. */
 #include "tape.h"
 
 /*
@@ -6,10 +6,8 @@
 ** reverse sweeps over that recording:
 **   Jacobian  row r = e_r^T J: one sweep per output element, seeded with e_r;
 **   Hessian   g = grad f recorded with AD_CREATE_GRAPH, then row i = e_i^T dg/dx;
-**   HVP       the same g, one sweep seeded with v: d(g . v)/dx = H v (H is never formed);
-**   JVP       the double-VJP trick: g(u) = J^T u is recorded with AD_CREATE_GRAPH
-**             for a leaf u shaped like f's output; g is linear in u, so the
-**             sweep of g seeded with v gives d(g . v)/du = J v.
+**   HVP (n)   the same g, one sweep seeded with v: d(g . v)/dx = H v (H is never formed).
+** (ad_jvp, ad_jacfwd and ad_hvp of one tensor are forward mode: forward.c.)
 ** Each row's sweep is rewound afterwards, so the tape stays the size of one
 ** recording plus one backward pass. Results are written into `out` (x's dtype;
 ** values converted if f's output has another dtype).
@@ -133,55 +131,6 @@ ad_status ad_hessian(ad_fn f, void *ctx, const ad_tensor *x, ad_tensor *out)
         if (s == AD_OK) s = grad_graph(&c, &g);
         if (s == AD_OK) s = rows(&c, g, out);
     }
-    ad_tape_free(c.t);
-    return s;
-}
-
-ad_status ad_hvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_tensor *out)
-{
-    if (!v) return AD_ERR_ARG;
-    if (x && v->dtype != x->dtype) return AD_ERR_DTYPE;
-    if (x && (!tensor_ok(v) || !ad_shape_equal(v, x) || (out && !ad_shape_equal(out, x)))) return AD_ERR_SHAPE;
-    fctx c;
-    ad_status s = setup(&c, f, ctx, x, out);
-    ad_var g, hv;
-    if (s == AD_OK) s = grad_graph(&c, &g);
-    if (s == AD_OK) {
-        ad_var seed = const_copy(c.t, ad__val(g), ad__val(g)->dtype, v);
-        s = seed.id == AD_NO_NODE ? ad_tape_status(c.t) : ad_gradients_seed(g, seed, 1, &c.x, &hv, 0);
-    }
-    if (s == AD_OK) put(out, 0, ad__val(hv));
-    ad_tape_free(c.t);
-    return s;
-}
-
-ad_status ad_jvp(ad_fn f, void *ctx, const ad_tensor *x, const ad_tensor *v, ad_tensor *out)
-{
-    if (!v) return AD_ERR_ARG;
-    if (x && v->dtype != x->dtype) return AD_ERR_DTYPE;
-    if (x && (!tensor_ok(v) || !ad_shape_equal(v, x))) return AD_ERR_SHAPE;
-    fctx c;
-    ad_status s = setup(&c, f, ctx, x, out);
-    if (s != AD_OK) goto done;
-    const ad_tensor *vy = ad__val(c.y);
-    if (!ad_shape_equal(out, vy)) {
-        s = AD_ERR_SHAPE;
-        goto done;
-    }
-    /* u: a dummy cotangent; g(u) = J^T u is linear in u, so u's values do not matter */
-    ad_var zeros = ad_full(c.t, vy->dtype, vy->ndim, vy->shape, 0.0);
-    ad_var u = zeros.id == AD_NO_NODE ? zeros : ad_leaf(c.t, ad__val(zeros));
-    ad_var g, jv;
-    if (!ad_ok(u)) {
-        s = ad_tape_status(c.t);
-        goto done;
-    }
-    s = ad_gradients_seed(c.y, u, 1, &c.x, &g, AD_CREATE_GRAPH);
-    if (s != AD_OK) goto done;
-    ad_var seed = const_copy(c.t, ad__val(g), ad__val(g)->dtype, v);
-    s = seed.id == AD_NO_NODE ? ad_tape_status(c.t) : ad_gradients_seed(g, seed, 1, &u, &jv, 0);
-    if (s == AD_OK) put(out, 0, ad__val(jv));
-done:
     ad_tape_free(c.t);
     return s;
 }

@@ -1,4 +1,5 @@
 /* ops_binary.c: elementwise binary ops with NumPy broadcasting; each forward beside its VJP. */
+#include "forward.h"
 #include "backward.h"
 #include "kernels.h"
 
@@ -227,6 +228,13 @@ void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gy);
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, gy);
 }
+/* Tangent rules (forward.h): TA, TB are the operands' tangents (either may be the zero
+** tangent), each term broadcast to the output's shape (ad__tfit). */
+#define TA tx[0]
+#define TB tx[1]
+#define A ad__inv(t, n, 0)
+#define B ad__inv(t, n, 1)
+JVP(add) { return ad__tfit(t, n, ad__tsum(TA, TB)); }
 /* fast path: gy passed through, or summed down to a broadcast input's shape
 ** (a bias) with the kernel of sum_to, as the recorded VJP does */
 /* (out of line, so that the pass-through in ad__fast_add stays a small leaf function) */
@@ -267,6 +275,7 @@ void ad__vjp_sub(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gy);
     if (ad__needs(t, n, 1)) gx[1] = ad_neg(ad__unbroadcast(t, n, 1, gy));
 }
+JVP(sub) { return ad__tfit(t, n, ad__tsum(TA, ad__has(TB) ? ad_neg(TB) : TB)); }
 FAST_BIN(sub, g, -g)
 
 /* mul: y = a * b; VJP: ga = sum_to(gy * b), gb = sum_to(gy * a) */
@@ -277,6 +286,11 @@ void ad__vjp_mul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
 {
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad__inv(t, n, 1)));
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad__inv(t, n, 0)));
+}
+JVP(mul)
+{
+    ad_var a = ad__has(TA) ? ad_mul(TA, B) : TA, b = ad__has(TB) ? ad_mul(A, TB) : TB;
+    return ad__tfit(t, n, ad__tsum(a, b));
 }
 FAST_BIN(mul, g *b, g *a)
 
@@ -289,6 +303,12 @@ void ad__vjp_div(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
     ad_var b = ad__inv(t, n, 1);
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_div(gy, b));
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_neg(ad_mul(gy, ad_div(ad__var(t, self), b))));
+}
+JVP(div)
+{
+    ad_var a = ad__has(TA) ? ad_div(TA, B) : TA;
+    ad_var b = ad__has(TB) ? ad_neg(ad_mul(TB, ad_div(ad__var(t, self), B))) : TB;
+    return ad__tfit(t, n, ad__tsum(a, b));
 }
 FAST_BIN(div, g / b, -(g * (y / b)))
 
@@ -303,6 +323,12 @@ void ad__vjp_pow(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_mul(b, ad_pow(a, ad_add_scalar(b, -1.0)))));
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_xlogy(ad__var(t, self), a)));
 }
+JVP(pow)
+{
+    ad_var a = ad__has(TA) ? ad_mul(TA, ad_mul(B, ad_pow(A, ad_add_scalar(B, -1.0)))) : TA;
+    ad_var b = ad__has(TB) ? ad_mul(TB, ad_xlogy(ad__var(t, self), A)) : TB;
+    return ad__tfit(t, n, ad__tsum(a, b));
+}
 
 /* maximum: y = max(a, b), NaN propagates; VJP: ga = sum_to(gy * m), gb = sum_to(gy * (1 - m)),
 ** m = 1 where a > b, 1/2 on ties, 0 elsewhere */
@@ -315,10 +341,18 @@ static void minmax_vjp(ad_tape *t, const ad_node *n, ad_var gy, ad_var *gx, ad_v
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gm);
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_sub(gy, gm));
 }
+/* tangent: ta m + tb (1 - m), the same m */
+static ad_var minmax_jvp(ad_tape *t, const ad_node *n, const ad_var *tx, ad_var m)
+{
+    ad_var a = ad__has(TA) ? ad_mul(TA, m) : TA;
+    ad_var b = ad__has(TB) ? ad_mul(TB, ad_add_scalar(ad_neg(m), 1.0)) : TB;
+    return ad__tfit(t, n, ad__tsum(a, b));
+}
 void ad__vjp_maximum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad__inv(t, n, 0), ad__inv(t, n, 1)));
 }
+JVP(maximum) { return minmax_jvp(t, n, tx, ad__cmp_gt(A, B)); }
 
 /* minimum: y = min(a, b), NaN propagates; VJP as maximum with m = 1 where a < b */
 KERNELS(minimum, (a < b || isnan(a)) ? a : b, (a < b || isnan(a)) ? a : b)
@@ -328,6 +362,7 @@ void ad__vjp_minimum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_
 {
     minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad__inv(t, n, 1), ad__inv(t, n, 0)));
 }
+JVP(minimum) { return minmax_jvp(t, n, tx, ad__cmp_gt(B, A)); }
 
 /* xlogy: y = x * log(z), 0 where x == 0 (unless z is NaN);
 ** VJP: gx = sum_to(gy * xlogy(x != 0, z)), gz = sum_to(gy * x / z) */
@@ -342,6 +377,13 @@ void ad__vjp_xlogy(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_va
         gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_xlogy(ad_mul(s, s), z)));
     }
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_div(x, z)));
+}
+JVP(xlogy)
+{
+    ad_var s = ad__has(TA) ? ad_sign(A) : TA;
+    ad_var a = ad__has(TA) ? ad_mul(TA, ad_xlogy(ad_mul(s, s), B)) : TA;
+    ad_var b = ad__has(TB) ? ad_mul(TB, ad_div(A, B)) : TB;
+    return ad__tfit(t, n, ad__tsum(a, b));
 }
 
 /* ---- masks (not differentiable) used by the VJPs above ---- */

@@ -1,4 +1,5 @@
 /* ops_conv.c: 2-D convolution (im2col + GEMM) and max/average pooling, NCHW, with their adjoint ops. */
+#include "forward.h"
 #include "ad_nnops.h"
 #include "backward.h"
 #include "kernels.h"
@@ -243,6 +244,14 @@ VJP(conv2d)
     if (ad__needs(t, n, 0)) gx[0] = ad__conv2d_grad_input(gy, ad__inv(t, n, 1), x->shape[2], x->shape[3], &p);
     if (ad__needs(t, n, 1)) gx[1] = ad__conv2d_grad_weight(ad__inv(t, n, 0), gy, w->shape[2], w->shape[3], &p);
 }
+/* tangent: conv2d(tx, w) + conv2d(x, tw) (bilinear) */
+JVP(conv2d)
+{
+    ad_conv2d_params p = attr_conv(&n->attr);
+    ad_var a = ad__has(tx[0]) ? ad_conv2d_ex(tx[0], ad__inv(t, n, 1), &p) : tx[0];
+    ad_var b = ad__has(tx[1]) ? ad_conv2d_ex(ad__inv(t, n, 0), tx[1], &p) : tx[1];
+    return ad__tsum(a, b);
+}
 
 /* The two adjoints' shared tail: x and w (one of them shaped from the other operands) must
 ** make a valid convolution whose output is g's shape; then records op `id` of that shape. */
@@ -315,6 +324,15 @@ VJP(conv2d_grad_input)
     if (ad__needs(t, n, 0)) gx[0] = ad_conv2d_ex(gy, ad__inv(t, n, 1), &p);
     if (ad__needs(t, n, 1)) gx[1] = ad__conv2d_grad_weight(gy, ad__inv(t, n, 0), w->shape[2], w->shape[3], &p);
 }
+/* tangent: the same adjoint of tg with w, plus of g with tw (bilinear) */
+JVP(conv2d_grad_input)
+{
+    ad_conv2d_params p = attr_conv(&n->attr);
+    int64_t h = n->value.shape[2], wd = n->value.shape[3];
+    ad_var a = ad__has(tx[0]) ? ad__conv2d_grad_input(tx[0], ad__inv(t, n, 1), h, wd, &p) : tx[0];
+    ad_var b = ad__has(tx[1]) ? ad__conv2d_grad_input(ad__inv(t, n, 0), tx[1], h, wd, &p) : tx[1];
+    return ad__tsum(a, b);
+}
 
 /* conv2d_grad_weight: y = J_w^T g for the convolution of input x, a kh x kw kernel; linear in x and in g.
 ** VJP: gx = conv2d_grad_input(g, G), gg = conv2d(x, G) */
@@ -367,6 +385,15 @@ VJP(conv2d_grad_weight)
     const ad_tensor *x = ad__in(t, n, 0);
     if (ad__needs(t, n, 0)) gx[0] = ad__conv2d_grad_input(ad__inv(t, n, 1), gy, x->shape[2], x->shape[3], &p);
     if (ad__needs(t, n, 1)) gx[1] = ad_conv2d_ex(ad__inv(t, n, 0), gy, &p);
+}
+/* tangent: the same adjoint of tx with g, plus of x with tg (bilinear) */
+JVP(conv2d_grad_weight)
+{
+    ad_conv2d_params p = attr_conv(&n->attr);
+    int64_t kh = n->value.shape[2], kw = n->value.shape[3];
+    ad_var a = ad__has(tx[0]) ? ad__conv2d_grad_weight(tx[0], ad__inv(t, n, 1), kh, kw, &p) : tx[0];
+    ad_var b = ad__has(tx[1]) ? ad__conv2d_grad_weight(ad__inv(t, n, 0), tx[1], kh, kw, &p) : tx[1];
+    return ad__tsum(a, b);
 }
 
 /* ---- pooling ---- */
@@ -532,6 +559,12 @@ VJP(max_pool2d)
     ad_pool2d_params p = attr_pool(&n->attr);
     gx[0] = ad__max_pool2d_grad(ad__inv(t, n, 0), gy, &p);
 }
+/* tangent: tx at each window's argmax, max_pool2d_select(x, tx) */
+JVP(max_pool2d)
+{
+    ad_pool2d_params p = attr_pool(&n->attr);
+    return ad__max_pool2d_select(ad__inv(t, n, 0), tx[0], &p);
+}
 
 /* Shared checks of the two max-pool adjoints: x [n,c,h,w] and g (pooled shape when g_pooled, else x's). */
 static bool maxpool_pair(ad_tape **tp, const char *op, ad_var x, ad_var g, const ad_pool2d_params *pp,
@@ -587,6 +620,12 @@ VJP(max_pool2d_grad)
     ad_pool2d_params p = attr_pool(&n->attr);
     if (ad__needs(t, n, 1)) gx[1] = ad__max_pool2d_select(ad__inv(t, n, 0), gy, &p);
 }
+/* tangent: max_pool2d_grad(x, tg); x's tangent moves no argmax (zero almost everywhere) */
+JVP(max_pool2d_grad)
+{
+    ad_pool2d_params p = attr_pool(&n->attr);
+    return ad__has(tx[1]) ? ad__max_pool2d_grad(ad__inv(t, n, 0), tx[1], &p) : tx[1];
+}
 
 /* max_pool2d_select: y[o] = g[argmax of window o of x]; linear in g. VJP: gg = max_pool2d_grad(x, G) */
 ad_var ad__max_pool2d_select(ad_var x, ad_var g, const ad_pool2d_params *pp)
@@ -614,6 +653,12 @@ VJP(max_pool2d_select)
 {
     ad_pool2d_params p = attr_pool(&n->attr);
     if (ad__needs(t, n, 1)) gx[1] = ad__max_pool2d_grad(ad__inv(t, n, 0), gy, &p);
+}
+/* tangent: max_pool2d_select(x, tg) (linear in g, piecewise constant in x) */
+JVP(max_pool2d_select)
+{
+    ad_pool2d_params p = attr_pool(&n->attr);
+    return ad__has(tx[1]) ? ad__max_pool2d_select(ad__inv(t, n, 0), tx[1], &p) : tx[1];
 }
 
 /* Average pooling with zero padding counted (divisor kh kw): forward (y = window means of x) or its
@@ -681,6 +726,12 @@ VJP(avg_pool2d)
     const ad_tensor *x = ad__in(t, n, 0);
     gx[0] = ad__avg_pool2d_grad(gy, x->shape[2], x->shape[3], &p);
 }
+/* tangent: avg_pool2d(tx) (linear) */
+JVP(avg_pool2d)
+{
+    ad_pool2d_params p = attr_pool(&n->attr);
+    return ad_avg_pool2d_ex(tx[0], &p);
+}
 
 /* avg_pool2d_grad: y (shape [n,c,h,w]) = g[o] / (kh kw) added over each window o; linear.
 ** VJP: gg = avg_pool2d(G) */
@@ -725,4 +776,10 @@ VJP(avg_pool2d_grad)
 {
     ad_pool2d_params p = attr_pool(&n->attr);
     gx[0] = ad_avg_pool2d_ex(gy, &p);
+}
+/* tangent: avg_pool2d_grad(tg) (linear) */
+JVP(avg_pool2d_grad)
+{
+    ad_pool2d_params p = attr_pool(&n->attr);
+    return ad__avg_pool2d_grad(tx[0], n->value.shape[2], n->value.shape[3], &p);
 }

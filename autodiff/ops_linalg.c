@@ -1,4 +1,5 @@
 /* ops_linalg.c: matrix products, 2-D and batched with NumPy's broadcast batch dimensions. */
+#include "forward.h"
 #include "backward.h"
 #include "kernels.h"
 
@@ -128,6 +129,15 @@ void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_v
         ad_var g = !tb ? ad_matmul_t(a, gy, !ta, false) : ad_matmul_t(gy, a, true, ta);
         gx[1] = ad__unbroadcast(t, n, 1, g);
     }
+}
+/* tangent (forward.h): ta @ b + a @ tb, through the same transposes (a batch-broadcast
+** operand's term broadcasts as its product does) */
+ad_var ad__jvp_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
+{
+    bool ta = n->attr.i[0], tb = n->attr.i[1];
+    ad_var a = ad__has(tx[0]) ? ad_matmul_t(tx[0], ad__inv(t, n, 1), ta, tb) : tx[0];
+    ad_var b = ad__has(tx[1]) ? ad_matmul_t(ad__inv(t, n, 0), tx[1], ta, tb) : tx[1];
+    return ad__tfit(t, n, ad__tsum(a, b));
 }
 
 /* The fast path (see backward.h) for 2-D operands: the products of the

@@ -1,4 +1,5 @@
 /* ops_nn.c: network primitives: where/masking (an op), dropout, batch and layer normalization, embedding, flatten. */
+#include "forward.h"
 #include "backward.h"
 #include "kernels.h"
 
@@ -76,6 +77,13 @@ VJP(where)
         if (!ad__needs(t, n, i)) continue;
         gx[i] = ad__unbroadcast(t, n, i, i == 1 ? ad_where(cond, gy, zero) : ad_where(cond, zero, gy));
     }
+}
+/* tangent: where(cond, ta, tb), a missing tangent as 0 */
+ad_var ad__jvp_where(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
+{
+    ad_var zero = ad_scalar(t, n->value.dtype, 0.0), cond = ad__inv(t, n, 0);
+    ad_var w = ad_where(cond, ad__has(tx[1]) ? tx[1] : zero, ad__has(tx[2]) ? tx[2] : zero);
+    return ad__tfit(t, n, w);
 }
 
 ad_var ad_masked_fill(ad_var x, ad_var mask, double value)

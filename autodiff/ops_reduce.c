@@ -1,4 +1,5 @@
 /* ops_reduce.c: sums, means, maxima, log-sum-exp and softmax over all elements or one axis. */
+#include "forward.h"
 #include "backward.h"
 #include "vmath.h"
 
@@ -78,6 +79,9 @@ ad_status ad__fwd_sum(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(sum) { gx[0] = expand(t, n, gy); }
+/* Tangent rules (forward.h), beside each VJP: TX is the input's tangent. */
+#define TX tx[0]
+JVP(sum) { return ad_sum(TX); }
 /* The fast path for sum and mean: every input element gets g (times 1/N). */
 AD_CLONES static bool fast_fill(ad_sweep *sw, const ad_node *n, const ad_tensor *gy, double scale)
 {
@@ -112,6 +116,7 @@ ad_status ad__fwd_mean(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(mean) { gx[0] = ad_mul_scalar(expand(t, n, gy), 1.0 / (double)ad__in(t, n, 0)->size); }
+JVP(mean) { return ad_mean(TX); }
 FAST_VJP(mean)
 {
     return fast_fill(sw, n, gy, 1.0 / (double)ad__in(sw->t, n, 0)->size);
@@ -180,6 +185,7 @@ static AD_ALWAYS_INLINE ad_status axis_fwd(ad_tape *t, ad_node *n, fold f)
 ad_var ad_sum_axis(ad_var x, int axis, bool keepdim) { return reduce_axis(AD_OP_SUM_AXIS, x, axis, keepdim, false); }
 AD_CLONES ad_status ad__fwd_sum_axis(ad_tape *t, ad_node *n) { return axis_fwd(t, n, FOLD_SUM); }
 VJP(sum_axis) { gx[0] = expand(t, n, keep(t, n, gy)); }
+JVP(sum_axis) { return ad_sum_axis(TX, (int)n->attr.i[0], n->attr.i[1]); }
 
 /* mean_axis: y = sum_k x[.., k, ..] / K; VJP: gx = broadcast(gy) / K */
 ad_var ad_mean_axis(ad_var x, int axis, bool keepdim)
@@ -192,6 +198,7 @@ VJP(mean_axis)
     double len = (double)ad__in(t, n, 0)->shape[n->attr.i[0]];
     gx[0] = ad_mul_scalar(expand(t, n, keep(t, n, gy)), 1.0 / len);
 }
+JVP(mean_axis) { return ad_mean_axis(TX, (int)n->attr.i[0], n->attr.i[1]); }
 
 /* max_axis: y = max_k x[.., k, ..] (NaN propagates); VJP: gx = gy [x == y] / #ties (ties share, as torch.amax) */
 ad_var ad_max_axis(ad_var x, int axis, bool keepdim) { return reduce_axis(AD_OP_MAX_AXIS, x, axis, keepdim, true); }
@@ -201,6 +208,12 @@ VJP(max_axis)
     ad_var mask = ad__eq(ad__inv(t, n, 0), keep(t, n, ad__var(t, self)));
     ad_var count = ad_sum_axis(mask, (int)n->attr.i[0], true);
     gx[0] = ad_mul(keep(t, n, gy), ad_div(mask, count));
+}
+JVP(max_axis)
+{
+    ad_var mask = ad__eq(ad__inv(t, n, 0), keep(t, n, ad__var(t, self)));
+    ad_var count = ad_sum_axis(mask, (int)n->attr.i[0], true);
+    return ad_sum_axis(ad_mul(TX, ad_div(mask, count)), (int)n->attr.i[0], n->attr.i[1]);
 }
 
 /* logsumexp: y = m + ln sum_k e^(x_k - m), m = max_k x_k (so no overflow);
@@ -242,6 +255,11 @@ VJP(logsumexp)
 {
     ad_var e = ad_exp(ad_sub(ad__inv(t, n, 0), keep(t, n, ad__var(t, self))));
     gx[0] = ad_mul(keep(t, n, gy), e);
+}
+JVP(logsumexp)
+{
+    ad_var e = ad_exp(ad_sub(ad__inv(t, n, 0), keep(t, n, ad__var(t, self))));
+    return ad_sum_axis(ad_mul(TX, e), (int)n->attr.i[0], n->attr.i[1]);
 }
 
 /* ---- softmax and log_softmax: the axis stays ---- */
@@ -299,6 +317,11 @@ VJP(softmax)
     ad_var dot = ad_sum_axis(ad_mul(gy, y), (int)n->attr.i[0], true);
     gx[0] = ad_mul(y, ad_sub(gy, dot));
 }
+JVP(softmax)
+{
+    ad_var y = ad__var(t, self);
+    return ad_mul(y, ad_sub(TX, ad_sum_axis(ad_mul(TX, y), (int)n->attr.i[0], true)));
+}
 
 /* log_softmax: y = x - m - ln sum_k e^(x_k - m); VJP: gx = gy - e^y sum_k gy_k */
 ad_var ad_log_softmax(ad_var x, int axis) { return softmax_like(AD_OP_LOG_SOFTMAX, x, axis); }
@@ -317,6 +340,7 @@ VJP(log_softmax)
     ad_var total_g = ad_sum_axis(gy, (int)n->attr.i[0], true);
     gx[0] = ad_sub(gy, ad_mul(ad_exp(ad__var(t, self)), total_g));
 }
+JVP(log_softmax) { return ad_sub(TX, ad_sum_axis(ad_mul(ad_exp(ad__var(t, self)), TX), (int)n->attr.i[0], true)); }
 /* The fast path: the same formula row by row, gx (+)= gy - e^y sum_k gy_k, with no
 ** nodes recorded (with index_select's, a cross-entropy loss's backward records nothing). */
 #define LOG_SOFTMAX_FAST(T, EXP)                                                                         \

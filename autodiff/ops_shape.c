@@ -1,4 +1,5 @@
 /* ops_shape.c: ops that move data: transpose, reshape, broadcast (and its adjoint sum_to), slice, concat, gather. */
+#include "forward.h"
 #include "backward.h"
 #include "kernels.h"
 
@@ -83,6 +84,9 @@ ad_status ad__fwd_transpose(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(transpose) { gx[0] = ad_transpose(gy, (int)n->attr.i[0], (int)n->attr.i[1]); }
+/* Tangent rules (forward.h), beside each VJP: TX is the input's tangent. */
+#define TX tx[0]
+JVP(transpose) { return ad_transpose(TX, (int)n->attr.i[0], (int)n->attr.i[1]); }
 
 /* ---- reshape ---- */
 
@@ -133,6 +137,7 @@ VJP(reshape)
     const ad_tensor *x = ad__in(t, n, 0);
     gx[0] = ad_reshape(gy, x->ndim, x->shape);
 }
+JVP(reshape) { return ad_reshape(TX, n->value.ndim, n->value.shape); }
 FAST_VJP(reshape)
 {
     ad_tape *t = sw->t;
@@ -174,6 +179,7 @@ VJP(broadcast_to)
     const ad_tensor *x = ad__in(t, n, 0);
     gx[0] = ad_sum_to(gy, x->ndim, x->shape);
 }
+JVP(broadcast_to) { return ad_broadcast_to(TX, n->value.ndim, n->value.shape); }
 
 /* sum_to: y = x summed over the axes along which `shape` broadcasts to x; VJP: gx = broadcast(gy) */
 ad_var ad_sum_to(ad_var x, int ndim, const int64_t *shape)
@@ -204,6 +210,7 @@ VJP(sum_to)
     const ad_tensor *x = ad__in(t, n, 0);
     gx[0] = ad_broadcast_to(gy, x->ndim, x->shape);
 }
+JVP(sum_to) { return ad_sum_to(TX, n->value.ndim, n->value.shape); }
 
 ad_var ad__unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g)
 {
@@ -243,6 +250,7 @@ VJP(slice)
     int ax = (int)n->attr.i[0];
     gx[0] = ad_pad_axis(gy, ax, n->attr.i[1], ad__in(t, n, 0)->shape[ax]);
 }
+JVP(slice) { return ad_slice(TX, (int)n->attr.i[0], n->attr.i[1], n->attr.i[2]); }
 
 /* pad_axis: y = zeros with x placed at [start, start + len) of `axis`; VJP: gx = slice(gy, axis, start, start + len) */
 ad_var ad_pad_axis(ad_var x, int axis, int64_t start, int64_t size)
@@ -275,6 +283,7 @@ VJP(pad_axis)
     int64_t s = n->attr.i[1];
     gx[0] = ad_slice(gy, ax, s, s + ad__in(t, n, 0)->shape[ax]);
 }
+JVP(pad_axis) { return ad_pad_axis(TX, (int)n->attr.i[0], n->attr.i[1], n->attr.i[2]); }
 
 /* ---- concat ---- */
 
@@ -330,6 +339,13 @@ VJP(concat)
         if (ad__needs(t, n, (int)i)) gx[i] = ad_slice(gy, ax, at, at + len);
         at += len;
     }
+}
+JVP(concat)
+{
+    ad_var *parts = ad__arena_alloc(t, n->nin * sizeof *parts);
+    if (!parts) return ad__invalid(t);
+    for (uint32_t i = 0; i < n->nin; i++) parts[i] = ad__tor0(t, n, tx, (int)i);
+    return ad_concat((int)n->nin, parts, (int)n->attr.i[0]);
 }
 
 /* ---- index_select and its adjoint, index_add ---- */
@@ -405,6 +421,7 @@ VJP(index_select)
     int ax = (int)n->attr.i[0];
     gx[0] = ad_index_add(gy, ax, n->attr.i[1], n->attr.idx, ad__in(t, n, 0)->shape[ax]);
 }
+JVP(index_select) { return ad_index_select(TX, (int)n->attr.i[0], n->attr.i[1], n->attr.idx); }
 /* The fast path: gy's rows added into the gradient buffer at their indices. */
 FAST_VJP(index_select)
 {
@@ -447,6 +464,11 @@ ad_status ad__fwd_index_add(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(index_add) { gx[0] = ad_index_select(gy, (int)n->attr.i[0], n->attr.i[1], n->attr.idx); }
+JVP(index_add)
+{
+    int ax = (int)n->attr.i[0];
+    return ad_index_add(TX, ax, n->attr.i[1], n->attr.idx, n->value.shape[ax]);
+}
 
 /* ---- cast and detach ---- */
 
@@ -464,6 +486,7 @@ ad_var ad_cast(ad_var x, ad_dtype dtype)
 }
 ad_status ad__fwd_cast(ad_tape *t, ad_node *n) { return ad_tensor_copy(&n->value, ad__in(t, n, 0)); }
 VJP(cast) { gx[0] = ad_cast(gy, ad__in(t, n, 0)->dtype); }
+JVP(cast) { return ad_cast(TX, n->value.dtype); }
 
 /* detach: y = x (shares x's data), with no gradient flowing back */
 ad_var ad_detach(ad_var x)

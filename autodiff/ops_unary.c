@@ -1,4 +1,5 @@
 /* ops_unary.c: elementwise unary ops and scalar variants; each forward beside its VJP. */
+#include "forward.h"
 #include "backward.h"
 #include "vmath.h"
 
@@ -125,6 +126,10 @@ static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad
 UNARY(add_scalar, v + c0, v + c0)
 ad_var ad_add_scalar(ad_var x, double c) { return unary(AD_OP_ADD_SCALAR, x, c, 0, ONE(add_scalar)); }
 VJP(add_scalar) { gx[0] = gy; }
+/* Tangent rules (forward.h): TX is the input's tangent; the Jacobian is diagonal, so each
+** rule is its VJP's formula with TX in place of gy. */
+#define TX tx[0]
+JVP(add_scalar) { return TX; }
 FAST_VJP(add_scalar)
 {
     ad__gpass(sw, n, 0, gy);
@@ -135,6 +140,7 @@ FAST_VJP(add_scalar)
 UNARY(mul_scalar, v *c0, v *c0)
 ad_var ad_mul_scalar(ad_var x, double c) { return unary(AD_OP_MUL_SCALAR, x, c, 0, ONE(mul_scalar)); }
 VJP(mul_scalar) { gx[0] = ad_mul_scalar(gy, n->attr.f[0]); }
+JVP(mul_scalar) { return ad_mul_scalar(TX, n->attr.f[0]); }
 FAST(mul_scalar, g * c0, g * c0)
 
 /* pow_scalar: y = x^p; VJP: gx = p * x^(p-1) * gy (0 for p = 0) */
@@ -145,75 +151,92 @@ VJP(pow_scalar)
     double p = n->attr.f[0];
     gx[0] = p == 0.0 ? ad__zeros_like(X) : ad_mul(gy, ad_mul_scalar(ad_pow_scalar(X, p - 1.0), p));
 }
+JVP(pow_scalar)
+{
+    double p = n->attr.f[0];
+    return p == 0.0 ? ad__zeros_like(X) : ad_mul(TX, ad_mul_scalar(ad_pow_scalar(X, p - 1.0), p));
+}
 
 /* neg: y = -x; VJP: gx = -gy */
 UNARY(neg, -v, -v)
 ad_var ad_neg(ad_var x) { return unary(AD_OP_NEG, x, 0, 0, ONE(neg)); }
 VJP(neg) { gx[0] = ad_neg(gy); }
+JVP(neg) { return ad_neg(TX); }
 FAST(neg, -g, -g)
 
 /* exp: y = e^x (F32: vmath.h, vectorized); VJP: gx = gy * y */
 UNARY(exp, exp(v), ad__vm_expf(v))
 ad_var ad_exp(ad_var x) { return unary(AD_OP_EXP, x, 0, 0, ONE(exp)); }
 VJP(exp) { gx[0] = ad_mul(gy, Y); }
+JVP(exp) { return ad_mul(TX, Y); }
 FAST(exp, g * y, g * y)
 
 /* log: y = ln x; VJP: gx = gy / x */
 UNARY(log, log(v), logf(v))
 ad_var ad_log(ad_var x) { return unary(AD_OP_LOG, x, 0, 0, ONE(log)); }
 VJP(log) { gx[0] = ad_div(gy, X); }
+JVP(log) { return ad_div(TX, X); }
 FAST(log, g / x, g / x)
 
 /* log1p: y = ln(1 + x); VJP: gx = gy / (1 + x) */
 UNARY(log1p, log1p(v), log1pf(v))
 ad_var ad_log1p(ad_var x) { return unary(AD_OP_LOG1P, x, 0, 0, ONE(log1p)); }
 VJP(log1p) { gx[0] = ad_div(gy, ad_add_scalar(X, 1.0)); }
+JVP(log1p) { return ad_div(TX, ad_add_scalar(X, 1.0)); }
 
 /* sqrt: y = sqrt(x); VJP: gx = gy / (2 y) */
 UNARY(sqrt, sqrt(v), sqrtf(v))
 ad_var ad_sqrt(ad_var x) { return unary(AD_OP_SQRT, x, 0, 0, ONE(sqrt)); }
 VJP(sqrt) { gx[0] = ad_div(ad_mul_scalar(gy, 0.5), Y); }
+JVP(sqrt) { return ad_div(ad_mul_scalar(TX, 0.5), Y); }
 FAST(sqrt, (g * 0.5) / y, (g * 0.5f) / y)
 
 /* square: y = x^2; VJP: gx = 2 x gy */
 UNARY(square, v *v, v *v)
 ad_var ad_square(ad_var x) { return unary(AD_OP_SQUARE, x, 0, 0, ONE(square)); }
 VJP(square) { gx[0] = ad_mul(gy, ad_mul_scalar(X, 2.0)); }
+JVP(square) { return ad_mul(TX, ad_mul_scalar(X, 2.0)); }
 FAST(square, g * (x * 2.0), g * (x * 2.0f))
 
 /* abs: y = |x|; VJP: gx = gy * sign(x) (0 at x = 0, as PyTorch) */
 UNARY(abs, fabs(v), fabsf(v))
 ad_var ad_abs(ad_var x) { return unary(AD_OP_ABS, x, 0, 0, ONE(abs)); }
 VJP(abs) { gx[0] = ad_mul(gy, ad_sign(X)); }
+JVP(abs) { return ad_mul(TX, ad_sign(X)); }
 
 /* sin: y = sin x; VJP: gx = gy cos x */
 UNARY(sin, sin(v), sinf(v))
 ad_var ad_sin(ad_var x) { return unary(AD_OP_SIN, x, 0, 0, ONE(sin)); }
 VJP(sin) { gx[0] = ad_mul(gy, ad_cos(X)); }
+JVP(sin) { return ad_mul(TX, ad_cos(X)); }
 FAST(sin, g * cos(x), g * cosf(x))
 
 /* cos: y = cos x; VJP: gx = -gy sin x */
 UNARY(cos, cos(v), cosf(v))
 ad_var ad_cos(ad_var x) { return unary(AD_OP_COS, x, 0, 0, ONE(cos)); }
 VJP(cos) { gx[0] = ad_neg(ad_mul(gy, ad_sin(X))); }
+JVP(cos) { return ad_neg(ad_mul(TX, ad_sin(X))); }
 FAST(cos, -(g * sin(x)), -(g * sinf(x)))
 
 /* tanh: y = tanh x (F32: vmath.h, vectorized); VJP: gx = gy (1 - y^2) */
 UNARY(tanh, tanh(v), ad__vm_tanhf(v))
 ad_var ad_tanh(ad_var x) { return unary(AD_OP_TANH, x, 0, 0, ONE(tanh)); }
 VJP(tanh) { gx[0] = ad_mul(gy, ad_add_scalar(ad_neg(ad_square(Y)), 1.0)); }
+JVP(tanh) { return ad_mul(TX, ad_add_scalar(ad_neg(ad_square(Y)), 1.0)); }
 FAST(tanh, g * (-(y * y) + 1.0), g * (-(y * y) + 1.0f))
 
 /* sigmoid: y = 1 / (1 + e^-x), F64 branching on the sign so exp never overflows (F32: vmath.h); VJP: gx = gy y (1 - y) */
 UNARY(sigmoid, v >= 0 ? 1.0 / (1.0 + exp(-v)) : exp(v) / (1.0 + exp(v)), ad__vm_sigmoidf(v))
 ad_var ad_sigmoid(ad_var x) { return unary(AD_OP_SIGMOID, x, 0, 0, ONE(sigmoid)); }
 VJP(sigmoid) { gx[0] = ad_mul(gy, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0))); }
+JVP(sigmoid) { return ad_mul(TX, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0))); }
 FAST(sigmoid, g * (y * (-y + 1.0)), g * (y * (-y + 1.0f)))
 
 /* relu: y = max(x, 0); VJP: gx = gy [x > 0] (0 at the kink, as PyTorch; the mask has no derivative) */
 UNARY(relu, v < 0 ? 0.0 : v, v < 0 ? 0.0f : v)
 ad_var ad_relu(ad_var x) { return unary(AD_OP_RELU, x, 0, 0, ONE(relu)); }
 VJP(relu) { gx[0] = ad_mul(gy, ad__step(X, 0.0, 1.0)); }
+JVP(relu) { return ad_mul(TX, ad__step(X, 0.0, 1.0)); }
 /* fast path: a select, which vectorizes (GCC does not if-convert the product);
 ** the same as gy [x > 0] for finite gy (an Inf or NaN gy gives 0 where x <= 0, as PyTorch) */
 FAST(relu, x > 0 ? g : 0.0, x > 0 ? g : 0.0f)
@@ -222,6 +245,7 @@ FAST(relu, x > 0 ? g : 0.0, x > 0 ? g : 0.0f)
 UNARY(leaky_relu, v > 0 ? v : c0 * v, v > 0 ? v : c0 * v)
 ad_var ad_leaky_relu(ad_var x, double slope) { return unary(AD_OP_LEAKY_RELU, x, slope, 0, ONE(leaky_relu)); }
 VJP(leaky_relu) { gx[0] = ad_mul(gy, ad__step(X, n->attr.f[0], 1.0)); }
+JVP(leaky_relu) { return ad_mul(TX, ad__step(X, n->attr.f[0], 1.0)); }
 FAST(leaky_relu, g * (x > 0 ? 1.0 : c0), g * (x > 0 ? 1.0f : c0))
 
 /* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : y + a) (a at the kink x = 0, as PyTorch) */
@@ -231,6 +255,10 @@ VJP(elu)
 {
     ad_var d = ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), ad_add_scalar(Y, n->attr.f[0])));
     gx[0] = ad_mul(gy, d);
+}
+JVP(elu)
+{
+    return ad_mul(TX, ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), ad_add_scalar(Y, n->attr.f[0]))));
 }
 
 /* gelu: y = x Phi(x) = x/2 erfc(-x/sqrt2); VJP: gx = gy (Phi(x) + x phi(x)) */
@@ -243,16 +271,25 @@ VJP(gelu)
     ad_var phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
     gx[0] = ad_mul(gy, ad_add(Phi, ad_mul(x, phi)));
 }
+JVP(gelu)
+{
+    ad_var x = X;
+    ad_var Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
+    ad_var phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
+    return ad_mul(TX, ad_add(Phi, ad_mul(x, phi)));
+}
 
 /* softplus: y = ln(1 + e^x), computed without overflow; VJP: gx = gy sigmoid(x) */
 UNARY(softplus, v > 0 ? v + log1p(exp(-v)) : log1p(exp(v)), v > 0 ? v + log1pf(expf(-v)) : log1pf(expf(v)))
 ad_var ad_softplus(ad_var x) { return unary(AD_OP_SOFTPLUS, x, 0, 0, ONE(softplus)); }
 VJP(softplus) { gx[0] = ad_mul(gy, ad_sigmoid(X)); }
+JVP(softplus) { return ad_mul(TX, ad_sigmoid(X)); }
 
 /* erf: y = erf x; VJP: gx = gy 2/sqrt(pi) e^(-x^2) */
 UNARY(erf, erf(v), erff(v))
 ad_var ad_erf(ad_var x) { return unary(AD_OP_ERF, x, 0, 0, ONE(erf)); }
 VJP(erf) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), TWO_INV_SQRT_PI)); }
+JVP(erf) { return ad_mul(TX, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), TWO_INV_SQRT_PI)); }
 
 /* clamp: y = min(max(x, lo), hi); VJP: gx = gy [lo <= x <= hi] (bounds inclusive, as PyTorch) */
 UNARY(clamp, v < c0 ? c0 : (v > c1 ? c1 : v), v < c0 ? c0 : (v > c1 ? c1 : v))
@@ -265,6 +302,7 @@ ad_var ad_clamp(ad_var x, double lo, double hi)
     return unary(AD_OP_CLAMP, x, lo, hi, ONE(clamp));
 }
 VJP(clamp) { gx[0] = ad_mul(gy, ad__inrange(X, n->attr.f[0], n->attr.f[1])); }
+JVP(clamp) { return ad_mul(TX, ad__inrange(X, n->attr.f[0], n->attr.f[1])); }
 
 /* ---- masks: not differentiable ---- */
 

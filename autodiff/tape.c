@@ -102,6 +102,8 @@ ad_mark ad__tape_mark(const ad_tape *t)
 void ad__tape_rewind(ad_tape *t, ad_mark m)
 {
     t->count = m.count;
+    if (t->rec_marked && t->rec_count > m.count) t->rec_marked = false; /* the recording's end is gone */
+    while (t->nbranches && ad__branch_pos(t, t->nbranches - 1) > m.count) t->nbranches--;
     t->cur = m.block ? m.block : t->blocks;
     if (t->cur) t->cur->used = m.block ? m.used : 0;
 }
@@ -127,6 +129,7 @@ void ad_tape_free(ad_tape *t)
     ad__free(t->chunks);
     ad__free(t->params);
     ad__free(t->borrowed);
+    ad__free(t->branches);
     arena_free_all(t);
     ad__free(t);
 }
@@ -137,6 +140,8 @@ void ad_tape_reset(ad_tape *t)
     t->count = 0;
     t->nparams = 0;
     t->nborrowed = 0;
+    t->nbranches = 0;
+    t->rec_marked = false;
     t->gen++;
     t->status = AD_OK;
     t->msg[0] = '\0';

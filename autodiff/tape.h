@@ -73,6 +73,14 @@ struct ad_tape {
     uint32_t nparams, params_cap; /* (the array is kept across resets) */
     uint32_t *borrowed; /* ids of the leaves, params and consts over a caller's tensor (version checks) */
     uint32_t nborrowed, borrowed_cap;
+    /* replay (replay.c): where the recording ended, set by the first backward pass or
+    ** tangent sweep since the reset, and the comparisons ad_branch recorded */
+    bool rec_marked;
+    uint32_t rec_count;
+    struct ad_arena_block *rec_block;
+    size_t rec_used;
+    struct ad_branch *branches; /* (the array is kept across resets) */
+    uint32_t nbranches, branches_cap;
     char msg[320];
 };
 
@@ -109,6 +117,18 @@ typedef struct ad_mark {
 } ad_mark;
 AD_INTERNAL ad_mark ad__tape_mark(const ad_tape *t);
 AD_INTERNAL void ad__tape_rewind(ad_tape *t, ad_mark m);
+/* The tape's length when ad_branch recorded comparison i (replay.c). */
+AD_INTERNAL uint32_t ad__branch_pos(const ad_tape *t, uint32_t i);
+/* Notes where the recording ends (once per reset): ad_tape_replay recomputes the
+** nodes before it and drops those after (a backward pass's, a tangent sweep's). */
+static inline void ad__replay_mark_end(ad_tape *t)
+{
+    if (t->rec_marked) return;
+    t->rec_marked = true;
+    t->rec_count = t->count;
+    t->rec_block = t->cur;
+    t->rec_used = t->cur ? t->cur->used : 0;
+}
 
 /* Validates op inputs: same live tape, current handles, no error yet. On false
 ** the var to return is ad__invalid(*t) (*t may be NULL). */
