@@ -212,10 +212,20 @@ static AD_ALWAYS_INLINE bool fast_binary(ad_sweep *sw, const ad_node *n, const a
     return true;
 }
 
+/* (one element of one dtype: the one-element formula, as the front end computes it; a
+** replay of a scalar graph runs through here) */
 #define FWD(op)                                                                                          \
     ad_status ad__fwd_##op(ad_tape *t, ad_node *n)                                                       \
     {                                                                                                    \
-        drive(&n->value, ad__in(t, n, 0), ad__in(t, n, 1), op##_f64, op##_f32);                          \
+        const ad_tensor *a = ad__in(t, n, 0), *b = ad__in(t, n, 1);                                      \
+        if (n->value.size == 1 && a->size == 1 && b->size == 1 && a->dtype == b->dtype) {                \
+            if (a->dtype == AD_F64)                                                                      \
+                *(double *)n->value.data = op##_one64(*(const double *)a->data, *(const double *)b->data); \
+            else                                                                                         \
+                *(float *)n->value.data = op##_one32(*(const float *)a->data, *(const float *)b->data);  \
+            return AD_OK;                                                                                \
+        }                                                                                                \
+        drive(&n->value, a, b, op##_f64, op##_f32);                                                      \
         return AD_OK;                                                                                    \
     }
 

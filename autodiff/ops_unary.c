@@ -37,6 +37,10 @@
     AD_CLONES ad_status ad__fwd_##name(ad_tape *t, ad_node *n)                                           \
     {                                                                                                    \
         const ad_tensor *x = ad__in(t, n, 0);                                                            \
+        if (x->size == 1 && x->dtype == AD_F64) { /* one element (a replayed scalar graph) */            \
+            *(double *)n->value.data = name##_one64(*(const double *)x->data, n->attr.f[0], n->attr.f[1]); \
+            return AD_OK;                                                                                \
+        }                                                                                                \
         if (x->dtype == AD_F64)                                                                          \
             name##_f64(n->value.data, x->data, x->size, n->attr.f[0], n->attr.f[1]);                     \
         else                                                                                             \
