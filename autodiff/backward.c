@@ -411,13 +411,24 @@ static ad_status sweep(ad_tape *t, const sweep_args *a)
     return (a->flags & AD_CREATE_GRAPH) ? sweep_graph(t, a) : sweep_fast(t, a);
 }
 
+/* Whether a seed of the output's dtype and shape; records the error otherwise. */
+static bool seed_fits(ad_tape *t, const char *op, const ad_tensor *seed, const ad_tensor *vy)
+{
+    if (seed->dtype == vy->dtype && ad_shape_equal(seed, vy)) return true;
+    char s1[96], s2[96];
+    ad__fail(t, seed->dtype != vy->dtype ? AD_ERR_DTYPE : AD_ERR_SHAPE, "%s: seed %s %s does not match output %s %s",
+             op, ad_shape_str(seed->ndim, seed->shape, s1, 96), ad_dtype_name(seed->dtype),
+             ad_shape_str(vy->ndim, vy->shape, s2, 96), ad_dtype_name(vy->dtype));
+    return false;
+}
+
 /* A seed var in the arena: a copy of `seed`, or ones when seed is NULL. */
 static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *seed)
 {
     const ad_tensor *vy = ad__val(y);
-    char s1[96], s2[96];
     if (!seed) {
         if (vy->size != 1) {
+            char s1[96];
             ad__fail(t, AD_ERR_SHAPE, "%s: output %s has %lld elements; pass a seed (dL/dy) for non-scalar outputs",
                      op, ad_shape_str(vy->ndim, vy->shape, s1, 96), (long long)vy->size);
             return ad__invalid(t);
@@ -426,12 +437,7 @@ static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *s
         if (one.id != AD_NO_NODE) ad__node(t, one.id)->flags |= AD_NODE_BACKWARD;
         return one;
     }
-    if (seed->dtype != vy->dtype || !ad_shape_equal(seed, vy)) {
-        ad__fail(t, seed->dtype != vy->dtype ? AD_ERR_DTYPE : AD_ERR_SHAPE,
-                 "%s: seed %s %s does not match output %s %s", op, ad_shape_str(seed->ndim, seed->shape, s1, 96),
-                 ad_dtype_name(seed->dtype), ad_shape_str(vy->ndim, vy->shape, s2, 96), ad_dtype_name(vy->dtype));
-        return ad__invalid(t);
-    }
+    if (!seed_fits(t, op, seed, vy)) return ad__invalid(t);
     ad_var s = ad_full(t, vy->dtype, vy->ndim, vy->shape, 0.0);
     if (s.id == AD_NO_NODE) return s;
     ad__node(t, s.id)->flags |= AD_NODE_BACKWARD; /* part of the backward pass (DOT, fingerprint) */
@@ -470,14 +476,7 @@ static ad_status gradients(const char *op, ad_var y, ad_var seed, bool has_seed,
     if (n > 0 && !ad__begin(op, n, xs, &t)) return t->status ? t->status : AD_ERR_ARG;
     if (has_seed) {
         if (!ad__begin(op, 1, &seed, &t)) return t->status ? t->status : AD_ERR_ARG;
-        const ad_tensor *vs = ad__val(seed), *vy = ad__val(y);
-        if (vs->dtype != vy->dtype || !ad_shape_equal(vs, vy)) {
-            char s1[96], s2[96];
-            ad__fail(t, vs->dtype != vy->dtype ? AD_ERR_DTYPE : AD_ERR_SHAPE,
-                     "%s: seed %s %s does not match output %s %s", op, ad_shape_str(vs->ndim, vs->shape, s1, 96),
-                     ad_dtype_name(vs->dtype), ad_shape_str(vy->ndim, vy->shape, s2, 96), ad_dtype_name(vy->dtype));
-            return t->status;
-        }
+        if (!seed_fits(t, op, ad__val(seed), ad__val(y))) return t->status;
     } else {
         seed = make_seed(t, op, y, NULL);
         if (seed.id == AD_NO_NODE) return t->status;

@@ -74,7 +74,7 @@ static const ad__gemm_kernel k_f64_generic = {"generic", 4,    4, 128, 128, 2048
 
 #ifdef AD_GEMM_X86
 
-/* The SIMD kernels (gemm_simd.inc) over each ISA's vector types: the tile is MR rows of NV vectors. */
+/* The SIMD kernels (gemm_simd.inc) over each ISA's vector types: the tile is MR rows of two vectors. */
 #define T_AVX512 __attribute__((target("avx512f,fma")))
 #define T_AVX2 __attribute__((target("avx2,fma")))
 
@@ -82,110 +82,33 @@ static const ad__gemm_kernel k_f64_generic = {"generic", 4,    4, 128, 128, 2048
 #define TARGET T_AVX512
 #define T float
 #define V __m512
-#define W 16
 #define MR 12
-#define NV 2
-#define LOAD _mm512_loadu_ps
-#define STORE _mm512_storeu_ps
-#define SET1 _mm512_set1_ps
-#define FMA _mm512_fmadd_ps
-#define MUL _mm512_mul_ps
-#define ZERO _mm512_setzero_ps
+#define VOP(op) _mm512_##op##_ps
 #include "gemm_simd.inc"
-#undef K
-#undef TARGET
-#undef T
-#undef V
-#undef W
-#undef MR
-#undef NV
-#undef LOAD
-#undef STORE
-#undef SET1
-#undef FMA
-#undef MUL
-#undef ZERO
+
 #define K(name) name##_f64_avx512
 #define TARGET T_AVX512
 #define T double
 #define V __m512d
-#define W 8
 #define MR 12
-#define NV 2
-#define LOAD _mm512_loadu_pd
-#define STORE _mm512_storeu_pd
-#define SET1 _mm512_set1_pd
-#define FMA _mm512_fmadd_pd
-#define MUL _mm512_mul_pd
-#define ZERO _mm512_setzero_pd
+#define VOP(op) _mm512_##op##_pd
 #include "gemm_simd.inc"
-#undef K
-#undef TARGET
-#undef T
-#undef V
-#undef W
-#undef MR
-#undef NV
-#undef LOAD
-#undef STORE
-#undef SET1
-#undef FMA
-#undef MUL
-#undef ZERO
+
 #define K(name) name##_f32_avx2
 #define TARGET T_AVX2
 #define T float
 #define V __m256
-#define W 8
 #define MR 6
-#define NV 2
-#define LOAD _mm256_loadu_ps
-#define STORE _mm256_storeu_ps
-#define SET1 _mm256_set1_ps
-#define FMA _mm256_fmadd_ps
-#define MUL _mm256_mul_ps
-#define ZERO _mm256_setzero_ps
+#define VOP(op) _mm256_##op##_ps
 #include "gemm_simd.inc"
-#undef K
-#undef TARGET
-#undef T
-#undef V
-#undef W
-#undef MR
-#undef NV
-#undef LOAD
-#undef STORE
-#undef SET1
-#undef FMA
-#undef MUL
-#undef ZERO
+
 #define K(name) name##_f64_avx2
 #define TARGET T_AVX2
 #define T double
 #define V __m256d
-#define W 4
 #define MR 6
-#define NV 2
-#define LOAD _mm256_loadu_pd
-#define STORE _mm256_storeu_pd
-#define SET1 _mm256_set1_pd
-#define FMA _mm256_fmadd_pd
-#define MUL _mm256_mul_pd
-#define ZERO _mm256_setzero_pd
+#define VOP(op) _mm256_##op##_pd
 #include "gemm_simd.inc"
-#undef K
-#undef TARGET
-#undef T
-#undef V
-#undef W
-#undef MR
-#undef NV
-#undef LOAD
-#undef STORE
-#undef SET1
-#undef FMA
-#undef MUL
-#undef ZERO
 
 static const ad__gemm_kernel k_f32_avx512 = {"avx512",       12,   32, 144, 256, 4096, ukr_f32_avx512, NULL,
                                              dot_f32_avx512, NULL, axpy_f32_avx512, NULL};

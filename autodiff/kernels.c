@@ -55,13 +55,7 @@ void ad__bcast_strides(const ad_tensor *in, int ndim, const int64_t *shape, int6
             } else {                                                                                     \
                 memcpy(d + o, s + off, (size_t)inner * sizeof(T));                                       \
             }                                                                                            \
-            /* advance the outer odometer, keeping the source offset */                                  \
-            for (int dd = last - 1; dd >= 0; dd--) {                                                     \
-                off += st[dd];                                                                           \
-                if (++idx[dd] < dst->shape[dd]) break;                                                   \
-                off -= st[dd] * dst->shape[dd];                                                          \
-                idx[dd] = 0;                                                                             \
-            }                                                                                            \
+            ad__odometer_next(last, dst->shape, idx, 1, &st, &off); /* the outer dims, src's offset */   \
         }                                                                                                \
     }
 BCAST_COPY(double)
@@ -110,12 +104,7 @@ void ad__broadcast_copy(ad_tensor *dst, const ad_tensor *src)
                 const T *restrict sr = s + o;                                                            \
                 for (int64_t k = 0; k < inner; k++) dr[k] += sr[k];                                      \
             }                                                                                            \
-            for (int dd = last - 1; dd >= 0; dd--) {                                                     \
-                off += st[dd];                                                                           \
-                if (++idx[dd] < src->shape[dd]) break;                                                   \
-                off -= st[dd] * src->shape[dd];                                                          \
-                idx[dd] = 0;                                                                             \
-            }                                                                                            \
+            ad__odometer_next(last, src->shape, idx, 1, &st, &off); /* the outer dims, dst's offset */   \
         }                                                                                                \
     }
 SUM_TO(double)

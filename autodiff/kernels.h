@@ -26,14 +26,18 @@ AD_INTERNAL ad_status ad__gemm_f64(bool ta, bool tb, int64_t m, int64_t n, int64
                                    const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
                                    double *c, int64_t ldc);
 
-/* Iterates a shape with an odometer: advance idx (row-major), returns false at the end. */
-static inline bool ad__next_index(int ndim, const int64_t *shape, int64_t *idx)
+/* One step of an odometer over the dims [0, nd) of shape: idx moves to the next index in
+** row-major order (back to all zeros after the last), and each of the k offsets off[j] by the
+** element strides st[j][d] of the dims that change. Inlined: with k constant its loops unroll. */
+static AD_ALWAYS_INLINE void ad__odometer_next(int nd, const int64_t *shape, int64_t *idx, int k,
+                                               const int64_t *const *st, int64_t *off)
 {
-    for (int d = ndim - 1; d >= 0; d--) {
-        if (++idx[d] < shape[d]) return true;
+    for (int d = nd - 1; d >= 0; d--) {
+        for (int j = 0; j < k; j++) off[j] += st[j][d];
+        if (++idx[d] < shape[d]) return;
+        for (int j = 0; j < k; j++) off[j] -= st[j][d] * shape[d];
         idx[d] = 0;
     }
-    return false;
 }
 
 #endif

@@ -77,17 +77,10 @@ static void drive(ad_tensor *y, const ad_tensor *a, const ad_tensor *b, inner_f6
     ad__bcast_strides(a, y->ndim, y->shape, sa);
     ad__bcast_strides(b, y->ndim, y->shape, sb);
     int last = y->ndim - 1;
-    int64_t inner = y->shape[last], oa = 0, ob = 0;
+    int64_t inner = y->shape[last], off[2] = {0, 0}; /* a's and b's */
     for (int64_t o = 0; o < y->size; o += inner) {
-        CALL(o, oa, sa[last], ob, sb[last], inner);
-        for (int d = last - 1; d >= 0; d--) {
-            oa += sa[d];
-            ob += sb[d];
-            if (++idx[d] < y->shape[d]) break;
-            oa -= sa[d] * y->shape[d];
-            ob -= sb[d] * y->shape[d];
-            idx[d] = 0;
-        }
+        CALL(o, off[0], sa[last], off[1], sb[last], inner);
+        ad__odometer_next(last, y->shape, idx, 2, (const int64_t *const[]){sa, sb}, off);
     }
 #undef CALL
 }

@@ -105,14 +105,10 @@ ad_status ad__fwd_matmul(ad_tape *t, ad_node *n)
             st = ad__gemm_f32(ta, tb, m, nn, k, 1.0f, (const float *)a->data + oa * sa_mat, lda,
                               (const float *)b->data + ob * sb_mat, ldb, 0.0f, (float *)y->data + bi * m * nn, nn);
         if (st != AD_OK) return st;
-        for (int d = nb - 1; d >= 0; d--) {
-            oa += sa[d];
-            ob += sb[d];
-            if (++idx[d] < y->shape[d]) break;
-            oa -= sa[d] * y->shape[d];
-            ob -= sb[d] * y->shape[d];
-            idx[d] = 0;
-        }
+        int64_t off[2] = {oa, ob};
+        ad__odometer_next(nb, y->shape, idx, 2, (const int64_t *const[]){sa, sb}, off);
+        oa = off[0];
+        ob = off[1];
     }
     return AD_OK;
 }

@@ -43,14 +43,10 @@ ad_var ad_where(ad_var cond, ad_var a, ad_var b)
         const T *pa = a->data, *pb = b->data;                                                            \
         T *py = y->data;                                                                                 \
         for (int64_t i = 0; i < y->size; i++) {                                                          \
-            double cv = c->dtype == AD_F64 ? ((const double *)c->data)[oc] : ((const float *)c->data)[oc]; \
-            py[i] = cv != 0 ? pa[oa] : pb[ob];                                                           \
-            for (int d = y->ndim - 1; d >= 0; d--) {                                                     \
-                oc += sc[d], oa += sa[d], ob += sb[d];                                                   \
-                if (++idx[d] < y->shape[d]) break;                                                       \
-                oc -= sc[d] * y->shape[d], oa -= sa[d] * y->shape[d], ob -= sb[d] * y->shape[d];         \
-                idx[d] = 0;                                                                              \
-            }                                                                                            \
+            double cv = c->dtype == AD_F64 ? ((const double *)c->data)[off[0]]                           \
+                                           : ((const float *)c->data)[off[0]];                           \
+            py[i] = cv != 0 ? pa[off[1]] : pb[off[2]];                                                   \
+            ad__odometer_next(y->ndim, y->shape, idx, 3, (const int64_t *const[]){sc, sa, sb}, off);      \
         }                                                                                                \
     } while (0)
 
@@ -59,7 +55,7 @@ ad_status ad__fwd_where(ad_tape *t, ad_node *n)
     const ad_tensor *c = ad__in(t, n, 0), *a = ad__in(t, n, 1), *b = ad__in(t, n, 2);
     ad_tensor *y = &n->value;
     int64_t sc[AD_MAX_DIMS], sa[AD_MAX_DIMS], sb[AD_MAX_DIMS], idx[AD_MAX_DIMS] = {0};
-    int64_t oc = 0, oa = 0, ob = 0;
+    int64_t off[3] = {0, 0, 0}; /* cond's, a's and b's */
     ad__bcast_strides(c, y->ndim, y->shape, sc);
     ad__bcast_strides(a, y->ndim, y->shape, sa);
     ad__bcast_strides(b, y->ndim, y->shape, sb);

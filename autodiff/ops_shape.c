@@ -54,12 +54,7 @@ ad_var ad_transpose(ad_var x, int ax0, int ax1)
         int64_t idx[AD_MAX_DIMS] = {0}, off = 0;                                                         \
         for (int64_t i = 0; i < y->size; i++) {                                                          \
             d[i] = s[off];                                                                               \
-            for (int k = y->ndim - 1; k >= 0; k--) {                                                     \
-                off += st[k];                                                                            \
-                if (++idx[k] < y->shape[k]) break;                                                       \
-                off -= st[k] * y->shape[k];                                                              \
-                idx[k] = 0;                                                                              \
-            }                                                                                            \
+            ad__odometer_next(y->ndim, y->shape, idx, 1, (const int64_t *const[]){st}, &off);             \
         }                                                                                                \
     } while (0)
 
@@ -149,25 +144,48 @@ FAST_VJP(reshape)
 
 /* ---- broadcast_to and its adjoint, sum_to ---- */
 
+/* Whether shape `from` broadcasts to shape `to` as it is (NumPy's rules, `to` unchanged); false
+** for an invalid shape. */
+static bool broadcasts(int nfrom, const int64_t *from, int nto, const int64_t *to)
+{
+    int64_t size, out[AD_MAX_DIMS];
+    int nout;
+    if (!ad__shape_size(nfrom, from, &size) || !ad__shape_size(nto, to, &size) || nfrom > nto ||
+        !ad__broadcast_shape(nfrom, from, nto, to, &nout, out))
+        return false;
+    for (int i = 0; i < nout; i++)
+        if (out[i] != to[i]) return false;
+    return true;
+}
+
+/* A caller's shape argument in an error message, or "(bad shape)" where it cannot be printed. */
+static const char *shape_arg(int ndim, const int64_t *shape, char *buf)
+{
+    return ndim >= 0 && ndim <= AD_MAX_DIMS && (ndim == 0 || shape) ? ad_shape_str(ndim, shape, buf, 96) : "(bad shape)";
+}
+
+/* The front end of both: x's shape broadcasts to `shape` (broadcast_to), or `shape` to x's (sum_to). */
+static ad_var broadcast_front(ad_op op, ad_var x, int ndim, const int64_t *shape)
+{
+    ad_tape *t;
+    if (!ad__begin(ad__ops[op].name, 1, &x, &t)) return ad__invalid(t);
+    const ad_tensor *v = ad__val(x);
+    bool expand = op == AD_OP_BROADCAST_TO;
+    if (expand ? !broadcasts(v->ndim, v->shape, ndim, shape) : !broadcasts(ndim, shape, v->ndim, v->shape)) {
+        char s1[96], s2[96];
+        if (expand)
+            ad__fail(t, AD_ERR_SHAPE, "ad_broadcast_to: cannot broadcast %s to %s", shp(v, s1), shape_arg(ndim, shape, s2));
+        else
+            ad__fail(t, AD_ERR_SHAPE, "ad_sum_to: %s does not broadcast to %s", shape_arg(ndim, shape, s1), shp(v, s2));
+        return ad__invalid(t);
+    }
+    return ad__emit(t, op, 1, &x, v->dtype, ndim, shape, NULL);
+}
+
 /* broadcast_to: y = x repeated along broadcast axes; VJP: gx = sum_to(gy, shape of x) */
 ad_var ad_broadcast_to(ad_var x, int ndim, const int64_t *shape)
 {
-    ad_tape *t;
-    if (!ad__begin("ad_broadcast_to", 1, &x, &t)) return ad__invalid(t);
-    const ad_tensor *v = ad__val(x);
-    int64_t size, out[AD_MAX_DIMS];
-    int nout;
-    bool ok = ad__shape_size(ndim, shape, &size) && ndim >= v->ndim &&
-              ad__broadcast_shape(v->ndim, v->shape, ndim, shape, &nout, out);
-    for (int i = 0; ok && i < nout; i++) ok = out[i] == shape[i];
-    if (!ok) {
-        char s1[96], s2[96];
-        ad__fail(t, AD_ERR_SHAPE, "ad_broadcast_to: cannot broadcast %s to %s", shp(v, s1),
-                 ndim >= 0 && ndim <= AD_MAX_DIMS && (ndim == 0 || shape) ? ad_shape_str(ndim, shape, s2, 96)
-                                                                           : "(bad shape)");
-        return ad__invalid(t);
-    }
-    return ad__emit(t, AD_OP_BROADCAST_TO, 1, &x, v->dtype, ndim, shape, NULL);
+    return broadcast_front(AD_OP_BROADCAST_TO, x, ndim, shape);
 }
 ad_status ad__fwd_broadcast_to(ad_tape *t, ad_node *n)
 {
@@ -182,24 +200,7 @@ VJP(broadcast_to)
 JVP(broadcast_to) { return ad_broadcast_to(TX, n->value.ndim, n->value.shape); }
 
 /* sum_to: y = x summed over the axes along which `shape` broadcasts to x; VJP: gx = broadcast(gy) */
-ad_var ad_sum_to(ad_var x, int ndim, const int64_t *shape)
-{
-    ad_tape *t;
-    if (!ad__begin("ad_sum_to", 1, &x, &t)) return ad__invalid(t);
-    const ad_tensor *v = ad__val(x);
-    int64_t size, out[AD_MAX_DIMS];
-    int nout;
-    bool ok = ad__shape_size(ndim, shape, &size) && ndim <= v->ndim &&
-              ad__broadcast_shape(v->ndim, v->shape, ndim, shape, &nout, out);
-    for (int i = 0; ok && i < nout; i++) ok = out[i] == v->shape[i];
-    if (!ok) {
-        char s1[96], s2[96];
-        ad__fail(t, AD_ERR_SHAPE, "ad_sum_to: %s does not broadcast to %s", ndim >= 0 && ndim <= AD_MAX_DIMS && (ndim == 0 || shape) ? ad_shape_str(ndim, shape, s1, sizeof s1) : "(bad shape)",
-                 ad_shape_str(v->ndim, v->shape, s2, sizeof s2));
-        return ad__invalid(t);
-    }
-    return ad__emit(t, AD_OP_SUM_TO, 1, &x, v->dtype, ndim, shape, NULL);
-}
+ad_var ad_sum_to(ad_var x, int ndim, const int64_t *shape) { return broadcast_front(AD_OP_SUM_TO, x, ndim, shape); }
 ad_status ad__fwd_sum_to(ad_tape *t, ad_node *n)
 {
     ad__sum_to_kernel(&n->value, ad__in(t, n, 0));

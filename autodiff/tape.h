@@ -6,7 +6,9 @@
 
 /* ---- the op enum, from the op list ---- */
 
-/* ops.def's readers: the test row (the first column past fast), and grad's value as a bool. */
+/* ops.def's readers: the test row (the first column past fast; it is macro-expanded before it is
+** picked, so a reader's row macros keep the commas of their expansion inside parentheses), and
+** grad's value as a bool. */
 #define AD_FIRST(a, ...) a
 #define AD_TEST_ROW(...) AD_FIRST(__VA_ARGS__, ~)
 #define AD_GRAD_GRAD true

@@ -109,24 +109,26 @@ static const fcase cases[] = {
     {"empty matmul", f_mm, {3, 0}, {0, 2}, 2, 2, -1, 1},
 };
 
-/* dL/da and dL/db for L = sum(f(a, b) * w), with flags. */
-static void grads(const fcase *c, ad_dtype dt, unsigned flags, ad_tensor **ga, ad_tensor **gb)
+/* dL/da and dL/db for L = sum(f(a, b) * w), with flags, f's inputs the F64 values a and b in dtype dt
+** (freed here); f is fn (ctx NULL) or, with row set, the row's op. */
+static void grads_of(const char *name, fn2 fn, const op_row *row, ad_tensor *a, ad_tensor *b, ad_dtype dt,
+                     unsigned flags, ad_tensor **ga, ad_tensor **gb)
 {
     ad_tape *t = ad_tape_new();
     ck_assert_ptr_nonnull(t);
-    ad_tensor *a = tu_rand(AD_F64, c->na, c->sa, c->lo, c->hi, 11), *b = tu_rand(AD_F64, c->nb, c->sb, c->lo, c->hi, 12);
     ad_tensor *a2 = ad_tensor_new(dt, a->ndim, a->shape), *b2 = ad_tensor_new(dt, b->ndim, b->shape);
     ad_tensor_copy(a2, a);
     ad_tensor_copy(b2, b);
     ad_var va = ad_leaf(t, a2), vb = ad_leaf(t, b2);
-    ad_var y = c->f(va, vb);
+    ad_var y = row ? op_row_build(row, va, vb) : fn(va, vb);
     const ad_tensor *vy = ad_value(y);
-    ck_assert_msg(vy != NULL, "%s: %s", c->name, ad_tape_error(t));
+    ck_assert_msg(vy != NULL, "%s: %s", name, ad_tape_error(t));
+    if (row) ck_assert_msg(ad__node(t, y.id)->op == row->op, "%s: the row's build does not record the op", name);
     ad_tensor *w = tu_rand(AD_F64, vy->ndim, vy->shape, -1, 1, 13), *w2 = ad_tensor_new(dt, vy->ndim, vy->shape);
     ad_tensor_copy(w2, w);
     ad_var l = ad_sum(ad_mul(y, ad_const(t, w2)));
     ad_var g[2];
-    ck_assert_msg(ad_gradients(l, 2, (ad_var[]){va, vb}, g, flags) == AD_OK, "%s: %s", c->name, ad_tape_error(t));
+    ck_assert_msg(ad_gradients(l, 2, (ad_var[]){va, vb}, g, flags) == AD_OK, "%s: %s", name, ad_tape_error(t));
     *ga = ad_tensor_clone(ad_value(g[0]));
     *gb = ad_tensor_clone(ad_value(g[1]));
     ck_assert_ptr_nonnull(*ga);
@@ -138,6 +140,13 @@ static void grads(const fcase *c, ad_dtype dt, unsigned flags, ad_tensor **ga, a
     ad_tensor_free(w);
     ad_tensor_free(w2);
     ad_tape_free(t);
+}
+
+/* The case's gradients. */
+static void grads(const fcase *c, ad_dtype dt, unsigned flags, ad_tensor **ga, ad_tensor **gb)
+{
+    ad_tensor *a = tu_rand(AD_F64, c->na, c->sa, c->lo, c->hi, 11), *b = tu_rand(AD_F64, c->nb, c->sb, c->lo, c->hi, 12);
+    grads_of(c->name, c->f, NULL, a, b, dt, flags, ga, gb);
 }
 
 static void agree(const char *name, const ad_tensor *x, const ad_tensor *y, double rtol)
@@ -167,39 +176,15 @@ START_TEST(fast_matches_recorded)
 }
 END_TEST
 
-/* dL/d(inputs) for L = sum(op(a, b) * w), op from its ops.def row, inputs shaped sa, sb, with flags. */
+/* The gradients of the row's op, its inputs shaped sa, sb in the row's ranges. */
 static void row_grads(const op_row *row, int na, const int64_t *sa, int nb, const int64_t *sb, ad_dtype dt,
                       unsigned flags, ad_tensor **ga, ad_tensor **gb)
 {
-    ad_tape *t = ad_tape_new();
-    ck_assert_ptr_nonnull(t);
     bool binary = row->kind == ROW_BINARY;
     ad_tensor *a = row->away ? tu_rand_away(na, sa, row->lo, row->hi, 21) : tu_rand(AD_F64, na, sa, row->lo, row->hi, 21);
     ad_tensor *b = row->baway ? tu_rand_away(nb, sb, row->blo, row->bhi, 22)
                               : tu_rand(AD_F64, nb, sb, binary ? row->blo : -1, binary ? row->bhi : 1, 22);
-    ad_tensor *a2 = ad_tensor_new(dt, a->ndim, a->shape), *b2 = ad_tensor_new(dt, b->ndim, b->shape);
-    ad_tensor_copy(a2, a);
-    ad_tensor_copy(b2, b);
-    ad_var va = ad_leaf(t, a2), vb = ad_leaf(t, b2);
-    ad_var y = op_row_build(row, va, vb);
-    const ad_tensor *vy = ad_value(y);
-    const char *name = ad__ops[row->op].name;
-    ck_assert_msg(vy != NULL, "%s: %s", name, ad_tape_error(t));
-    ck_assert_msg(ad__node(t, y.id)->op == row->op, "%s: the row's build does not record the op", name);
-    ad_tensor *w = tu_rand(dt, vy->ndim, vy->shape, -1, 1, 23);
-    ad_var l = ad_sum(ad_mul(y, ad_const(t, w)));
-    ad_var g[2];
-    ck_assert_msg(ad_gradients(l, 2, (ad_var[]){va, vb}, g, flags) == AD_OK, "%s: %s", name, ad_tape_error(t));
-    *ga = ad_tensor_clone(ad_value(g[0]));
-    *gb = ad_tensor_clone(ad_value(g[1]));
-    ck_assert_ptr_nonnull(*ga);
-    ck_assert_ptr_nonnull(*gb);
-    ad_tensor_free(a);
-    ad_tensor_free(b);
-    ad_tensor_free(a2);
-    ad_tensor_free(b2);
-    ad_tensor_free(w);
-    ad_tape_free(t);
+    grads_of(ad__ops[row->op].name, NULL, row, a, b, dt, flags, ga, gb);
 }
 
 /* Every elementwise op marked FAST in ops.def: its fast VJP against its recorded one, on same-shape

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_io_util.h"
 #include "test_ops.h"
 
 /*
@@ -378,18 +379,8 @@ static char *source_text(const char *path)
     ck_assert_msg(root != NULL, "AD_SOURCE_ROOT is not set (meson test sets it)");
     char full[4096];
     snprintf(full, sizeof full, "%s/%s", root, path);
-    FILE *f = fopen(full, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", full);
-    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    ck_assert_int_ge(n, 0);
-    rewind(f);
-    char *text = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(text);
-    ck_assert_int_eq(fread(text, 1, (size_t)n, f), (size_t)n);
-    text[n] = '\0';
-    fclose(f);
-    return text;
+    size_t n;
+    return (char *)tio_read(full, &n);
 }
 
 static bool ident_char(char c) { return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }

@@ -34,33 +34,52 @@ typedef struct op_row {
 #define ROW_ORDER2_AS_IS false
 #define ROW_ORDER2_SQUARED true
 
-/* op's row (kind ROW_CUSTOM for a hand-tested op). */
-static inline op_row op_row_of(ad_op op)
+/* What op_row_switch does with op's row: fill in the row, build the op on vars, or compute the
+** reference value. */
+typedef enum op_row_mode { ROW_FILL, ROW_BUILD, ROW_REF } op_row_mode;
+
+/* Sets a row's fields: v holds p[0], p[1], lo, hi, blo, bhi. */
+static inline void row_set(op_row *row, op_row_kind kind, const double *v, bool away, bool baway, bool squared)
 {
-    op_row r = {op, ROW_CUSTOM, {0, 0}, 0, 0, false, 0, 0, false, false, false};
-    switch (op) {
-#define UNARY(build, ref, p0, p1, lo_, hi_, domain, order2)                                                            \
-    r.kind = ROW_UNARY;                                                                                                \
-    r.p[0] = p0;                                                                                                       \
-    r.p[1] = p1;                                                                                                       \
-    r.lo = lo_;                                                                                                        \
-    r.hi = hi_;                                                                                                        \
-    r.away = ROW_DOMAIN_##domain;                                                                                      \
-    r.squared = ROW_ORDER2_##order2;                                                                                   \
-    break;
-#define BINARY(build, ref, alo, ahi, blo_, bhi_, bdomain, order2)                                                      \
-    r.kind = ROW_BINARY;                                                                                               \
-    r.lo = alo;                                                                                                        \
-    r.hi = ahi;                                                                                                        \
-    r.blo = blo_;                                                                                                      \
-    r.bhi = bhi_;                                                                                                      \
-    r.baway = ROW_DOMAIN_##bdomain;                                                                                    \
-    r.squared = ROW_ORDER2_##order2;                                                                                   \
-    break;
+    row->kind = kind;
+    row->p[0] = v[0];
+    row->p[1] = v[1];
+    row->lo = v[2];
+    row->hi = v[3];
+    row->blo = v[4];
+    row->bhi = v[5];
+    row->away = away;
+    row->baway = baway;
+    row->squared = squared;
+}
+
+/* The one switch over ops.def's test rows: with ROW_FILL, *row from op's row (kind ROW_CUSTOM for a
+** hand-tested op); with ROW_BUILD, the op on vars x (and y for a binary op) with row's attributes;
+** with ROW_REF, its reference value in plain C at a (and b) into *ref. */
+static inline ad_var op_row_switch(op_row_mode mode, op_row *row, ad_var x, ad_var y, double a, double b,
+                                   double *ref)
+{
+    const double *p = row->p;
+    (void)p, (void)y, (void)a, (void)b;
+    switch (row->op) {
+#define ROW_CASE(kind, v, away, baway, order2, value, build)                                             \
+    if (mode == ROW_FILL) {                                                                              \
+        row_set(row, kind, v, away, baway, ROW_ORDER2_##order2);                                         \
+        break;                                                                                           \
+    }                                                                                                    \
+    if (mode == ROW_REF) {                                                                               \
+        *ref = (value);                                                                                  \
+        break;                                                                                           \
+    }                                                                                                    \
+    return (build);
+#define UNARY(build, value, p0, p1, lo_, hi_, domain, order2)                                            \
+    ROW_CASE(ROW_UNARY, ((double[]){p0, p1, lo_, hi_, 0, 0}), ROW_DOMAIN_##domain, false, order2, value, build)
+#define BINARY(build, value, alo, ahi, blo_, bhi_, bdomain, order2)                                      \
+    ROW_CASE(ROW_BINARY, ((double[]){0, 0, alo, ahi, blo_, bhi_}), false, ROW_DOMAIN_##bdomain, order2, value, build)
 #define CUSTOM break;
-#define AD_OP(ID, name, nin, family, grad, fastvjp, ...)                                                               \
-    case AD_OP_##ID:                                                                                                   \
-        r.fast = AD_FAST_ROW_##fastvjp;                                                                                \
+#define AD_OP(ID, name, nin, family, grad, fastvjp, ...)                                                 \
+    case AD_OP_##ID:                                                                                     \
+        row->fast = AD_FAST_ROW_##fastvjp;                                                               \
         AD_TEST_ROW(__VA_ARGS__)
 #define AD_FAST_ROW_FAST true
 #define AD_FAST_ROW_NOFAST false
@@ -69,58 +88,37 @@ static inline op_row op_row_of(ad_op op)
 #undef UNARY
 #undef BINARY
 #undef CUSTOM
-    default:
-        break;
-    }
-    return r;
-}
-
-/* The row's build expression on vars x (and y for a binary op); attributes from the row. */
-static inline ad_var op_row_build(const op_row *row, ad_var x, ad_var y)
-{
-    const double *p = row->p;
-    (void)p;
-    (void)y;
-    switch (row->op) {
-#define UNARY(build, ...) return build;
-#define BINARY(build, ...) return build;
-#define CUSTOM break;
-#define AD_OP(ID, name, nin, family, grad, fast, ...)                                                                  \
-    case AD_OP_##ID:                                                                                                   \
-        AD_TEST_ROW(__VA_ARGS__)
-#include "ops.def"
-#undef AD_OP
-#undef UNARY
-#undef BINARY
-#undef CUSTOM
+#undef ROW_CASE
+#undef AD_FAST_ROW_FAST
+#undef AD_FAST_ROW_NOFAST
     default:
         break;
     }
     return (ad_var){x.tape, AD_NO_NODE, 0};
 }
 
+/* op's row (kind ROW_CUSTOM for a hand-tested op). */
+static inline op_row op_row_of(ad_op op)
+{
+    op_row r = {op, ROW_CUSTOM, {0, 0}, 0, 0, false, 0, 0, false, false, false};
+    op_row_switch(ROW_FILL, &r, AD_NO_VAR, AD_NO_VAR, 0, 0, NULL);
+    return r;
+}
+
+/* The row's build expression on vars x (and y for a binary op). */
+static inline ad_var op_row_build(const op_row *row, ad_var x, ad_var y)
+{
+    op_row r = *row;
+    return op_row_switch(ROW_BUILD, &r, x, y, 0, 0, NULL);
+}
+
 /* The row's reference value in plain C at a (and b for a binary op). */
 static inline double op_row_ref(const op_row *row, double a, double b)
 {
-    const double *p = row->p;
-    (void)p;
-    (void)b;
-    switch (row->op) {
-#define UNARY(build, ref, ...) return ref;
-#define BINARY(build, ref, ...) return ref;
-#define CUSTOM break;
-#define AD_OP(ID, name, nin, family, grad, fast, ...)                                                                  \
-    case AD_OP_##ID:                                                                                                   \
-        AD_TEST_ROW(__VA_ARGS__)
-#include "ops.def"
-#undef AD_OP
-#undef UNARY
-#undef BINARY
-#undef CUSTOM
-    default:
-        break;
-    }
-    return NAN;
+    op_row r = *row;
+    double v = NAN;
+    op_row_switch(ROW_REF, &r, AD_NO_VAR, AD_NO_VAR, a, b, &v);
+    return v;
 }
 
 /* The function the second-order check differentiates: the op, squared when the row says so. */
