@@ -23,6 +23,12 @@
 ** once with ad_tape_status() or the status that ad_backward() returns. Nothing in
 ** this library aborts or exits on anything a caller or a file can cause.
 **
+** NULL: every function accepts NULL for any pointer argument and an invalid
+** var for any var, with a defined result: a failure status (AD_ERR_ARG), an
+** invalid var, NULL, false, 0 or NaN (ad_rng_normal), or nothing done (the
+** functions returning void). tests/test_api_edges.c calls every exported
+** function so.
+**
 ** Memory: tensors made with ad_tensor_new/ad_tensor_from belong to the caller.
 ** Everything an op produces lives in the tape's arena until ad_tape_reset() or
 ** ad_tape_free(); ad_value() and ad_grad() return pointers into it.
@@ -126,9 +132,10 @@ AD_API uint32_t ad_tensor_version(const ad_tensor *t);
 AD_API void ad_tensor_bump_version(ad_tensor *t);
 /* Frees a tensor made by ad_tensor_new/from/clone. NULL is fine. */
 AD_API void ad_tensor_free(ad_tensor *t);
-/* true when a and b have the same ndim and dimensions. */
+/* true when a and b have the same ndim and dimensions (false when either is NULL). */
 AD_API bool ad_shape_equal(const ad_tensor *a, const ad_tensor *b);
-/* Writes "[2,3]" into buf (always NUL-terminated); returns buf. */
+/* Writes "[2,3]" into buf (always NUL-terminated); returns buf. "[?]" for a
+** NULL shape with ndim > 0 or an ndim out of 0..AD_MAX_DIMS. */
 AD_API char *ad_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 
 /* ---- the allocator: one process-wide setting, made once at start ---- */
@@ -148,7 +155,8 @@ typedef struct ad_rng {
     int has_spare_;
 } ad_rng;
 
-/* Seeds rng from one 64-bit seed (expanded with splitmix64). */
+/* Seeds rng from one 64-bit seed (expanded with splitmix64). With a NULL rng
+** the draws below give 0 (ad_rng_normal: NaN) and the fills do nothing. */
 AD_API void ad_rng_seed(ad_rng *rng, uint64_t seed);
 AD_API uint64_t ad_rng_u64(ad_rng *rng);
 /* Uniform in [0, 1) with 53 random bits. */
@@ -270,6 +278,7 @@ AD_API ad_var ad_elu(ad_var x, double alpha);
 AD_API ad_var ad_gelu(ad_var x); /* exact: x * Phi(x) */
 AD_API ad_var ad_softplus(ad_var x);
 AD_API ad_var ad_erf(ad_var x);
+AD_API ad_var ad_erfc(ad_var x); /* 1 - erf(x), accurate where erf(x) is near 1 */
 AD_API ad_var ad_clamp(ad_var x, double lo, double hi);
 AD_API ad_var ad_sign(ad_var x); /* not differentiable: gradient 0 */
 

@@ -445,12 +445,42 @@ static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *s
     return s;
 }
 
+/* y carries no gradient. When it still depends on leaves or params with grad enabled (only
+** through ops whose gradient is 0, such as ad_sign), each of them gets a zero gradient, as in
+** PyTorch, and this returns true; false when y depends on none (ad_backward's error). */
+static bool zero_leaf_grads(ad_tape *t, ad_var y)
+{
+    uint32_t count = y.id + 1;
+    unsigned char *seen = ad__arena_alloc(t, count);
+    if (!seen) return true; /* AD_ERR_NOMEM is on the tape */
+    memset(seen, 0, count);
+    seen[y.id] = 1;
+    bool any = false, was_enabled = t->grad_enabled;
+    t->grad_enabled = false;
+    t->in_backward = true;
+    for (uint32_t i = count; i-- > 0 && t->status == AD_OK;) {
+        if (!seen[i]) continue;
+        ad_node *n = ad__node(t, i);
+        if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
+            if (!(n->flags & AD_NODE_REQ_GRAD)) continue;
+            any = true;
+            if (n->grad == AD_NO_NODE) n->grad = ad__zeros_like(ad__var(t, i)).id; /* a param's grad tensor: + 0 */
+            continue;
+        }
+        for (uint32_t j = 0; j < n->nin; j++) seen[n->in[j]] = 1;
+    }
+    t->in_backward = false;
+    t->grad_enabled = was_enabled;
+    return any || t->status != AD_OK;
+}
+
 ad_status ad_backward(ad_var y, const ad_tensor *seed, unsigned flags)
 {
     ad_tape *t;
     if (!ad__begin("ad_backward", 1, &y, &t)) return t ? (t->status ? t->status : AD_ERR_ARG) : AD_ERR_ARG;
     ad__replay_mark_end(t); /* a replay recomputes what was recorded before this pass */
     if (!ad__req(y)) {
+        if (zero_leaf_grads(t, y)) return t->status;
         ad__fail(t, AD_ERR_STATE,
                  "ad_backward: the output does not depend on any leaf or param with grad enabled");
         return t->status;
@@ -473,8 +503,19 @@ static ad_status gradients(const char *op, ad_var y, ad_var seed, bool has_seed,
         return t->status;
     }
     for (int i = 0; i < n; i++) out[i] = ad__invalid(t);
+    for (int i = 0; i < n; i++)
+        if (xs[i].tape != t) { /* (ad__begin below checks xs against each other only) */
+            ad__fail(t, AD_ERR_ARG, "%s: xs[%d] is %s", op, i,
+                     xs[i].tape ? "on a different tape from the output" : "not a var (no tape)");
+            return t->status;
+        }
     if (n > 0 && !ad__begin(op, n, xs, &t)) return t->status ? t->status : AD_ERR_ARG;
     if (has_seed) {
+        if (seed.tape != t) {
+            ad__fail(t, AD_ERR_ARG, "%s: the seed is %s", op,
+                     seed.tape ? "on a different tape from the output" : "not a var (no tape)");
+            return t->status;
+        }
         if (!ad__begin(op, 1, &seed, &t)) return t->status ? t->status : AD_ERR_ARG;
         if (!seed_fits(t, op, ad__val(seed), ad__val(y))) return t->status;
     } else {

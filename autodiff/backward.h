@@ -22,7 +22,7 @@ AD_INTERNAL ad_var ad__unbroadcast(ad_tape *t, const ad_node *n, int i, ad_var g
 /* Non-differentiable masks used by VJPs (outputs never need a gradient). */
 AD_INTERNAL ad_var ad__step(ad_var x, double lo, double hi);      /* x > 0 ? hi : lo */
 AD_INTERNAL ad_var ad__inrange(ad_var x, double lo, double hi);   /* lo <= x <= hi ? 1 : 0 */
-AD_INTERNAL ad_var ad__cmp_gt(ad_var a, ad_var b);                /* a > b ? 1 : a == b ? 0.5 : 0 */
+AD_INTERNAL ad_var ad__cmp_gt(ad_var a, ad_var b);                /* a > b or a NaN ? 1 : a == b ? 0.5 : 0 */
 AD_INTERNAL ad_var ad__eq(ad_var a, ad_var b);                    /* a == b ? 1 : 0 */
 
 /*

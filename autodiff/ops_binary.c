@@ -315,16 +315,20 @@ JVP(div)
 }
 FAST_BIN(div, g / b, -(g * (y / b)))
 
-/* pow: y = a ^ b; VJP: ga = sum_to(gy * b * a^(b-1)), gb = sum_to(gy * xlogy(y, a))
-** (xlogy makes gb 0 where y is 0, e.g. a = 0 with b > 0, as PyTorch does) */
+/* pow: y = a ^ b; VJP: ga = sum_to(gy * b * a^(b-1)), gb = sum_to(gy * xlogy(y, a)), except at
+** a = b = 0 (y = 0^0 = 1, constant in a): there both are 0, as PyTorch (the exponent b - 1 becomes 0
+** there, so the product is 0 * 1, not 0 * Inf; and xlogy's first operand is 0). Elsewhere xlogy
+** makes gb 0 where y is 0, e.g. a = 0 with b > 0, as PyTorch does. */
 KERNELS(pow, pow(a, b), powf(a, b))
 FWD(pow)
 ad_var ad_pow(ad_var a, ad_var b) { return binary(AD_OP_POW, a, b, ONE(pow)); }
 void ad__vjp_pow(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var a = ad__inv(t, n, 0), b = ad__inv(t, n, 1);
-    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_mul(b, ad_pow(a, ad_add_scalar(b, -1.0)))));
-    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_xlogy(ad__var(t, self), a)));
+    ad_var zz = ad_mul(ad__inrange(a, 0.0, 0.0), ad__inrange(b, 0.0, 0.0)); /* 1 at a = b = 0 */
+    if (ad__needs(t, n, 0))
+        gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_mul(b, ad_pow(a, ad_add_scalar(ad_add(b, zz), -1.0)))));
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_xlogy(ad_sub(ad__var(t, self), zz), a)));
 }
 JVP(pow)
 {
@@ -334,7 +338,8 @@ JVP(pow)
 }
 
 /* maximum: y = max(a, b), NaN propagates; VJP: ga = sum_to(gy * m), gb = sum_to(gy * (1 - m)),
-** m = 1 where a > b, 1/2 on ties, 0 elsewhere */
+** m = 1 where a > b, 1/2 on ties, 0 elsewhere; a NaN ranks above every number, so the gradient
+** goes to the operand the output came from (a when both are NaN) */
 KERNELS(maximum, (a > b || isnan(a)) ? a : b, (a > b || isnan(a)) ? a : b)
 FWD(maximum)
 ad_var ad_maximum(ad_var a, ad_var b) { return binary(AD_OP_MAXIMUM, a, b, ONE(maximum)); }
@@ -357,18 +362,21 @@ void ad__vjp_maximum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_
 }
 JVP(maximum) { return minmax_jvp(t, n, tx, ad__cmp_gt(A, B)); }
 
-/* minimum: y = min(a, b), NaN propagates; VJP as maximum with m = 1 where a < b */
+/* minimum: y = min(a, b), NaN propagates; VJP as maximum with m = 1 where a < b: m = cmp_gt(-a, -b),
+** so that a NaN (which ranks above every number there) still draws the gradient */
 KERNELS(minimum, (a < b || isnan(a)) ? a : b, (a < b || isnan(a)) ? a : b)
 FWD(minimum)
 ad_var ad_minimum(ad_var a, ad_var b) { return binary(AD_OP_MINIMUM, a, b, ONE(minimum)); }
 void ad__vjp_minimum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
-    minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad__inv(t, n, 1), ad__inv(t, n, 0)));
+    minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad_neg(ad__inv(t, n, 0)), ad_neg(ad__inv(t, n, 1))));
 }
 JVP(minimum) { return minmax_jvp(t, n, tx, ad__cmp_gt(B, A)); }
 
 /* xlogy: y = x * log(z), 0 where x == 0 (unless z is NaN);
-** VJP: gx = sum_to(gy * xlogy(x != 0, z)), gz = sum_to(gy * x / z) */
+** VJP: gx = sum_to(xlogy(gy * m, z)), gz = sum_to(gy * x / z), where m is 1 except at x = 0 with
+** z <= 0 (0 there). y is linear in x, so gx is log z at x = 0 too; at x = 0, z <= 0 it is 0, and a
+** zero gy gives 0 even where log z is infinite (PyTorch's convention in both). */
 KERNELS(xlogy, (a == 0 && !isnan(b)) ? 0.0 : a * log(b), (a == 0 && !isnan(b)) ? 0.0f : a * logf(b))
 FWD(xlogy)
 ad_var ad_xlogy(ad_var x, ad_var z) { return binary(AD_OP_XLOGY, x, z, ONE(xlogy)); }
@@ -376,8 +384,8 @@ void ad__vjp_xlogy(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_va
 {
     ad_var x = ad__inv(t, n, 0), z = ad__inv(t, n, 1);
     if (ad__needs(t, n, 0)) {
-        ad_var s = ad_sign(x);
-        gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_xlogy(ad_mul(s, s), z)));
+        ad_var m = ad_add_scalar(ad_neg(ad_mul(ad__inrange(x, 0.0, 0.0), ad__inrange(z, -INFINITY, 0.0))), 1.0);
+        gx[0] = ad__unbroadcast(t, n, 0, ad_xlogy(ad_mul(gy, m), z));
     }
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_div(x, z)));
 }
@@ -391,8 +399,8 @@ JVP(xlogy)
 
 /* ---- masks (not differentiable) used by the VJPs above ---- */
 
-/* cmp_gt: y = a > b ? 1 : (a == b ? 1/2 : 0) */
-KERNELS(cmp_gt, a > b ? 1.0 : (a == b ? 0.5 : 0.0), a > b ? 1.0f : (a == b ? 0.5f : 0.0f))
+/* cmp_gt: y = a > b ? 1 : (a == b ? 1/2 : 0), a NaN a ranking above everything (1) */
+KERNELS(cmp_gt, (a > b || isnan(a)) ? 1.0 : (a == b ? 0.5 : 0.0), (a > b || isnan(a)) ? 1.0f : (a == b ? 0.5f : 0.0f))
 FWD(cmp_gt)
 ad_var ad__cmp_gt(ad_var a, ad_var b) { return binary(AD_OP_CMP_GT, a, b, ONE(cmp_gt)); }
 void ad__vjp_cmp_gt(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}

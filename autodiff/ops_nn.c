@@ -130,12 +130,12 @@ static bool affine_ok(ad_tape *t, const char *op, const char *what, ad_var v, co
     if (!given(v)) return true;
     if (!ad__begin(op, 1, &v, &t)) return false;
     const ad_tensor *vv = ad__val(v);
-    char s1[96], s2[96];
+    char s1[96], s2[96], s3[96];
     bool ok = vv->dtype == x->dtype && vv->ndim == nd;
     for (int i = 0; ok && i < nd; i++) ok = vv->shape[i] == want[i];
     if (!ok) {
         ad__fail(t, AD_ERR_SHAPE, "%s: %s %s %s does not fit input %s %s (want %s)", op, what, shp(vv, s1),
-                 ad_dtype_name(vv->dtype), shp(x, s2), ad_dtype_name(x->dtype), ad_shape_str(nd, want, s1, 96));
+                 ad_dtype_name(vv->dtype), shp(x, s2), ad_dtype_name(x->dtype), ad_shape_str(nd, want, s3, sizeof s3));
         return false;
     }
     return true;

@@ -92,8 +92,12 @@ ad_var ad_reshape(ad_var x, int ndim, const int64_t *shape)
     if (!ad__begin("ad_reshape", 1, &x, &t)) return ad__invalid(t);
     const ad_tensor *v = ad__val(x);
     char s1[96], s2[96];
-    if (ndim < 0 || ndim > AD_MAX_DIMS || (ndim > 0 && !shape)) {
-        ad__fail(t, AD_ERR_SHAPE, "ad_reshape: %d dimensions (the most is %d)", ndim, AD_MAX_DIMS);
+    if (ndim > 0 && !shape) {
+        ad__fail(t, AD_ERR_ARG, "ad_reshape: shape is NULL for %d dimensions", ndim);
+        return ad__invalid(t);
+    }
+    if (ndim < 0 || ndim > AD_MAX_DIMS) {
+        ad__fail(t, AD_ERR_SHAPE, "ad_reshape: %d dimensions (0 to %d are allowed)", ndim, AD_MAX_DIMS);
         return ad__invalid(t);
     }
     int64_t out[AD_MAX_DIMS], known = 1;

@@ -252,28 +252,40 @@ VJP(leaky_relu) { gx[0] = ad_mul(gy, ad__step(X, n->attr.f[0], 1.0)); }
 JVP(leaky_relu) { return ad_mul(TX, ad__step(X, n->attr.f[0], 1.0)); }
 FAST(leaky_relu, g * (x > 0 ? 1.0 : c0), g * (x > 0 ? 1.0f : c0))
 
-/* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : y + a) (a at the kink x = 0, as PyTorch) */
+/* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : a e^min(x, 0)) (a at the kink x = 0,
+** as PyTorch). a e^x rather than y + a: no cancellation in the tail (x = -30: PyTorch's y + a is
+** off by 2e-4 relative in F64; F32 gives 0 from x = -17), and min(x, 0) keeps the unused
+** branch finite, so x = +Inf gives 1, not 0 * Inf. */
 UNARY(elu, v > 0 ? v : c0 * expm1(v), v > 0 ? v : c0 * expm1f(v))
 ad_var ad_elu(ad_var x, double alpha) { return unary(AD_OP_ELU, x, alpha, 0, ONE(elu)); }
 VJP(elu)
 {
-    ad_var d = ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), ad_add_scalar(Y, n->attr.f[0])));
-    gx[0] = ad_mul(gy, d);
+    ad_var left = ad_mul_scalar(ad_exp(ad_clamp(X, -INFINITY, 0.0)), n->attr.f[0]);
+    gx[0] = ad_mul(gy, ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), left)));
 }
 JVP(elu)
 {
     return ad_mul(TX, ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), ad_add_scalar(Y, n->attr.f[0]))));
 }
 
-/* gelu: y = x Phi(x) = x/2 erfc(-x/sqrt2); VJP: gx = gy (Phi(x) + x phi(x)) */
-UNARY(gelu, 0.5 * v * erfc(-v * SQRT1_2), 0.5f * v * erfcf(-v * (float)SQRT1_2))
+/* x clamped to +-1e15, for the factor x of x e^(-x^2/2) and the like: e^(-x^2/2) is 0 in both
+** dtypes from |x| = 39 on, so this changes nothing but the tails, where the product becomes the
+** limit 0 instead of Inf * 0 (x = +-Inf, or F32 x^2 or 2x overflowing); the clamp's mask makes
+** the derivative of that factor 0 there too. */
+static ad_var finite_tails(ad_var x) { return ad_clamp(x, -1e15, 1e15); }
+
+/* gelu: y = x Phi(x) = x/2 erfc(-x/sqrt2) (the limit -0 at x = -Inf); VJP: gx = gy (Phi(x) + x phi(x)),
+** Phi through erfc as in the forward, so the left tail keeps its digits (1 + erf(x/sqrt2) is 0 from
+** x = -8.3 in F64), and x phi(x) is 0, not Inf * 0, at +-Inf: gelu'(+Inf) = 1, gelu'(-Inf) = 0 */
+UNARY(gelu, v == -INFINITY ? -0.0 : 0.5 * v * erfc(-v * SQRT1_2),
+      v == -INFINITY ? -0.0f : 0.5f * v * erfcf(-v * (float)SQRT1_2))
 ad_var ad_gelu(ad_var x) { return unary(AD_OP_GELU, x, 0, 0, ONE(gelu)); }
 VJP(gelu)
 {
-    ad_var x = X;
-    ad_var Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
-    ad_var phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
-    gx[0] = ad_mul(gy, ad_add(Phi, ad_mul(x, phi)));
+    ad_var x = X, xf = finite_tails(x);
+    ad_var Phi = ad_mul_scalar(ad_erfc(ad_mul_scalar(x, -SQRT1_2)), 0.5);
+    ad_var phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(xf), -0.5)), INV_SQRT_2PI);
+    gx[0] = ad_mul(gy, ad_add(Phi, ad_mul(xf, phi)));
 }
 JVP(gelu)
 {
@@ -289,11 +301,18 @@ ad_var ad_softplus(ad_var x) { return unary(AD_OP_SOFTPLUS, x, 0, 0, ONE(softplu
 VJP(softplus) { gx[0] = ad_mul(gy, ad_sigmoid(X)); }
 JVP(softplus) { return ad_mul(TX, ad_sigmoid(X)); }
 
-/* erf: y = erf x; VJP: gx = gy 2/sqrt(pi) e^(-x^2) */
+/* erf: y = erf x; VJP: gx = gy 2/sqrt(pi) e^(-x^2) (x through finite_tails: the second
+** derivative -2x e^(-x^2) is 0 at +-Inf, not Inf * 0) */
 UNARY(erf, erf(v), erff(v))
 ad_var ad_erf(ad_var x) { return unary(AD_OP_ERF, x, 0, 0, ONE(erf)); }
-VJP(erf) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), TWO_INV_SQRT_PI)); }
+VJP(erf) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(finite_tails(X)))), TWO_INV_SQRT_PI)); }
 JVP(erf) { return ad_mul(TX, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), TWO_INV_SQRT_PI)); }
+
+/* erfc: y = erfc x = 1 - erf x, with its digits where erf x is near 1; VJP: gx = -gy 2/sqrt(pi) e^(-x^2) */
+UNARY(erfc, erfc(v), erfcf(v))
+ad_var ad_erfc(ad_var x) { return unary(AD_OP_ERFC, x, 0, 0, ONE(erfc)); }
+VJP(erfc) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(finite_tails(X)))), -TWO_INV_SQRT_PI)); }
+JVP(erfc) { return ad_mul(TX, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), -TWO_INV_SQRT_PI)); }
 
 /* clamp: y = min(max(x, lo), hi); VJP: gx = gy [lo <= x <= hi] (bounds inclusive, as PyTorch) */
 UNARY(clamp, v < c0 ? c0 : (v > c1 ? c1 : v), v < c0 ? c0 : (v > c1 ? c1 : v))

@@ -24,6 +24,7 @@ void ad_rng_seed(ad_rng *rng, uint64_t seed)
 
 uint64_t ad_rng_u64(ad_rng *rng)
 {
+    if (!rng) return 0;
     uint64_t *s = rng->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
@@ -36,10 +37,11 @@ uint64_t ad_rng_u64(ad_rng *rng)
     return result;
 }
 
-double ad_rng_uniform(ad_rng *rng) { return (double)(ad_rng_u64(rng) >> 11) * 0x1.0p-53; }
+double ad_rng_uniform(ad_rng *rng) { return rng ? (double)(ad_rng_u64(rng) >> 11) * 0x1.0p-53 : 0.0; }
 
 double ad_rng_normal(ad_rng *rng)
 {
+    if (!rng) return NAN;
     if (rng->has_spare_) {
         rng->has_spare_ = 0;
         return rng->spare_;
@@ -54,7 +56,7 @@ double ad_rng_normal(ad_rng *rng)
 
 uint64_t ad_rng_below(ad_rng *rng, uint64_t n)
 {
-    if (n == 0) return 0;
+    if (n == 0 || !rng) return 0;
     /* rejection sampling removes the modulo bias */
     uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t x;

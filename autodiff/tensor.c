@@ -111,6 +111,7 @@ void ad_tensor_free(ad_tensor *t)
 
 bool ad_shape_equal(const ad_tensor *a, const ad_tensor *b)
 {
+    if (!a || !b) return false;
     if (a->ndim != b->ndim) return false;
     for (int i = 0; i < a->ndim; i++)
         if (a->shape[i] != b->shape[i]) return false;
@@ -120,6 +121,10 @@ bool ad_shape_equal(const ad_tensor *a, const ad_tensor *b)
 char *ad_shape_str(int ndim, const int64_t *shape, char *buf, size_t n)
 {
     if (!buf || n == 0) return buf;
+    if (ndim < 0 || ndim > AD_MAX_DIMS || (ndim > 0 && !shape)) {
+        snprintf(buf, n, "[?]");
+        return buf;
+    }
     size_t at = 0;
     int w = snprintf(buf, n, "[");
     at = w > 0 ? (size_t)w : 0;
