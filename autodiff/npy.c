@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
@@ -246,162 +247,129 @@ static double int_at(const unsigned char *p, npy_dtype t, int64_t i)
 
 /* ---- load ---- */
 
+/*
+** A load runs in named phases, each validating before the next reads further:
+**   npy_open      the path is a regular file (refused before opening otherwise)
+**   npy_preamble  magic, version, header length within the file
+**   npy_dict      the header text and its dict: descr, fortran_order, shape
+**   npy_layout    the dtype is one this reader takes, the element count and byte size fit
+**                 and equal what the file holds after the header
+**   npy_data      the tensor allocated and filled (integer and bool types widened to F64)
+*/
+typedef struct npy_load {
+    const char *fn, *path;
+    char *err;
+    size_t errlen;
+    FILE *f;
+    uint64_t fsize, hlen, pos;
+    char *hdr;
+    npy_header h;
+    npy_dtype dt;
+    int64_t count, nbytes;
+} npy_load;
+
+#define NFAIL(L, s, ...) ad__file_error((L)->err, (L)->errlen, s, (L)->fn, (L)->path, __VA_ARGS__)
+
 static bool read_exact(FILE *f, void *buf, size_t n) { return n == 0 || fread(buf, 1, n, f) == n; }
 
-ad_status ad_npy_load(const char *path, ad_tensor **out, char *err, size_t errlen)
+static ad_status npy_open(npy_load *L)
 {
-    static const char fn[] = "ad_npy_load";
-    if (err && errlen) err[0] = '\0';
-    if (out) *out = NULL;
-    if (!path || !out) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
-
-    FILE *f = fopen(path, "rb");
-    if (!f) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
-    ad_status st = AD_OK;
-    char *hdr = NULL;
-    unsigned char *raw = NULL;
-    ad_tensor *t = NULL;
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "fstat: %s", strerror(errno));
-        goto done;
+    int fd;
+    ad_status st = ad__open_read(L->fn, L->path, &fd, &L->fsize, L->err, L->errlen);
+    if (st != AD_OK) return st;
+    L->f = fdopen(fd, "rb");
+    if (!L->f) {
+        int e = errno;
+        close(fd);
+        return NFAIL(L, e == ENOMEM ? AD_ERR_NOMEM : AD_ERR_IO, "fdopen: %s", strerror(e));
     }
-    if (!S_ISREG(sb.st_mode)) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
-        goto done;
-    }
-    uint64_t fsize = (uint64_t)sb.st_size;
+    return AD_OK;
+}
 
+static ad_status npy_preamble(npy_load *L)
+{
     unsigned char pre[12];
-    if (fsize < 10 || !read_exact(f, pre, 10)) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "file too short (%" PRIu64 " bytes) for a .npy preamble", fsize);
-        goto done;
-    }
-    if (memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "bad magic: not a .npy file");
-        goto done;
-    }
+    if (L->fsize < 10 || !read_exact(L->f, pre, 10))
+        return NFAIL(L, AD_ERR_FORMAT, "file too short (%" PRIu64 " bytes) for a .npy preamble", L->fsize);
+    if (memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0) return NFAIL(L, AD_ERR_FORMAT, "bad magic: not a .npy file");
     int major = pre[6], minor = pre[7];
-    if (major < 1 || major > 3 || minor != 0) {
-        st = ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
-                            "unsupported format version %d.%d (1.0, 2.0, 3.0 are)", major, minor);
-        goto done;
-    }
-    uint64_t hlen, pos;
+    if (major < 1 || major > 3 || minor != 0)
+        return NFAIL(L, AD_ERR_UNSUPPORTED, "unsupported format version %d.%d (1.0, 2.0, 3.0 are)", major, minor);
     if (major == 1) {
-        hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8;
-        pos = 10;
+        L->hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8;
+        L->pos = 10;
     } else {
-        if (fsize < 12 || !read_exact(f, pre + 10, 2)) {
-            st =
-                ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "file too short for a version %d preamble", major);
-            goto done;
-        }
-        hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8 | (uint64_t)pre[10] << 16 | (uint64_t)pre[11] << 24;
-        pos = 12;
+        if (L->fsize < 12 || !read_exact(L->f, pre + 10, 2))
+            return NFAIL(L, AD_ERR_FORMAT, "file too short for a version %d preamble", major);
+        L->hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8 | (uint64_t)pre[10] << 16 | (uint64_t)pre[11] << 24;
+        L->pos = 12;
     }
-    if (hlen > NPY_MAX_HEADER) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "header length %" PRIu64 " over the limit %u", hlen,
-                            NPY_MAX_HEADER);
-        goto done;
-    }
-    if (hlen > fsize - pos) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", hlen, fsize);
-        goto done;
-    }
-    hdr = ad__malloc((size_t)hlen + 1);
-    if (!hdr) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for the header");
-        goto done;
-    }
-    if (!read_exact(f, hdr, (size_t)hlen)) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error in the header");
-        goto done;
-    }
-    hdr[hlen] = '\0';
-    pos += hlen;
-    if (hlen == 0 || hdr[hlen - 1] != '\n') {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "header does not end with a newline");
-        goto done;
-    }
-    for (uint64_t i = 0; i < hlen; i++)
-        if (hdr[i] == '\0') {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "NUL byte in the header");
-            goto done;
-        }
+    if (L->hlen > NPY_MAX_HEADER)
+        return NFAIL(L, AD_ERR_FORMAT, "header length %" PRIu64 " over the limit %u", L->hlen, NPY_MAX_HEADER);
+    if (L->hlen > L->fsize - L->pos)
+        return NFAIL(L, AD_ERR_FORMAT, "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)",
+                     L->hlen, L->fsize);
+    return AD_OK;
+}
 
-    npy_header h;
+static ad_status npy_dict(npy_load *L)
+{
+    uint64_t hlen = L->hlen;
+    L->hdr = ad__malloc((size_t)hlen + 1);
+    if (!L->hdr) return NFAIL(L, AD_ERR_NOMEM, "out of memory for the header");
+    if (!read_exact(L->f, L->hdr, (size_t)hlen)) return NFAIL(L, AD_ERR_IO, "read error in the header");
+    L->hdr[hlen] = '\0';
+    L->pos += hlen;
+    if (hlen == 0 || L->hdr[hlen - 1] != '\n') return NFAIL(L, AD_ERR_FORMAT, "header does not end with a newline");
+    if (memchr(L->hdr, '\0', (size_t)hlen)) return NFAIL(L, AD_ERR_FORMAT, "NUL byte in the header");
     char why[160];
-    if (!parse_header(hdr, (size_t)hlen, &h, why, sizeof why)) {
-        st =
-            ad__file_error(err, errlen, h.ndim > AD_MAX_DIMS ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, fn, path, "%s", why);
-        goto done;
-    }
-    if (h.fortran) {
-        st = ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
-                            "fortran_order True is not supported (C order only)");
-        goto done;
-    }
-    npy_dtype dt;
-    if (!decode_descr(h.descr, &dt)) {
-        st = ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path,
-                            "dtype '%s' is not supported (f4, f8, integer and bool types are)", h.descr);
-        goto done;
-    }
-    int64_t count = 1, nbytes;
-    for (int i = 0; i < h.ndim; i++)
-        if (!ad__mul_ok(count, h.shape[i], &count)) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "shape's element count overflows");
-            goto done;
-        }
-    if (!ad__mul_ok(count, (int64_t)dt.size, &nbytes) || count > INT64_MAX / 16) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "data size overflows");
-        goto done;
-    }
-    if ((uint64_t)nbytes > fsize - pos) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "truncated: shape needs %" PRId64 " data bytes, the file holds %" PRIu64, nbytes,
-                            fsize - pos);
-        goto done;
-    }
-    if ((uint64_t)nbytes < fsize - pos) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRIu64 " trailing bytes after the data",
-                            fsize - pos - (uint64_t)nbytes);
-        goto done;
-    }
+    if (!parse_header(L->hdr, (size_t)hlen, &L->h, why, sizeof why))
+        return NFAIL(L, L->h.ndim > AD_MAX_DIMS ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, "%s", why);
+    return AD_OK;
+}
 
+static ad_status npy_layout(npy_load *L)
+{
+    if (L->h.fortran) return NFAIL(L, AD_ERR_UNSUPPORTED, "fortran_order True is not supported (C order only)");
+    if (!decode_descr(L->h.descr, &L->dt))
+        return NFAIL(L, AD_ERR_UNSUPPORTED, "dtype '%s' is not supported (f4, f8, integer and bool types are)",
+                     L->h.descr);
+    L->count = 1;
+    for (int i = 0; i < L->h.ndim; i++)
+        if (!ad__mul_ok(L->count, L->h.shape[i], &L->count))
+            return NFAIL(L, AD_ERR_FORMAT, "shape's element count overflows");
+    if (!ad__mul_ok(L->count, (int64_t)L->dt.size, &L->nbytes) || L->count > INT64_MAX / 16)
+        return NFAIL(L, AD_ERR_FORMAT, "data size overflows");
+    uint64_t have = L->fsize - L->pos;
+    if ((uint64_t)L->nbytes > have)
+        return NFAIL(L, AD_ERR_FORMAT, "truncated: shape needs %" PRId64 " data bytes, the file holds %" PRIu64,
+                     L->nbytes, have);
+    if ((uint64_t)L->nbytes < have)
+        return NFAIL(L, AD_ERR_FORMAT, "%" PRIu64 " trailing bytes after the data", have - (uint64_t)L->nbytes);
+    return AD_OK;
+}
+
+static ad_status npy_data(npy_load *L, ad_tensor **out)
+{
+    npy_dtype dt = L->dt;
     ad_dtype out_dt = dt.kind == K_FLOAT && dt.size == 4 ? AD_F32 : AD_F64;
-    t = ad_tensor_new(out_dt, h.ndim, h.shape);
-    if (!t) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " elements", count);
-        goto done;
-    }
+    ad_tensor *t = ad_tensor_new(out_dt, L->h.ndim, L->h.shape);
+    unsigned char *raw = NULL;
+    ad_status st = AD_OK;
+    if (!t) return NFAIL(L, AD_ERR_NOMEM, "out of memory for %" PRId64 " elements", L->count);
     bool swap = dt.size > 1 && dt.big == ad__little_endian();
     if (dt.kind == K_FLOAT) {
-        if (!read_exact(f, t->data, (size_t)nbytes)) {
-            st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error in the data");
-            goto done;
-        }
-        if (swap) swap_bytes(t->data, count, dt.size);
+        if (!read_exact(L->f, t->data, (size_t)L->nbytes)) st = NFAIL(L, AD_ERR_IO, "read error in the data");
+        else if (swap) swap_bytes(t->data, L->count, dt.size);
+    } else if (!(raw = ad__malloc((size_t)L->nbytes))) {
+        st = NFAIL(L, AD_ERR_NOMEM, "out of memory for %" PRId64 " elements", L->count);
+    } else if (!read_exact(L->f, raw, (size_t)L->nbytes)) {
+        st = NFAIL(L, AD_ERR_IO, "read error in the data");
     } else {
-        raw = ad__malloc((size_t)nbytes);
-        if (!raw) {
-            st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " elements", count);
-            goto done;
-        }
-        if (!read_exact(f, raw, (size_t)nbytes)) {
-            st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error in the data");
-            goto done;
-        }
-        if (swap) swap_bytes(raw, count, dt.size);
+        if (swap) swap_bytes(raw, L->count, dt.size);
         double *d = t->data;
-        for (int64_t i = 0; i < count; i++) d[i] = int_at(raw, dt, i);
+        for (int64_t i = 0; i < L->count; i++) d[i] = int_at(raw, dt, i);
     }
-done:
-    fclose(f);
-    ad__free(hdr);
     ad__free(raw);
     if (st != AD_OK) {
         ad_tensor_free(t);
@@ -409,6 +377,22 @@ done:
     }
     *out = t;
     return AD_OK;
+}
+
+ad_status ad_npy_load(const char *path, ad_tensor **out, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = '\0';
+    if (out) *out = NULL;
+    npy_load L = {"ad_npy_load", path, err, errlen, NULL, 0, 0, 0, NULL, {{0}, 0, 0, {0}}, {0, 0, false}, 0, 0};
+    if (!path || !out) return NFAIL(&L, AD_ERR_ARG, "NULL path or out");
+    ad_status st = npy_open(&L);
+    if (st == AD_OK) st = npy_preamble(&L);
+    if (st == AD_OK) st = npy_dict(&L);
+    if (st == AD_OK) st = npy_layout(&L);
+    if (st == AD_OK) st = npy_data(&L, out);
+    if (L.f) fclose(L.f);
+    ad__free(L.hdr);
+    return st;
 }
 
 /* ---- save ---- */
@@ -444,30 +428,28 @@ ad_status ad_npy_save(const char *path, const ad_tensor *t, char *err, size_t er
     memset(head + pre + dlen, ' ', hlen - dlen - 1);
     head[total - 1] = '\n';
 
-    FILE *f = fopen(path, "wb");
-    if (!f) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open for writing: %s", strerror(errno));
+    /* a temporary file beside path (never through a link, never over a device or FIFO), then a rename */
+    ad__save sv;
+    ad_status st = ad__save_begin(&sv, fn, path, err, errlen);
+    if (st != AD_OK) return st;
     size_t nbytes = ad__nbytes(t), esize = ad_dtype_size(t->dtype);
-    bool ok = fwrite(head, 1, total, f) == total;
+    bool ok = ad__write_all(sv.fd, head, total);
     if (ok && nbytes) {
         if (ad__little_endian()) {
-            ok = fwrite(t->data, 1, nbytes, f) == nbytes;
+            ok = ad__write_all(sv.fd, t->data, nbytes);
         } else {
             const unsigned char *p = t->data;
             for (int64_t i = 0; ok && i < t->size; i++) {
                 unsigned char e[8];
                 for (size_t b = 0; b < esize; b++) e[b] = p[(size_t)i * esize + esize - 1 - b];
-                ok = fwrite(e, 1, esize, f) == esize;
+                ok = ad__write_all(sv.fd, e, esize);
             }
         }
     }
-    int saved = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        saved = errno;
-    }
     if (!ok) {
-        remove(path);
-        return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "write failed: %s", strerror(saved));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "write failed: %s", strerror(errno));
+        ad__save_abort(&sv);
+        return st;
     }
-    return AD_OK;
+    return ad__save_commit(&sv, err, errlen);
 }

@@ -88,6 +88,33 @@ AD_SHARED void *ad__tape_alloc(ad_tape *t, size_t n);
 AD_SHARED ad_status ad__file_error(char *err, size_t errlen, ad_status s, const char *fn, const char *path,
                                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* ---- files (fileio.c) ---- */
+
+/* Opens path for reading (O_CLOEXEC) without ever blocking or touching what is not a regular file:
+** a FIFO, device, socket or directory is refused (AD_ERR_IO, saying what it is) before it is
+** opened. On success *fd is the descriptor and *size the file's size. */
+AD_SHARED ad_status ad__open_read(const char *fn, const char *path, int *fd, uint64_t *size, char *err,
+                                  size_t errlen);
+/* AD_OK when path does not exist or is a regular file; AD_ERR_IO when it is anything else (a
+** symbolic link, FIFO, device, directory), which a save must not replace. */
+AD_SHARED ad_status ad__check_target(const char *fn, const char *path, char *err, size_t errlen);
+
+/* An atomic replacement of a file: ad__save_begin creates a temporary file beside path
+** ("<path>.tmp.<pid>", or a further name when that one exists) with O_EXCL | O_NOFOLLOW, taking
+** the replaced file's permissions; the caller writes to fd (ad__write_all); ad__save_commit
+** fsyncs, closes, renames over path and fsyncs the directory; ad__save_abort removes the
+** temporary file. After a failed begin or commit nothing is left to abort. */
+typedef struct ad__save {
+    int fd;
+    char *tmp, *dir;
+    const char *path, *fn;
+} ad__save;
+AD_SHARED ad_status ad__save_begin(ad__save *s, const char *fn, const char *path, char *err, size_t errlen);
+AD_SHARED ad_status ad__save_commit(ad__save *s, char *err, size_t errlen);
+AD_SHARED void ad__save_abort(ad__save *s);
+/* write(2) until done, retrying EINTR and short writes; false with errno set. */
+AD_SHARED bool ad__write_all(int fd, const void *buf, size_t n);
+
 /* ---- threads (threads.c) ---- */
 
 /* The most threads one parallel call uses (larger settings are capped to this). */

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #define RNG_NAME "rng.state"
 #define RNG_LEN 10
@@ -96,8 +97,15 @@ done:
 ** fully again when loading; here only the table of names is needed). */
 static ad_status read_header(const char *path, json_t **root, nn_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return nn_error_set(err, AD_ERR_IO, "nn_load: cannot open %s: %s", path, strerror(errno));
+    int fd;
+    uint64_t fsize;
+    ad_status ost = ad__open_read("nn_load", path, &fd, &fsize, NN__MSG(err)); /* never blocks on a FIFO */
+    if (ost != AD_OK) return nn__status(err, ost);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return nn_error_set(err, AD_ERR_NOMEM, "nn_load: %s: fdopen: %s", path, strerror(errno));
+    }
     unsigned char len8[8];
     char *buf = NULL;
     ad_status st = AD_OK;

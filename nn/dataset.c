@@ -2,6 +2,7 @@
 #include "nn_internal.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -59,18 +60,19 @@ static ad_status gz_read_all(gzFile gz, void *buf, int64_t n, const char *fn, co
 static ad_status idx_open(const char *fn, const char *path, int want_ndim, idx_file *f, char *err, size_t errlen)
 {
     f->gz = NULL;
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
-    if (!S_ISREG(sb.st_mode)) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
+    int fd;
+    uint64_t fsize;
+    ad_status ost = ad__open_read(fn, path, &fd, &fsize, err, errlen); /* never blocks on a FIFO */
+    if (ost != AD_OK) return ost;
     errno = 0;
-    f->gz = gzopen(path, "rb");
-    if (!f->gz)
-        return ad__file_error(err, errlen, errno ? AD_ERR_IO : AD_ERR_NOMEM, fn, path, "cannot open: %s",
-                              errno ? strerror(errno) : "out of memory");
+    f->gz = gzdopen(fd, "rb");
+    if (!f->gz) {
+        close(fd);
+        return ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "cannot open: out of memory");
+    }
     gzbuffer(f->gz, 1u << 18);
     unsigned char magic[4];
-    if (sb.st_size == 0) return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "empty file");
+    if (fsize == 0) return ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "empty file");
     ad_status st = gz_read_all(f->gz, magic, 4, fn, path, "magic number", err, errlen);
     if (st != AD_OK) return st;
     if (magic[0] != 0 || magic[1] != 0)
@@ -94,7 +96,6 @@ static ad_status idx_open(const char *fn, const char *path, int want_ndim, idx_f
     }
     /* what the file can hold: its own size when plain, the deflate ratio bound when compressed */
     uint64_t head = 4 + 4 * (uint64_t)want_ndim;
-    uint64_t fsize = (uint64_t)sb.st_size;
     uint64_t cap = gzdirect(f->gz) ? (fsize >= head ? fsize - head : 0)
                                    : (fsize > UINT64_MAX / GZ_MAX_RATIO ? UINT64_MAX : fsize * GZ_MAX_RATIO);
     if ((uint64_t)f->count > cap || f->count > INT64_MAX / 16)
@@ -254,16 +255,19 @@ static ad_status load_csv(const char *path, int label_col, bool header, bool tar
     if (!path) return null_args(err, errlen, fn, "path or out");
     if (!out) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
 
-    FILE *f = fopen(path, "rb");
-    if (!f) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
+    int fd;
+    uint64_t fsize;
+    ad_status ost = ad__open_read(fn, path, &fd, &fsize, err, errlen); /* never blocks on a FIFO */
+    if (ost != AD_OK) return ost;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "fdopen: %s", strerror(errno));
+    }
     char *text = NULL;
     nn_dataset *ds = NULL;
     ad_status st = AD_OK;
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
-        goto done;
-    }
+    struct stat sb = {.st_size = (off_t)fsize};
     if ((uint64_t)sb.st_size >= SIZE_MAX / 2) {
         st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "file too large");
         goto done;

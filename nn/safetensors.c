@@ -87,27 +87,6 @@ static bool table_hash(const st_entry *e, int64_t n, char out[17])
 
 /* ---- save ---- */
 
-/* write(2) until done, retrying on EINTR and short writes; false with errno set. */
-static bool write_all(int fd, const void *buf, size_t n)
-{
-    const unsigned char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > (1u << 30) ? 1u << 30 : n;
-        ssize_t k = write(fd, p, chunk);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        if (k == 0) {
-            errno = EIO;
-            return false;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
 static bool reserved_key(const char *k)
 {
     return strcmp(k, "format") == 0 || strcmp(k, "version") == 0 ||
@@ -203,18 +182,6 @@ out:
     return st;
 }
 
-/* The directory part of path ("." when there is none) into a new string. */
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    size_t len = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
-    char *d = ad__malloc(len + 1);
-    if (!d) return NULL;
-    memcpy(d, !slash ? "." : path, len);
-    d[len] = '\0';
-    return d;
-}
-
 static ad_status save_buf(const char *path, int n, const char *const *names, const ad_tensor *const *tensors,
                               int nmeta, const char *const *meta, char *err, size_t errlen)
 {
@@ -250,9 +217,8 @@ static ad_status save_buf(const char *path, int n, const char *const *names, con
 
     ad_status st = AD_OK;
     st_entry *ent = ad__calloc((size_t)n + 1, sizeof *ent);
-    char *hdr = NULL, *tmp = NULL, *dir = NULL;
-    bool created = false; /* the temporary file exists and must be removed on failure */
-    int fd = -1;
+    char *hdr = NULL;
+    ad__save sv = {-1, NULL, NULL, path, fn};
     size_t hlen = 0;
     if (!ent) {
         st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
@@ -277,57 +243,20 @@ static ad_status save_buf(const char *path, int n, const char *const *names, con
     st = build_header(ent, n, nmeta, meta, names, &hdr, &hlen, fn, path, err, errlen);
     if (st != AD_OK) goto done;
 
-    size_t tl = strlen(path) + 32;
-    tmp = ad__malloc(tl);
-    dir = dir_of(path);
-    if (!tmp || !dir) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
-        goto done;
-    }
-    snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    created = fd >= 0;
-    if (fd < 0) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", tmp, strerror(errno));
-        goto done;
-    }
+    /* a temporary file beside path (never through a link, never over a device or FIFO), then a rename */
+    st = ad__save_begin(&sv, fn, path, err, errlen);
+    if (st != AD_OK) goto done;
     unsigned char lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    bool ok = write_all(fd, lenb, 8) && write_all(fd, hdr, hlen);
-    for (int i = 0; ok && i < n; i++) ok = write_all(fd, tensors[i]->data, ad__nbytes(tensors[i]));
+    bool ok = ad__write_all(sv.fd, lenb, 8) && ad__write_all(sv.fd, hdr, hlen);
+    for (int i = 0; ok && i < n; i++) ok = ad__write_all(sv.fd, tensors[i]->data, ad__nbytes(tensors[i]));
     if (!ok) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "write(%s): %s", tmp, strerror(errno));
+        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "write(%s): %s", sv.tmp, strerror(errno));
+        ad__save_abort(&sv);
         goto done;
     }
-    if (fsync(fd) != 0) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", tmp, strerror(errno));
-        goto done;
-    }
-    int c = close(fd);
-    fd = -1;
-    if (c != 0 && errno != EINTR) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "close(%s): %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "rename(%s, %s): %s", tmp, path, strerror(errno));
-        goto done;
-    }
-    created = false; /* renamed: nothing to remove any more */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", dir, strerror(errno));
-        goto done;
-    }
-    /* some file systems cannot fsync a directory (EINVAL): the rename stands */
-    if (fsync(dfd) != 0 && errno != EINVAL)
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "fsync(%s): %s", dir, strerror(errno));
-    close(dfd);
+    st = ad__save_commit(&sv, err, errlen);
 done:
-    if (fd >= 0) close(fd);
-    if (created) unlink(tmp);
-    ad__free(tmp);
-    ad__free(dir);
     ad__free(hdr);
     ad__free(ent);
     return st;
@@ -443,258 +372,230 @@ static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_
     return AD_OK;
 }
 
-static ad_status load_buf(const char *path, int n, const char *const *names, ad_tensor *const *dst, char *err,
-                              size_t errlen)
+/*
+** A load runs in named phases, each validating one layer of the file before the
+** next reads further; a failure in any leaves every dst untouched:
+**   load_open      the path is a regular file (refused before opening otherwise), the header length fits
+**   load_header    the header is a JSON object
+**   load_table     each tensor entry, and the entries tile the data area exactly
+**   load_metadata  format, version, checksum keys, the table checksum
+**   load_match     the requested names, dtypes and shapes, and nothing else in the file
+**   load_data      the data read, every tensor's checksum
+** and only then copy_out writes the destinations.
+*/
+typedef struct st_load {
+    const char *fn, *path;
+    char *err;
+    size_t errlen;
+    int fd;
+    uint64_t fsize, hlen;
+    int64_t data_size;
+    char *hdr;
+    json_t *root, *md;
+    st_entry *ent;
+    size_t nent;
+    unsigned char *data;
+} st_load;
+
+#define LFAIL(L, s, ...) ad__file_error((L)->err, (L)->errlen, s, (L)->fn, (L)->path, __VA_ARGS__)
+
+static ad_status load_args(st_load *L, int n, const char *const *names, ad_tensor *const *dst)
 {
-    static const char fn[] = "nn_safetensors_load";
-    if (err && errlen) err[0] = '\0';
-    if (!path || n < 0 || (n > 0 && (!names || !dst)))
-        return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path, names or dst, or a negative count");
+    if (!L->path || n < 0 || (n > 0 && (!names || !dst)))
+        return LFAIL(L, AD_ERR_ARG, "NULL path, names or dst, or a negative count");
     for (int i = 0; i < n; i++) {
-        if (!names[i] || !dst[i]) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL name or dst #%d", i);
+        if (!names[i] || !dst[i]) return LFAIL(L, AD_ERR_ARG, "NULL name or dst #%d", i);
         for (int j = 0; j < i; j++)
-            if (strcmp(names[i], names[j]) == 0)
-                return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "name '%s' requested twice", names[i]);
+            if (strcmp(names[i], names[j]) == 0) return LFAIL(L, AD_ERR_ARG, "name '%s' requested twice", names[i]);
     }
-    if (!ad__little_endian())
-        return ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
+    if (!ad__little_endian()) return LFAIL(L, AD_ERR_UNSUPPORTED, "big-endian hosts are not supported");
+    return AD_OK;
+}
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
-    ad_status st = AD_OK;
-    char *hdr = NULL;
-    unsigned char *data = NULL;
-    json_t *root = NULL;
-    st_entry *ent = NULL;
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
-        goto done;
-    }
-    uint64_t fsize = (uint64_t)sb.st_size;
+static ad_status load_open(st_load *L)
+{
+    ad_status st = ad__open_read(L->fn, L->path, &L->fd, &L->fsize, L->err, L->errlen);
+    if (st != AD_OK) return st;
     unsigned char lenb[8];
-    if (fsize < 8) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "file too short (%" PRIu64 " bytes) for the header length", fsize);
-        goto done;
-    }
-    if (!read_all(fd, lenb, 8)) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
-        goto done;
-    }
-    uint64_t hlen = 0;
-    for (int i = 0; i < 8; i++) hlen |= (uint64_t)lenb[i] << (8 * i);
-    if (hlen > ST_MAX_HEADER) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "header length %" PRIu64 " over the limit of %u bytes", hlen, ST_MAX_HEADER);
-        goto done;
-    }
-    if (hlen > fsize - 8) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", hlen, fsize);
-        goto done;
-    }
-    int64_t data_size = (int64_t)(fsize - 8 - hlen);
-    hdr = ad__malloc((size_t)hlen + 1);
-    if (!hdr) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for the header");
-        goto done;
-    }
-    if (!read_all(fd, hdr, (size_t)hlen)) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read: %s", errno ? strerror(errno) : "file shrank");
-        goto done;
-    }
-    json_error_t jerr;
-    root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "invalid JSON header: %s (byte %d)", jerr.text,
-                            jerr.position);
-        goto done;
-    }
-    if (!json_is_object(root)) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "header is not a JSON object");
-        goto done;
-    }
+    if (L->fsize < 8)
+        return LFAIL(L, AD_ERR_FORMAT, "file too short (%" PRIu64 " bytes) for the header length", L->fsize);
+    if (!read_all(L->fd, lenb, 8)) return LFAIL(L, AD_ERR_IO, "read: %s", errno ? strerror(errno) : "file shrank");
+    L->hlen = 0;
+    for (int i = 0; i < 8; i++) L->hlen |= (uint64_t)lenb[i] << (8 * i);
+    if (L->hlen > ST_MAX_HEADER)
+        return LFAIL(L, AD_ERR_FORMAT, "header length %" PRIu64 " over the limit of %u bytes", L->hlen, ST_MAX_HEADER);
+    if (L->hlen > L->fsize - 8)
+        return LFAIL(L, AD_ERR_FORMAT, "header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)",
+                     L->hlen, L->fsize);
+    L->data_size = (int64_t)(L->fsize - 8 - L->hlen);
+    return AD_OK;
+}
 
-    /* the table */
-    json_t *md = json_object_get(root, "__metadata__");
-    size_t nent = json_object_size(root) - (md ? 1 : 0);
-    ent = ad__calloc(nent + 1, sizeof *ent);
-    if (!ent) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu entries", nent);
-        goto done;
-    }
+static ad_status load_header(st_load *L)
+{
+    L->hdr = ad__malloc((size_t)L->hlen + 1);
+    if (!L->hdr) return LFAIL(L, AD_ERR_NOMEM, "out of memory for the header");
+    if (!read_all(L->fd, L->hdr, (size_t)L->hlen))
+        return LFAIL(L, AD_ERR_IO, "read: %s", errno ? strerror(errno) : "file shrank");
+    json_error_t jerr;
+    L->root = json_loadb(L->hdr, (size_t)L->hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!L->root) return LFAIL(L, AD_ERR_FORMAT, "invalid JSON header: %s (byte %d)", jerr.text, jerr.position);
+    if (!json_is_object(L->root)) return LFAIL(L, AD_ERR_FORMAT, "header is not a JSON object");
+    L->md = json_object_get(L->root, "__metadata__");
+    return AD_OK;
+}
+
+static ad_status load_table(st_load *L)
+{
+    L->nent = json_object_size(L->root) - (L->md ? 1 : 0);
+    L->ent = ad__calloc(L->nent + 1, sizeof *L->ent);
+    if (!L->ent) return LFAIL(L, AD_ERR_NOMEM, "out of memory for %zu entries", L->nent);
     size_t k = 0;
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val)
+    json_object_foreach(L->root, key, val)
     {
         if (strcmp(key, "__metadata__") == 0) continue;
-        st = parse_entry(key, val, data_size, &ent[k++], fn, path, err, errlen);
-        if (st != AD_OK) goto done;
+        ad_status st = parse_entry(key, val, L->data_size, &L->ent[k++], L->fn, L->path, L->err, L->errlen);
+        if (st != AD_OK) return st;
     }
-    qsort(ent, nent, sizeof *ent, entry_cmp);
+    qsort(L->ent, L->nent, sizeof *L->ent, entry_cmp);
     int64_t pos = 0;
-    for (size_t i = 0; i < nent; i++) {
-        if (ent[i].begin < pos) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s' overlaps tensor '%s'", ent[i].name,
-                                ent[i - 1].name);
-            goto done;
-        }
-        if (ent[i].begin > pos) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "gap of %" PRId64 " bytes before tensor '%s'",
-                                ent[i].begin - pos, ent[i].name);
-            goto done;
-        }
-        pos = ent[i].end;
+    for (size_t i = 0; i < L->nent; i++) {
+        if (L->ent[i].begin < pos)
+            return LFAIL(L, AD_ERR_FORMAT, "tensor '%s' overlaps tensor '%s'", L->ent[i].name, L->ent[i - 1].name);
+        if (L->ent[i].begin > pos)
+            return LFAIL(L, AD_ERR_FORMAT, "gap of %" PRId64 " bytes before tensor '%s'", L->ent[i].begin - pos,
+                         L->ent[i].name);
+        pos = L->ent[i].end;
     }
-    if (pos != data_size) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRId64 " trailing bytes after the last tensor",
-                            data_size - pos);
-        goto done;
-    }
+    if (pos != L->data_size)
+        return LFAIL(L, AD_ERR_FORMAT, "%" PRId64 " trailing bytes after the last tensor", L->data_size - pos);
+    return AD_OK;
+}
 
-    /* the metadata */
-    if (!md || !json_is_object(md)) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            md ? "__metadata__ is not an object" : "no __metadata__: not an autodiff checkpoint");
-        goto done;
-    }
+static ad_status load_metadata(st_load *L)
+{
+    json_t *md = L->md, *val;
+    const char *key;
+    if (!md || !json_is_object(md))
+        return LFAIL(L, AD_ERR_FORMAT, "%s",
+                     md ? "__metadata__ is not an object" : "no __metadata__: not an autodiff checkpoint");
     json_object_foreach(md, key, val)
     {
-        if (!json_is_string(val)) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "__metadata__ value for '%s' is not a string",
-                                key);
-            goto done;
-        }
+        if (!json_is_string(val)) return LFAIL(L, AD_ERR_FORMAT, "__metadata__ value for '%s' is not a string", key);
     }
     const char *fmt = json_string_value(json_object_get(md, "format"));
     const char *ver = json_string_value(json_object_get(md, "version"));
-    if (!fmt || strcmp(fmt, ST_FORMAT) != 0) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "metadata format is %s%s%s, expected '" ST_FORMAT "'",
-                            fmt ? "'" : "", fmt ? fmt : "missing", fmt ? "'" : "");
-        goto done;
-    }
-    if (!ver || strcmp(ver, ST_VERSION) != 0) {
-        st = ad__file_error(err, errlen, ver ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT, fn, path,
-                            "checkpoint version %s%s%s is not supported (expected '" ST_VERSION "')", ver ? "'" : "",
-                            ver ? ver : "missing", ver ? "'" : "");
-        goto done;
-    }
+    if (!fmt || strcmp(fmt, ST_FORMAT) != 0)
+        return LFAIL(L, AD_ERR_FORMAT, "metadata format is %s%s%s, expected '" ST_FORMAT "'", fmt ? "'" : "",
+                     fmt ? fmt : "missing", fmt ? "'" : "");
+    if (!ver || strcmp(ver, ST_VERSION) != 0)
+        return LFAIL(L, ver ? AD_ERR_UNSUPPORTED : AD_ERR_FORMAT,
+                     "checkpoint version %s%s%s is not supported (expected '" ST_VERSION "')", ver ? "'" : "",
+                     ver ? ver : "missing", ver ? "'" : "");
     size_t plen = strlen(ST_SUM_PREFIX);
     json_object_foreach(md, key, val)
     {
         if (strncmp(key, ST_SUM_PREFIX, plen) != 0 || strcmp(key, ST_TABLE_KEY) == 0) continue;
         bool found = false;
-        for (size_t i = 0; i < nent && !found; i++) found = strcmp(ent[i].name, key + plen) == 0;
-        if (!found) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "checksum for a tensor '%s' not in the file",
-                                key + plen);
-            goto done;
-        }
+        for (size_t i = 0; i < L->nent && !found; i++) found = strcmp(L->ent[i].name, key + plen) == 0;
+        if (!found) return LFAIL(L, AD_ERR_FORMAT, "checksum for a tensor '%s' not in the file", key + plen);
     }
     char want[17];
     const char *table_sum = json_string_value(json_object_get(md, ST_TABLE_KEY));
-    if (!table_sum) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no table checksum (" ST_TABLE_KEY ")");
-        goto done;
-    }
-    if (!table_hash(ent, (int64_t)nent, want)) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
-        goto done;
-    }
-    if (strcmp(table_sum, want) != 0) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "table checksum mismatch: the file says %.20s, the table hashes to %s", table_sum, want);
-        goto done;
-    }
+    if (!table_sum) return LFAIL(L, AD_ERR_FORMAT, "no table checksum (" ST_TABLE_KEY ")");
+    if (!table_hash(L->ent, (int64_t)L->nent, want)) return LFAIL(L, AD_ERR_NOMEM, "out of memory");
+    if (strcmp(table_sum, want) != 0)
+        return LFAIL(L, AD_ERR_FORMAT, "table checksum mismatch: the file says %.20s, the table hashes to %s",
+                     table_sum, want);
+    return AD_OK;
+}
 
-    /* the requested names, shapes and dtypes */
+static ad_status load_match(st_load *L, int n, const char *const *names, ad_tensor *const *dst)
+{
     for (int i = 0; i < n; i++) {
         st_entry *e = NULL;
-        for (size_t j = 0; j < nent && !e; j++)
-            if (strcmp(ent[j].name, names[i]) == 0) e = &ent[j];
-        if (!e) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no tensor '%s' in the file", names[i]);
-            goto done;
-        }
+        for (size_t j = 0; j < L->nent && !e; j++)
+            if (strcmp(L->ent[j].name, names[i]) == 0) e = &L->ent[j];
+        if (!e) return LFAIL(L, AD_ERR_FORMAT, "no tensor '%s' in the file", names[i]);
         e->used = true;
-        if (e->dtype != dst[i]->dtype) {
-            st = ad__file_error(err, errlen, AD_ERR_DTYPE, fn, path, "tensor '%s' is %s in the file, %s expected",
-                                names[i], st_dtype_name(e->dtype), st_dtype_name(dst[i]->dtype));
-            goto done;
-        }
+        if (e->dtype != dst[i]->dtype)
+            return LFAIL(L, AD_ERR_DTYPE, "tensor '%s' is %s in the file, %s expected", names[i],
+                         st_dtype_name(e->dtype), st_dtype_name(dst[i]->dtype));
         if (e->ndim != dst[i]->ndim || memcmp(e->shape, dst[i]->shape, (size_t)e->ndim * sizeof(int64_t)) != 0) {
             char a[160], b[160];
-            st = ad__file_error(
-                err, errlen, AD_ERR_SHAPE, fn, path, "tensor '%s' has shape %s in the file, %s expected", names[i],
-                ad_shape_str(e->ndim, e->shape, a, sizeof a), ad_shape_str(dst[i]->ndim, dst[i]->shape, b, sizeof b));
-            goto done;
+            return LFAIL(L, AD_ERR_SHAPE, "tensor '%s' has shape %s in the file, %s expected", names[i],
+                         ad_shape_str(e->ndim, e->shape, a, sizeof a),
+                         ad_shape_str(dst[i]->ndim, dst[i]->shape, b, sizeof b));
         }
-        if (dst[i]->size > 0 && !dst[i]->data) {
-            st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "dst for '%s' has no data", names[i]);
-            goto done;
-        }
+        if (dst[i]->size > 0 && !dst[i]->data) return LFAIL(L, AD_ERR_ARG, "dst for '%s' has no data", names[i]);
     }
-    for (size_t j = 0; j < nent; j++)
-        if (!ent[j].used) {
-            st =
-                ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "unexpected tensor '%s' in the file", ent[j].name);
-            goto done;
-        }
+    for (size_t j = 0; j < L->nent; j++)
+        if (!L->ent[j].used) return LFAIL(L, AD_ERR_FORMAT, "unexpected tensor '%s' in the file", L->ent[j].name);
+    return AD_OK;
+}
 
-    /* the data, checked against every checksum before any dst is written */
-    data = ad__malloc(data_size > 0 ? (size_t)data_size : 1);
-    if (!data) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " data bytes", data_size);
-        goto done;
-    }
-    if (!read_all(fd, data, (size_t)data_size)) {
-        st = ad__file_error(err, errlen, errno ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the data: %s",
-                            errno ? strerror(errno) : "file shrank while reading");
-        goto done;
-    }
-    for (size_t j = 0; j < nent; j++) {
+static ad_status load_data(st_load *L)
+{
+    L->data = ad__malloc(L->data_size > 0 ? (size_t)L->data_size : 1);
+    if (!L->data) return LFAIL(L, AD_ERR_NOMEM, "out of memory for %" PRId64 " data bytes", L->data_size);
+    if (!read_all(L->fd, L->data, (size_t)L->data_size))
+        return LFAIL(L, errno ? AD_ERR_IO : AD_ERR_FORMAT, "reading the data: %s",
+                     errno ? strerror(errno) : "file shrank while reading");
+    size_t plen = strlen(ST_SUM_PREFIX);
+    char want[17];
+    for (size_t j = 0; j < L->nent; j++) {
         char sumkey[512];
-        const char *sum = NULL;
-        if ((size_t)snprintf(sumkey, sizeof sumkey, "%s%s", ST_SUM_PREFIX, ent[j].name) < sizeof sumkey)
-            sum = json_string_value(json_object_get(md, sumkey));
+        const char *sum = NULL, *name = L->ent[j].name;
+        if ((size_t)snprintf(sumkey, sizeof sumkey, "%s%s", ST_SUM_PREFIX, name) < sizeof sumkey)
+            sum = json_string_value(json_object_get(L->md, sumkey));
         else {
-            size_t kl = plen + strlen(ent[j].name) + 1;
+            size_t kl = plen + strlen(name) + 1;
             char *kk = ad__malloc(kl);
-            if (!kk) {
-                st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
-                goto done;
-            }
-            snprintf(kk, kl, "%s%s", ST_SUM_PREFIX, ent[j].name);
-            sum = json_string_value(json_object_get(md, kk));
+            if (!kk) return LFAIL(L, AD_ERR_NOMEM, "out of memory");
+            snprintf(kk, kl, "%s%s", ST_SUM_PREFIX, name);
+            sum = json_string_value(json_object_get(L->md, kk));
             ad__free(kk);
         }
-        if (!sum) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no checksum for tensor '%s'", ent[j].name);
-            goto done;
-        }
-        hash_hex(XXH3_64bits(data + ent[j].begin, (size_t)(ent[j].end - ent[j].begin)), want);
-        if (strcmp(sum, want) != 0) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                                "checksum mismatch for tensor '%s': the file says %.20s, the data hashes to %s",
-                                ent[j].name, sum, want);
-            goto done;
-        }
+        if (!sum) return LFAIL(L, AD_ERR_FORMAT, "no checksum for tensor '%s'", name);
+        hash_hex(XXH3_64bits(L->data + L->ent[j].begin, (size_t)(L->ent[j].end - L->ent[j].begin)), want);
+        if (strcmp(sum, want) != 0)
+            return LFAIL(L, AD_ERR_FORMAT, "checksum mismatch for tensor '%s': the file says %.20s, the data hashes to %s",
+                         name, sum, want);
     }
+    return AD_OK;
+}
+
+static void copy_out(const st_load *L, int n, const char *const *names, ad_tensor *const *dst)
+{
     for (int i = 0; i < n; i++)
-        for (size_t j = 0; j < nent; j++)
-            if (strcmp(ent[j].name, names[i]) == 0) {
-                if (ent[j].end > ent[j].begin)
-                    memcpy(dst[i]->data, data + ent[j].begin, (size_t)(ent[j].end - ent[j].begin));
+        for (size_t j = 0; j < L->nent; j++)
+            if (strcmp(L->ent[j].name, names[i]) == 0) {
+                if (L->ent[j].end > L->ent[j].begin)
+                    memcpy(dst[i]->data, L->data + L->ent[j].begin, (size_t)(L->ent[j].end - L->ent[j].begin));
                 break;
             }
-done:
-    close(fd);
-    ad__free(hdr);
-    ad__free(data);
-    ad__free(ent);
-    json_decref(root);
+}
+
+static ad_status load_buf(const char *path, int n, const char *const *names, ad_tensor *const *dst, char *err,
+                              size_t errlen)
+{
+    if (err && errlen) err[0] = '\0';
+    st_load L = {"nn_safetensors_load", path, err, errlen, -1, 0, 0, 0, NULL, NULL, NULL, NULL, 0, NULL};
+    ad_status st = load_args(&L, n, names, dst);
+    if (st == AD_OK) st = load_open(&L);
+    if (st == AD_OK) st = load_header(&L);
+    if (st == AD_OK) st = load_table(&L);
+    if (st == AD_OK) st = load_metadata(&L);
+    if (st == AD_OK) st = load_match(&L, n, names, dst);
+    if (st == AD_OK) st = load_data(&L);
+    if (st == AD_OK) copy_out(&L, n, names, dst);
+    if (L.fd >= 0) close(L.fd);
+    ad__free(L.hdr);
+    ad__free(L.data);
+    ad__free(L.ent);
+    json_decref(L.root);
     return st;
 }
 

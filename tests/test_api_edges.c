@@ -9,6 +9,7 @@
 
 #include "ad.h"
 #include "ad_io.h"
+#include "ad_layers.h"
 
 /*
 ** The NULL table: one entry per function libautodiff exports (nm -D on the built
@@ -232,6 +233,18 @@ static void e_other_ops(void)
     BAD(ad_flatten(NV, 0, -1));
 }
 
+static void e_layers(void)
+{
+    BAD(ad_attention(NV, NV, NV, AD_NO_VAR, false, 1.0));
+    BAD(ad_conv_transpose2d_ex(NV, NV, NULL, 0, 0));
+    BAD(ad_conv_transpose2d(NV, NV, 1, 0, 0, 1, 1));
+    BAD(ad_conv1d(NV, NV, 1, 0, 1, 1));
+    BAD(ad_group_norm(NV, 1, NV, NV, 1e-5));
+    live l = live_new();
+    BAD(ad_conv_transpose2d_ex(l.x, l.x, NULL, 0, 0));
+    live_failed(&l, "ad_conv_transpose2d_ex");
+}
+
 static void e_diff(void)
 {
     ck_assert_int_ne(ad_backward(NV, NULL, 0), AD_OK);
@@ -327,6 +340,8 @@ static const entry table[] = {
     BY(ad_set_allocator, e_settings), BY(ad_set_num_threads, e_settings), BY(ad_get_num_threads, e_settings),
     BY(ad_status_str, e_settings), BY(ad_dtype_name, e_settings), BY(ad_dtype_size, e_settings),
     BY(ad_npy_load, e_files), BY(ad_npy_save, e_files),
+    BY(ad_attention, e_layers), BY(ad_conv_transpose2d_ex, e_layers), BY(ad_conv_transpose2d, e_layers),
+    BY(ad_conv1d, e_layers), BY(ad_group_norm, e_layers),
 };
 #define NTABLE ((int)(sizeof table / sizeof table[0]))
 
