@@ -171,7 +171,28 @@ static ad_tensor *tensor_like_entry(json_t *entry)
     return ad_tensor_new(dtype, nd, dims);
 }
 
+/* Every value read for the caller's objects (parameters, buffers, optimizer state) is finite: a NaN or
+** Inf weight would otherwise train and evaluate to NaN without a word. */
+static ad_status check_finite(const char *path, const entries *want, const entries *tmp, nn_error *err)
+{
+    for (int i = 0; i < want->n; i++) {
+        const ad_tensor *t = tmp->t[i];
+        if (!want->t[i] || ad__all_finite(t)) continue; /* (NULL: the generator, or state read and dropped) */
+        int64_t k = 0;
+        while (k < t->size && isfinite(ad_tensor_get(t, k))) k++;
+        return nn_error_set(err, AD_ERR_NUMERIC,
+                            "nn_load: %s: \"%s\" holds %g at element %lld (refused; NN_LOAD_ALLOW_NONFINITE loads it)",
+                            path, want->names[i], ad_tensor_get(t, k), (long long)k);
+    }
+    return AD_OK;
+}
+
 ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn_error *err)
+{
+    return nn_load_ex(path, m, opt, rng, 0, err);
+}
+
+ad_status nn_load_ex(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, unsigned flags, nn_error *err)
 {
     if (!path || !m) return nn_error_set(err, AD_ERR_ARG, "nn_load: NULL %s", path ? "module" : "path");
     json_t *root = NULL;
@@ -235,6 +256,7 @@ ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn
         st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: \"%s\" is not a generator state", path, RNG_NAME);
         goto done;
     }
+    if (!(flags & NN_LOAD_ALLOW_NONFINITE) && (st = check_finite(path, &want, &tmp, err)) != AD_OK) goto done;
     /* everything checked: only now the caller's objects change */
     for (int i = 0; i < want.n; i++)
         if (want.t[i]) {

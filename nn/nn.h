@@ -425,9 +425,15 @@ NN_API ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad
 /* Reads a checkpoint written by nn_save for the same architecture, with the
 ** same optimizer kind when opt is given and rng state when rng is given.
 ** AD_ERR_IO (cannot read), AD_ERR_FORMAT (corrupt, truncated, checksum
-** mismatch, names/shapes/dtypes that do not match m): then m, opt and rng are
-** left unchanged. */
+** mismatch, names/shapes/dtypes that do not match m), AD_ERR_NUMERIC (a NaN or
+** Inf value: see nn_load_ex): then m, opt and rng are left unchanged. */
 NN_API ad_status nn_load(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn_error *err);
+/* nn_load with flags. A checkpoint holding a NaN or Inf in a parameter, buffer or optimizer
+** state is refused (AD_ERR_NUMERIC, naming the tensor and element; nothing changes) unless
+** flags has NN_LOAD_ALLOW_NONFINITE (to inspect a diverged run, say). nn_load passes 0. */
+#define NN_LOAD_ALLOW_NONFINITE 1u
+NN_API ad_status nn_load_ex(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, unsigned flags,
+                            nn_error *err);
 
 /* The optimizer's state as named tensors ("optim.step" F64 [1], then per parameter
 ** "optim.<name><suffix>"), the optimizer's own (valid until it is freed): at most
