@@ -4,6 +4,8 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 
 #ifdef AD_HAVE_BLAS
 #include <cblas.h>
@@ -234,6 +236,22 @@ static void blas_split(bool f64, bool ta, bool tb, int64_t m, int64_t n, int64_t
 }
 #endif
 
+/* OpenBLAS takes a buffer of its own for each thread that calls it (128 MiB + 4 KiB from malloc on
+** x86-64 builds), outside ad_set_allocator, and when that allocation fails it retries for ever. So
+** under an address-space limit (RLIMIT_AS) a product goes to OpenBLAS only when that much per thread
+** can be had just now (a probe, not through the allocator: OpenBLAS does not use it either), and to
+** the built-in kernel otherwise; without a limit, always. */
+#define BLAS_BUFFER_PROBE ((size_t)160 << 20)
+static inline bool blas_memory_ok(int nth)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return true;
+    if ((size_t)nth > SIZE_MAX / BLAS_BUFFER_PROBE) return false;
+    void *p = malloc((size_t)nth * BLAS_BUFFER_PROBE);
+    free(p);
+    return p != NULL;
+}
+
 /* The entry points, one per element type; BLAS is the cblas_?gemm of that type. OpenBLAS always
 ** runs on one thread: with more, the product is split over the engine's own pool instead. */
 #ifdef AD_HAVE_BLAS
@@ -262,7 +280,10 @@ static void blas_split(bool f64, bool ta, bool tb, int64_t m, int64_t n, int64_t
         switch (pa) {                                                                                    \
         case PATH_NONE: scale_##S(m, n, beta, c, ldc); return AD_OK;                                     \
         case PATH_SMALL: small_##S(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return AD_OK;  \
-        case PATH_BLAS: BLAS_CALL(T, BLASFN); return AD_OK;                                              \
+        case PATH_BLAS:                                                                                  \
+            if (!blas_memory_ok(nth)) break; /* the built-in kernel, below */                            \
+            BLAS_CALL(T, BLASFN);                                                                        \
+            return AD_OK;                                                                                \
         case PATH_SKINNY:                                                                                \
         case PATH_PACKED: break;                                                                         \
         }                                                                                                \

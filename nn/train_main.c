@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 #ifdef AD_HAVE_MPI
@@ -641,8 +642,21 @@ done:
     return rc;
 }
 
+/* OpenBLAS starts threads of its own when it is loaded, before main, unless OPENBLAS_NUM_THREADS
+** says otherwise. The library never uses them (it calls OpenBLAS on one thread, from its own pool),
+** and under a memory limit such a thread retries its buffer's allocation for ever while the exit
+** waits for it. So the command runs itself again with OPENBLAS_NUM_THREADS=1 when that is not set
+** (should the exec fail, it carries on as it is). Setting it from .preinit_array is too early: the
+** C library sets up the environment after that. */
+static void blas_single_threaded(char **argv)
+{
+    if (getenv("OPENBLAS_NUM_THREADS") || setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv)
 {
+    blas_single_threaded(argv);
     config c = {0};
     c.label_col = 0;
     c.layers[0] = 784;
