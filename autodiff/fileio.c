@@ -71,7 +71,7 @@ static char *dir_of(const char *path)
 
 ad_status ad__save_begin(ad__save *s, const char *fn, const char *path, char *err, size_t errlen)
 {
-    *s = (ad__save){-1, NULL, NULL, path, fn};
+    *s = (ad__save){-1, false, NULL, NULL, path, fn};
     ad_status st = ad__check_target(fn, path, err, errlen);
     if (st != AD_OK) return st;
     struct stat old;
@@ -99,11 +99,10 @@ ad_status ad__save_begin(ad__save *s, const char *fn, const char *path, char *er
     }
     if (s->fd < 0) {
         st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", s->tmp, strerror(errno));
-        ad__free(s->tmp);
-        s->tmp = NULL; /* not ours: nothing to remove */
-        ad__save_abort(s);
+        ad__save_abort(s); /* nothing created: nothing removed */
         return st;
     }
+    s->created = true;
     /* the replaced file's permissions carry over (a 0600 checkpoint stays 0600) */
     if (replacing && fchmod(s->fd, old.st_mode & 07777) != 0) {
         int e = errno;
@@ -160,8 +159,7 @@ ad_status ad__save_commit(ad__save *s, char *err, size_t errlen)
         ad__save_abort(s);
         return st;
     }
-    ad__free(s->tmp);
-    s->tmp = NULL; /* renamed: nothing to remove any more */
+    s->created = false; /* renamed: nothing to remove any more */
     int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "open(%s): %s", s->dir, strerror(errno));
@@ -180,7 +178,8 @@ void ad__save_abort(ad__save *s)
     int e = errno;
     if (s->fd >= 0) close(s->fd);
     s->fd = -1;
-    if (s->tmp) unlink(s->tmp);
+    if (s->created) unlink(s->tmp);
+    s->created = false;
     ad__free(s->tmp);
     ad__free(s->dir);
     s->tmp = s->dir = NULL;

@@ -106,6 +106,7 @@ AD_SHARED ad_status ad__check_target(const char *fn, const char *path, char *err
 ** temporary file. After a failed begin or commit nothing is left to abort. */
 typedef struct ad__save {
     int fd;
+    bool created; /* tmp exists and is ours to remove */
     char *tmp, *dir;
     const char *path, *fn;
 } ad__save;

@@ -218,7 +218,7 @@ static ad_status save_buf(const char *path, int n, const char *const *names, con
     ad_status st = AD_OK;
     st_entry *ent = ad__calloc((size_t)n + 1, sizeof *ent);
     char *hdr = NULL;
-    ad__save sv = {-1, NULL, NULL, path, fn};
+    ad__save sv = {-1, false, NULL, NULL, path, fn};
     size_t hlen = 0;
     if (!ent) {
         st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
