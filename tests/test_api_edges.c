@@ -9,6 +9,7 @@
 
 #include "ad.h"
 #include "ad_io.h"
+#include "ad_custom.h"
 #include "ad_layers.h"
 
 /*
@@ -245,6 +246,20 @@ static void e_layers(void)
     live_failed(&l, "ad_conv_transpose2d_ex");
 }
 
+static void e_custom(void)
+{
+    ck_assert_uint_eq(ad_tensor_version(NULL), 0);
+    ad_tensor_bump_version(NULL);
+    BAD(ad_custom(NULL, NULL, 1, NULL));
+    ck_assert_int_ne(ad_custom_n(NULL, NULL, 1, NULL, NULL), AD_OK);
+    ck_assert_int_ne(ad_custom_check(NULL, NULL, 1, NULL, NULL, NULL), AD_OK);
+    ck_assert_int_ne(ad_checkpoint(NULL, NULL, 1, NULL, 1, NULL), AD_OK);
+    ck_assert_int_ne(ad_vjp(NULL, NULL, 1, NULL, NULL, NULL, NULL, 0), AD_OK);
+    ck_assert_int_ne(ad_jacobian_n(NULL, NULL, 1, NULL, NULL, NULL, 0), AD_OK);
+    ck_assert_int_ne(ad_hessian_n(NULL, NULL, 1, NULL, NULL, NULL, 0), AD_OK);
+    ck_assert_int_ne(ad_hvp_n(NULL, NULL, 1, NULL, NULL, NULL, NULL, 0), AD_OK);
+}
+
 static void e_diff(void)
 {
     ck_assert_int_ne(ad_backward(NV, NULL, 0), AD_OK);
@@ -342,6 +357,9 @@ static const entry table[] = {
     BY(ad_npy_load, e_files), BY(ad_npy_save, e_files),
     BY(ad_attention, e_layers), BY(ad_conv_transpose2d_ex, e_layers), BY(ad_conv_transpose2d, e_layers),
     BY(ad_conv1d, e_layers), BY(ad_group_norm, e_layers),
+    BY(ad_tensor_version, e_custom), BY(ad_tensor_bump_version, e_custom), BY(ad_custom, e_custom),
+    BY(ad_custom_n, e_custom), BY(ad_custom_check, e_custom), BY(ad_checkpoint, e_custom), BY(ad_vjp, e_custom),
+    BY(ad_jacobian_n, e_custom), BY(ad_hessian_n, e_custom), BY(ad_hvp_n, e_custom),
 };
 #define NTABLE ((int)(sizeof table / sizeof table[0]))
 
