@@ -260,6 +260,14 @@ static void e_custom(void)
     ck_assert_int_ne(ad_hvp_n(NULL, NULL, 1, NULL, NULL, NULL, NULL, 0), AD_OK);
 }
 
+static void e_forward(void)
+{
+    ck_assert_int_ne(ad_tangents(1, NULL, NULL, 1, NULL, NULL), AD_OK);
+    ck_assert_int_ne(ad_tape_replay(NULL, 1, NULL, NULL), AD_OK);
+    ck_assert(!ad_branch(NV, (ad_cmp)0, NV));
+    ck_assert_int_ne(ad_jacfwd(NULL, NULL, NULL, NULL), AD_OK);
+}
+
 static void e_diff(void)
 {
     ck_assert_int_ne(ad_backward(NV, NULL, 0), AD_OK);
@@ -360,6 +368,7 @@ static const entry table[] = {
     BY(ad_tensor_version, e_custom), BY(ad_tensor_bump_version, e_custom), BY(ad_custom, e_custom),
     BY(ad_custom_n, e_custom), BY(ad_custom_check, e_custom), BY(ad_checkpoint, e_custom), BY(ad_vjp, e_custom),
     BY(ad_jacobian_n, e_custom), BY(ad_hessian_n, e_custom), BY(ad_hvp_n, e_custom),
+    BY(ad_tangents, e_forward), BY(ad_tape_replay, e_forward), BY(ad_branch, e_forward), BY(ad_jacfwd, e_forward),
 };
 #define NTABLE ((int)(sizeof table / sizeof table[0]))
 
