@@ -1,8 +1,11 @@
-/* ops_conv.c: 2-D convolution (im2col + GEMM) and max/average pooling, NCHW, with their adjoint ops. */
+/* ops_conv.c: 2-D convolution (GEMM with im2col packed into its panels) and max/average pooling, NCHW, with their adjoint ops. */
 #include "forward.h"
 #include "ad_nnops.h"
 #include "backward.h"
+#include "conv_kernels.h"
+#include "gemm.h"
 #include "kernels.h"
+#include "threads.h"
 
 #include <math.h>
 
@@ -30,85 +33,257 @@ static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d)
 
 static char *shp(const ad_tensor *x, char *buf) { return ad_shape_str(x->ndim, x->shape, buf, 96); }
 
-/* ---- im2col and its adjoint ---- */
+/* ---- the convolution's product: implicit im2col packed straight into GEMM panels ---- */
 
-/*
-** im2col: col[(c kh + i) kw + j][oy ow + ox] = x[c][oy sh - ph + i dh][ox sw - pw + j dw] (0 outside),
-** for the c channels of one image. col2im adds col back into x (x must be zeroed first).
-*/
-#define IM2COL(T, SUFFIX)                                                                                \
-    static void im2col_##SUFFIX(const geom *q, int64_t c, const T *x, T *col)                            \
-    {                                                                                                    \
-        int64_t ohw = q->oh * q->ow;                                                                     \
-        for (int64_t ch = 0; ch < c; ch++)                                                               \
-            for (int64_t i = 0; i < q->kh; i++)                                                          \
-                for (int64_t j = 0; j < q->kw; j++) {                                                    \
-                    T *row = col + ((ch * q->kh + i) * q->kw + j) * ohw;                                 \
-                    const T *xc = x + ch * q->h * q->w;                                                  \
-                    for (int64_t oy = 0; oy < q->oh; oy++) {                                             \
-                        int64_t iy = oy * q->sh - q->ph + i * q->dh;                                     \
-                        T *r = row + oy * q->ow;                                                         \
-                        if (iy < 0 || iy >= q->h) {                                                      \
-                            for (int64_t ox = 0; ox < q->ow; ox++) r[ox] = 0;                            \
-                            continue;                                                                    \
-                        }                                                                                \
-                        const T *xr = xc + iy * q->w;                                                    \
-                        int64_t ix = j * q->dw - q->pw;                                                  \
-                        for (int64_t ox = 0; ox < q->ow; ox++, ix += q->sw)                              \
-                            r[ox] = (ix >= 0 && ix < q->w) ? xr[ix] : 0;                                 \
-                    }                                                                                    \
-                }                                                                                        \
-    }                                                                                                    \
-    static void col2im_##SUFFIX(const geom *q, int64_t c, const T *col, T *x)                            \
-    {                                                                                                    \
-        int64_t ohw = q->oh * q->ow;                                                                     \
-        for (int64_t ch = 0; ch < c; ch++)                                                               \
-            for (int64_t i = 0; i < q->kh; i++)                                                          \
-                for (int64_t j = 0; j < q->kw; j++) {                                                    \
-                    const T *row = col + ((ch * q->kh + i) * q->kw + j) * ohw;                           \
-                    T *xc = x + ch * q->h * q->w;                                                        \
-                    for (int64_t oy = 0; oy < q->oh; oy++) {                                             \
-                        int64_t iy = oy * q->sh - q->ph + i * q->dh;                                     \
-                        if (iy < 0 || iy >= q->h) continue;                                              \
-                        const T *r = row + oy * q->ow;                                                   \
-                        T *xr = xc + iy * q->w;                                                          \
-                        int64_t ix = j * q->dw - q->pw;                                                  \
-                        for (int64_t ox = 0; ox < q->ow; ox++, ix += q->sw)                              \
-                            if (ix >= 0 && ix < q->w) xr[ix] += r[ox];                                   \
-                    }                                                                                    \
-                }                                                                                        \
+/* A matrix view over a tensor: element (i, j) at base + (j / inner) outer + i ld + j % inner, so
+** one view covers both a plain row-major matrix (inner huge, outer 0) and the [channels, batch x
+** positions] matrix of an NCHW tensor (inner = positions per image, outer = image stride). */
+typedef struct view {
+    void *base;
+    int64_t inner, outer, ld;
+} view;
+
+/* A row segment of output positions within one panel: first column, length, first tap's offset. */
+typedef struct run {
+    int64_t col, len, off;
+} run;
+
+/* how an operand's micro-panels are packed (conv_gemm.inc) */
+enum { CP_IM2COL, CP_IM2COL_T, CP_ROWS, CP_COLS };
+
+#define AD__CONV_SLACK 16                  /* a packed run is copied in blocks of this many elements */
+#define AD__CONV_KC 256                    /* the reduction block (at most the kernels' kc) */
+#define AD__CONV_MAX_RUNS 64               /* runs in one NR-wide panel: NR is at most 32 */
+#define AD__CONV_MAX_RUNS_T AD__CONV_KC    /* runs in one reduction block */
+#define CONV_THREAD_FLOPS ((int64_t)1 << 21) /* products from this many multiply-adds use the pool */
+
+/* C (m x n) = beta C + A B for the convolution's three products (see conv_gemm.inc). */
+typedef struct cjob {
+    const ad__gemm_kernel *kr;
+    int64_t m, n, k;
+    int64_t mcb, kcb, ncb; /* cache blocks */
+    double beta;           /* for the first reduction block; later blocks add */
+    const void *apack;     /* A packed whole (pack_a_all), or NULL: packed per block (amode) */
+    int amode, bmode;      /* CP_* */
+    view av, bv;           /* for CP_ROWS and CP_COLS */
+    bool ct;               /* C is stored transposed: (i, j) is cv's plain (j, i) */
+    const void *x;         /* CP_IM2COL(_T): the padded image of the group's first channel */
+    const void *xend;      /* the end of that image's buffer (no read reaches past it) */
+    int64_t xc, xb, wp;    /* its channel and image strides, its padded row length */
+    int64_t oh, ow, kh, kw, sh, sw, dh, dw;
+    view cv;
+    bool split_n;          /* threads split C's columns (else its rows) */
+    int split;             /* asked for: 0 the split that fits the tiles, 1 rows, 2 columns */
+    void *bufs;            /* per thread: abuf_bytes of A~ then B~ */
+    size_t buf_bytes, abuf_bytes;
+} cjob;
+
+static inline void ukr_f32(const ad__gemm_kernel *kr, int64_t kc, const float *a, const float *b, float *c,
+                           int64_t ldc, float beta)
+{
+    kr->f32(kc, a, b, c, ldc, 1.0f, beta);
+}
+
+static inline void ukr_f64(const ad__gemm_kernel *kr, int64_t kc, const double *a, const double *b, double *c,
+                           int64_t ldc, double beta)
+{
+    kr->f64(kc, a, b, c, ldc, 1.0, beta);
+}
+
+#define CG_T float
+#define CG_S f32
+#include "conv_gemm.inc"
+#undef CG_T
+#undef CG_S
+#define CG_T double
+#define CG_S f64
+#include "conv_gemm.inc"
+#undef CG_T
+#undef CG_S
+
+static const ad__gemm_kernel *conv_kernel(ad_dtype dt)
+{
+    return dt == AD_F64 ? ad__gemm_kernel_f64(AD__GEMM_BEST) : ad__gemm_kernel_f32(AD__GEMM_BEST);
+}
+
+/* The reduction block for a reduction of length k: at most the kernel's kc (and AD__CONV_KC), and
+** the blocks of equal length (288 = 2 x 144, not 256 + 32: a short block pays the C tile's load
+** and store for little work). */
+static int64_t conv_kc(const ad__gemm_kernel *kr, int64_t k)
+{
+    int64_t most = kr->kc < AD__CONV_KC ? kr->kc : AD__CONV_KC, blocks = (k + most - 1) / most;
+    int64_t kc = (k + blocks - 1) / blocks;
+    return kc < 1 ? 1 : kc;
+}
+
+/* Threads for a product of this many multiply-adds. */
+static int conv_threads(int64_t m, int64_t n, int64_t k)
+{
+    int want = ad_get_num_threads();
+    if (want > AD__MAX_THREADS) want = AD__MAX_THREADS;
+    double fl = (double)m * (double)n * (double)k;
+    return fl < (double)CONV_THREAD_FLOPS ? 1 : want;
+}
+
+/* The share of a tile grid's multiply-adds that are useful for an m x n product. */
+static double tile_fit(const ad__gemm_kernel *kr, int64_t m, int64_t n)
+{
+    int64_t mp = (m + kr->mr - 1) / kr->mr * kr->mr, np = (n + kr->nr - 1) / kr->nr * kr->nr;
+    return (double)m * (double)n / ((double)mp * (double)np);
+}
+
+static size_t up64(size_t b) { return (b + 63) / 64 * 64; }
+
+/* Fills the job's blocking and thread split and runs it on nth threads (buffers from the tape's arena). */
+static ad_status cg_launch(ad_tape *t, cjob *jb, ad_dtype dt, int nth)
+{
+    const ad__gemm_kernel *kr = jb->kr;
+    size_t es = ad_dtype_size(dt);
+    jb->mcb = kr->mc / kr->mr * kr->mr;
+    jb->kcb = conv_kc(kr, jb->k);
+    int64_t un = (jb->n + kr->nr - 1) / kr->nr, um = (jb->m + kr->mr - 1) / kr->mr;
+    jb->split_n = jb->split ? jb->split == 2 : un >= nth || un >= um;
+    int64_t ncols = jb->split_n ? (un + nth - 1) / nth * kr->nr : un * kr->nr;
+    jb->ncb = ncols < kr->nc ? ncols : kr->nc;
+    jb->abuf_bytes = jb->apack ? 0 : up64((size_t)(jb->mcb * jb->kcb) * es);
+    jb->buf_bytes = jb->abuf_bytes + up64((size_t)(jb->ncb * jb->kcb + AD__CONV_SLACK) * es);
+    char *mem = ad__arena_alloc(t, (size_t)nth * jb->buf_bytes + 64);
+    if (!mem) return AD_ERR_NOMEM;
+    jb->bufs = (void *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    ad__parallel(nth, dt == AD_F64 ? run_share_f64 : run_share_f32, jb);
+    return AD_OK;
+}
+
+/* A (m x k, row stride lda) packed whole for the kernel of dt, in the tape's arena. */
+static const void *pack_weights(ad_tape *t, ad_dtype dt, const ad__gemm_kernel *kr, const void *a, int64_t lda,
+                                int64_t m, int64_t k)
+{
+    int64_t mpad = (m + kr->mr - 1) / kr->mr * kr->mr;
+    int kcb = (int)conv_kc(kr, k);
+    void *dst = ad__arena_alloc(t, (size_t)(mpad * k) * ad_dtype_size(dt) + 64);
+    if (!dst) return NULL;
+    dst = (void *)(((uintptr_t)dst + 63) & ~(uintptr_t)63);
+    if (dt == AD_F64)
+        pack_a_all_f64(a, lda, m, k, kr->mr, kcb, dst);
+    else
+        pack_a_all_f32(a, lda, m, k, kr->mr, kcb, dst);
+    return dst;
+}
+
+/* The planes of x ([planes, h, w]) with a zero border of ph rows and pw columns, or x itself when
+** there is no border. Split over threads by planes when large. */
+typedef struct pad_job {
+    ad_dtype dt;
+    const void *x;
+    void *out;
+    int64_t planes, h, w, ph, pw;
+} pad_job;
+
+static void pad_share(void *ctx, int tid, int nth)
+{
+    const pad_job *j = ctx;
+    int64_t p0 = j->planes * tid / nth, p1 = j->planes * (tid + 1) / nth;
+    if (j->dt == AD_F64)
+        pad_planes_f64(j->x, j->h, j->w, j->ph, j->pw, p0, p1, j->out);
+    else
+        pad_planes_f32(j->x, j->h, j->w, j->ph, j->pw, p0, p1, j->out);
+}
+
+static const void *padded(ad_tape *t, ad_dtype dt, const void *x, int64_t planes, int64_t h, int64_t w, int64_t ph,
+                          int64_t pw, int64_t slack)
+{
+    if (ph == 0 && pw == 0 && slack == 0) return x;
+    int64_t sz;
+    if (!ad__mul_ok(planes, (h + 2 * ph) * (w + 2 * pw), &sz) || sz > INT64_MAX - slack) return NULL;
+    size_t es = ad_dtype_size(dt);
+    char *out = ad__arena_alloc(t, (size_t)(sz + slack) * es);
+    if (!out) return NULL;
+    pad_job j = {dt, x, out, planes, h, w, ph, pw};
+    ad__parallel(sz >= ((int64_t)1 << 18) ? conv_threads(1, 1, CONV_THREAD_FLOPS) : 1, pad_share, &j);
+    memset(out + (size_t)sz * es, 0, (size_t)slack * es);
+    return out;
+}
+
+/* ---- the direct path: horizontal stride 1, the image read in place (conv_kernels.c) ---- */
+
+#define DCONV_SLACK 64 /* elements past a padded image that a kernel's last vector may read */
+
+/* A direct convolution: y [n][m][oh][ow] (image stride yb) from the padded image x (image stride
+** xb, rows wp apart, output rows rs apart) with m x k weights packed whole; offs[p] is tap p's offset. */
+typedef struct dc_job {
+    const ad__dconv_kernel *dk;
+    bool f64;
+    const void *apack;
+    const int64_t *offs;
+    int64_t k, m, n, oh, ow;
+    const void *x;
+    int64_t xb, rs;
+    void *y;
+    int64_t yb;
+} dc_job;
+
+static void dc_share(void *ctx, int tid, int nth)
+{
+    const dc_job *j = ctx;
+    const ad__dconv_kernel *dk = j->dk;
+    int rows = AD__DCONV_MAX_ROWS;
+    int64_t groups = (j->oh + rows - 1) / rows, units = j->n * groups, ohw = j->oh * j->ow;
+    size_t es = j->f64 ? sizeof(double) : sizeof(float);
+    for (int64_t u = units * tid / nth; u < units * (tid + 1) / nth; u++) {
+        int64_t b = u / groups, oy0 = u % groups * rows;
+        int nrows = j->oh - oy0 < rows ? (int)(j->oh - oy0) : rows;
+        for (int64_t ox0 = 0; ox0 < j->ow; ox0 += dk->w) {
+            int lanes = j->ow - ox0 < dk->w ? (int)(j->ow - ox0) : dk->w;
+            const char *xb = (const char *)j->x + (size_t)(b * j->xb + oy0 * j->rs + ox0) * es;
+            char *yb = (char *)j->y + (size_t)(b * j->yb + oy0 * j->ow + ox0) * es;
+            for (int64_t i0 = 0; i0 < j->m; i0 += dk->mr) {
+                int mv = j->m - i0 < dk->mr ? (int)(j->m - i0) : dk->mr;
+                const char *a = (const char *)j->apack + (size_t)(i0 * j->k) * es;
+                char *c = yb + (size_t)(i0 * ohw) * es;
+                if (j->f64)
+                    dk->f64[nrows - 1](j->k, (const double *)(const void *)a, (const double *)(const void *)xb,
+                                       j->offs, j->rs, (double *)(void *)c, ohw, j->ow, mv, lanes);
+                else
+                    dk->f32[nrows - 1](j->k, (const float *)(const void *)a, (const float *)(const void *)xb,
+                                       j->offs, j->rs, (float *)(void *)c, ohw, j->ow, mv, lanes);
+            }
+        }
     }
-IM2COL(double, f64)
-IM2COL(float, f32)
-
-/* A 1x1 kernel with stride 1 and no padding: the image itself is the column matrix. */
-static bool direct(const geom *q)
-{
-    return q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 && q->ph == 0 && q->pw == 0;
 }
 
-/* gemm on either dtype; pointers are void so one kernel body serves both. */
-static ad_status gemm(ad_dtype dt, bool ta, bool tb, int64_t m, int64_t nn, int64_t k, const void *a, int64_t lda,
-                      const void *b, int64_t ldb, double beta, void *c, int64_t ldc)
+/* The direct kernel for a convolution producing m channels of width ow with horizontal stride sw,
+** or NULL when the packed path suits it better (no SIMD kernel, stride > 1, or tiles mostly wasted). */
+static const ad__dconv_kernel *dconv_for(ad_dtype dt, int64_t m, int64_t ow, int64_t sw)
 {
-    if (dt == AD_F64) return ad__gemm_f64(ta, tb, m, nn, k, 1.0, a, lda, b, ldb, beta, c, ldc);
-    return ad__gemm_f32(ta, tb, m, nn, k, 1.0f, a, lda, b, ldb, (float)beta, c, ldc);
+    const ad__dconv_kernel *dk = ad__dconv_select(dt == AD_F64);
+    if (!dk || sw != 1) return NULL;
+    double lanes = (double)ow / (double)((ow + dk->w - 1) / dk->w * dk->w);
+    double rows = (double)m / (double)((m + dk->mr - 1) / dk->mr * dk->mr);
+    return lanes >= 0.75 && rows >= 0.75 ? dk : NULL;
 }
 
-static void im2col(ad_dtype dt, const geom *q, int64_t c, const void *x, void *col)
+/* Runs a direct convolution: weights w (m x cin kh kw, row stride ldw), input planes xp (already
+** padded, cin channels from xp, xc apart, images xb apart, rows wp apart), output y as in dc_job. */
+static ad_status dconv_run(ad_tape *t, ad_dtype dt, const ad__dconv_kernel *dk, const void *w, int64_t ldw,
+                           int64_t m, int64_t cin, const geom *q, const void *xp, int64_t xc, int64_t xb, int64_t wp,
+                           int64_t n, int64_t oh, int64_t ow, void *y, int64_t yb)
 {
+    int64_t khw = q->kh * q->kw, k = cin * khw, mpad = (m + dk->mr - 1) / dk->mr * dk->mr;
+    size_t es = ad_dtype_size(dt);
+    int64_t *offs = ad__arena_alloc(t, (size_t)k * sizeof *offs);
+    char *ap = ad__arena_alloc(t, (size_t)(mpad * k) * es + 64);
+    if (!offs || !ap) return AD_ERR_NOMEM;
+    ap = (char *)(((uintptr_t)ap + 63) & ~(uintptr_t)63);
+    for (int64_t c = 0, p = 0; c < cin; c++)
+        for (int64_t i = 0; i < q->kh; i++)
+            for (int64_t j = 0; j < q->kw; j++) offs[p++] = c * xc + i * q->dh * wp + j * q->dw;
     if (dt == AD_F64)
-        im2col_f64(q, c, x, col);
+        pack_a_all_f64(w, ldw, m, k, dk->mr, (int)k, (double *)(void *)ap);
     else
-        im2col_f32(q, c, x, col);
-}
-
-static void col2im(ad_dtype dt, const geom *q, int64_t c, const void *col, void *x)
-{
-    if (dt == AD_F64)
-        col2im_f64(q, c, col, x);
-    else
-        col2im_f32(q, c, col, x);
+        pack_a_all_f32(w, ldw, m, k, dk->mr, (int)k, (float *)(void *)ap);
+    dc_job j = {dk, dt == AD_F64, ap, offs, k, m, n, oh, ow, xp, xb, q->sh * wp, y, yb};
+    ad__parallel(conv_threads(m, n * oh * ow, k), dc_share, &j);
+    return AD_OK;
 }
 
 /* ---- conv2d ---- */
@@ -184,14 +359,6 @@ static bool conv_check(ad_tape *t, const char *op, const ad_tensor *x, const ad_
     return true;
 }
 
-/* Column buffer for one image and group (none for a direct 1x1 convolution). */
-static void *col_buffer(ad_tape *t, const geom *q, ad_dtype dt)
-{
-    int64_t rows = q->c / q->g * q->kh * q->kw, cols = q->oh * q->ow, sz;
-    if (!ad__mul_ok(rows, cols, &sz)) return NULL;
-    return ad__arena_alloc(t, (size_t)sz * ad_dtype_size(dt));
-}
-
 /* conv2d: y[n,o] = sum_{c in o's group, i, j} w[o,c,i,j] x[n,c, oy sh - ph + i dh, ox sw - pw + j dw];
 ** VJP: gx = conv2d_grad_input(gy, w), gw = conv2d_grad_weight(x, gy) */
 ad_var ad_conv2d_ex(ad_var x, ad_var w, const ad_conv2d_params *p)
@@ -220,20 +387,30 @@ ad_status ad__fwd_conv2d(ad_tape *t, ad_node *n)
     ad_dtype dt = x->dtype;
     size_t es = ad_dtype_size(dt);
     int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow;
-    void *col = direct(&q) ? NULL : col_buffer(t, &q, dt);
-    if (!direct(&q) && !col) return AD_ERR_NOMEM;
-    for (int64_t b = 0; b < q.n; b++)
-        for (int64_t g = 0; g < q.g; g++) {
-            const char *xg = (const char *)x->data + (size_t)((b * q.c + g * cg) * q.h * q.w) * es;
-            const void *src = xg;
-            if (col) {
-                im2col(dt, &q, cg, xg, col);
-                src = col;
-            }
-            ad_status st = gemm(dt, false, false, og, ohw, kk, (const char *)w->data + (size_t)(g * og * kk) * es, kk,
-                                src, ohw, 0.0, (char *)n->value.data + (size_t)((b * q.o + g * og) * ohw) * es, ohw);
-            if (st != AD_OK) return st;
+    int64_t hp = q.h + 2 * q.ph, wp = q.w + 2 * q.pw;
+    const ad__gemm_kernel *kr = conv_kernel(dt);
+    const ad__dconv_kernel *dk = dconv_for(dt, og, q.ow, q.sw);
+    const char *xp = padded(t, dt, x->data, q.n * q.c, q.h, q.w, q.ph, q.pw, dk ? DCONV_SLACK : 0);
+    if (!xp) return AD_ERR_NOMEM;
+    for (int64_t g = 0; g < q.g; g++) {
+        const char *wg = (const char *)w->data + (size_t)(g * og * kk) * es;
+        char *yg = (char *)n->value.data + (size_t)(g * og * ohw) * es;
+        const char *xg = xp + (size_t)(g * cg * hp * wp) * es;
+        ad_status st;
+        if (dk) {
+            st = dconv_run(t, dt, dk, wg, kk, og, cg, &q, xg, hp * wp, q.c * hp * wp, wp, q.n, q.oh, q.ow, yg,
+                           q.o * ohw);
+        } else {
+            const void *ap = pack_weights(t, dt, kr, wg, kk, og, kk);
+            if (!ap) return AD_ERR_NOMEM;
+            cjob jb = {.kr = kr, .m = og, .n = q.n * ohw, .k = kk, .beta = 0, .apack = ap, .bmode = CP_IM2COL,
+                       .x = xg, .xend = xp + (size_t)(q.n * q.c * hp * wp) * es, .xc = hp * wp, .xb = q.c * hp * wp,
+                       .wp = wp, .oh = q.oh, .ow = q.ow, .kh = q.kh, .kw = q.kw, .sh = q.sh, .sw = q.sw, .dh = q.dh,
+                       .dw = q.dw, .cv = {yg, ohw, q.o * ohw, ohw}};
+            st = cg_launch(t, &jb, dt, conv_threads(og, q.n * ohw, kk));
         }
+        if (st != AD_OK) return st;
+    }
     return AD_OK;
 }
 
@@ -293,6 +470,72 @@ ad_var ad__conv2d_grad_input(ad_var g, ad_var w, int64_t h, int64_t wd, const ad
     return emit_adjoint(t, op, AD_OP_CONV2D_GRAD_INPUT, xs, &fake, vw, vg, p, xshape);
 }
 
+/* The input gradient of a stride-1 convolution is itself a stride-1 convolution: of g, padded by
+** d (k - 1) - p, with the kernel flipped and its in and out channels swapped. */
+static bool gi_as_conv(const geom *q)
+{
+    return q->sh == 1 && q->sw == 1 && q->dh * (q->kh - 1) >= q->ph && q->dw * (q->kw - 1) >= q->pw;
+}
+
+/* Group g's weights as the matrix the input gradient needs: flipped [cg][og kh kw] (as a
+** convolution), or transposed [cg kh kw][og] (for col2im). */
+#define WEIGHT_MATRIX(T)                                                                                 \
+    static void wmat_##T(const geom *q, const T *w, bool flip, T *out)                                   \
+    {                                                                                                    \
+        int64_t cg = q->c / q->g, og = q->o / q->g, khw = q->kh * q->kw;                                 \
+        for (int64_t o = 0; o < og; o++)                                                                 \
+            for (int64_t c = 0; c < cg; c++)                                                             \
+                for (int64_t i = 0; i < khw; i++) {                                                      \
+                    T v = w[(o * cg + c) * khw + i];                                                     \
+                    if (flip)                                                                            \
+                        out[(c * og + o) * khw + (khw - 1 - i)] = v;                                     \
+                    else                                                                                 \
+                        out[(c * khw + i) * og + o] = v;                                                 \
+                }                                                                                        \
+    }
+WEIGHT_MATRIX(float)
+WEIGHT_MATRIX(double)
+
+/* The general input gradient, per image (threads take whole images): col = W_g^T g[b, g] for
+** each group, then col2im into the image. */
+typedef struct gi_job {
+    const geom *q;
+    ad_dtype dt;
+    const ad__gemm_kernel *kr;
+    const void *const *apacks; /* per group: W_g^T packed */
+    const void *gy;
+    void *dx;
+    char *bufs;                /* per thread: col, then A~/B~ buffers */
+    size_t col_bytes, buf_bytes;
+    cjob proto;
+} gi_job;
+
+static void gi_share(void *ctx, int tid, int nth)
+{
+    const gi_job *j = ctx;
+    const geom *q = j->q;
+    size_t es = ad_dtype_size(j->dt);
+    int64_t cg = q->c / q->g, og = q->o / q->g, ohw = q->oh * q->ow, hw = q->h * q->w;
+    char *mem = j->bufs + (size_t)tid * j->buf_bytes, *col = mem;
+    char *bbuf = mem + j->col_bytes;
+    for (int64_t b = q->n * tid / nth; b < q->n * (tid + 1) / nth; b++)
+        for (int64_t g = 0; g < q->g; g++) {
+            cjob jb = j->proto;
+            jb.apack = j->apacks[g];
+            jb.bv = (view){(char *)(uintptr_t)j->gy + (size_t)((b * q->o + g * og) * ohw) * es, INT64_MAX, 0, ohw};
+            jb.cv = (view){col, INT64_MAX, 0, ohw};
+            char *xg = (char *)j->dx + (size_t)((b * q->c + g * cg) * hw) * es;
+            memset(xg, 0, (size_t)(cg * hw) * es);
+            if (j->dt == AD_F64) {
+                share_f64(&jb, 0, jb.m, 0, jb.n, NULL, (double *)(void *)bbuf);
+                col2im_f64(q, cg, (const double *)(const void *)col, (double *)(void *)xg);
+            } else {
+                share_f32(&jb, 0, jb.m, 0, jb.n, NULL, (float *)(void *)bbuf);
+                col2im_f32(q, cg, (const float *)(const void *)col, (float *)(void *)xg);
+            }
+        }
+}
+
 ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
 {
     const ad_tensor *gy = ad__in(t, n, 0), *w = ad__in(t, n, 1);
@@ -300,20 +543,71 @@ ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
     geom q = conv_geom(n->value.shape, w->shape, &p);
     ad_dtype dt = gy->dtype;
     size_t es = ad_dtype_size(dt);
-    int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow;
-    bool dir = direct(&q);
-    void *col = dir ? NULL : col_buffer(t, &q, dt);
-    if (!dir && !col) return AD_ERR_NOMEM;
-    if (!dir) memset(n->value.data, 0, ad__nbytes(&n->value));
-    for (int64_t b = 0; b < q.n; b++)
+    int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow, hw = q.h * q.w;
+    const ad__gemm_kernel *kr = conv_kernel(dt);
+    void *wm = ad__arena_alloc(t, (size_t)(og * kk) * es);
+    if (!wm) return AD_ERR_NOMEM;
+    /* as a convolution: C = dX [cg][positions], unless cg is so small that most of the kernel's
+    ** tile would be wasted (a first layer's one channel); else col = W^T G [kk][positions] per
+    ** image and col2im */
+    if (gi_as_conv(&q) && (dconv_for(dt, cg, q.w, 1) || tile_fit(kr, cg, kr->nr) >= 0.75)) {
+        int64_t ph = q.dh * (q.kh - 1) - q.ph, pw = q.dw * (q.kw - 1) - q.pw;
+        int64_t hp = q.oh + 2 * ph, wp = q.ow + 2 * pw, kg = og * q.kh * q.kw;
+        const ad__dconv_kernel *dk = dconv_for(dt, cg, q.w, 1);
+        const char *gp = padded(t, dt, gy->data, q.n * q.o, q.oh, q.ow, ph, pw, dk ? DCONV_SLACK : 0);
+        if (!gp) return AD_ERR_NOMEM;
+        /* the flipped kernel as a convolution's geometry: stride 1, same dilation */
+        geom fq = q;
+        fq.sh = fq.sw = 1;
         for (int64_t g = 0; g < q.g; g++) {
-            char *xg = (char *)n->value.data + (size_t)((b * q.c + g * cg) * q.h * q.w) * es;
-            ad_status st = gemm(dt, true, false, kk, ohw, og, (const char *)w->data + (size_t)(g * og * kk) * es, kk,
-                                (const char *)gy->data + (size_t)((b * q.o + g * og) * ohw) * es, ohw, 0.0,
-                                dir ? (void *)xg : col, ohw);
+            const char *wg = (const char *)w->data + (size_t)(g * og * kk) * es;
+            if (dt == AD_F64)
+                wmat_double(&q, (const double *)(const void *)wg, true, wm);
+            else
+                wmat_float(&q, (const float *)(const void *)wg, true, wm);
+            const char *xg = gp + (size_t)(g * og * hp * wp) * es;
+            char *yg = (char *)n->value.data + (size_t)(g * cg * hw) * es;
+            ad_status st;
+            if (dk) {
+                st = dconv_run(t, dt, dk, wm, kg, cg, og, &fq, xg, hp * wp, q.o * hp * wp, wp, q.n, q.h, q.w, yg,
+                               q.c * hw);
+            } else {
+                const void *ap = pack_weights(t, dt, kr, wm, kg, cg, kg);
+                if (!ap) return AD_ERR_NOMEM;
+                cjob jb = {.kr = kr, .m = cg, .n = q.n * hw, .k = kg, .beta = 0, .apack = ap, .bmode = CP_IM2COL,
+                           .x = xg, .xend = gp + (size_t)(q.n * q.o * hp * wp) * es, .xc = hp * wp,
+                           .xb = q.o * hp * wp, .wp = wp, .oh = q.h, .ow = q.w, .kh = q.kh, .kw = q.kw, .sh = 1,
+                           .sw = 1, .dh = q.dh, .dw = q.dw, .cv = {yg, hw, q.c * hw, hw}};
+                st = cg_launch(t, &jb, dt, conv_threads(cg, q.n * hw, kg));
+            }
             if (st != AD_OK) return st;
-            if (!dir) col2im(dt, &q, cg, col, xg);
         }
+        return AD_OK;
+    }
+    const void **apacks = ad__arena_alloc(t, (size_t)q.g * sizeof *apacks);
+    if (!apacks) return AD_ERR_NOMEM;
+    for (int64_t g = 0; g < q.g; g++) {
+        const char *wg = (const char *)w->data + (size_t)(g * og * kk) * es;
+        if (dt == AD_F64)
+            wmat_double(&q, (const double *)(const void *)wg, false, wm);
+        else
+            wmat_float(&q, (const float *)(const void *)wg, false, wm);
+        apacks[g] = pack_weights(t, dt, kr, wm, og, kk, og);
+        if (!apacks[g]) return AD_ERR_NOMEM;
+    }
+    int nth = conv_threads(q.n * q.g * kk, ohw, og);
+    if (nth > q.n) nth = (int)q.n;
+    gi_job j = {&q, dt, kr, apacks, gy->data, n->value.data, NULL, up64((size_t)(kk * ohw) * es), 0,
+                {.kr = kr, .m = kk, .n = ohw, .k = og, .beta = 0, .bmode = CP_COLS}};
+    j.proto.mcb = kr->mc / kr->mr * kr->mr;
+    j.proto.kcb = conv_kc(kr, og);
+    int64_t npad = (ohw + kr->nr - 1) / kr->nr * kr->nr;
+    j.proto.ncb = npad < kr->nc ? npad : kr->nc;
+    j.buf_bytes = j.col_bytes + up64((size_t)(j.proto.ncb * j.proto.kcb + AD__CONV_SLACK) * es);
+    char *mem = ad__arena_alloc(t, (size_t)nth * j.buf_bytes + 64);
+    if (!mem) return AD_ERR_NOMEM;
+    j.bufs = (char *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    ad__parallel(nth, gi_share, &j);
     return AD_OK;
 }
 
@@ -363,19 +657,25 @@ ad_status ad__fwd_conv2d_grad_weight(ad_tape *t, ad_node *n)
     ad_dtype dt = x->dtype;
     size_t es = ad_dtype_size(dt);
     int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow;
-    bool dir = direct(&q);
-    void *col = dir ? NULL : col_buffer(t, &q, dt);
-    if (!dir && !col) return AD_ERR_NOMEM;
-    memset(n->value.data, 0, ad__nbytes(&n->value));
-    for (int64_t b = 0; b < q.n; b++)
-        for (int64_t g = 0; g < q.g; g++) {
-            const char *xg = (const char *)x->data + (size_t)((b * q.c + g * cg) * q.h * q.w) * es;
-            if (!dir) im2col(dt, &q, cg, xg, col);
-            ad_status st = gemm(dt, false, true, og, kk, ohw, (const char *)gy->data + (size_t)((b * q.o + g * og) * ohw) * es,
-                                ohw, dir ? (const void *)xg : col, ohw, 1.0,
-                                (char *)n->value.data + (size_t)(g * og * kk) * es, kk);
-            if (st != AD_OK) return st;
-        }
+    int64_t hp = q.h + 2 * q.ph, wp = q.w + 2 * q.pw;
+    const ad__gemm_kernel *kr = conv_kernel(dt);
+    const char *xp = padded(t, dt, x->data, q.n * q.c, q.h, q.w, q.ph, q.pw, 0);
+    if (!xp) return AD_ERR_NOMEM;
+    /* dW_g [og][kk] = G_g [og][positions] col^T, or, when its tiles fit the kernel better, dW_g^T =
+    ** col G_g^T (A packed from the image, B from G_g's rows, C written transposed) */
+    bool tr = tile_fit(kr, kk, og) > tile_fit(kr, og, kk);
+    for (int64_t g = 0; g < q.g; g++) {
+        view gv = {(char *)(uintptr_t)gy->data + (size_t)(g * og * ohw) * es, ohw, q.o * ohw, ohw};
+        cjob jb = {.kr = kr, .m = tr ? kk : og, .n = tr ? og : kk, .k = q.n * ohw, .beta = 0, .apack = NULL,
+                   .amode = tr ? CP_IM2COL_T : CP_ROWS, .bmode = tr ? CP_ROWS : CP_IM2COL_T, .av = gv, .bv = gv,
+                   .x = xp + (size_t)(g * cg * hp * wp) * es, .xend = xp + (size_t)(q.n * q.c * hp * wp) * es,
+                   .xc = hp * wp,
+                   .xb = q.c * hp * wp, .wp = wp, .oh = q.oh, .ow = q.ow, .kh = q.kh, .kw = q.kw, .sh = q.sh,
+                   .sw = q.sw, .dh = q.dh, .dw = q.dw, .ct = tr, .split = tr ? 1 : 2, /* the im2col side */
+                   .cv = {(char *)n->value.data + (size_t)(g * og * kk) * es, INT64_MAX, 0, kk}};
+        ad_status st = cg_launch(t, &jb, dt, conv_threads(og, kk, q.n * ohw));
+        if (st != AD_OK) return st;
+    }
     return AD_OK;
 }
 
@@ -508,13 +808,65 @@ ARGMAX(float, f32)
 MAXPOOL_LOOP(double, f64)
 MAXPOOL_LOOP(float, f32)
 
+/* The common 2x2 window with stride 2 and no padding, its argmax written out (the same first
+** maximum, NaN winning, as argmax_*): a CNN's pooling layers spent more time in the general loop
+** than in their convolutions (perf, bench_cnn: maxpool_f32 27% of the samples). */
+#define MAXPOOL2(T, SUFFIX)                                                                              \
+    /* argmax offsets (0 .. 3: row-major in the window) of one output row, branch-free */                \
+    static inline void win2_##SUFFIX(const T *r0, const T *r1, int64_t ow, T *bv, int8_t *bk)            \
+    {                                                                                                    \
+        for (int64_t ox = 0; ox < ow; ox++) {                                                            \
+            T b = r0[2 * ox], v;                                                                         \
+            int8_t k = 0;                                                                                \
+            v = r0[2 * ox + 1];                                                                          \
+            bool t1 = (v > b) | ((v != v) & (b == b));                                                       \
+            b = t1 ? v : b, k = t1 ? 1 : k;                                                              \
+            v = r1[2 * ox];                                                                              \
+            bool t2 = (v > b) | ((v != v) & (b == b));                                                       \
+            b = t2 ? v : b, k = t2 ? 2 : k;                                                              \
+            v = r1[2 * ox + 1];                                                                          \
+            bool t3 = (v > b) | ((v != v) & (b == b));                                                       \
+            bv[ox] = t3 ? v : b, bk[ox] = t3 ? 3 : k;                                                    \
+        }                                                                                                \
+    }                                                                                                    \
+    AD_CLONES static void maxpool2_##SUFFIX(const geom *q, const T *x, const T *g, T *y, int mode)       \
+    {                                                                                                    \
+        int64_t hw = q->h * q->w, ohw = q->oh * q->ow, w = q->w;                                         \
+        T bv[256];                                                                                       \
+        int8_t bk[256];                                                                                  \
+        for (int64_t pl = 0; pl < q->n * q->c; pl++) {                                                   \
+            const T *xp = x + pl * hw;                                                                   \
+            for (int64_t oy = 0; oy < q->oh; oy++)                                                       \
+                for (int64_t ox0 = 0; ox0 < q->ow; ox0 += 256) {                                         \
+                    int64_t len = q->ow - ox0 < 256 ? q->ow - ox0 : 256;                                 \
+                    const T *r0 = xp + 2 * oy * w + 2 * ox0;                                             \
+                    int64_t o = pl * ohw + oy * q->ow + ox0;                                             \
+                    win2_##SUFFIX(r0, r0 + w, len, bv, bk);                                              \
+                    if (mode == 0) {                                                                     \
+                        for (int64_t i = 0; i < len; i++) y[o + i] = bv[i];                              \
+                        continue;                                                                        \
+                    }                                                                                    \
+                    for (int64_t i = 0; i < len; i++) {                                                  \
+                        int64_t at = pl * hw + (2 * oy + bk[i] / 2) * w + 2 * (ox0 + i) + bk[i] % 2;     \
+                        if (mode == 1)                                                                   \
+                            y[at] += g[o + i];                                                           \
+                        else                                                                             \
+                            y[o + i] = g[at];                                                            \
+                    }                                                                                    \
+                }                                                                                        \
+        }                                                                                                \
+    }
+MAXPOOL2(double, f64)
+MAXPOOL2(float, f32)
+
 static void maxpool(const geom *q, const ad_tensor *x, const ad_tensor *g, ad_tensor *y, int mode)
 {
     if (mode == 1) memset(y->data, 0, ad__nbytes(y));
+    bool two = q->kh == 2 && q->kw == 2 && q->sh == 2 && q->sw == 2 && q->ph == 0 && q->pw == 0;
     if (x->dtype == AD_F64)
-        maxpool_f64(q, x->data, g ? g->data : NULL, y->data, mode);
+        (two ? maxpool2_f64 : maxpool_f64)(q, x->data, g ? g->data : NULL, y->data, mode);
     else
-        maxpool_f32(q, x->data, g ? g->data : NULL, y->data, mode);
+        (two ? maxpool2_f32 : maxpool_f32)(q, x->data, g ? g->data : NULL, y->data, mode);
 }
 
 /* Records a pooling op (max or average) after checking its parameters against x. */

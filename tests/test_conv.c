@@ -47,6 +47,12 @@ static const conv_case conv_cases[] = {
     {1, 2, 5, 7, 3, 2, 4, {2, 1, 1, 2, 1, 2, 1}}, /* non-square everything */
     {1, 3, 5, 4, 3, 3, 2, {1, 2, 1, 0, 1, 1, 3}}, /* depthwise */
     {3, 1, 4, 4, 2, 4, 4, {1, 1, 0, 0, 1, 1, 1}}, /* kernel as large as the image */
+    /* rows wide enough for the direct kernels (a vector of output columns; x86-64 with AVX2 or
+    ** AVX-512), with a partial vector, a partial channel tile, several images and row groups */
+    {2, 8, 4, 13, 8, 3, 3, {1, 1, 1, 1, 1, 1, 1}},  /* forward and input gradient direct */
+    {1, 8, 7, 12, 6, 3, 3, {2, 1, 1, 1, 1, 1, 1}},  /* vertical stride 2 */
+    {1, 16, 3, 14, 16, 3, 3, {1, 1, 2, 2, 2, 2, 2}}, /* dilation 2, groups 2 */
+    {2, 8, 2, 13, 8, 1, 1, {1, 1, 0, 0, 1, 1, 1}},  /* 1x1, no padding */
 };
 #define NCONV ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
@@ -373,6 +379,39 @@ START_TEST(pool_forward_and_grads)
 }
 END_TEST
 
+/* The 2x2 stride-2 window has its own loop: values, ties and NaN against the rule written out
+** (the first maximum in row-major order wins; a NaN beats any number), in F32 and F64. */
+START_TEST(maxpool_2x2_fast_path)
+{
+    const double v[] = {1, 3, 3, 0, 2, 2, NAN, 1, 5, 5, 5, 5, -1, 4, 4, 4, 0, NAN, 7, 7, NAN, NAN, -3, 8};
+    for (int dt = 0; dt < 2; dt++) {
+        ad_tensor *x64 = tu_f64(AD_SHAPE(1, 2, 2, 6), v), *x = dt ? tu_to_f32(x64) : x64;
+        ad_tape *t = ad_tape_new();
+        ad_var xl = ad_leaf(t, x);
+        ad_var y = ad_max_pool2d(xl, 2, 2, 0);
+        ck_assert_msg(ad_ok(y), "%s", ad_tape_error(t));
+        ck_assert_int_eq(ad_backward(ad_sum(ad_mul_scalar(y, 1.0)), NULL, 0), AD_OK);
+        for (int c = 0; c < 2; c++)
+            for (int ox = 0; ox < 3; ox++) {
+                int best = c * 12 + 2 * ox;
+                for (int k = 1; k < 4; k++) {
+                    int i = c * 12 + (k / 2) * 6 + 2 * ox + k % 2;
+                    if (v[i] > v[best] || (isnan(v[i]) && !isnan(v[best]))) best = i;
+                }
+                double got = ad_tensor_get(ad_value(y), c * 3 + ox);
+                ck_assert(isnan(v[best]) ? isnan(got) : got == v[best]);
+                for (int k = 0; k < 4; k++) {
+                    int i = c * 12 + (k / 2) * 6 + 2 * ox + k % 2;
+                    ck_assert_double_eq(ad_tensor_get(ad_grad(xl), i), i == best ? 1.0 : 0.0);
+                }
+            }
+        ad_tape_free(t);
+        if (dt) ad_tensor_free(x);
+        ad_tensor_free(x64);
+    }
+}
+END_TEST
+
 START_TEST(maxpool_ties_and_errors)
 {
     /* ties: the whole gradient goes to the first maximum of each window */
@@ -693,6 +732,7 @@ static Suite *conv_suite(void)
     suite_add_tcase(s, c);
     TCase *p = tcase_create("pool");
     tcase_add_loop_test(p, pool_forward_and_grads, 0, NPOOL);
+    tcase_add_test(p, maxpool_2x2_fast_path);
     tcase_add_test(p, maxpool_ties_and_errors);
     tcase_set_timeout(p, 600);
     suite_add_tcase(s, p);

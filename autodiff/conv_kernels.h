@@ -1,0 +1,34 @@
+/* conv_kernels.h: direct-convolution micro-kernels (AVX-512, AVX2), which read the image in place instead of packed panels. */
+#ifndef AUTODIFF_CONV_KERNELS_H
+#define AUTODIFF_CONV_KERNELS_H
+
+#include "services.h"
+
+/* The most output rows one kernel call computes. */
+#define AD__DCONV_MAX_ROWS 3
+
+/*
+** A direct kernel computes a tile of MR output channels x nrows output rows x W consecutive
+** output columns (one vector of W lanes per row) of a convolution with horizontal stride 1:
+**   c[i ldc + r crs + l] = sum_p a[p MR + i] x[offs[p] + r rs + l]   (i < mvalid, r < nrows, l < lanes)
+** a holds the weights as MR-tall packed panels (kc steps of MR values), x points at the tile's
+** first input element in a padded image, offs[p] is tap p's offset in it (channel, row, column),
+** rs the input distance between output rows. Lanes past `lanes` are computed from whatever lies
+** there (the buffer must extend W elements past the last tap read) and never stored.
+*/
+typedef void (*ad__dconv_f32)(int64_t kc, const float *a, const float *x, const int64_t *offs, int64_t rs, float *c,
+                              int64_t ldc, int64_t crs, int mvalid, int lanes);
+typedef void (*ad__dconv_f64)(int64_t kc, const double *a, const double *x, const int64_t *offs, int64_t rs,
+                              double *c, int64_t ldc, int64_t crs, int mvalid, int lanes);
+
+typedef struct ad__dconv_kernel {
+    const char *name;                      /* "avx512", "avx2" */
+    int mr, w;                             /* channels per tile, lanes per vector */
+    ad__dconv_f32 f32[AD__DCONV_MAX_ROWS]; /* [nrows - 1]; exactly one of f32/f64 is set */
+    ad__dconv_f64 f64[AD__DCONV_MAX_ROWS];
+} ad__dconv_kernel;
+
+/* The direct kernel for this CPU and element type, or NULL (no AVX2 or AVX-512: the packed path). */
+AD_INTERNAL const ad__dconv_kernel *ad__dconv_select(bool f64);
+
+#endif
