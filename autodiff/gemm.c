@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #ifdef AD_HAVE_BLAS
@@ -50,7 +51,9 @@
 **   m n k < SMALL_MNK: a plain loop (packing would cost more than the product);
 **   m == 1 or n == 1:  the skinny (matrix-vector) kernels, which read A and B in place; they
 **                      match OpenBLAS at 256 and are 2-5x faster at 1024, where it runs a GEMM;
-**   with OpenBLAS:     cblas_?gemm for everything else: on that machine it is faster than the
+**   with OpenBLAS:     cblas_?gemm for everything else, when its kernels are as wide as ours
+**                      (blas_fast: not on CPUs newer than its release, where it falls back to
+**                      SSE3 unless OPENBLAS_CORETYPE is set): on that machine it is faster than the
 **                      packed kernel from 8 x 8 x 8 up (its small-matrix kernels need no packing).
 **                      OpenBLAS always runs on one thread: from THREAD_MNK up, with more threads
 **                      set, the product is split into one cblas call per thread on the pool.
@@ -102,6 +105,30 @@ bool ad__gemm_has_blas(void)
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Whether OpenBLAS runs kernels at least as wide as ours (the automatic path uses it only then).
+** OpenBLAS picks its kernels by CPU model; a model newer than its release (OpenBLAS 0.3.21 on a
+** 5th-generation Xeon) falls back to Prescott (SSE3), several times slower than the packed AVX-512
+** kernel (bench_matmul, F32 n = 1024: 18.5 against 101 GFLOP/s), unless OPENBLAS_CORETYPE names a
+** core. The core's name is read at each call (a pointer to OpenBLAS's static string: no state). */
+static bool blas_fast(void)
+{
+#ifdef AD_HAVE_BLAS
+    static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    static const char *const avx2[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids", "Excavator"};
+    const char *core = openblas_get_corename();
+    const char *ours = ad__gemm_kernel_name(false);
+    if (!core || !strcmp(ours, "generic")) return true;
+    bool wide = !strcmp(ours, "avx512");
+    const char *const *list = wide ? avx512 : avx2;
+    size_t n = wide ? sizeof avx512 / sizeof avx512[0] : sizeof avx2 / sizeof avx2[0];
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(core, list[i])) return true;
+    return false;
+#else
+    return false;
+#endif
+}
 
 /* Packed buffers start on a cache line. */
 static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
@@ -172,7 +199,7 @@ static ad_status plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t
         *pa = PATH_SMALL;
     else if (skinny_ok(ta, tb, m, n, lda, ldb, ldc))
         *pa = PATH_SKINNY;
-    else if (backend == AD__GEMM_AUTO && blas_ok && mnk >= BLAS_MNK)
+    else if (backend == AD__GEMM_AUTO && blas_ok && mnk >= BLAS_MNK && blas_fast())
         *pa = PATH_BLAS;
     else
         *pa = PATH_PACKED;
