@@ -64,6 +64,17 @@ static int scalar_step(ad_tape *t, scalar_ws *w)
     return ad_backward(acc, NULL, AD_ACCUMULATE) == AD_OK ? 0 : -1;
 }
 
+/* ---- workload 1b: acc = acc + tanh(a*x_i + c) with a new leaf x_i recorded each time (data) ---- */
+
+static int leaves_step(ad_tape *t, scalar_ws *w)
+{
+    ad_tape_reset(t);
+    ad_var a = ad_param(t, w->v[0], w->g[0]), c = ad_param(t, w->v[2], w->g[2]);
+    ad_var acc = ad_scalar(t, AD_F64, 0.0);
+    for (int i = 0; i < 2500; i++) acc = ad_add(acc, ad_tanh(ad_add(ad_mul(a, ad_scalar(t, AD_F64, 0.001 * i)), c)));
+    return ad_backward(acc, NULL, AD_ACCUMULATE) == AD_OK ? 0 : -1;
+}
+
 /* ---- workload 2: sum(tanh(W @ x + b)), W [n,n], x [n], b [n], F32 ---- */
 
 typedef struct layer_ws {
@@ -112,7 +123,26 @@ int main(int argc, char **argv)
         if (scalar_step(t, &sw)) return fprintf(stderr, "%s\n", ad_tape_error(t)), 1;
         times[r] = (now_s() - t0) / 10000.0 * 1e9;
     }
-    report("scalar_graph_10k_ops", "ns/op", summarize(times, reps), (g_allocs - before) / reps, threads);
+    long allocs = (g_allocs - before) / reps;
+    size_t nodes = ad_tape_node_count(t);
+    for (int r = 0; r < reps; r++) times[r] *= 10000.0 / (double)nodes;
+    stats per_node = summarize(times, reps);
+    for (int r = 0; r < reps; r++) times[r] *= (double)nodes / 10000.0;
+    report("scalar_graph_10k_ops", "ns/op", summarize(times, reps), allocs, threads);
+    printf("# the same graph per node: %zu nodes, leaves and the initial constant included\n", nodes);
+    report("scalar_graph_per_node", "ns/node", per_node, allocs, threads);
+
+    for (int i = 0; i < 3; i++) leaves_step(t, &sw);
+    before = g_allocs;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        if (leaves_step(t, &sw)) return fprintf(stderr, "%s\n", ad_tape_error(t)), 1;
+        times[r] = (now_s() - t0) * 1e9;
+    }
+    nodes = ad_tape_node_count(t);
+    for (int r = 0; r < reps; r++) times[r] /= (double)nodes;
+    printf("# acc += tanh(a*x_i + c), a leaf x_i recorded each iteration: %zu nodes\n", nodes);
+    report("scalar_graph_leaves_per_node", "ns/node", summarize(times, reps), (g_allocs - before) / reps, threads);
 
     static const int64_t sizes[] = {4, 32, 256};
     for (int k = 0; k < 3; k++) {

@@ -36,6 +36,18 @@ def main():
         if r >= 2:
             times.append((time.perf_counter() - t0) / 10000 * 1e9)
     emit("scalar_graph_10k_ops", "ns/op", times, threads)
+    # per node: 10,000 ops + 3 leaves + the initial constant, as in bench_tape
+    emit("scalar_graph_per_node", "ns/node", [v * 10000 / 10004 for v in times], threads)
+    times = []
+    for r in range(reps + 2):
+        t0 = time.perf_counter()
+        acc = torch.tensor(0.0, dtype=dt)
+        for i in range(2500):
+            acc = acc + torch.tanh(a * torch.tensor(0.001 * i, dtype=dt) + c)
+        acc.backward()
+        if r >= 2:
+            times.append((time.perf_counter() - t0) / 12503 * 1e9)  # 2,500 x (leaf + 4 ops) + 2 params + 1
+    emit("scalar_graph_leaves_per_node", "ns/node", times, threads)
 
     g = torch.Generator().manual_seed(42)
     for n in (4, 32, 256):

@@ -1,0 +1,230 @@
+/* bench_peak.c: the machine's own yardstick: F32/F64 FMA throughput of the ISA the GEMM kernels dispatch to, and stream bandwidth. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gemm.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define PEAK_X86 1
+#endif
+
+/*
+** Figures from other machines cannot be compared as times; as fractions of the machine's own
+** peak they can. This program measures that peak on the instruction set the GEMM kernels were
+** dispatched to (ad__gemm_kernel_name: avx512, avx2 or generic) and prints it as JSON lines for
+** bench/compare, which divides every GEMM and convolution rate by it:
+**
+**   peak_fma_f32 / peak_fma_f64: GFLOP/s of independent fused multiply-adds (2 flops each) on
+**     full vectors, ACC accumulators deep (enough to cover the FMA latency on both FMA pipes),
+**     on 1 thread and on --threads threads at once (each its own loop: no memory traffic);
+**   stream_triad: a[i] = b[i] + s c[i] over three arrays far larger than the caches, in GB/s
+**     counted as STREAM does (3 x 8 bytes per element, no write-allocate traffic).
+**
+** Times are each thread's CPU time (the slowest thread's, for several), so that a machine shared
+** with other work still shows its peak while our threads run; each figure is the best of --reps runs (a peak: anything lower is interference, which the
+** median, min and max fields also show).
+** Usage: bench_peak [--threads N] [--reps N] [--quick]
+*/
+
+#define ACC 24           /* independent accumulators (AVX-512: 24 of 32 registers) */
+#define FMA_ITERS 2000000 /* loop trips per timed run (x ACC FMAs) */
+
+/* Each thread's own CPU time: on a machine shared with other work, time the thread was not
+** running does not count against the peak (which is what a peak means). */
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct fma_arg {
+    int isa;  /* 2 avx512, 1 avx2, 0 generic */
+    int f64;
+    long iters;
+    double sink, secs;
+} fma_arg;
+
+#ifdef PEAK_X86
+#define FMA_LOOP(NAME, TARGET, V, SET1, FMA, ADD, STORE, T, W)                                           \
+    TARGET static double NAME(long iters)                                                                \
+    {                                                                                                    \
+        V acc[ACC], x = SET1((T)1.0000001), y = SET1((T)0.9999999);                                      \
+        for (int i = 0; i < ACC; i++) acc[i] = SET1((T)i);                                               \
+        for (long it = 0; it < iters; it++) {                                                            \
+            _Pragma("GCC unroll 24") for (int i = 0; i < ACC; i++) acc[i] = FMA(acc[i], x, y);           \
+            __asm__ volatile("" : "+v"(x)); /* x is not a constant the compiler can fold */              \
+        }                                                                                                \
+        for (int i = 1; i < ACC; i++) acc[0] = ADD(acc[0], acc[i]);                                      \
+        T out[W];                                                                                        \
+        STORE(out, acc[0]);                                                                              \
+        return (double)out[0];                                                                           \
+    }
+FMA_LOOP(fma512_f32, __attribute__((target("avx512f"))), __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
+         _mm512_storeu_ps, float, 16)
+FMA_LOOP(fma512_f64, __attribute__((target("avx512f"))), __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd,
+         _mm512_storeu_pd, double, 8)
+FMA_LOOP(fma256_f32, __attribute__((target("avx2,fma"))), __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
+         _mm256_storeu_ps, float, 8)
+FMA_LOOP(fma256_f64, __attribute__((target("avx2,fma"))), __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd,
+         _mm256_storeu_pd, double, 4)
+#endif
+
+/* Baseline x86-64 has no FMA: a multiply and an add per step (SSE2 vectors, 2 flops per lane). */
+#define GENERIC_LOOP(NAME, T, W)                                                                         \
+    static double NAME(long iters)                                                                       \
+    {                                                                                                    \
+        T acc[ACC][W], x = (T)1.0000001, y = (T)0.9999999;                                               \
+        for (int i = 0; i < ACC; i++)                                                                    \
+            for (int l = 0; l < W; l++) acc[i][l] = (T)(i + l);                                          \
+        for (long it = 0; it < iters; it++) {                                                            \
+            for (int i = 0; i < ACC; i++)                                                                \
+                for (int l = 0; l < W; l++) acc[i][l] = acc[i][l] * x + y;                               \
+            __asm__ volatile("" : "+x"(x));                                                              \
+        }                                                                                                \
+        T s = 0;                                                                                         \
+        for (int i = 0; i < ACC; i++) s += acc[i][0];                                                    \
+        return (double)s;                                                                                \
+    }
+GENERIC_LOOP(generic_f32, float, 4)
+GENERIC_LOOP(generic_f64, double, 2)
+
+/* Lanes per vector of the ISA (flops per FMA instruction = 2 x lanes). */
+static int lanes(int isa, int f64)
+{
+    int bytes = isa == 2 ? 64 : isa == 1 ? 32 : 16;
+    return bytes / (f64 ? 8 : 4);
+}
+
+static void *fma_thread(void *p)
+{
+    fma_arg *a = p;
+    double t0 = now(), s = 0;
+#ifdef PEAK_X86
+    if (a->isa == 2) s = a->f64 ? fma512_f64(a->iters) : fma512_f32(a->iters);
+    else if (a->isa == 1) s = a->f64 ? fma256_f64(a->iters) : fma256_f32(a->iters);
+    else
+#endif
+        s = a->f64 ? generic_f64(a->iters) : generic_f32(a->iters);
+    a->secs = now() - t0;
+    a->sink = s;
+    return NULL;
+}
+
+/* GFLOP/s of nth threads running the FMA loop at once (the slowest thread's time). */
+static double fma_rate(int isa, int f64, int nth, long iters)
+{
+    fma_arg args[64];
+    pthread_t th[64];
+    for (int i = 0; i < nth; i++) args[i] = (fma_arg){isa, f64, iters, 0, 0};
+    for (int i = 1; i < nth; i++)
+        if (pthread_create(&th[i], NULL, fma_thread, &args[i]) != 0) return -1;
+    fma_thread(&args[0]);
+    double worst = args[0].secs;
+    for (int i = 1; i < nth; i++) {
+        pthread_join(th[i], NULL);
+        if (args[i].secs > worst) worst = args[i].secs;
+    }
+    double flops = 2.0 * (double)lanes(isa, f64) * ACC * (double)iters * nth;
+    return flops / worst / 1e9;
+}
+
+typedef struct triad_arg {
+    double *a, *b, *c;
+    size_t lo, hi;
+    double secs;
+} triad_arg;
+
+static void *triad_thread(void *p)
+{
+    triad_arg *t = p;
+    double t0 = now();
+    for (size_t i = t->lo; i < t->hi; i++) t->a[i] = t->b[i] + 3.0 * t->c[i];
+    t->secs = now() - t0;
+    return NULL;
+}
+
+/* GB/s of the triad over n doubles split into nth contiguous parts. */
+static double triad_rate(double *a, double *b, double *c, size_t n, int nth)
+{
+    triad_arg args[64];
+    pthread_t th[64];
+    for (int i = 0; i < nth; i++)
+        args[i] = (triad_arg){a, b, c, n * (size_t)i / (size_t)nth, n * (size_t)(i + 1) / (size_t)nth, 0};
+    for (int i = 1; i < nth; i++)
+        if (pthread_create(&th[i], NULL, triad_thread, &args[i]) != 0) return -1;
+    triad_thread(&args[0]);
+    double worst = args[0].secs;
+    for (int i = 1; i < nth; i++) {
+        pthread_join(th[i], NULL);
+        if (args[i].secs > worst) worst = args[i].secs;
+    }
+    return 3.0 * 8.0 * (double)n / worst / 1e9;
+}
+
+static int cmp(const void *x, const void *y)
+{
+    double p = *(const double *)x, q = *(const double *)y;
+    return p < q ? -1 : p > q;
+}
+
+static void report(const char *bench, const char *unit, int nth, double *v, int reps, const char *isa)
+{
+    qsort(v, (size_t)reps, sizeof *v, cmp);
+    printf("%-14s %3d %-8s %10.1f %10.1f %10.1f %s\n", bench, nth, isa, v[reps - 1], v[reps / 2], v[0], unit);
+    printf("{\"bench\":\"%s\",\"impl\":\"machine\",\"isa\":\"%s\",\"threads\":%d,\"unit\":\"%s\",\"best\":%.3f,"
+           "\"median\":%.3f,\"min\":%.3f,\"max\":%.3f}\n",
+           bench, isa, nth, unit, v[reps - 1], v[reps / 2], v[0], v[reps - 1]);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    int threads = 1, reps = 5;
+    long iters = FMA_ITERS;
+    size_t n = (size_t)24 << 20; /* 3 arrays of 192 MiB */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--quick") == 0) reps = 3, iters /= 4, n /= 4;
+        else {
+            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (threads < 1 || threads > 64 || reps < 1 || reps > 100) return 2;
+    const char *name = ad__gemm_kernel_name(false);
+    int isa = strcmp(name, "avx512") == 0 ? 2 : strcmp(name, "avx2") == 0 ? 1 : 0;
+    printf("# machine peak on the GEMM kernels' ISA (%s); best / median / min of %d runs\n", name, reps);
+    printf("%-14s %3s %-8s %10s %10s %10s %s\n", "figure", "thr", "isa", "best", "median", "min", "unit");
+    double v[100];
+    int counts[2] = {1, threads};
+    for (int ci = 0; ci < (threads > 1 ? 2 : 1); ci++) {
+        int nth = counts[ci];
+        for (int f64 = 0; f64 < 2; f64++) {
+            fma_rate(isa, f64, nth, iters / 10); /* warm up: clocks, AVX-512 licence */
+            for (int r = 0; r < reps; r++) v[r] = fma_rate(isa, f64, nth, iters);
+            report(f64 ? "peak_fma_f64" : "peak_fma_f32", "GFLOP/s", nth, v, reps, name);
+        }
+    }
+    double *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *c = malloc(n * sizeof *c);
+    if (!a || !b || !c) {
+        fprintf(stderr, "bench_peak: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) a[i] = 0, b[i] = 1, c[i] = 2;
+    for (int ci = 0; ci < (threads > 1 ? 2 : 1); ci++) {
+        int nth = counts[ci];
+        triad_rate(a, b, c, n, nth);
+        for (int r = 0; r < reps; r++) v[r] = triad_rate(a, b, c, n, nth);
+        report("stream_triad", "GB/s", nth, v, reps, name);
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 0;
+}
