@@ -67,10 +67,10 @@ int main(int argc, char **argv)
         int n = r < 0 ? 5 : steps;
         double t0 = now_s();
         for (int s = 0; s < n; s++) {
-            int64_t got = nn_batcher_next(b, x, labels);
+            int64_t got = nn_batcher_next(b, x, NULL, labels);
             if (got < BATCH) { /* a short last batch: start the next epoch */
                 nn_batcher_reset(b);
-                got = nn_batcher_next(b, x, labels);
+                got = nn_batcher_next(b, x, NULL, labels);
             }
             ad_tape_reset(t);
             ad_var l = nn_loss_cross_entropy(nn_forward(net, t, ad_const(t, x)), labels);
