@@ -17,7 +17,8 @@
 ** KANN computes in float32 (our scalar graph is float64). Figures: ns per op (10,000 ops: the
 ** 2,500 x {mul, add, tanh, add}) and ns per node (every node of the compiled graph, leaves
 ** included), and per node for the graph acc += tanh(a*x_i + c) whose leaf x_i is recorded each
-** iteration (rebuilt). Usage: tape_kann [reps (50)]
+** iteration (rebuilt). Usage: tape_kann [reps (50)] [reused]: with "reused", only the reused graph,
+** printed as scalar_graph_10k_ops of the impl kann_reused (the peer of a replayed tape).
 */
 
 static double now_s(void)
@@ -53,23 +54,27 @@ static kad_node_t **build_leaves(int *n)
     return kad_compile(n, 1, acc);
 }
 
+static const char *g_impl = "kann";
+
 static void emit(const char *name, const char *unit, double *v, int reps)
 {
     qsort(v, (size_t)reps, sizeof *v, cmp_double);
     double med = reps % 2 ? v[reps / 2] : 0.5 * (v[reps / 2 - 1] + v[reps / 2]);
     printf("%-28s %12.3f %12.3f %12.3f  %s\n", name, med, v[0], v[reps - 1], unit);
-    printf("{\"bench\":\"%s\",\"impl\":\"kann\",\"unit\":\"%s\",\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"threads\":1}\n",
-           name, unit, med, v[0], v[reps - 1]);
+    printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"unit\":\"%s\",\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"threads\":1}\n",
+           name, g_impl, unit, med, v[0], v[reps - 1]);
 }
 
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 50, n = 0;
+    int reused_only = argc > 2 && !strcmp(argv[2], "reused");
     if (reps < 3) reps = 3;
+    if (reused_only) g_impl = "kann_reused";
     double *t_op = malloc((size_t)reps * sizeof *t_op), *t_node = malloc((size_t)reps * sizeof *t_node);
     double *r_op = malloc((size_t)reps * sizeof *r_op), *r_node = malloc((size_t)reps * sizeof *r_node);
     if (!t_op || !t_node || !r_op || !r_node) return 1;
-    for (int r = -2; r < reps; r++) { /* rebuilt each iteration */
+    for (int r = reused_only ? reps : -2; r < reps; r++) { /* rebuilt each iteration */
         double t0 = now_s();
         kad_node_t **g = build(&n);
         kad_eval_at(n, g, n - 1);
@@ -82,7 +87,7 @@ int main(int argc, char **argv)
     if (!l_node) return 1;
     for (int i = 0; i < 2500; i++) g_x[i] = 0.001f * (float)i;
     int nl = 0;
-    for (int r = -2; r < reps; r++) { /* leaves recorded each iteration, rebuilt */
+    for (int r = reused_only ? reps : -2; r < reps; r++) { /* leaves recorded each iteration, rebuilt */
         double t0 = now_s();
         kad_node_t **gl = build_leaves(&nl);
         kad_eval_at(nl, gl, nl - 1);
@@ -100,6 +105,11 @@ int main(int argc, char **argv)
     }
     printf("# KANN scalar graph: %d nodes (leaves included); gradient of a: %g\n", n, g_g[0]);
     kad_delete(n, g);
+    if (reused_only) {
+        emit("scalar_graph_10k_ops", "ns/op", r_op, reps);
+        free(l_node), free(t_op), free(t_node), free(r_op), free(r_node);
+        return 0;
+    }
     emit("scalar_graph_10k_ops", "ns/op", t_op, reps);
     emit("scalar_graph_per_node", "ns/node", t_node, reps);
     emit("scalar_graph_reused_10k_ops", "ns/op", r_op, reps);
