@@ -248,7 +248,8 @@ static void print_epoch(FILE *out, const nn_epoch_stats *s, int epochs, nn_progr
 /* a number, or nothing for NaN */
 static void log_num(FILE *log, double v) { isnan(v) ? (void)0 : (void)fprintf(log, "%.9g", v); }
 
-static void log_epoch(FILE *log, const nn_epoch_stats *s)
+/* 0, or EOF when the line could not be written (errno says why). */
+static int log_epoch(FILE *log, const nn_epoch_stats *s)
 {
     fprintf(log, "%d,%" PRId64 ",%.9g,%.9g,", s->epoch, s->steps, s->lr, s->train_loss);
     const double v[] = {s->train_acc, s->val_loss, s->val_acc, s->test_loss, s->test_acc};
@@ -257,7 +258,7 @@ static void log_epoch(FILE *log, const nn_epoch_stats *s)
         fputc(',', log);
     }
     fprintf(log, "%.6f\n", s->seconds);
-    fflush(log);
+    return fflush(log) != 0 || ferror(log) ? EOF : 0;
 }
 
 /* ---- training ---- */
@@ -352,6 +353,10 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
             goto done;
         }
         fprintf(log, "epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n");
+        if (fflush(log) != 0) { /* a log that cannot be written stops the fit before its first step */
+            st = nn_error_set(err, AD_ERR_IO, "nn_fit: cannot write log %s: %s", o.log_path, strerror(errno));
+            goto done;
+        }
     }
     int64_t nbatches = nn_batcher_num_batches(b), r = 0;
     nn_progress_bar pb;
@@ -411,6 +416,9 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
                 skipped = (int64_t)sums[4] / par->size;
             }
         }
+        if (st == AD_OK && skipped > 0 && seen == 0)
+            st = nn_error_set(err, AD_ERR_NUMERIC, "nn_fit: every step of epoch %d (%" PRId64 ") was skipped as non-finite; "
+                              "stopped", e + 1, skipped);
         if (st != AD_OK) {
             if (bar) fprintf(out, "\n");
             break;
@@ -425,12 +433,16 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
         nn_module_set_training(m, true);
         s.seconds = now_seconds() - t0;
         if (lines) print_epoch(out, &s, o.epochs, bar ? &pb : NULL);
-        if (log) log_epoch(log, &s);
+        if (log && log_epoch(log, &s) != 0) {
+            st = nn_error_set(err, AD_ERR_IO, "nn_fit: cannot write log %s at epoch %d: %s", o.log_path, e + 1,
+                              strerror(errno));
+            break;
+        }
         if (last) *last = s;
         if (o.on_epoch) o.on_epoch(&s, o.ctx);
     }
 done:
-    if (log && fclose(log) != 0 && st == AD_OK)
+    if (log && (ferror(log) | fclose(log)) != 0 && st == AD_OK)
         st = nn_error_set(err, AD_ERR_IO, "nn_fit: cannot write log %s: %s", o.log_path, strerror(errno));
     ad_tape_free(t);
     nn_batcher_free(b);

@@ -376,7 +376,8 @@ typedef struct nn_fit_opts {
     nn_epoch_fn on_epoch;        /* optional, called after each epoch */
     void *ctx;
     bool skip_nonfinite;         /* skip a step whose loss or gradient is NaN or Inf (counted in
-                                 ** nn_epoch_stats.skipped) instead of stopping; default false */
+                                 ** nn_epoch_stats.skipped) instead of stopping; an epoch of nothing
+                                 ** but skipped steps still stops (AD_ERR_NUMERIC); default false */
     double clip_norm;            /* > 0: clip the gradients to this global norm before each update
                                  ** (nn_clip_grad_norm); default 0, off */
     int accumulate;              /* update once every `accumulate` batches (nn_train_step); default 1 */
@@ -394,8 +395,9 @@ NN_API nn_fit_opts nn_fit_defaults(void);
 ** does not fit the set: cross-entropy without labels, a regression loss
 ** without targets), AD_ERR_NUMERIC when the loss or a gradient becomes NaN or
 ** Inf (the message says at which epoch and step; the update of that step is
-** not applied; with opts->skip_nonfinite the step is skipped instead), AD_ERR_IO
-** for the log file, AD_ERR_NOMEM, or an engine error (e.g. AD_ERR_SHAPE when m
+** not applied; with opts->skip_nonfinite the step is skipped instead, and an
+** epoch whose every step was skipped ends the fit), AD_ERR_IO for the log file
+** (it cannot be opened, or a line cannot be written: the fit stops there), AD_ERR_NOMEM, or an engine error (e.g. AD_ERR_SHAPE when m
 ** does not take the data's dimension), with a message in err. */
 NN_API ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_fit_opts *opts,
                         nn_epoch_stats *last, nn_error *err);

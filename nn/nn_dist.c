@@ -267,8 +267,14 @@ ad_status nn_dist_save(nn_dist *d, const char *path, nn_module *m, nn_optim *opt
 
 ad_status nn_dist_load(nn_dist *d, const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, nn_error *err)
 {
+    return nn_dist_load_ex(d, path, m, opt, rng, 0, err);
+}
+
+ad_status nn_dist_load_ex(nn_dist *d, const char *path, nn_module *m, nn_optim *opt, ad_rng *rng, unsigned flags,
+                          nn_error *err)
+{
     if (!d) return nn_error_set(err, AD_ERR_ARG, "nn_dist_load: NULL nn_dist");
-    ad_status st = d->rank == 0 ? nn_load(path, m, opt, rng, err) : AD_OK;
+    ad_status st = d->rank == 0 ? nn_load_ex(path, m, opt, rng, flags, err) : AD_OK;
     if ((st = nn_dist_check(d, st, err)) != AD_OK) return st;
     st = nn_dist_broadcast(d, m, opt, err);
     if (st == AD_OK && rng) {

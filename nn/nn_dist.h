@@ -86,6 +86,9 @@ NN_API ad_status nn_dist_save(nn_dist *d, const char *path, nn_module *m, nn_opt
 ** nothing changed on any rank. */
 NN_API ad_status nn_dist_load(nn_dist *d, const char *path, nn_module *m, nn_optim *opt, ad_rng *rng,
                               nn_error *err);
+/* nn_dist_load with nn_load_ex's flags (NN_LOAD_ALLOW_NONFINITE). */
+NN_API ad_status nn_dist_load_ex(nn_dist *d, const char *path, nn_module *m, nn_optim *opt, ad_rng *rng,
+                                 unsigned flags, nn_error *err);
 
 /* Makes nn_fit train data-parallel with d: each rank takes its share of every
 ** global batch of fo->batch_size rows and the gradients are reduced before each
