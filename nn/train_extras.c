@@ -20,7 +20,10 @@ void epoch_log_add(const nn_epoch_stats *s, void *log)
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 16;
         nn_epoch_stats *e = realloc(l->e, (size_t)cap * sizeof *e);
-        if (!e) return; /* the plot then shows the epochs kept so far */
+        if (!e) { /* the plot then fails rather than leave epochs out */
+            l->lost = true;
+            return;
+        }
         l->e = e;
         l->cap = cap;
     }
@@ -119,6 +122,10 @@ static void chart(FILE *f, const epoch_log *l, int ox, const char *title, const 
 
 int epoch_log_plot(const epoch_log *l, const char *path)
 {
+    if (l->lost) {
+        fprintf(stderr, "autodiff-train: cannot write plot %s: out of memory for the epochs' figures\n", path);
+        return 1;
+    }
     FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "autodiff-train: cannot write plot %s: %s\n", path, strerror(errno));
@@ -135,8 +142,11 @@ int epoch_log_plot(const epoch_log *l, const char *path)
     chart(f, l, 0, "loss", "loss", loss, 1.0);
     chart(f, l, CHART_W, "accuracy", "accuracy (%)", acc, 100.0);
     fprintf(f, "</svg>\n");
-    if (ferror(f) | fclose(f)) {
-        fprintf(stderr, "autodiff-train: cannot write plot %s\n", path);
+    bool bad = ferror(f) != 0;
+    errno = 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        fprintf(stderr, "autodiff-train: cannot write plot %s%s%s\n", path, errno ? ": " : "", errno ? strerror(errno) : "");
         return 1;
     }
     printf("wrote %s\n", path);
@@ -206,8 +216,11 @@ int draw_tape(const char *path, nn_module *net, const nn_dataset *ds, int64_t ba
         goto done;
     }
     ad_status st = ad_tape_write_dot(t, f);
-    if ((fclose(f) != 0) | (st != AD_OK)) {
-        fprintf(stderr, "autodiff-train: cannot write %s\n", dotpath);
+    bool bad = st != AD_OK || ferror(f) != 0;
+    errno = 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        fprintf(stderr, "autodiff-train: cannot write %s%s%s\n", dotpath, errno ? ": " : "", errno ? strerror(errno) : "");
         goto done;
     }
     rc = svg ? run_dot(dotpath, path) : 0;

@@ -8,6 +8,7 @@
 typedef struct epoch_log {
     nn_epoch_stats *e;
     int n, cap;
+    bool lost; /* an epoch was dropped (out of memory): the plot fails */
 } epoch_log;
 
 void epoch_log_add(const nn_epoch_stats *s, void *log);

@@ -44,6 +44,8 @@ typedef struct config {
     int epochs, threads;
     int64_t batch;
     uint64_t seed;
+    bool allow_nonfinite; /* --allow-nonfinite-load */
+    bool given[96];       /* given[i]: options[i] was on the command line */
 } config;
 
 /* ---- the options: one table, from which the parser and --help are made ----
@@ -183,12 +185,13 @@ static const option_row options[] = {
        "cross_entropy (default with labels), mse (default with --regression),\n"
        "huber, l1, bce (binary cross-entropy of logits)"),
     NUM(ARG_F64, "lr", "X", lr, 0, 1e3, "learning rate (default 1e-3 for Adam, 0.05 for SGD)"),
-    NUM(ARG_F64, "momentum", "X", momentum, 0, 1, "SGD momentum (default 0.9)"),
+    NUM(ARG_F64, "momentum", "X", momentum, 0, 1, "SGD's momentum (default 0.9), or RMSprop's (default 0)"),
     FLAG("nesterov", nesterov, "SGD with Nesterov momentum"),
     NUM(ARG_F64, "weight-decay", "X", weight_decay, 0, 1e3, "(default 0)"),
     NUM(ARG_F64, "clip-norm", "X", clip_norm, 0, 1e30,
         "clip gradients to global norm X before each update (default 0: off)"),
-    FLAG("skip-nonfinite", skip_nonfinite, "skip a step whose loss or gradient is NaN/Inf instead of stopping"),
+    FLAG("skip-nonfinite", skip_nonfinite, "skip a step whose loss or gradient is NaN/Inf instead of stopping\n"
+         "(an epoch of only skipped steps stops the run)"),
     FN("schedule", "NAME", set_schedule, "unknown --schedule '%s' (cosine, warmup_cosine, onecycle, step, none)",
        "cosine, warmup_cosine, onecycle, step, none, set at every step (default\n"
        "cosine; step halves the lr every 5 epochs)"),
@@ -200,6 +203,9 @@ static const option_row options[] = {
     SECTION("checkpoints and output"),
     STR("save", "FILE", save, "write a checkpoint (safetensors) after training"),
     STR("load", "FILE", load, "start from a checkpoint"),
+    FLAG("allow-nonfinite-load", allow_nonfinite,
+         "load a checkpoint that holds NaN or Inf, with a warning,\n"
+         "instead of refusing it (to inspect a diverged run)"),
     FLAG("eval-only", eval_only, "only evaluate (usually with --load)"),
     STR("log", "FILE", log, "per-epoch CSV log"),
     FN("progress", "WHEN", set_progress, "bad --progress '%s' (auto, always, never)",
@@ -214,6 +220,7 @@ static const option_row options[] = {
     {.name = "help", .help = "this help", .kind = ARG_FLAG, .field = offsetof(config, help), .short_name = 'h'},
 };
 #define NOPTIONS ((int)(sizeof options / sizeof options[0]))
+_Static_assert(sizeof options / sizeof options[0] <= sizeof ((config *)0)->given, "config.given is too short");
 #define OPT_VAL0 256 /* getopt_long's value for row i is OPT_VAL0 + i */
 #define HELP_COLUMN 24
 
@@ -241,6 +248,10 @@ static void print_help(FILE *f)
         }
         int w = r->short_name ? fprintf(f, "  -%c, --%s", r->short_name, r->name) : fprintf(f, "  --%s", r->name);
         if (r->arg) w += fprintf(f, " %s", r->arg);
+        if (w > HELP_COLUMN - 2) { /* two spaces at least between the name and its help, or a new line */
+            fputc('\n', f);
+            w = 0;
+        }
         for (const char *h = r->help; *h;) {
             size_t n = strcspn(h, "\n");
             fprintf(f, "%*s%.*s\n", w < HELP_COLUMN ? HELP_COLUMN - w : 1, "", (int)n, h);
@@ -263,6 +274,7 @@ static int usage_error(const char *fmt, const char *arg)
 static int apply(const option_row *r, const char *a, config *c)
 {
     char *field = (char *)c + r->field;
+    c->given[r - options] = true;
     int64_t v;
     double d;
     switch (r->kind) {
@@ -287,6 +299,50 @@ static int apply(const option_row *r, const char *a, config *c)
     }
     fprintf(stderr, "autodiff-train: bad --%s '%s' (see --help)\n", r->name, a);
     return 2;
+}
+
+/* Whether the option called name was on the command line. */
+static bool given(const config *c, const char *name)
+{
+    for (int i = 0; i < NOPTIONS; i++)
+        if (options[i].kind != ARG_SECTION && strcmp(options[i].name, name) == 0) return c->given[i];
+    return false;
+}
+
+/* An option that would do nothing beside another is an error, not silently dropped: a row
+** names the option, the one that makes it moot, and why. 0 or the exit status. */
+static int check_moot(const config *c)
+{
+    static const struct {
+        const char *opt, *with, *why;
+    } moot[] = {
+        {"layers", "model", "--model gives the whole network"},
+        {"activation", "model", "--model's layers use ReLU"},
+        {"log", "eval-only", "nothing is trained"},
+        {"plot", "eval-only", "nothing is trained"},
+        {"loss", "eval-only", "evaluation reports cross-entropy, or MSE with --regression"},
+        {"save", "draw", "--draw writes the tape and exits"},
+        {"log", "draw", "--draw writes the tape and exits"},
+        {"plot", "draw", "--draw writes the tape and exits"},
+        {"eval-only", "draw", "--draw writes the tape and exits"},
+        {"loss", "draw", "the tape ends in cross-entropy, or MSE with --regression"},
+        {"progress", "quiet", "--quiet is --progress=never"},
+    };
+    char msg[256];
+    for (size_t i = 0; i < sizeof moot / sizeof moot[0]; i++) {
+        if (!given(c, moot[i].opt) || !given(c, moot[i].with)) continue;
+        if (strcmp(moot[i].opt, "progress") == 0 && strcmp(c->progress, "never") == 0) continue;
+        snprintf(msg, sizeof msg, "--%s has no effect with --%s: %s", moot[i].opt, moot[i].with, moot[i].why);
+        return usage_error("%s", msg);
+    }
+    if (c->epochs == 0 && !c->eval_only && !c->draw && (given(c, "log") || given(c, "plot")))
+        return usage_error("--%s has no effect with --epochs 0: nothing is trained", given(c, "log") ? "log" : "plot");
+    if (given(c, "momentum") && strcmp(c->optimizer, "sgd") != 0 && strcmp(c->optimizer, "rmsprop") != 0)
+        return usage_error("--momentum has no effect with --optimizer %s: only sgd and rmsprop have one", c->optimizer);
+    if ((given(c, "label-col") || c->csv_header) && !c->train_csv)
+        return usage_error("%s needs --train-csv", c->csv_header ? "--csv-header" : "--label-col");
+    if (c->allow_nonfinite && !c->load) return usage_error("%s", "--allow-nonfinite-load needs --load");
+    return 0;
 }
 
 /* 0 on success, -1 after --help, else the exit status. */
@@ -338,13 +394,80 @@ static int parse_args(int argc, char **argv, config *c)
     if (c->warmup && strcmp(c->schedule, "warmup_cosine") != 0)
         return usage_error("%s", "--warmup needs --schedule warmup_cosine");
     if (c->nesterov && strcmp(c->optimizer, "sgd") != 0) return usage_error("%s", "--nesterov needs --optimizer sgd");
-    return 0;
+    return check_moot(c);
 }
 
 static bool is_file(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* What a non-regular file is, for a message. */
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISLNK(m) ? "a symbolic link" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket"
+           : S_ISCHR(m) || S_ISBLK(m) ? "a device" : "not a regular file";
+}
+
+/* An output that --opt names, checked before anything is loaded or trained: its directory
+** exists and can be written (a checkpoint's temporary file, --draw's DOT file beside an SVG
+** go there); what path holds now is a regular file for a checkpoint (nn_save replaces nothing
+** else; a symbolic link neither), and for a log or a picture anything writable but a directory
+** (a FIFO, a terminal or /dev/stdout are fine there). 0, or 2 with a message. */
+static int check_output(const char *opt, const char *path, bool checkpoint)
+{
+    struct stat st;
+    if ((checkpoint ? lstat(path, &st) : stat(path, &st)) == 0) {
+        const char *bad = checkpoint && !S_ISREG(st.st_mode) ? file_kind(st.st_mode)
+                          : S_ISDIR(st.st_mode)                ? "a directory"
+                                                                : NULL;
+        if (bad) {
+            fprintf(stderr, "autodiff-train: --%s %s: it is %s%s\n", opt, path, bad,
+                    checkpoint ? " (a checkpoint replaces only a regular file)" : "");
+            return 2;
+        }
+        if (access(path, W_OK) != 0) {
+            fprintf(stderr, "autodiff-train: --%s %s: cannot write it: %s\n", opt, path, strerror(errno));
+            return 2;
+        }
+    } else if (errno != ENOENT && errno != ENOTDIR) { /* ENOTDIR: the directory check below says which */
+        fprintf(stderr, "autodiff-train: --%s %s: %s\n", opt, path, strerror(errno));
+        return 2;
+    }
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof dir) {
+        fprintf(stderr, "autodiff-train: --%s %s: the name is too long\n", opt, path);
+        return 2;
+    }
+    memcpy(dir, slash ? path : ".", n);
+    dir[n] = 0;
+    const char *why = stat(dir, &st) != 0 ? (errno == ENOENT ? "does not exist" : strerror(errno))
+                      : !S_ISDIR(st.st_mode) ? "is not a directory"
+                                             : NULL;
+    if (why) {
+        fprintf(stderr, "autodiff-train: --%s %s: %s %s\n", opt, path, dir, why);
+        return 2;
+    }
+    if (access(dir, W_OK | X_OK) != 0 && (checkpoint || access(path, F_OK) != 0)) {
+        fprintf(stderr, "autodiff-train: --%s %s: cannot write in %s: %s\n", opt, path, dir, strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
+/* Every output path, before the data are loaded (a run must not train for hours to find it
+** cannot save). 0 or the exit status. */
+static int check_outputs(const config *c)
+{
+    int rc = 0;
+    if (c->save) rc = check_output("save", c->save, true);
+    if (!rc && c->log) rc = check_output("log", c->log, false);
+    if (!rc && c->plot) rc = check_output("plot", c->plot, false);
+    if (!rc && c->draw) rc = check_output("draw", c->draw, false);
+    return rc;
 }
 
 /* dir/name.gz or dir/name, whichever exists (the .gz name if neither). */
@@ -387,7 +510,7 @@ static int load_data(const config *c, nn_dataset **train, nn_dataset **test)
                                : nn_dataset_load_csv(p, c->label_col, c->csv_header, i ? test : train, &err);
             if (st != AD_OK) {
                 fprintf(stderr, "autodiff-train: %s\n", err.message);
-                return 1;
+                return st == AD_ERR_ARG ? 2 : 1; /* AD_ERR_ARG: --label-col beyond the file's columns */
             }
         }
         return 0;
@@ -427,6 +550,8 @@ static nn_optim *make_optim(const config *c, nn_module *m, nn_error *err)
     if (strcmp(c->optimizer, "sgd") == 0) {
         o.momentum = c->momentum;
         o.nesterov = c->nesterov;
+    } else if (given(c, "momentum")) { /* rmsprop (check_moot refuses it with the others) */
+        o.momentum = c->momentum;
     }
     return nn_optim_for(c->optimizer, m, &o, err);
 }
@@ -459,6 +584,87 @@ static void end_others(nn_dist *d, const nn_error *e)
 #endif
 }
 
+/* The width of net's output for one sample of dim features: a forward pass on zeros in
+** evaluation mode with gradients off; -1 with a message in err when it does not run. */
+static int64_t net_outputs(nn_module *net, int64_t dim, nn_error *err)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ad_tensor_new(AD_F32, AD_SHAPE(1, dim));
+    int64_t w = -1;
+    if (!t || !x) {
+        nn_error_set(err, AD_ERR_NOMEM, "out of memory");
+    } else {
+        ad_tape_set_grad_enabled(t, false);
+        bool training = nn_module_training(net);
+        nn_module_set_training(net, false);
+        ad_var y = nn_forward(net, t, ad_const(t, x));
+        nn_module_set_training(net, training);
+        if (!ad_ok(y)) nn_error_set(err, ad_tape_status(t), "%s", ad_tape_error(t));
+        else if (ad_value(y)->ndim != 2) nn_error_set(err, AD_ERR_SHAPE, "the output has %d axes, not 2", ad_value(y)->ndim);
+        else w = ad_value(y)->shape[1];
+    }
+    ad_tensor_free(x);
+    ad_tape_free(t);
+    return w;
+}
+
+/* Every label (or target) of both sets against the network's outputs, before the first step: a
+** label beyond them would stop training at its batch, or at the first epoch's test. 0 or the
+** exit status, with a message. */
+static int check_targets(const config *c, nn_module *net, const nn_dataset *train, const nn_dataset *test)
+{
+    nn_error err;
+    int64_t outputs = c->model ? net_outputs(net, train->dim, &err) : c->layers[c->nlayers - 1];
+    if (outputs < 0) {
+        fprintf(stderr, "autodiff-train: the model does not run on the data: %s\n", err.message);
+        return 1;
+    }
+    const nn_dataset *sets[2] = {train, test};
+    static const char *const names[2] = {"training", "test"};
+    for (int i = 0; i < 2; i++) {
+        const nn_dataset *s = sets[i];
+        if (!c->regression && s->nclasses > outputs) {
+            fprintf(stderr, "autodiff-train: the %s set has %" PRId64 " classes (labels 0 to %" PRId64 "), the network %"
+                            PRId64 " outputs\n", names[i], s->nclasses, s->nclasses - 1, outputs);
+            return 2;
+        }
+        if (c->regression && (s->target_ndim != 1 || s->target_size != outputs)) {
+            fprintf(stderr, "autodiff-train: the %s set's targets have %" PRId64 " values per sample%s, the network %"
+                            PRId64 " outputs\n", names[i], s->target_size, s->target_ndim != 1 ? " (not a vector)" : "",
+                    outputs);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* --load into net, opt (NULL: the weights alone) and rng (NULL: not restored); under mpirun
+** rank 0 reads it and broadcasts. A checkpoint holding NaN or Inf is refused with nn_load's
+** message, or with --allow-nonfinite-load loaded and that message printed as a warning. */
+static ad_status load_checkpoint(const config *c, nn_dist *d, nn_module *net, nn_optim *opt, ad_rng *rng,
+                                 nn_error *err)
+{
+#ifdef AD_HAVE_MPI
+    ad_status st = d ? nn_dist_load(d, c->load, net, opt, rng, err) : nn_load(c->load, net, opt, rng, err);
+    int rank = d ? nn_dist_rank(d) : 0;
+#else
+    (void)d;
+    ad_status st = nn_load(c->load, net, opt, rng, err);
+    int rank = 0;
+#endif
+    if (st != AD_ERR_NUMERIC) return st;
+    char *tail = strstr(err->message, " (refused; NN_LOAD_ALLOW_NONFINITE loads it)");
+    if (tail)
+        snprintf(tail, sizeof err->message - (size_t)(tail - err->message), " (%s)",
+                 c->allow_nonfinite ? "loaded: --allow-nonfinite-load" : "refused; --allow-nonfinite-load loads it");
+    if (!c->allow_nonfinite) return st;
+    if (rank == 0) fprintf(stderr, "autodiff-train: warning: %s\n", err->message);
+#ifdef AD_HAVE_MPI
+    if (d) return nn_dist_load_ex(d, c->load, net, opt, rng, NN_LOAD_ALLOW_NONFINITE, err);
+#endif
+    return nn_load_ex(c->load, net, opt, rng, NN_LOAD_ALLOW_NONFINITE, err);
+}
+
 static int run(const config *c, nn_dist *d)
 {
     nn_dataset *train = NULL, *test = NULL;
@@ -472,29 +678,22 @@ static int run(const config *c, nn_dist *d)
 #ifdef AD_HAVE_MPI
     rank = nn_dist_rank(d);
 #endif
-    int rc = agree(d, load_data(c, &train, &test), "cannot load the data");
+    int rc = agree(d, rank == 0 ? check_outputs(c) : 0, "an output cannot be written");
     if (rc) goto done;
-    rc = 1;
-    if (!c->model && (c->layers[0] != train->dim || test->dim != train->dim)) {
+    rc = agree(d, load_data(c, &train, &test), "cannot load the data");
+    if (rc) goto done;
+    rc = 2;
+    if (test->dim != train->dim) {
+        fprintf(stderr, "autodiff-train: the test set has %" PRId64 " features per sample, the training set %" PRId64
+                        "\n", test->dim, train->dim);
+        goto done;
+    }
+    if (!c->model && c->layers[0] != train->dim) {
         fprintf(stderr, "autodiff-train: the first layer has %" PRId64 " inputs, the data %" PRId64 " features\n",
                 c->layers[0], train->dim);
-        rc = 2;
         goto done;
     }
-    int64_t classes = train->nclasses > test->nclasses ? train->nclasses : test->nclasses;
-    if (!c->model && !c->regression && c->layers[c->nlayers - 1] < classes) {
-        fprintf(stderr, "autodiff-train: the last layer has %" PRId64 " outputs, the data %" PRId64 " classes\n",
-                c->layers[c->nlayers - 1], classes);
-        rc = 2;
-        goto done;
-    }
-    if (c->regression && (train->target_ndim != 1 || test->target_size != train->target_size ||
-                          (!c->model && c->layers[c->nlayers - 1] != train->target_size))) {
-        fprintf(stderr, "autodiff-train: the last layer has %" PRId64 " outputs, the targets %" PRId64
-                        " values per sample (a vector)\n", c->layers[c->nlayers - 1], train->target_size);
-        rc = 2;
-        goto done;
-    }
+    rc = 1;
     ad_rng rng;
     ad_rng_seed(&rng, c->seed);
     if (c->model) {
@@ -519,18 +718,15 @@ static int run(const config *c, nn_dist *d)
         fprintf(stderr, "autodiff-train: cannot build the model: %s\n", err.message);
         goto done;
     }
+    if ((rc = check_targets(c, net, train, test)) != 0) goto done;
+    rc = 1;
     if (c->load) {
         if ((rc = agree(d, rank == 0 && !is_file(c->load) ? 2 : 0, "cannot open the checkpoint")) != 0) {
             if (rank == 0) fprintf(stderr, "autodiff-train: cannot open checkpoint '%s'\n", c->load);
             goto done;
         }
         rc = 1;
-#ifdef AD_HAVE_MPI
-        ad_status ls = d ? nn_dist_load(d, c->load, net, c->eval_only ? NULL : opt, NULL, &err)
-                         : nn_load(c->load, net, c->eval_only ? NULL : opt, NULL, &err);
-#else
-        ad_status ls = nn_load(c->load, net, c->eval_only ? NULL : opt, NULL, &err);
-#endif
+        ad_status ls = load_checkpoint(c, d, net, c->eval_only ? NULL : opt, NULL, &err);
         if (ls != AD_OK) {
             if (rank == 0) fprintf(stderr, "autodiff-train: %s\n", err.message);
             goto done;
@@ -552,7 +748,10 @@ static int run(const config *c, nn_dist *d)
     held = (int64_t)floor(c->val_split * (double)train->n);
     if (held > 0) printf(" (%" PRId64 " of the train samples held out for validation)", held);
     printf("\n");
-    fflush(stdout);
+    if (fflush(stdout) != 0) { /* before training, not after it */
+        fprintf(stderr, "autodiff-train: cannot write the standard output: %s\n", strerror(errno));
+        goto done;
+    }
     if (!c->eval_only && c->epochs > 0) {
         nn_fit_opts fo = nn_fit_defaults();
         int64_t rows = train->n - held, steps_per_epoch = (rows + c->batch - 1) / c->batch;
@@ -654,6 +853,22 @@ static void blas_single_threaded(char **argv)
     execv("/proc/self/exe", argv);
 }
 
+/* What was printed must have reached the standard output (a full disk, /dev/full): a
+** failure to write it fails the command (status 1, with a message when rc was 0; a failure
+** already reported has its own). */
+static int close_stdout(int rc)
+{
+    bool bad = ferror(stdout) != 0;
+    errno = 0;
+    bad |= fclose(stdout) != 0;
+    if (bad && !rc) {
+        fprintf(stderr, "autodiff-train: cannot write the standard output%s%s\n", errno ? ": " : "",
+                errno ? strerror(errno) : "");
+        return 1;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     blas_single_threaded(argv);
@@ -675,7 +890,7 @@ int main(int argc, char **argv)
     c.threads = 2;
     c.progress = "auto";
     int rc = parse_args(argc, argv, &c);
-    if (rc) return rc < 0 ? 0 : rc;
+    if (rc) return close_stdout(rc < 0 ? 0 : rc);
     if (c.lr < 0) c.lr = strcmp(c.optimizer, "sgd") == 0 ? 0.05 : 1e-3;
     ad_set_num_threads(c.threads);
     nn_dist *d = NULL;
@@ -701,8 +916,8 @@ int main(int argc, char **argv)
         nn_dist_free(d);
         MPI_Finalize();
     }
-    return rc;
 #else
-    return run(&c, d);
+    rc = run(&c, d);
 #endif
+    return close_stdout(rc);
 }

@@ -8,55 +8,7 @@
 
 #include "ad.h"
 #include "test_util.h"
-
-static char dir[64];
-static char out_text[16384], err_text[4096];
-
-/* Reads a whole (small) file into buf. */
-static void slurp(const char *path, char *buf, size_t n)
-{
-    FILE *f = fopen(path, "r");
-    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[k] = 0;
-    if (f) fclose(f);
-}
-
-/* Runs autodiff-train with args; returns its exit status, output in out_text/err_text. */
-static int train(const char *args)
-{
-    const char *exe = getenv("AUTODIFF_TRAIN");
-    ck_assert_msg(exe != NULL, "AUTODIFF_TRAIN is not set");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > out.txt 2> err.txt", dir, exe, args);
-    int st = system(cmd);
-    ck_assert(WIFEXITED(st));
-    char p[128];
-    snprintf(p, sizeof p, "%s/out.txt", dir);
-    slurp(p, out_text, sizeof out_text);
-    snprintf(p, sizeof p, "%s/err.txt", dir);
-    slurp(p, err_text, sizeof err_text);
-    return WEXITSTATUS(st);
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
-static void setup(void)
-{
-    strcpy(dir, "/tmp/test_nn_cli_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
-}
+#include "test_cli_util.h"
 
 START_TEST(test_help)
 {
@@ -126,6 +78,34 @@ static const struct {
     {"--train-csv a.csv", "--test-csv"},
     {"--data /nonexistent-dir", "missing data file /nonexistent-dir/"},
     {"--train-csv nope.csv --test-csv nope.csv", "cannot open CSV file 'nope.csv'"},
+    /* options that would have no effect beside others */
+    {"--model conv:4:3,fc:10 --layers 784,10", "--layers has no effect with --model"},
+    {"--model conv:4:3,fc:10 --activation tanh", "--activation has no effect with --model"},
+    {"--momentum 0.5", "--momentum has no effect with --optimizer adam"},
+    {"--optimizer adamw --momentum 0.5", "--momentum has no effect with --optimizer adamw"},
+    {"--label-col 2", "--label-col needs --train-csv"},
+    {"--csv-header", "--csv-header needs --train-csv"},
+    {"--eval-only --log log.csv", "--log has no effect with --eval-only"},
+    {"--eval-only --plot p.svg", "--plot has no effect with --eval-only"},
+    {"--eval-only --loss mse", "--loss has no effect with --eval-only"},
+    {"--draw t.dot --save s.st", "--save has no effect with --draw"},
+    {"--draw t.dot --log log.csv", "--log has no effect with --draw"},
+    {"--draw t.dot --plot p.svg", "--plot has no effect with --draw"},
+    {"--draw t.dot --eval-only", "--eval-only has no effect with --draw"},
+    {"--draw t.dot --loss mse", "--loss has no effect with --draw"},
+    {"--quiet --progress always", "--progress has no effect with --quiet"},
+    {"--epochs 0 --log log.csv", "--log has no effect with --epochs 0"},
+    {"--epochs 0 --plot p.svg", "--plot has no effect with --epochs 0"},
+    {"--allow-nonfinite-load", "--allow-nonfinite-load needs --load"},
+    /* outputs that cannot be written, found before anything is loaded */
+    {"--save /nonexistent-dir/x.st", "--save /nonexistent-dir/x.st: /nonexistent-dir does not exist"},
+    {"--log /nonexistent-dir/log.csv", "--log /nonexistent-dir/log.csv: /nonexistent-dir does not exist"},
+    {"--plot /nonexistent-dir/p.svg", "--plot /nonexistent-dir/p.svg: /nonexistent-dir does not exist"},
+    {"--draw /nonexistent-dir/t.dot", "--draw /nonexistent-dir/t.dot: /nonexistent-dir does not exist"},
+    {"--save /dev/null", "--save /dev/null: it is a device"},
+    {"--save /", "--save /: it is a directory"},
+    {"--log /", "--log /: it is a directory"},
+    {"--save /dev/null/x.st", "/dev/null is not a directory"},
 };
 
 START_TEST(test_bad_invocations)
