@@ -184,9 +184,15 @@ static const nn_module_ops layernorm_ops = {.kind = "layer_norm", .n_inputs = 1,
 
 nn_module *nn_batch_norm2d(int64_t channels, double momentum, double eps, nn_error *err)
 {
+    return nn_batch_norm2d_ex(channels, momentum, eps, AD_F32, err);
+}
+
+nn_module *nn_batch_norm2d_ex(int64_t channels, double momentum, double eps, ad_dtype dtype, nn_error *err)
+{
     NN__ERR_OR_LOCAL(err);
-    if (channels < 1 || !(momentum >= 0.0 && momentum <= 1.0) || !(eps >= 0.0)) {
-        nn_error_set(err, AD_ERR_ARG, "nn_batch_norm2d: channels %lld >= 1, momentum %g in [0, 1], eps %g >= 0",
+    if (channels < 1 || !(momentum >= 0.0 && momentum <= 1.0) || !(eps >= 0.0) || (dtype != AD_F32 && dtype != AD_F64)) {
+        nn_error_set(err, AD_ERR_ARG,
+                     "nn_batch_norm2d: channels %lld >= 1, momentum %g in [0, 1], eps %g >= 0, dtype F32 or F64",
                      (long long)channels, momentum, eps);
         return NULL;
     }
@@ -196,10 +202,10 @@ nn_module *nn_batch_norm2d(int64_t channels, double momentum, double eps, nn_err
     b->momentum = momentum;
     b->eps = eps;
     const int64_t c[1] = {channels};
-    if (nn__add_filled(m, "weight", AD_F32, 1, c, 1.0, false, err) != AD_OK ||
-        nn__add_filled(m, "bias", AD_F32, 1, c, 0.0, false, err) != AD_OK ||
-        nn__add_filled(m, "running_mean", AD_F32, 1, c, 0.0, true, err) != AD_OK ||
-        nn__add_filled(m, "running_var", AD_F32, 1, c, 1.0, true, err) != AD_OK) {
+    if (nn__add_filled(m, "weight", dtype, 1, c, 1.0, false, err) != AD_OK ||
+        nn__add_filled(m, "bias", dtype, 1, c, 0.0, false, err) != AD_OK ||
+        nn__add_filled(m, "running_mean", dtype, 1, c, 0.0, true, err) != AD_OK ||
+        nn__add_filled(m, "running_var", dtype, 1, c, 1.0, true, err) != AD_OK) {
         nn_module_free(m);
         return NULL;
     }

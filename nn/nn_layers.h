@@ -3,7 +3,8 @@
 #define AUTODIFF_NN_LAYERS_H
 
 /*
-** These modules follow nn.h's conventions: F32 parameters outside the tape,
+** These modules follow nn.h's conventions: F32 parameters (F64 through the _ex
+** constructors, for nn_gradcheck_module) outside the tape,
 ** joined with nn_param_var() on each forward; constructors return NULL with the
 ** reason in err (may be NULL) on a bad size or when out of memory; forward
 ** errors go on the tape. Images are NCHW.
@@ -41,6 +42,8 @@ NN_API nn_module *nn_dropout(double p, uint64_t seed, nn_error *err);
 ** ones, "bias" [C] zeros, and the buffers "running_mean" [C] zeros and "running_var" [C] ones,
 ** which training updates with momentum (PyTorch: 0.1) and evaluation uses; checkpoints carry them. */
 NN_API nn_module *nn_batch_norm2d(int64_t channels, double momentum, double eps, nn_error *err);
+/* The same with parameters and running statistics of dtype (F32 or F64). */
+NN_API nn_module *nn_batch_norm2d_ex(int64_t channels, double momentum, double eps, ad_dtype dtype, nn_error *err);
 /* Layer normalization over the last ndim axes, shaped shape: "weight" ones, "bias" zeros. */
 NN_API nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, nn_error *err);
 /* The same with parameters of dtype (F32 or F64). */
@@ -66,6 +69,10 @@ NN_API nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act /* NN_TANH 
 /* The LSTM's forget-gate biases start at 1 (bias_ih; Jozefowicz et al. 2015), the rest as above. */
 NN_API nn_module *nn_lstm_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err);
 NN_API nn_module *nn_gru_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err);
+/* The same three with weights of dtype (F32 or F64; the state starts as zeros of that dtype). */
+NN_API nn_module *nn_rnn_cell_ex(int64_t in, int64_t hidden, nn_act act, ad_dtype dtype, ad_rng *rng, nn_error *err);
+NN_API nn_module *nn_lstm_cell_ex(int64_t in, int64_t hidden, ad_dtype dtype, ad_rng *rng, nn_error *err);
+NN_API nn_module *nn_gru_cell_ex(int64_t in, int64_t hidden, ad_dtype dtype, ad_rng *rng, nn_error *err);
 /* One time step of a cell made above: x [N, in]; *h [N, hidden] (and *c for an LSTM, ignored
 ** otherwise) are the state, replaced by the new one; pass invalid vars (AD_NO_VAR) for zeros.
 ** Returns the new h. */

@@ -131,11 +131,14 @@ static const nn_module_ops gru_ops = CELL_OPS("gru_cell");
 static bool is_cell(const nn_module *m) { return m->ops == &rnn_ops || m->ops == &lstm_ops || m->ops == &gru_ops; }
 
 static nn_module *cell_new(cell_kind kind, const nn_module_ops *ops, int64_t in, int64_t hidden, nn_act act,
-                           ad_rng *rng, nn_error *err)
+                           ad_dtype dtype, ad_rng *rng, nn_error *err)
 {
     NN__ERR_OR_LOCAL(err);
-    if (in < 1 || hidden < 1 || !rng || hidden > INT32_MAX / 4) {
-        nn_error_set(err, AD_ERR_ARG, "nn_%s: %s", ops->kind, rng ? "sizes must be in [1, 2^29)" : "NULL rng");
+    if (in < 1 || hidden < 1 || !rng || hidden > INT32_MAX / 4 || (dtype != AD_F32 && dtype != AD_F64)) {
+        nn_error_set(err, AD_ERR_ARG, "nn_%s: %s", ops->kind,
+                     !rng                                   ? "NULL rng"
+                     : dtype != AD_F32 && dtype != AD_F64 ? "dtype must be F32 or F64"
+                                                            : "sizes must be in [1, 2^29)");
         return NULL;
     }
     nn_module *m = nn__module_with_state(ops, sizeof(cell), ops->kind, err);
@@ -150,7 +153,7 @@ static nn_module *cell_new(cell_kind kind, const nn_module_ops *ops, int64_t in,
     const int64_t shapes[4][2] = {{gh, in}, {gh, hidden}, {gh, 0}, {gh, 0}};
     double bound = 1.0 / sqrt((double)hidden);
     for (int i = 0; i < 4; i++) {
-        if (nn__add_filled(m, names[i], AD_F32, i < 2 ? 2 : 1, shapes[i], 0.0, false, err) != AD_OK) {
+        if (nn__add_filled(m, names[i], dtype, i < 2 ? 2 : 1, shapes[i], 0.0, false, err) != AD_OK) {
             nn_module_free(m);
             return NULL;
         }
@@ -161,21 +164,33 @@ static nn_module *cell_new(cell_kind kind, const nn_module_ops *ops, int64_t in,
     return m;
 }
 
-nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act, ad_rng *rng, nn_error *err)
+nn_module *nn_rnn_cell_ex(int64_t in, int64_t hidden, nn_act act, ad_dtype dtype, ad_rng *rng, nn_error *err)
 {
     if (act != NN_TANH && act != NN_RELU) {
         nn_error_set(err, AD_ERR_ARG, "nn_rnn_cell: the activation is %s, not tanh or relu", nn_act_name(act));
         return NULL;
     }
-    return cell_new(CELL_RNN, &rnn_ops, in, hidden, act, rng, err);
+    return cell_new(CELL_RNN, &rnn_ops, in, hidden, act, dtype, rng, err);
+}
+nn_module *nn_lstm_cell_ex(int64_t in, int64_t hidden, ad_dtype dtype, ad_rng *rng, nn_error *err)
+{
+    return cell_new(CELL_LSTM, &lstm_ops, in, hidden, NN_TANH, dtype, rng, err);
+}
+nn_module *nn_gru_cell_ex(int64_t in, int64_t hidden, ad_dtype dtype, ad_rng *rng, nn_error *err)
+{
+    return cell_new(CELL_GRU, &gru_ops, in, hidden, NN_TANH, dtype, rng, err);
+}
+nn_module *nn_rnn_cell(int64_t in, int64_t hidden, nn_act act, ad_rng *rng, nn_error *err)
+{
+    return nn_rnn_cell_ex(in, hidden, act, AD_F32, rng, err);
 }
 nn_module *nn_lstm_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err)
 {
-    return cell_new(CELL_LSTM, &lstm_ops, in, hidden, NN_TANH, rng, err);
+    return nn_lstm_cell_ex(in, hidden, AD_F32, rng, err);
 }
 nn_module *nn_gru_cell(int64_t in, int64_t hidden, ad_rng *rng, nn_error *err)
 {
-    return cell_new(CELL_GRU, &gru_ops, in, hidden, NN_TANH, rng, err);
+    return nn_gru_cell_ex(in, hidden, AD_F32, rng, err);
 }
 
 /* ---- the last time step ---- */

@@ -282,6 +282,117 @@ START_TEST(f64_modules_gradcheck)
 }
 END_TEST
 
+/* nn_gradcheck_module passes on m with input x and really checked each of the out outputs against
+** every element of the input and of every trainable parameter (full Jacobian mode). */
+static void module_checks_all(nn_module *m, const ad_tensor *x, int64_t out)
+{
+    ck_assert_ptr_nonnull(m);
+    ad_check_report rep;
+    ad_status st = nn_gradcheck_module(m, x, NULL, &rep);
+    if (st != AD_OK) ad_check_report_print(&rep, stderr);
+    ck_assert_msg(st == AD_OK, "%s: %s (%s)", nn_module_kind(m), ad_status_str(st), rep.message);
+    nn_param *ps;
+    int np = nn_module_params(m, &ps);
+    int64_t elems = x->size;
+    for (int i = 0; i < np; i++)
+        if (ps[i].grad) elems += ps[i].value->size;
+    ck_assert_int_eq(rep.checked, out * elems);
+}
+
+/* The recurrent cells in F64 (_ex): every weight and the input against central differences,
+** over several steps, one step and one sample; the F32 cell computes the same function. */
+START_TEST(recurrent_cells_f64_gradcheck)
+{
+    static const int64_t seqs[3][3] = {{2, 3, 2}, {1, 1, 2}, {3, 4, 2}};
+    for (int kind = 0; kind < 4; kind++)
+        for (int s = 0; s < 3; s++) {
+            ad_rng rng;
+            ad_rng_seed(&rng, 40 + (uint64_t)kind);
+            nn_module *m = kind == 0   ? nn_rnn_cell_ex(2, 3, NN_TANH, AD_F64, &rng, NULL)
+                           : kind == 1 ? nn_rnn_cell_ex(2, 3, NN_RELU, AD_F64, &rng, NULL)
+                           : kind == 2 ? nn_lstm_cell_ex(2, 3, AD_F64, &rng, NULL)
+                                       : nn_gru_cell_ex(2, 3, AD_F64, &rng, NULL);
+            ck_assert_ptr_nonnull(m);
+            ck_assert_int_eq(nn_module_param(m, "weight_hh")->value->dtype, AD_F64);
+            ad_tensor *x = rnd(3, seqs[s], 50 + (uint64_t)s);
+            module_checks_all(m, x, seqs[s][0] * seqs[s][1] * 3);
+            /* the F32 cell drawn from the same seed: the same weights, rounded, and outputs */
+            ad_rng_seed(&rng, 40 + (uint64_t)kind);
+            nn_module *m32 = kind == 0   ? nn_rnn_cell(2, 3, NN_TANH, &rng, NULL)
+                             : kind == 1 ? nn_rnn_cell(2, 3, NN_RELU, &rng, NULL)
+                             : kind == 2 ? nn_lstm_cell(2, 3, &rng, NULL)
+                                         : nn_gru_cell(2, 3, &rng, NULL);
+            ck_assert_int_eq(nn_module_param(m32, "weight_ih")->value->dtype, AD_F32);
+            ad_tensor *x32 = tu_to_f32(x);
+            ad_tape *t = ad_tape_new();
+            ad_var y = nn_forward(m, t, ad_const(t, x)), y32 = nn_forward(m32, t, ad_const(t, x32));
+            ck_assert_msg(ad_ok(y) && ad_ok(y32), "%s", ad_tape_error(t));
+            tu_assert_shape(ad_value(y), 3, (const int64_t[]){seqs[s][0], seqs[s][1], 3});
+            for (int64_t i = 0; i < ad_value(y)->size; i++)
+                TU_ASSERT_CLOSE(ad_tensor_get(ad_value(y32), i), ad_tensor_get(ad_value(y), i), 1e-5, 1e-5);
+            ad_tape_free(t);
+            ad_tensor_free(x32);
+            ad_tensor_free(x);
+            nn_module_free(m32);
+            nn_module_free(m);
+        }
+    ad_rng rng;
+    ad_rng_seed(&rng, 1);
+    nn_error e = {AD_OK, ""};
+    ck_assert_ptr_null(nn_lstm_cell_ex(2, 3, (ad_dtype)77, &rng, &e));
+    ck_assert_int_eq(e.status, AD_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(e.message, "dtype"));
+    ck_assert_ptr_null(nn_rnn_cell_ex(2, 3, NN_SIGMOID, AD_F64, &rng, &e));
+    ck_assert_ptr_nonnull(strstr(e.message, "tanh or relu"));
+}
+END_TEST
+
+/* Batch normalization in F64 (_ex): training (batch statistics) and evaluation (running
+** statistics), images and [N, C] rows; the check leaves the running statistics as they were. */
+START_TEST(batch_norm_f64_gradcheck)
+{
+    ad_rng rng;
+    ad_rng_seed(&rng, 60);
+    nn_module *bn = nn_batch_norm2d_ex(3, 0.1, 1e-5, AD_F64, NULL);
+    ck_assert_ptr_nonnull(bn);
+    ad_rng_fill_uniform(&rng, nn_module_param(bn, "weight")->value, 0.5, 1.5);
+    ad_rng_fill_uniform(&rng, nn_module_param(bn, "bias")->value, -0.5, 0.5);
+    ad_tensor *rm = nn_module_param(bn, "running_mean")->value, *rv = nn_module_param(bn, "running_var")->value;
+    ck_assert_int_eq(rm->dtype, AD_F64);
+    ck_assert_ptr_null(nn_module_param(bn, "running_mean")->grad); /* a buffer, not checked */
+    static const int64_t shapes[3][4] = {{4, 3, 2, 2}, {1, 3, 1, 2}, {5, 3, 0, 0}};
+    for (int s = 0; s < 3; s++) {
+        ad_tensor *x = rnd(s == 2 ? 2 : 4, shapes[s], 61 + (uint64_t)s);
+        nn_module_set_training(bn, true);
+        module_checks_all(bn, x, x->size);
+        ck_assert(ad_tensor_get(rm, 1) == 0.0 && ad_tensor_get(rv, 1) == 1.0);
+        ad_rng_fill_uniform(&rng, rm, -0.5, 0.5);
+        ad_rng_fill_uniform(&rng, rv, 0.5, 2.0);
+        nn_module_set_training(bn, false);
+        module_checks_all(bn, x, x->size);
+        ad_tensor_fill(rm, 0.0);
+        ad_tensor_fill(rv, 1.0);
+        ad_tensor_free(x);
+    }
+    /* a training forward updates the F64 running statistics */
+    ad_tensor *x = rnd(AD_SHAPE(4, 3, 2, 2), 64);
+    nn_module_set_training(bn, true);
+    ad_tape *t = ad_tape_new();
+    ck_assert(ad_ok(nn_forward(bn, t, ad_const(t, x))));
+    ck_assert(ad_tensor_get(rm, 0) != 0.0 && ad_tensor_get(rv, 0) != 1.0);
+    ad_tape_free(t);
+    ad_tensor_free(x);
+    nn_module_free(bn);
+    nn_error e = {AD_OK, ""};
+    ck_assert_ptr_null(nn_batch_norm2d_ex(3, 0.1, 1e-5, (ad_dtype)77, &e));
+    ck_assert_int_eq(e.status, AD_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(e.message, "dtype"));
+    nn_module *b32 = nn_batch_norm2d(3, 0.1, 1e-5, NULL);
+    ck_assert_int_eq(nn_module_param(b32, "running_var")->value->dtype, AD_F32);
+    nn_module_free(b32);
+}
+END_TEST
+
 /* The CLI's model spec with attention layers. */
 START_TEST(spec_with_attention)
 {
@@ -323,6 +434,8 @@ int main(void)
     tcase_add_test(c, transformer_block_gradcheck_and_modes);
     tcase_add_test(c, positional_embeddings);
     tcase_add_test(c, f64_modules_gradcheck);
+    tcase_add_test(c, recurrent_cells_f64_gradcheck);
+    tcase_add_test(c, batch_norm_f64_gradcheck);
     tcase_add_test(c, spec_with_attention);
     suite_add_tcase(s, c);
     TCase *g = tcase_create("gradcheck_module");
