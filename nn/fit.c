@@ -35,6 +35,7 @@ nn_fit_opts nn_fit_defaults(void)
 typedef struct loss_spec {
     nn_loss_kind kind; /* resolved: never NN_LOSS_AUTO */
     double delta;
+    double smoothing; /* cross-entropy's label smoothing */
     nn_loss_fn fn;
     void *ctx;
     nn_module *module;
@@ -50,11 +51,19 @@ static const char *loss_name(nn_loss_kind k)
 static ad_status resolve_loss(const char *fn, const nn_fit_opts *o, const nn_dataset *ds, loss_spec *spec,
                               nn_error *err)
 {
-    *spec = (loss_spec){o->loss, o->huber_delta, o->loss_fn, o->loss_ctx, o->loss_module};
+    *spec = (loss_spec){o->loss, o->huber_delta, o->label_smoothing, o->loss_fn, o->loss_ctx, o->loss_module};
+    if (!(spec->smoothing >= 0 && spec->smoothing < 1))
+        return nn_error_set(err, AD_ERR_ARG, "%s: label_smoothing %g must be in [0, 1)", fn, spec->smoothing);
+    if (spec->smoothing != 0 && (spec->fn || spec->module))
+        return nn_error_set(err, AD_ERR_ARG, "%s: label_smoothing is for the built-in cross-entropy, not a %s", fn,
+                            spec->fn ? "loss callback" : "loss module");
     if (spec->fn || spec->module) return AD_OK;
     if ((int)spec->kind < NN_LOSS_AUTO || spec->kind > NN_LOSS_BCE_WITH_LOGITS)
         return nn_error_set(err, AD_ERR_ARG, "%s: unknown loss %d", fn, (int)spec->kind);
     if (spec->kind == NN_LOSS_AUTO) spec->kind = ds->labels ? NN_LOSS_CROSS_ENTROPY : NN_LOSS_MSE;
+    if (spec->smoothing != 0 && spec->kind != NN_LOSS_CROSS_ENTROPY)
+        return nn_error_set(err, AD_ERR_ARG, "%s: label_smoothing %g needs the cross-entropy loss, not %s", fn,
+                            spec->smoothing, loss_name(spec->kind));
     if ((spec->kind == NN_LOSS_CROSS_ENTROPY) != (ds->labels != NULL))
         return nn_error_set(err, AD_ERR_ARG, "%s: the %s loss needs a data set with %s", fn, loss_name(spec->kind),
                             ds->labels ? "float targets, this one has labels" : "labels, this one has float targets");
@@ -69,7 +78,9 @@ static ad_var record_loss(const loss_spec *s, ad_tape *t, ad_var out, ad_var tar
     if (s->fn) return s->fn(out, target, labels, s->ctx);
     if (s->module) return nn_forward_n(s->module, t, 2, (const ad_var[]){out, target});
     switch (s->kind) {
-    case NN_LOSS_CROSS_ENTROPY: return nn_loss_cross_entropy(out, labels);
+    case NN_LOSS_CROSS_ENTROPY:
+        return s->smoothing != 0 ? nn_loss_cross_entropy_smooth(out, labels, s->smoothing)
+                                 : nn_loss_cross_entropy(out, labels);
     case NN_LOSS_HUBER: return nn_loss_huber(out, target, s->delta);
     case NN_LOSS_L1: return nn_loss_l1(out, target);
     case NN_LOSS_BCE_WITH_LOGITS: return nn_loss_bce_with_logits(out, target);

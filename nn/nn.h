@@ -366,6 +366,9 @@ typedef struct nn_fit_opts {
     nn_sched *schedule;          /* optional; sets the lr before every step from the step count */
     nn_loss_kind loss;           /* default NN_LOSS_AUTO */
     double huber_delta;          /* NN_LOSS_HUBER; default 1 */
+    double label_smoothing;      /* cross-entropy (NN_LOSS_CROSS_ENTROPY, or AUTO with labels) with label
+                                 ** smoothing in [0, 1) (nn_loss_cross_entropy_smooth), for training and
+                                 ** the validation and test losses alike; another loss is AD_ERR_ARG; default 0 */
     nn_loss_fn loss_fn;          /* optional: overrides loss */
     void *loss_ctx;
     nn_module *loss_module;      /* optional: a module of (output, target) giving the loss; overrides loss */

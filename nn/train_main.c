@@ -39,6 +39,7 @@ typedef struct config {
     double lr, momentum, weight_decay, clip_norm;
     bool skip_nonfinite, help, regression, version;
     const char *loss;
+    double label_smoothing;
     double val_split;
     int64_t warmup;
     int epochs, threads;
@@ -143,6 +144,11 @@ static bool set_loss(config *c, const char *a)
     return one_of(a, (const char *const[]){"cross_entropy", "mse", "huber", "l1", "bce", NULL}, &c->loss);
 }
 
+static bool set_label_smoothing(config *c, const char *a)
+{
+    return parse_f64(a, 0, 1, &c->label_smoothing) && c->label_smoothing < 1;
+}
+
 static bool set_progress(config *c, const char *a)
 {
     return one_of(a, (const char *const[]){"auto", "always", "never", NULL}, &c->progress);
@@ -184,6 +190,9 @@ static const option_row options[] = {
     FN("loss", "NAME", set_loss, "unknown --loss '%s' (cross_entropy, mse, huber, l1, bce)",
        "cross_entropy (default with labels), mse (default with --regression),\n"
        "huber, l1, bce (binary cross-entropy of logits)"),
+    FN("label-smoothing", "EPS", set_label_smoothing, "bad --label-smoothing '%s' (want EPS in [0, 1))",
+       "cross-entropy against (1 - EPS) one-hot + EPS / classes, in training and\n"
+       "the per-epoch losses (default 0)"),
     NUM(ARG_F64, "lr", "X", lr, 0, 1e3, "learning rate (default 1e-3 for Adam, 0.05 for SGD)"),
     NUM(ARG_F64, "momentum", "X", momentum, 0, 1, "SGD's momentum (default 0.9), or RMSprop's (default 0)"),
     FLAG("nesterov", nesterov, "SGD with Nesterov momentum"),
@@ -326,6 +335,8 @@ static int check_moot(const config *c)
         {"plot", "draw", "--draw writes the tape and exits"},
         {"eval-only", "draw", "--draw writes the tape and exits"},
         {"loss", "draw", "the tape ends in cross-entropy, or MSE with --regression"},
+        {"label-smoothing", "eval-only", "evaluation reports the plain cross-entropy"},
+        {"label-smoothing", "draw", "the tape ends in the plain cross-entropy"},
         {"progress", "quiet", "--quiet is --progress=never"},
     };
     char msg[256];
@@ -394,6 +405,8 @@ static int parse_args(int argc, char **argv, config *c)
     if (c->warmup && strcmp(c->schedule, "warmup_cosine") != 0)
         return usage_error("%s", "--warmup needs --schedule warmup_cosine");
     if (c->nesterov && strcmp(c->optimizer, "sgd") != 0) return usage_error("%s", "--nesterov needs --optimizer sgd");
+    if (c->label_smoothing != 0 && (c->regression || (c->loss && strcmp(c->loss, "cross_entropy") != 0)))
+        return usage_error("%s", "--label-smoothing needs the cross_entropy loss (class labels)");
     return check_moot(c);
 }
 
@@ -777,6 +790,7 @@ static int run(const config *c, nn_dist *d)
         fo.batch_size = c->batch;
         fo.seed = c->seed;
         fo.val_split = c->val_split;
+        fo.label_smoothing = c->label_smoothing;
         fo.test = test;
         fo.schedule = sched;
         fo.log_path = rank == 0 ? c->log : NULL;

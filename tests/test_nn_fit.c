@@ -556,6 +556,70 @@ START_TEST(test_datasets_in_memory_and_npy)
 }
 END_TEST
 
+/* Label smoothing through nn_fit: with lr 0 (the weights stay put) the epoch's training loss and
+** the test loss are nn_loss_cross_entropy_smooth of the model on the whole set. */
+START_TEST(test_fit_label_smoothing)
+{
+    nn_dataset *ds = make_blobs(60, 11);
+    ad_rng rng;
+    ad_rng_seed(&rng, 12);
+    nn_module *m = nn_mlp(3, (const int64_t[]){2, 8, 3}, NN_TANH, &rng, NULL);
+    nn_optim *o = nn_sgd(m, 0.0, 0.0, 0.0, false, NULL);
+    ad_tensor *x = ad_tensor_from(AD_F32, AD_SHAPE(60, 2), ds->features);
+    double want[2];
+    for (int k = 0; k < 2; k++) {
+        ad_tape *t = ad_tape_new();
+        ad_var z = nn_forward(m, t, ad_const(t, x));
+        ad_var l = k ? nn_loss_cross_entropy_smooth(z, ds->labels, 0.15) : nn_loss_cross_entropy(z, ds->labels);
+        ck_assert_msg(ad_ok(l), "%s", ad_tape_error(t));
+        want[k] = ad_item(l);
+        ad_tape_free(t);
+    }
+    ck_assert_msg(fabs(want[1] - want[0]) > 1e-3, "%g %g", want[0], want[1]);
+    for (int k = 0; k < 2; k++) {
+        nn_fit_opts fo = nn_fit_defaults();
+        fo.epochs = 1;
+        fo.batch_size = 16; /* batches of 16, 16, 16, 12: the size-weighted mean is the whole set's */
+        fo.progress = NN_PROGRESS_NONE;
+        fo.test = ds;
+        fo.label_smoothing = k ? 0.15 : 0.0;
+        nn_epoch_stats st;
+        nn_error err = {0};
+        ck_assert_msg(nn_fit(m, o, ds, &fo, &st, &err) == AD_OK, "%s", err.message);
+        TU_ASSERT_CLOSE(st.train_loss, want[k], 0, 1e-5);
+        TU_ASSERT_CLOSE(st.test_loss, want[k], 0, 1e-5);
+    }
+    /* out of range, or with a loss that is not the built-in cross-entropy */
+    nn_error err = {0};
+    nn_fit_opts fo = nn_fit_defaults();
+    fo.progress = NN_PROGRESS_NONE;
+    const double bad[] = {1.0, -0.1, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fo.label_smoothing = bad[i];
+        ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_ARG);
+        ck_assert_ptr_nonnull(strstr(err.message, "label_smoothing"));
+    }
+    fo.label_smoothing = 0.1;
+    fo.loss = NN_LOSS_MSE;
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(err.message, "label_smoothing"));
+    fo.loss = NN_LOSS_AUTO;
+    fo.loss_fn = cube_loss;
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(err.message, "loss callback"));
+    nn_dataset *reg = make_regression(20, 3);
+    fo.loss_fn = NULL;
+    ck_assert_int_eq(nn_fit(m, o, reg, &fo, NULL, &err), AD_ERR_ARG); /* AUTO on targets is MSE */
+    ck_assert_ptr_nonnull(strstr(err.message, "mse"));
+    ck_assert_int_eq(nn_optim_steps(o), 8); /* only the two good runs stepped */
+    nn_dataset_free(reg);
+    ad_tensor_free(x);
+    nn_optim_free(o);
+    nn_module_free(m);
+    free_blobs(ds);
+}
+END_TEST
+
 static Suite *nn_fit_suite(void)
 {
     Suite *s = suite_create("nn_fit");
@@ -570,6 +634,7 @@ static Suite *nn_fit_suite(void)
     tcase_add_test(core, test_val_split_deterministic);
     tcase_add_test(core, test_fit_accumulate);
     tcase_add_test(core, test_datasets_in_memory_and_npy);
+    tcase_add_test(core, test_fit_label_smoothing);
     suite_add_tcase(s, core);
     TCase *errors = tcase_create("errors");
     tcase_add_test(errors, test_nan_loss_stops_with_step);

@@ -74,6 +74,9 @@ static const struct {
     {"--train-npy a.npy --test-npy b.npy", "FEATURES.npy,TARGETS.npy"},
     {"--schedule linear", "--schedule"},
     {"--nesterov", "--nesterov"},
+    {"--label-smoothing 1", "--label-smoothing"},
+    {"--label-smoothing -0.1", "--label-smoothing"},
+    {"--label-smoothing 0.1 --loss mse", "--label-smoothing needs the cross_entropy loss"},
     {"extra", "unexpected argument"},
     {"--train-csv a.csv", "--test-csv"},
     {"--data /nonexistent-dir", "missing data file /nonexistent-dir/"},
@@ -88,6 +91,8 @@ static const struct {
     {"--eval-only --log log.csv", "--log has no effect with --eval-only"},
     {"--eval-only --plot p.svg", "--plot has no effect with --eval-only"},
     {"--eval-only --loss mse", "--loss has no effect with --eval-only"},
+    {"--eval-only --label-smoothing 0.1", "--label-smoothing has no effect with --eval-only"},
+    {"--draw t.dot --label-smoothing 0.1", "--label-smoothing has no effect with --draw"},
     {"--draw t.dot --save s.st", "--save has no effect with --draw"},
     {"--draw t.dot --log log.csv", "--log has no effect with --draw"},
     {"--draw t.dot --plot p.svg", "--plot has no effect with --draw"},
@@ -282,6 +287,38 @@ START_TEST(test_npy_classification)
 }
 END_TEST
 
+/* --label-smoothing: training runs, and the losses are the smoothed cross-entropy's, which never
+** falls below the entropy of the smoothed targets (plain cross-entropy falls well below it here). */
+START_TEST(test_label_smoothing)
+{
+    write_blobs("train.csv", 300, 1);
+    write_blobs("test.csv", 90, 2);
+    const char *common = "--train-csv train.csv --test-csv test.csv --csv-header --layers 2,16,3 --epochs 6 "
+                         "--batch-size 16 --lr 0.01 --quiet";
+    double train_loss[2], test_loss[2], acc[2];
+    for (int i = 0; i < 2; i++) {
+        char args[512];
+        snprintf(args, sizeof args, "%s --label-smoothing %s", common, i ? "0.2" : "0");
+        ck_assert_msg(train(args) == 0, "%s: %s", args, err_text);
+        train_loss[i] = figure("epoch 6/6  loss ");
+        const char *fin = strstr(out_text, "final: ");
+        ck_assert_ptr_nonnull(fin);
+        acc[i] = atof(fin + strlen("final: test accuracy "));
+        const char *tl = strstr(fin, "test loss ");
+        ck_assert_ptr_nonnull(tl);
+        test_loss[i] = atof(tl + strlen("test loss "));
+        ck_assert_msg(isfinite(train_loss[i]) && isfinite(test_loss[i]), "%s", out_text);
+        ck_assert_msg(acc[i] > 90.0, "%s", out_text);
+    }
+    /* the entropy of (1 - 0.2) one-hot + 0.2 / 3: no prediction gets below it */
+    double hi = 0.8 + 0.2 / 3, lo = 0.2 / 3, floor_h = -hi * log(hi) - 2 * lo * log(lo);
+    ck_assert_msg(train_loss[1] >= floor_h - 1e-4 && test_loss[1] >= floor_h - 1e-4, "%g %g < %g", train_loss[1],
+                  test_loss[1], floor_h);
+    ck_assert_msg(train_loss[0] < floor_h - 0.1 && test_loss[0] < floor_h - 0.1, "plain %g %g", train_loss[0],
+                  test_loss[0]);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("nn_train_cli");
@@ -294,6 +331,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, test_csv_train_save_load);
     tcase_add_test(tc, test_regression_val_split_schedules);
     tcase_add_test(tc, test_npy_classification);
+    tcase_add_test(tc, test_label_smoothing);
     suite_add_tcase(s, tc);
     return s;
 }
