@@ -22,8 +22,11 @@ struct lbfgs_state {
     int64_t n;     /* scalars in x */
     int m, count;  /* history capacity and pairs held; oldest at (head - count) mod m */
     int head;
-    double *s, *y; /* m x n each */
-    double *rho, *alpha;
+    double *s, *y; /* m x n each: the data of ts and ty */
+    double *rho, *alpha; /* rho: the data of trho */
+    /* the history as optimizer state (checkpoints): "optim.lbfgs.s" and ".y" [m, n], ".rho" [m],
+    ** ".pairs" [3] = head, count, started (mirrored by nn__lbfgs_state_out / _in) */
+    ad_tensor *ts, *ty, *trho, *tpairs;
     double *x, *g, *d, *x0, *g0, *gbest;
     bool started;
     nn_closure fn;
@@ -49,8 +52,10 @@ void nn__lbfgs_free(nn_optim *o)
 {
     lbfgs_state *L = o->lbfgs;
     if (!L) return;
-    double *bufs[] = {L->s, L->y, L->rho, L->alpha, L->x, L->g, L->d, L->x0, L->g0, L->gbest};
+    double *bufs[] = {L->alpha, L->x, L->g, L->d, L->x0, L->g0, L->gbest};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ad__free(bufs[i]);
+    ad_tensor *ts[] = {L->ts, L->ty, L->trho, L->tpairs};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) ad_tensor_free(ts[i]);
     ad__free(L);
     o->lbfgs = NULL;
 }
@@ -63,16 +68,43 @@ ad_status nn__lbfgs_init(nn_optim *o, nn_error *err)
     for (int i = 0; i < o->n; i++) L->n += o->params[i]->value->size;
     L->m = o->opts.history;
     size_t n = (size_t)(L->n ? L->n : 1), m = (size_t)L->m;
-    L->s = ad__malloc(m * n * sizeof *L->s);
-    L->y = ad__malloc(m * n * sizeof *L->y);
-    L->rho = ad__malloc(m * sizeof *L->rho);
+    L->ts = ad_tensor_new(AD_F64, AD_SHAPE(L->m, L->n));
+    L->ty = ad_tensor_new(AD_F64, AD_SHAPE(L->m, L->n));
+    L->trho = ad_tensor_new(AD_F64, AD_SHAPE(L->m));
+    L->tpairs = ad_tensor_new(AD_F64, AD_SHAPE(3));
     L->alpha = ad__malloc(m * sizeof *L->alpha);
     double **vecs[] = {&L->x, &L->g, &L->d, &L->x0, &L->g0, &L->gbest};
-    bool ok = L->s && L->y && L->rho && L->alpha;
+    bool ok = L->ts && L->ty && L->trho && L->tpairs && L->alpha;
     for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) ok = (*vecs[i] = ad__malloc(n * sizeof(double))) && ok;
     if (!ok) return nn_error_set(err, AD_ERR_NOMEM, "nn_optim_new(lbfgs): out of memory for %lld scalars x %d pairs",
                                  (long long)L->n, L->m);
+    L->s = L->ts->data;
+    L->y = L->ty->data;
+    L->rho = L->trho->data;
+    static const char *const names[4] = {".s", ".y", ".rho", ".pairs"};
+    ad_tensor *ts[4] = {L->ts, L->ty, L->trho, L->tpairs};
+    for (int i = 0; i < 4; i++)
+        if (!nn__optim_add_state(o, "lbfgs", names[i], ts[i]))
+            return nn_error_set(err, AD_ERR_NOMEM, "nn_optim_new(lbfgs): out of memory");
     return AD_OK;
+}
+
+void nn__lbfgs_state_out(nn_optim *o)
+{
+    lbfgs_state *L = o->lbfgs;
+    double *p = L->tpairs->data;
+    p[0] = L->head, p[1] = L->count, p[2] = L->started;
+}
+
+void nn__lbfgs_state_in(nn_optim *o)
+{
+    lbfgs_state *L = o->lbfgs;
+    const double *p = L->tpairs->data;
+    bool ok = p[0] >= 0 && p[0] < L->m && p[0] == floor(p[0]) && p[1] >= 0 && p[1] <= L->m && p[1] == floor(p[1]) &&
+              (p[2] == 0 || p[2] == 1);
+    L->head = ok ? (int)p[0] : 0;
+    L->count = ok ? (int)p[1] : 0; /* not a state this optimizer wrote: the history is dropped */
+    L->started = ok && p[2] != 0;
 }
 
 static double dot(const double *a, const double *b, int64_t n)

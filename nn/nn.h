@@ -417,11 +417,15 @@ NN_API ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_s
 ** A checkpoint is a safetensors file: m's parameters under their names
 ** ("0.weight"), the optimizer's state under "optim.*" ("optim.step", then per
 ** parameter "optim.<name>.momentum" for SGD, "optim.<name>.m" and ".v" for
-** Adam) and the generator's state as "rng.state" (F64 [10]: the four 64-bit
-** words as eight exact 32-bit halves, high first, then has_spare and spare).
-** __metadata__ holds the format name and version, XXH3-64 checksums and
-** "optimizer" ("sgd", "adam", "adamw", "rmsprop", "lbfgs" or "none"; lbfgs saves
-** only its step count: its pairs start afresh after a load). Saving is atomic.
+** Adam; for L-BFGS its history: "optim.lbfgs.s" and "optim.lbfgs.y" F64
+** [history, scalars], "optim.lbfgs.rho" [history] and "optim.lbfgs.pairs" [3],
+** the next slot, the pairs held and whether it started) and the generator's
+** state as "rng.state" (F64 [10]: the four 64-bit words as eight exact 32-bit
+** halves, high first, then has_spare and spare). __metadata__ holds the format
+** name and version, XXH3-64 checksums and "optimizer" ("sgd", "adam", "adamw",
+** "rmsprop", "lbfgs" or "none"). Training K steps (L-BFGS: nn_optim_minimize
+** calls), saving, loading and training on gives the same bits as straight
+** through. Saving is atomic.
 */
 
 /* Writes m's parameters, opt's state (opt may be NULL) and rng's state (may
@@ -441,10 +445,11 @@ NN_API ad_status nn_load_ex(const char *path, nn_module *m, nn_optim *opt, ad_rn
                             nn_error *err);
 
 /* The optimizer's state as named tensors ("optim.step" F64 [1], then per parameter
-** "optim.<name><suffix>"), the optimizer's own (valid until it is freed): at most
-** max entries written to names and tensors; returns how many there are in all
-** (call with max 0 to count). After writing into them (a custom checkpoint
-** format, a broadcast), call nn_optim_state_changed. */
+** "optim.<name><suffix>", or L-BFGS's "optim.lbfgs.*"), the optimizer's own (valid
+** until it is freed): at most max entries written to names and tensors; returns how
+** many there are in all (call with max 0 to count). After writing into them (a
+** custom checkpoint format, a broadcast), call nn_optim_state_changed (an L-BFGS
+** history position out of range then drops the history). */
 NN_API int nn_optim_state(nn_optim *o, int max, const char **names, ad_tensor **tensors);
 NN_API void nn_optim_state_changed(nn_optim *o);
 

@@ -58,7 +58,8 @@ NN_INTERNAL ad_status nn__status(nn_error *err, ad_status s);
 /* The optimizer's state as named tensors, for checkpoints: *n entries written
 ** into names/tensors (arrays of at least nn__optim_state_count entries). The
 ** tensors are the optimizer's own (a load writes into them directly); "optim.step"
-** is a F64 [1] tensor mirroring the step count, read back by nn__optim_sync_step. */
+** is a F64 [1] tensor mirroring the step count (and "optim.lbfgs.pairs" L-BFGS's
+** history position), read back by nn__optim_sync_step. */
 NN_INTERNAL int nn__optim_state_count(const nn_optim *o);
 NN_INTERNAL int nn__optim_state(nn_optim *o, const char **names, ad_tensor **tensors);
 NN_INTERNAL void nn__optim_sync_step(nn_optim *o);

@@ -124,7 +124,7 @@ void nn_optim_free(nn_optim *o)
 }
 
 /* Appends state tensor t as "optim.<name><suffix>" (growing the list). */
-static bool add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t)
+bool nn__optim_add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t)
 {
     if (o->nstate == o->state_cap) {
         int cap = o->state_cap ? 2 * o->state_cap : 8;
@@ -172,7 +172,7 @@ static ad_status add_params(nn_optim *o, int g, int n, nn_param *const *params, 
         for (int k = 0; k < o->kind->nslots; k++) {
             if (o->kind->slot_used && !o->kind->slot_used(&o->opts, k)) continue;
             ad_tensor *t = ad_tensor_new(p->value->dtype, p->value->ndim, p->value->shape);
-            if (!t || !add_state(o, p->name, o->kind->slot_suffix[k], t)) {
+            if (!t || !nn__optim_add_state(o, p->name, o->kind->slot_suffix[k], t)) {
                 ad_tensor_free(t);
                 return nn_error_set(err, AD_ERR_NOMEM, "nn_optim(%s): out of memory for the state of '%s'", kn,
                                     p->name);
@@ -204,7 +204,7 @@ nn_optim *nn_optim_new(const char *kind, int n, nn_param *const *params, const n
         opt->groups = ad__calloc(1, sizeof *opt->groups);
         opt->step_t = ad_tensor_new(AD_F64, AD_SHAPE(1));
     }
-    if (!opt || !opt->groups || !opt->step_t || !add_state(opt, "step", "", opt->step_t)) {
+    if (!opt || !opt->groups || !opt->step_t || !nn__optim_add_state(opt, "step", "", opt->step_t)) {
         nn_optim_free(opt);
         nn_error_set(err, AD_ERR_NOMEM, "nn_optim_new(%s): out of memory", kind);
         return NULL;
@@ -451,20 +451,3 @@ int nn_optim_params(const nn_optim *o, nn_param *const **out)
     return o ? o->n : 0;
 }
 
-int nn__optim_state_count(const nn_optim *o) { return o ? o->nstate : 0; }
-
-int nn__optim_state(nn_optim *o, const char **names, ad_tensor **tensors)
-{
-    if (!o) return 0;
-    ((double *)o->step_t->data)[0] = (double)o->step;
-    for (int i = 0; i < o->nstate; i++) {
-        names[i] = o->state_names[i];
-        tensors[i] = o->state[i];
-    }
-    return o->nstate;
-}
-
-void nn__optim_sync_step(nn_optim *o)
-{
-    if (o) o->step = (int64_t)((const double *)o->step_t->data)[0];
-}

@@ -65,5 +65,12 @@ NN_INTERNAL ad_status nn__lbfgs_check(const nn_optim_opts *o, nn_error *err);
 NN_INTERNAL ad_status nn__lbfgs_init(nn_optim *o, nn_error *err);
 NN_INTERNAL ad_status nn__lbfgs_step(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err);
 NN_INTERNAL void nn__lbfgs_free(nn_optim *o);
+/* The history's position (head, count, started) into its state tensor "optim.lbfgs.pairs", and
+** back after the state was written (a position out of range drops the history). */
+NN_INTERNAL void nn__lbfgs_state_out(nn_optim *o);
+NN_INTERNAL void nn__lbfgs_state_in(nn_optim *o);
+
+/* Appends t (owned elsewhere) to o's named state as "optim.<name><suffix>"; false when out of memory. */
+NN_INTERNAL bool nn__optim_add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t);
 
 #endif

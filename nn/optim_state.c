@@ -1,10 +1,17 @@
-/* optim_state.c: the optimizer's state as named tensors, for custom checkpoint formats and broadcasts. */
+/* optim_state.c: the optimizer's state as named tensors, for checkpoints, custom checkpoint formats and broadcasts. */
 #include "optim_internal.h"
+
+/* The counters kept as numbers (the step count, L-BFGS's history position) into their tensors. */
+static void mirror_out(nn_optim *o)
+{
+    ((double *)o->step_t->data)[0] = (double)o->step; /* "optim.step" mirrors the count */
+    if (o->lbfgs) nn__lbfgs_state_out(o);
+}
 
 int nn_optim_state(nn_optim *o, int max, const char **names, ad_tensor **tensors)
 {
     if (!o) return 0;
-    ((double *)o->step_t->data)[0] = (double)o->step; /* "optim.step" mirrors the count */
+    mirror_out(o);
     for (int i = 0; i < o->nstate && i < max; i++) {
         if (names) names[i] = o->state_names[i];
         if (tensors) tensors[i] = o->state[i];
@@ -13,3 +20,18 @@ int nn_optim_state(nn_optim *o, int max, const char **names, ad_tensor **tensors
 }
 
 void nn_optim_state_changed(nn_optim *o) { nn__optim_sync_step(o); }
+
+int nn__optim_state_count(const nn_optim *o) { return o ? o->nstate : 0; }
+
+int nn__optim_state(nn_optim *o, const char **names, ad_tensor **tensors)
+{
+    return o ? nn_optim_state(o, o->nstate, names, tensors) : 0;
+}
+
+void nn__optim_sync_step(nn_optim *o)
+{
+    if (!o) return;
+    double s = ((const double *)o->step_t->data)[0];
+    o->step = s >= 0 && s < 0x1p62 ? (int64_t)s : 0;
+    if (o->lbfgs) nn__lbfgs_state_in(o);
+}

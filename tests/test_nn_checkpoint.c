@@ -117,6 +117,149 @@ START_TEST(test_resume_is_bit_identical)
 }
 END_TEST
 
+/* ---- L-BFGS: its (s, y) history travels with the checkpoint ---- */
+
+typedef struct fit_ctx {
+    nn_module *m;
+    ad_tape *t;
+    ad_tensor *x, *y;
+} fit_ctx;
+
+/* The closure: the mean squared error of m on (x, y), backpropagated. */
+static ad_status fit_closure(void *ctx, double *loss, nn_error *err)
+{
+    fit_ctx *c = ctx;
+    ad_tape_reset(c->t);
+    ad_var l = nn_loss_mse(nn_forward(c->m, c->t, ad_const(c->t, c->x)), ad_const(c->t, c->y));
+    if (!ad_ok(l) || ad_backward(l, NULL, 0) != AD_OK) return nn_error_from_tape(err, "fit_closure", c->t);
+    *loss = ad_item(l);
+    return AD_OK;
+}
+
+static nn_optim *make_lbfgs(nn_module *m)
+{
+    nn_optim_opts o = nn_optim_defaults("lbfgs");
+    o.history = 4; /* fewer slots than iterations: the ring wraps */
+    o.max_iter = 3;
+    return nn_optim_for("lbfgs", m, &o, NULL);
+}
+
+static void minimize(nn_optim *o, fit_ctx *c, int calls)
+{
+    for (int i = 0; i < calls; i++) {
+        nn_error err = {0};
+        double loss;
+        ck_assert_msg(nn_optim_minimize(o, fit_closure, c, &loss, &err) == AD_OK, "%s", err.message);
+        ck_assert(isfinite(loss));
+    }
+}
+
+/* The history entry name of o's state, or NULL. */
+static ad_tensor *state_named(nn_optim *o, const char *name)
+{
+    const char *names[64];
+    ad_tensor *ts[64];
+    int n = nn_optim_state(o, 64, names, ts);
+    ck_assert_int_le(n, 64);
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0) return ts[i];
+    return NULL;
+}
+
+START_TEST(test_lbfgs_resume_is_bit_identical)
+{
+    enum { K = 3, M = 3 };
+    static const int64_t sizes[3] = {3, 4, 1};
+    make_dir();
+    char path[128];
+    nn_error err = {0};
+    path_in(path, sizeof path, "lbfgs.safetensors");
+    ad_tensor *x = tu_rand(AD_F32, AD_SHAPE(16, 3), -1, 1, 7), *y = tu_rand(AD_F32, AD_SHAPE(16, 1), -1, 1, 8);
+    fit_ctx c = {NULL, ad_tape_new(), x, y};
+
+    ad_rng r1;
+    ad_rng_seed(&r1, 30);
+    nn_module *straight = nn_mlp(3, sizes, NN_TANH, &r1, NULL);
+    nn_optim *o1 = make_lbfgs(straight);
+    c.m = straight;
+    minimize(o1, &c, K + M);
+
+    ad_rng r2;
+    ad_rng_seed(&r2, 30);
+    nn_module *first = nn_mlp(3, sizes, NN_TANH, &r2, NULL);
+    nn_optim *o2 = make_lbfgs(first);
+    c.m = first;
+    minimize(o2, &c, K);
+    ad_tensor *pairs = state_named(o2, "optim.lbfgs.pairs");
+    ck_assert_ptr_nonnull(pairs);
+    ck_assert(ad_tensor_get(pairs, 1) == 4); /* the ring is full */
+    ck_assert_int_eq(state_named(o2, "optim.lbfgs.s")->shape[0], 4);
+    ck_assert_int_eq(state_named(o2, "optim.lbfgs.s")->shape[1], nn_module_num_weights(first));
+    ck_assert_msg(nn_save(path, first, o2, NULL, &err) == AD_OK, "%s", err.message);
+    int64_t k_steps = nn_optim_steps(o2);
+    ck_assert_int_ge(k_steps, K + 2);
+    nn_optim_free(o2);
+    nn_module_free(first);
+
+    /* resumed from the file: weights, step count, history, position */
+    for (int variant = 0; variant < 2; variant++) {
+        ad_rng r3;
+        ad_rng_seed(&r3, 999);
+        nn_module *resumed = nn_mlp(3, sizes, NN_TANH, &r3, NULL);
+        nn_optim *o3 = make_lbfgs(resumed);
+        ck_assert_msg(nn_load(path, resumed, o3, NULL, &err) == AD_OK, "%s", err.message);
+        ck_assert_int_eq(nn_optim_steps(o3), k_steps);
+        if (variant == 1) { /* the history forgotten (what a load gave before): another path */
+            ad_tensor_set(state_named(o3, "optim.lbfgs.pairs"), 1, 0.0);
+            nn_optim_state_changed(o3);
+        }
+        c.m = resumed;
+        minimize(o3, &c, M);
+        ck_assert_msg(same_weights(resumed, straight) == (variant == 0), "variant %d", variant);
+        if (variant == 0) ck_assert_int_eq(nn_optim_steps(o3), nn_optim_steps(o1));
+        nn_optim_free(o3);
+        nn_module_free(resumed);
+    }
+
+    /* a position that this optimizer cannot have written drops the history, and it runs on */
+    ad_rng r4;
+    ad_rng_seed(&r4, 30);
+    nn_module *m4 = nn_mlp(3, sizes, NN_TANH, &r4, NULL);
+    nn_optim *o4 = make_lbfgs(m4);
+    ck_assert_msg(nn_load(path, m4, o4, NULL, &err) == AD_OK, "%s", err.message);
+    const double bad[3][3] = {{4, 4, 1}, {0, 5, 1}, {0.5, 2, 1}};
+    for (int i = 0; i < 3; i++) {
+        ad_tensor *p = state_named(o4, "optim.lbfgs.pairs");
+        for (int k = 0; k < 3; k++) ad_tensor_set(p, k, bad[i][k]);
+        nn_optim_state_changed(o4);
+        nn_optim_state(o4, 0, NULL, NULL); /* mirrors the position back */
+        ck_assert(ad_tensor_get(p, 0) == 0 && ad_tensor_get(p, 1) == 0);
+    }
+    c.m = m4;
+    minimize(o4, &c, 1);
+    nn_optim_free(o4);
+    nn_module_free(m4);
+
+    /* another history length is another optimizer's state: refused, nothing changed */
+    ad_rng r5;
+    ad_rng_seed(&r5, 30);
+    nn_module *m5 = nn_mlp(3, sizes, NN_TANH, &r5, NULL);
+    nn_optim *o5 = nn_optim_for("lbfgs", m5, NULL, NULL); /* history 10 */
+    ck_assert_int_eq(nn_load(path, m5, o5, NULL, &err), AD_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.message, "optim.lbfgs"));
+    ck_assert_int_eq(nn_optim_steps(o5), 0);
+    nn_optim_free(o5);
+    nn_module_free(m5);
+
+    nn_optim_free(o1);
+    nn_module_free(straight);
+    ad_tape_free(c.t);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+    remove_dir();
+}
+END_TEST
+
 START_TEST(test_rng_state_round_trip)
 {
     /* every word's high bits and a cached normal deviate survive */
@@ -367,6 +510,7 @@ static Suite *nn_checkpoint_suite(void)
     Suite *s = suite_create("nn_checkpoint");
     TCase *core = tcase_create("core");
     tcase_add_loop_test(core, test_resume_is_bit_identical, ADAM, RMSPROP_CENTERED + 1);
+    tcase_add_test(core, test_lbfgs_resume_is_bit_identical);
     tcase_add_test(core, test_rng_state_round_trip);
     tcase_add_test(core, test_python_reads_checkpoint);
     suite_add_tcase(s, core);
