@@ -2,13 +2,11 @@
 #include "nn_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -380,8 +378,10 @@ static ad_status parse_entry(const char *name, json_t *v, int64_t data_size, st_
 **   load_table     each tensor entry, and the entries tile the data area exactly
 **   load_metadata  format, version, checksum keys, the table checksum
 **   load_match     the requested names, dtypes and shapes, and nothing else in the file
-**   load_data      the data read, every tensor's checksum
-** and only then copy_out writes the destinations.
+**   load_data      the data read (load_bytes), every tensor's checksum
+** and only then copy_out writes the destinations. A plain file (any writer,
+** nn__safetensors_read_plain) goes through load_open, load_header, load_table
+** and load_bytes.
 */
 typedef struct st_load {
     const char *fn, *path;
@@ -536,13 +536,21 @@ static ad_status load_match(st_load *L, int n, const char *const *names, ad_tens
     return AD_OK;
 }
 
-static ad_status load_data(st_load *L)
+/* The data area, read whole (the plain reader stops here). */
+static ad_status load_bytes(st_load *L)
 {
     L->data = ad__malloc(L->data_size > 0 ? (size_t)L->data_size : 1);
     if (!L->data) return LFAIL(L, AD_ERR_NOMEM, "out of memory for %" PRId64 " data bytes", L->data_size);
     if (!read_all(L->fd, L->data, (size_t)L->data_size))
         return LFAIL(L, errno ? AD_ERR_IO : AD_ERR_FORMAT, "reading the data: %s",
                      errno ? strerror(errno) : "file shrank while reading");
+    return AD_OK;
+}
+
+static ad_status load_data(st_load *L)
+{
+    ad_status st = load_bytes(L);
+    if (st != AD_OK) return st;
     size_t plen = strlen(ST_SUM_PREFIX);
     char want[17];
     for (size_t j = 0; j < L->nent; j++) {
@@ -565,6 +573,15 @@ static ad_status load_data(st_load *L)
                          name, sum, want);
     }
     return AD_OK;
+}
+
+static void load_close(st_load *L)
+{
+    if (L->fd >= 0) close(L->fd);
+    ad__free(L->hdr);
+    ad__free(L->data);
+    ad__free(L->ent);
+    json_decref(L->root);
 }
 
 static void copy_out(const st_load *L, int n, const char *const *names, ad_tensor *const *dst)
@@ -591,11 +608,7 @@ static ad_status load_buf(const char *path, int n, const char *const *names, ad_
     if (st == AD_OK) st = load_match(&L, n, names, dst);
     if (st == AD_OK) st = load_data(&L);
     if (st == AD_OK) copy_out(&L, n, names, dst);
-    if (L.fd >= 0) close(L.fd);
-    ad__free(L.hdr);
-    ad__free(L.data);
-    ad__free(L.ent);
-    json_decref(L.root);
+    load_close(&L);
     return st;
 }
 
@@ -615,109 +628,47 @@ ad_status nn_safetensors_load(const char *path, int n, const char *const *names,
 
 /* ---- plain files: the table and data of any safetensors file, metadata ignored (weights.c) ---- */
 
+/* The table in the file's order of data (the entries tile the data area), names and bytes handed
+** to out; the data buffer moves from L to out. */
+static ad_status plain_out(st_load *L, nn__st_plain *out)
+{
+    size_t names = 0;
+    for (size_t i = 0; i < L->nent; i++) names += strlen(L->ent[i].name) + 1;
+    out->t = ad__calloc(L->nent + 1, sizeof *out->t);
+    out->names = ad__malloc(names + 1);
+    if (!out->t || !out->names) return LFAIL(L, AD_ERR_NOMEM, "out of memory");
+    out->data = L->data;
+    L->data = NULL;
+    char *np = out->names;
+    for (size_t i = 0; i < L->nent; i++) {
+        nn__st_tensor *t = &out->t[i];
+        size_t l = strlen(L->ent[i].name) + 1;
+        memcpy(np, L->ent[i].name, l);
+        t->name = np;
+        np += l;
+        t->dtype = L->ent[i].dtype;
+        t->ndim = L->ent[i].ndim;
+        memcpy(t->shape, L->ent[i].shape, sizeof t->shape);
+        t->bytes = out->data + L->ent[i].begin;
+    }
+    out->n = (int)L->nent;
+    return AD_OK;
+}
+
+/* The load's phases without metadata, matching or checksums: open, header, table, bytes. */
 ad_status nn__safetensors_read_plain(const char *fn, const char *path, nn__st_plain *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (!path) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path");
-    if (!ad__little_endian())
-        return ad__file_error(err, errlen, AD_ERR_UNSUPPORTED, fn, path, "big-endian hosts are not supported");
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return ad__file_error(err, errlen, AD_ERR_IO, fn, path, "cannot open: %s", strerror(errno));
-    ad_status st = AD_OK;
-    char *hdr = NULL;
-    json_t *root = NULL;
-    st_entry *ent = NULL;
-    struct stat sb;
-    unsigned char lenb[8];
-    uint64_t hlen = 0, fsize = 0;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "not a regular file");
-        goto done;
-    }
-    fsize = (uint64_t)sb.st_size;
-    if (fsize < 8 || !read_all(fd, lenb, 8)) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "file too short (%" PRIu64 " bytes)", fsize);
-        goto done;
-    }
-    for (int i = 0; i < 8; i++) hlen |= (uint64_t)lenb[i] << (8 * i);
-    if (hlen > ST_MAX_HEADER || hlen > fsize - 8) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                            "header length %" PRIu64 " over the limit or past the end of the file (%" PRIu64 " bytes)",
-                            hlen, fsize);
-        goto done;
-    }
-    int64_t data_size = (int64_t)(fsize - 8 - hlen);
-    hdr = ad__malloc((size_t)hlen + 1);
-    if (!hdr || !read_all(fd, hdr, (size_t)hlen)) {
-        st = ad__file_error(err, errlen, hdr ? AD_ERR_IO : AD_ERR_NOMEM, fn, path, "cannot read the header");
-        goto done;
-    }
-    json_error_t jerr;
-    root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root || !json_is_object(root)) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "invalid JSON header: %s",
-                            root ? "not an object" : jerr.text);
-        goto done;
-    }
-    size_t nent = json_object_size(root) - (json_object_get(root, "__metadata__") ? 1 : 0), k = 0, names = 0;
-    ent = ad__calloc(nent + 1, sizeof *ent);
-    if (!ent) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu entries", nent);
-        goto done;
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach(root, key, val)
-    {
-        if (strcmp(key, "__metadata__") == 0) continue;
-        if ((st = parse_entry(key, val, data_size, &ent[k++], fn, path, err, errlen)) != AD_OK) goto done;
-        names += strlen(key) + 1;
-    }
-    qsort(ent, nent, sizeof *ent, entry_cmp);
-    int64_t pos = 0;
-    for (size_t i = 0; i < nent; i++) {
-        if (ent[i].begin != pos) {
-            st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "tensor '%s' %s", ent[i].name,
-                                ent[i].begin < pos ? "overlaps another" : "leaves a gap before it");
-            goto done;
-        }
-        pos = ent[i].end;
-    }
-    if (pos != data_size) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "%" PRId64 " trailing bytes after the last tensor",
-                            data_size - pos);
-        goto done;
-    }
-    out->t = ad__calloc(nent + 1, sizeof *out->t);
-    out->names = ad__malloc(names + 1);
-    out->data = ad__malloc(data_size > 0 ? (size_t)data_size : 1);
-    if (!out->t || !out->names || !out->data) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
-        goto done;
-    }
-    if (!read_all(fd, out->data, (size_t)data_size)) {
-        st = ad__file_error(err, errlen, errno ? AD_ERR_IO : AD_ERR_FORMAT, fn, path, "reading the data: %s",
-                            errno ? strerror(errno) : "file shrank while reading");
-        goto done;
-    }
-    char *np = out->names;
-    for (size_t i = 0; i < nent; i++) {
-        nn__st_tensor *t = &out->t[i];
-        size_t l = strlen(ent[i].name) + 1;
-        memcpy(np, ent[i].name, l);
-        t->name = np;
-        np += l;
-        t->dtype = ent[i].dtype;
-        t->ndim = ent[i].ndim;
-        memcpy(t->shape, ent[i].shape, sizeof t->shape);
-        t->bytes = out->data + ent[i].begin;
-    }
-    out->n = (int)nent;
-done:
-    close(fd);
-    ad__free(hdr);
-    ad__free(ent);
-    json_decref(root);
+    if (err && errlen) err[0] = '\0';
+    st_load L = {fn, path, err, errlen, -1, 0, 0, 0, NULL, NULL, NULL, NULL, 0, NULL};
+    ad_status st = path ? AD_OK : LFAIL(&L, AD_ERR_ARG, "NULL path");
+    if (st == AD_OK && !ad__little_endian()) st = LFAIL(&L, AD_ERR_UNSUPPORTED, "big-endian hosts are not supported");
+    if (st == AD_OK) st = load_open(&L);
+    if (st == AD_OK) st = load_header(&L);
+    if (st == AD_OK) st = load_table(&L);
+    if (st == AD_OK) st = load_bytes(&L);
+    if (st == AD_OK) st = plain_out(&L, out);
+    load_close(&L);
     if (st != AD_OK) nn__safetensors_plain_free(out);
     return st;
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "nn.h"
@@ -197,6 +198,81 @@ START_TEST(names_are_mapped_and_problems_listed)
 }
 END_TEST
 
+/* Writes a plain safetensors file: the 8-byte length, the header, then nbytes of data 0, 1, 2, ... */
+static void write_plain(const char *path, const char *header, size_t nbytes)
+{
+    size_t h = strlen(header), n = 8 + h + nbytes;
+    unsigned char *buf = malloc(n);
+    ck_assert_ptr_nonnull(buf);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    memcpy(buf + 8, header, h);
+    for (size_t i = 0; i < nbytes; i++) buf[8 + h + i] = (unsigned char)i;
+    tio_write(path, buf, n);
+    free(buf);
+}
+
+/* Plain files written by hand: read when the entries tile the data area, refused with the
+** reason otherwise (the load's own checks: gaps, overlaps, trailing bytes, a header past the end,
+** a FIFO never opened). */
+START_TEST(plain_files_by_hand)
+{
+    char dir[256], path[600];
+    tio_mkdtemp(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/p.safetensors", dir);
+    nn_module *m = nn_linear_ex(1, 2, true, NN_INIT_ZEROS, 0, AD_F32, NULL, NULL);
+    ck_assert_ptr_nonnull(m);
+    nn_error e = {AD_OK, ""};
+    /* bias first in the data, metadata of any kind ignored */
+    write_plain(path,
+                "{\"__metadata__\":{\"by\":\"hand\"},\"weight\":{\"dtype\":\"F32\",\"shape\":[2,1],"
+                "\"data_offsets\":[8,16]},\"bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                16);
+    ck_assert_msg(nn_load_weights(m, path, NULL, NULL, &e) == AD_OK, "%s", e.message);
+    float w0;
+    const unsigned char wb[4] = {8, 9, 10, 11};
+    memcpy(&w0, wb, 4);
+    ck_assert(ad_tensor_get(nn_module_param(m, "weight")->value, 0) == (double)w0);
+    static const struct {
+        const char *header;
+        size_t nbytes;
+        ad_status st;
+        const char *why;
+    } bad[] = {
+        {"{\"weight\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[0,8]},"
+         "\"bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}",
+         20, AD_ERR_FORMAT, "gap of 4 bytes"},
+        {"{\"weight\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[0,8]},"
+         "\"bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+         12, AD_ERR_FORMAT, "overlaps"},
+        {"{\"weight\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[0,8]},"
+         "\"bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+         17, AD_ERR_FORMAT, "1 trailing bytes"},
+        {"{\"weight\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[0,8]},"
+         "\"bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[8,16]}}",
+         16, AD_ERR_FORMAT, "needs 12 bytes"},
+        {"{\"weight\":{\"dtype\":\"BF16\",\"shape\":[2,1],\"data_offsets\":[0,4]}}", 4, AD_ERR_UNSUPPORTED, "BF16"},
+        {"[1, 2]", 0, AD_ERR_FORMAT, "not a JSON object"},
+        {"{\"weight\":", 0, AD_ERR_FORMAT, "invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_plain(path, bad[i].header, bad[i].nbytes);
+        ck_assert_int_eq(nn_load_weights(m, path, NULL, NULL, &e), bad[i].st);
+        ck_assert_msg(strstr(e.message, bad[i].why) && strstr(e.message, "nn_load_weights"), "%zu: %s", i, e.message);
+    }
+    /* a header length past the end of the file */
+    tio_write(path, "\x40\0\0\0\0\0\0\0{}", 10);
+    ck_assert_int_eq(nn_load_weights(m, path, NULL, NULL, &e), AD_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(e.message, "past the end"));
+    /* a FIFO is refused without waiting for a writer */
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    ck_assert_int_eq(nn_load_weights(m, path, NULL, NULL, &e), AD_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(e.message, "not a regular file"));
+    nn_module_free(m);
+    tio_rmtree(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn_weights");
@@ -204,6 +280,7 @@ int main(void)
     tcase_set_timeout(c, 300);
     tcase_add_test(c, pytorch_transformer_layer);
     tcase_add_test(c, names_are_mapped_and_problems_listed);
+    tcase_add_test(c, plain_files_by_hand);
     suite_add_tcase(s, c);
     return tu_run(s);
 }
