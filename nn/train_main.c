@@ -330,6 +330,7 @@ static int check_moot(const config *c)
         {"log", "eval-only", "nothing is trained"},
         {"plot", "eval-only", "nothing is trained"},
         {"loss", "eval-only", "evaluation reports cross-entropy, or MSE with --regression"},
+        {"val-split", "eval-only", "nothing is trained (the test set is evaluated)"},
         {"save", "draw", "--draw writes the tape and exits"},
         {"log", "draw", "--draw writes the tape and exits"},
         {"plot", "draw", "--draw writes the tape and exits"},

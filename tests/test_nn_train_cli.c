@@ -93,6 +93,7 @@ static const struct {
     {"--eval-only --loss mse", "--loss has no effect with --eval-only"},
     {"--eval-only --label-smoothing 0.1", "--label-smoothing has no effect with --eval-only"},
     {"--draw t.dot --label-smoothing 0.1", "--label-smoothing has no effect with --draw"},
+    {"--eval-only --val-split 0.2", "--val-split has no effect with --eval-only"},
     {"--draw t.dot --save s.st", "--save has no effect with --draw"},
     {"--draw t.dot --log log.csv", "--log has no effect with --draw"},
     {"--draw t.dot --plot p.svg", "--plot has no effect with --draw"},

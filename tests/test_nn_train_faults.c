@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "nn.h"
 #include "test_cli_util.h"
@@ -78,12 +79,15 @@ START_TEST(test_outputs_before_training)
     ck_assert_int_eq(mkfifo(path, 0600), 0);
     snprintf(path, sizeof path, "%s/sub", dir);
     ck_assert_int_eq(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/link.st", dir);
+    ck_assert_int_eq(symlink("train.csv", path), 0);
     static const struct {
         const char *args, *what;
     } cases[] = {
         {"--save nodir/x.st", "--save nodir/x.st: nodir does not exist"},
         {"--save fifo", "--save fifo: it is a FIFO"},
         {"--save sub", "--save sub: it is a directory"},
+        {"--save link.st", "--save link.st: it is a symbolic link"},
         {"--log nodir/log.csv", "--log nodir/log.csv: nodir does not exist"},
         {"--plot nodir/p.svg", "--plot nodir/p.svg: nodir does not exist"},
         {"--log sub", "--log sub: it is a directory"},
