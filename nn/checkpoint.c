@@ -220,7 +220,10 @@ ad_status nn_load_ex(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng,
         want.names[want.n] = ps[i].name;
         want.t[want.n++] = ps[i].value;
     }
-    want.n += nn__optim_state(opt, want.names + want.n, want.t + want.n);
+    int base = want.n, nst = nn__optim_state(opt, want.names + base, want.t + base);
+    for (int i = 0; i < nst; i++) /* state newer than the file (Adam's per-parameter steps) is filled in */
+        if (!nn__optim_state_absent(opt, want.names[base + i], !json_object_get(root, want.names[base + i])))
+            want.names[want.n] = want.names[base + i], want.t[want.n++] = want.t[base + i];
     if (rng || json_object_get(root, RNG_NAME)) {
         rng_at = want.n;
         want.names[want.n] = RNG_NAME;

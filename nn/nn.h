@@ -173,7 +173,9 @@ NN_API nn_optim_opts nn_optim_defaults(const char *kind);
 **   "sgd":     g = grad + wd p; with momentum mu: buf = g at the first step,
 **              mu buf + g after; g = g + mu buf (Nesterov) or buf; p -= lr g
 **   "adam":    (Kingma & Ba 2015) m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
-**              p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps), g = grad + wd p
+**              p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps), g = grad + wd p,
+**              t the parameter's own count of updates (PyTorch's per-parameter
+**              "step"): one unfrozen or added later starts at t = 1
 **   "adamw":   (Loshchilov & Hutter 2019) Adam with decoupled decay p *= 1 - lr wd first
 **   "rmsprop": v = a v + (1-a) g^2 (centered: minus the squared mean of g);
 **              p -= lr g / (sqrt(v) + eps), or through a momentum buffer
@@ -416,10 +418,11 @@ NN_API ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_s
 /*
 ** A checkpoint is a safetensors file: m's parameters under their names
 ** ("0.weight"), the optimizer's state under "optim.*" ("optim.step", then per
-** parameter "optim.<name>.momentum" for SGD, "optim.<name>.m" and ".v" for
-** Adam; for L-BFGS its history: "optim.lbfgs.s" and "optim.lbfgs.y" F64
-** [history, scalars], "optim.lbfgs.rho" [history] and "optim.lbfgs.pairs" [3],
-** the next slot, the pairs held and whether it started) and the generator's
+** parameter "optim.<name>.momentum" for SGD, "optim.<name>.m", ".v" and ".step"
+** (F64 [1]; a checkpoint written before it existed loads with each parameter's
+** count taken as "optim.step") for Adam; for L-BFGS its history: "optim.lbfgs.s"
+** and "optim.lbfgs.y" F64 [history, scalars], "optim.lbfgs.rho" [history] and
+** "optim.lbfgs.pairs" [3], the next slot, the pairs held and whether it started) and the generator's
 ** state as "rng.state" (F64 [10]: the four 64-bit words as eight exact 32-bit
 ** halves, high first, then has_spare and spare). __metadata__ holds the format
 ** name and version, XXH3-64 checksums and "optimizer" ("sgd", "adam", "adamw",

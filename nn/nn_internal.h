@@ -63,6 +63,10 @@ NN_INTERNAL ad_status nn__status(nn_error *err, ad_status s);
 NN_INTERNAL int nn__optim_state_count(const nn_optim *o);
 NN_INTERNAL int nn__optim_state(nn_optim *o, const char **names, ad_tensor **tensors);
 NN_INTERNAL void nn__optim_sync_step(nn_optim *o);
+/* For nn_load: true when the state entry `name`, absent from the file, is one a checkpoint
+** written before it existed lacks (Adam's per-parameter step counts): it is then not read, and
+** the next nn__optim_sync_step sets it as the older format meant it (the global step count). */
+NN_INTERNAL bool nn__optim_state_absent(nn_optim *o, const char *name, bool absent);
 
 /* A safetensors file's tensors as they are (any writer; __metadata__ ignored, no checksum):
 ** names, dtypes (F32/F64; others are AD_ERR_UNSUPPORTED), shapes, and bytes in `data`

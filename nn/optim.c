@@ -68,12 +68,12 @@ static bool rmsprop_slot(const nn_optim_opts *o, int slot)
 }
 
 static const optim_kind kinds[] = {
-    {"sgd", 1, {".momentum"}, sgd_check, sgd_slot, sgd_f32, sgd_f64, NULL, false},
-    {"adam", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, false},
-    {"adamw", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, true},
+    {"sgd", 1, {".momentum"}, sgd_check, sgd_slot, sgd_f32, sgd_f64, NULL, false, false},
+    {"adam", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, false, true},
+    {"adamw", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, true, true},
     {"rmsprop", 3, {".square_avg", ".momentum", ".grad_avg"}, rmsprop_check, rmsprop_slot, rmsprop_f32, rmsprop_f64,
-     NULL, false},
-    {"lbfgs", 0, {NULL}, nn__lbfgs_check, NULL, NULL, NULL, nn__lbfgs_step, false},
+     NULL, false, false},
+    {"lbfgs", 0, {NULL}, nn__lbfgs_check, NULL, NULL, NULL, nn__lbfgs_step, false, false},
 };
 #define NKINDS ((int)(sizeof kinds / sizeof kinds[0]))
 
@@ -110,8 +110,10 @@ nn_optim_opts nn_optim_defaults(const char *kind)
 void nn_optim_free(nn_optim *o)
 {
     if (!o) return;
-    for (int i = 0; i < o->n; i++)
+    for (int i = 0; i < o->n; i++) {
         for (int k = 0; k < NN__OPTIM_SLOTS; k++) ad_tensor_free(o->slots[i].s[k]);
+        ad_tensor_free(o->slots[i].steps);
+    }
     for (int i = 0; i < o->nstate; i++) ad__free(o->state_names[i]);
     if (o->kind && o->kind->step) nn__lbfgs_free(o);
     ad__free(o->state_names);
@@ -179,6 +181,15 @@ static ad_status add_params(nn_optim *o, int g, int n, nn_param *const *params, 
             }
             s->s[k] = t;
         }
+        if (o->kind->param_steps) {
+            ad_tensor *t = ad_tensor_new(AD_F64, AD_SHAPE(1));
+            if (!t || !nn__optim_add_state(o, p->name, ".step", t)) {
+                ad_tensor_free(t);
+                return nn_error_set(err, AD_ERR_NOMEM, "nn_optim(%s): out of memory for the state of '%s'", kn,
+                                    p->name);
+            }
+            s->steps = t;
+        }
     }
     return AD_OK;
 }
@@ -237,8 +248,10 @@ ad_status nn_optim_add_group(nn_optim *o, int n, nn_param *const *params, double
     g[o->ngroups] = (optim_group){lr * scale, weight_decay, lr};
     ad_status st = add_params(o, o->ngroups, n, params, err);
     if (st != AD_OK) { /* undo: the optimizer is as it was */
-        for (int i = before; i < o->n; i++)
+        for (int i = before; i < o->n; i++) {
             for (int k = 0; k < NN__OPTIM_SLOTS; k++) ad_tensor_free(o->slots[i].s[k]);
+            ad_tensor_free(o->slots[i].steps);
+        }
         for (int i = before_state; i < o->nstate; i++) ad__free(o->state_names[i]);
         o->n = before;
         o->nstate = before_state;
@@ -342,6 +355,12 @@ static void step_share(void *ctx, int tid, int nth)
             continue;
         }
         const hyper *h = &j->h[o->slots[i].group];
+        hyper own;
+        if (o->slots[i].steps) { /* its own count: a parameter unfrozen or added later starts at 1 */
+            own = *h;
+            own.step = nn__optim_param_steps(&o->slots[i]);
+            h = &own;
+        }
         if (p->dtype == AD_F32) {
             float *s[NN__OPTIM_SLOTS];
             for (int k = 0; k < NN__OPTIM_SLOTS; k++) s[k] = o->slots[i].s[k] ? (float *)o->slots[i].s[k]->data + lo : NULL;
@@ -394,7 +413,11 @@ ad_status nn_optim_step(nn_optim *o, nn_error *err)
     }
     if (st == AD_OK) {
         o->step++;
-        for (int i = 0; i < o->n; i++) ad_tensor_bump_version(o->params[i]->value); /* written below */
+        for (int i = 0; i < o->n; i++) {
+            ad_tensor_bump_version(o->params[i]->value); /* written below */
+            if (o->slots[i].steps && o->params[i]->requires_grad)
+                ((double *)o->slots[i].steps->data)[0] = (double)(nn__optim_param_steps(&o->slots[i]) + 1);
+        }
         for (int g = 0; g < o->ngroups; g++)
             h[g] = (hyper){.lr = o->groups[g].lr, .wd = o->groups[g].weight_decay, .momentum = o->opts.momentum,
                            .nesterov = o->opts.nesterov, .beta1 = o->opts.beta1, .beta2 = o->opts.beta2,

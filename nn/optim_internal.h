@@ -30,6 +30,7 @@ typedef struct optim_kind {
     /* kinds that evaluate the loss themselves (L-BFGS): the whole of nn_optim_minimize */
     ad_status (*step)(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err);
     bool decoupled; /* AdamW's weight decay */
+    bool param_steps; /* a step count per parameter, "optim.<param>.step" (Adam's bias correction) */
 } optim_kind;
 
 typedef struct optim_group {
@@ -39,6 +40,8 @@ typedef struct optim_group {
 
 typedef struct param_slots {
     ad_tensor *s[NN__OPTIM_SLOTS];
+    ad_tensor *steps; /* kinds with param_steps: F64 [1], the updates this parameter has had */
+    bool steps_absent; /* nn_load: not in the file (written before the counts were): set from the global count */
     int group;
 } param_slots;
 
@@ -69,6 +72,9 @@ NN_INTERNAL void nn__lbfgs_free(nn_optim *o);
 ** back after the state was written (a position out of range drops the history). */
 NN_INTERNAL void nn__lbfgs_state_out(nn_optim *o);
 NN_INTERNAL void nn__lbfgs_state_in(nn_optim *o);
+
+/* A parameter's step count as read from its tensor (a value no step could have left reads as 0). */
+NN_INTERNAL int64_t nn__optim_param_steps(const param_slots *s);
 
 /* Appends t (owned elsewhere) to o's named state as "optim.<name><suffix>"; false when out of memory. */
 NN_INTERNAL bool nn__optim_add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t);

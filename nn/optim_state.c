@@ -6,6 +6,7 @@ static void mirror_out(nn_optim *o)
 {
     ((double *)o->step_t->data)[0] = (double)o->step; /* "optim.step" mirrors the count */
     if (o->lbfgs) nn__lbfgs_state_out(o);
+    for (int i = 0; i < o->n; i++) o->slots[i].steps_absent = false;
 }
 
 int nn_optim_state(nn_optim *o, int max, const char **names, ad_tensor **tensors)
@@ -34,4 +35,27 @@ void nn__optim_sync_step(nn_optim *o)
     double s = ((const double *)o->step_t->data)[0];
     o->step = s >= 0 && s < 0x1p62 ? (int64_t)s : 0;
     if (o->lbfgs) nn__lbfgs_state_in(o);
+    for (int i = 0; i < o->n; i++)
+        if (o->slots[i].steps_absent) {
+            ((double *)o->slots[i].steps->data)[0] = (double)o->step;
+            o->slots[i].steps_absent = false;
+        }
+}
+
+bool nn__optim_state_absent(nn_optim *o, const char *name, bool absent)
+{
+    for (int i = 0; absent && o && i < o->n; i++) {
+        const char *p = o->params[i]->name;
+        size_t l = strlen(p);
+        if (o->slots[i].steps && strncmp(name, "optim.", 6) == 0 && strncmp(name + 6, p, l) == 0 &&
+            strcmp(name + 6 + l, ".step") == 0)
+            return o->slots[i].steps_absent = true;
+    }
+    return false;
+}
+
+int64_t nn__optim_param_steps(const param_slots *s)
+{
+    double k = ((const double *)s->steps->data)[0];
+    return k >= 0 && k < 0x1p52 && k == (double)(int64_t)k ? (int64_t)k : 0;
 }

@@ -117,6 +117,72 @@ START_TEST(test_resume_is_bit_identical)
 }
 END_TEST
 
+/* A checkpoint written before Adam's per-parameter step counts (no "optim.<name>.step"): each
+** count is taken as "optim.step", so the run resumes as straight through. */
+START_TEST(test_adam_checkpoint_without_param_steps)
+{
+    enum { K = 5, M = 4 };
+    make_dir();
+    char path[128];
+    nn_error err = {0};
+    path_in(path, sizeof path, "old.safetensors");
+    ad_tape *t = ad_tape_new();
+    ad_rng r1;
+    ad_rng_seed(&r1, 7);
+    nn_module *straight = nn_mlp(3, SIZES, NN_TANH, &r1, NULL);
+    nn_optim *o1 = make_opt(straight, ADAM);
+    train_steps(straight, o1, &r1, t, K + M);
+
+    ad_rng r2;
+    ad_rng_seed(&r2, 7);
+    nn_module *first = nn_mlp(3, SIZES, NN_TANH, &r2, NULL);
+    nn_optim *o2 = make_opt(first, ADAM);
+    train_steps(first, o2, &r2, t, K);
+    const char *names[64], *sn[64];
+    const ad_tensor *ts[64];
+    ad_tensor *st[64];
+    nn_param *ps;
+    int np = nn_module_params(first, &ps), n = 0, ns = nn_optim_state(o2, 64, sn, st), dropped = 0;
+    ck_assert_int_le(np + ns, 64);
+    for (int i = 0; i < np; i++) names[n] = ps[i].name, ts[n++] = ps[i].value;
+    for (int i = 0; i < ns; i++) {
+        size_t l = strlen(sn[i]);
+        if (strcmp(sn[i], "optim.step") != 0 && l > 5 && strcmp(sn[i] + l - 5, ".step") == 0) {
+            ck_assert(ad_tensor_get(st[i], 0) == K);
+            dropped++;
+            continue;
+        }
+        names[n] = sn[i], ts[n++] = st[i];
+    }
+    ck_assert_int_eq(dropped, np);
+    const char *meta[] = {"optimizer", "adam", "model", nn_module_kind(first)};
+    ck_assert_msg(nn_safetensors_save(path, n, names, ts, 2, meta, &err) == AD_OK, "%s", err.message);
+
+    ad_rng r3;
+    ad_rng_seed(&r3, 999);
+    nn_module *resumed = nn_mlp(3, SIZES, NN_TANH, &r3, NULL);
+    nn_optim *o3 = make_opt(resumed, ADAM);
+    ck_assert_msg(nn_load(path, resumed, o3, NULL, &err) == AD_OK, "%s", err.message);
+    ns = nn_optim_state(o3, 64, sn, st);
+    for (int i = 0; i < ns; i++)
+        if (strcmp(sn[i] + strlen(sn[i]) - 5, ".step") == 0) ck_assert(ad_tensor_get(st[i], 0) == K);
+    train_steps(resumed, o3, &r2, t, M); /* the batches from the first run's generator */
+    ck_assert(same_weights(resumed, straight));
+    /* and a file that lacks other state is still refused */
+    ck_assert_msg(nn_safetensors_save(path, n - 1, names, ts, 2, meta, &err) == AD_OK, "%s", err.message);
+    ck_assert_int_eq(nn_load(path, resumed, o3, NULL, &err), AD_ERR_FORMAT);
+
+    nn_optim_free(o1);
+    nn_optim_free(o2);
+    nn_optim_free(o3);
+    nn_module_free(straight);
+    nn_module_free(first);
+    nn_module_free(resumed);
+    ad_tape_free(t);
+    remove_dir();
+}
+END_TEST
+
 /* ---- L-BFGS: its (s, y) history travels with the checkpoint ---- */
 
 typedef struct fit_ctx {
@@ -511,6 +577,7 @@ static Suite *nn_checkpoint_suite(void)
     TCase *core = tcase_create("core");
     tcase_add_loop_test(core, test_resume_is_bit_identical, ADAM, RMSPROP_CENTERED + 1);
     tcase_add_test(core, test_lbfgs_resume_is_bit_identical);
+    tcase_add_test(core, test_adam_checkpoint_without_param_steps);
     tcase_add_test(core, test_rng_state_round_trip);
     tcase_add_test(core, test_python_reads_checkpoint);
     suite_add_tcase(s, core);

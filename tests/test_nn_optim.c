@@ -174,6 +174,60 @@ START_TEST(test_adam_first_step_is_lr_times_sign)
 }
 END_TEST
 
+/* Adam counts each parameter's own updates (PyTorch's per-parameter step): one frozen for five
+** steps, then unfrozen, moves as a fresh Adam's first step; one added in a group later, likewise;
+** the counts are state ("optim.<name>.step"). */
+START_TEST(test_adam_steps_per_parameter)
+{
+    ad_tensor *v[4], *g[4];
+    nn_param ps[4];
+    static const char *const names[4] = {"a", "b", "c", "ref"};
+    for (int i = 0; i < 4; i++) {
+        v[i] = tu_f64(AD_SHAPE(3), (const double[]){1, -2, 0.5});
+        g[i] = tu_f64(AD_SHAPE(3), (const double[]){0.5, -0.25, 2});
+        ps[i] = (nn_param){names[i], v[i], g[i], true};
+    }
+    nn_error e = {0};
+    for (int kind = 0; kind < 2; kind++) {
+        const char *k = kind ? "adamw" : "adam";
+        for (int i = 0; i < 4; i++) ad_tensor_copy(v[i], v[3]);
+        nn_optim_opts o = nn_optim_defaults(k);
+        o.lr = 0.01;
+        nn_optim *opt = nn_optim_new(k, 2, (nn_param *[]){&ps[0], &ps[1]}, &o, &e);
+        ck_assert_msg(opt != NULL, "%s", e.message);
+        ps[1].requires_grad = false;
+        for (int s = 0; s < 5; s++) ck_assert_int_eq(nn_optim_step(opt, &e), AD_OK);
+        ps[1].requires_grad = true;
+        ck_assert_int_eq(nn_optim_add_group(opt, 1, (nn_param *[]){&ps[2]}, 0.01, o.weight_decay, &e), AD_OK);
+        ck_assert_int_eq(nn_optim_step(opt, &e), AD_OK);
+        /* b and c took their first step: as a fresh optimizer's first step on ref */
+        nn_optim *fresh = nn_optim_new(k, 1, (nn_param *[]){&ps[3]}, &o, &e);
+        ck_assert_int_eq(nn_optim_step(fresh, &e), AD_OK);
+        ck_assert_mem_eq(v[1]->data, v[3]->data, 3 * sizeof(double));
+        ck_assert_mem_eq(v[2]->data, v[3]->data, 3 * sizeof(double));
+        ck_assert_msg(memcmp(v[0]->data, v[3]->data, 3 * sizeof(double)) != 0, "a took six steps");
+        /* the counts, as state */
+        const char *sn[16];
+        ad_tensor *st[16];
+        int n = nn_optim_state(opt, 16, sn, st), seen = 0;
+        for (int i = 0; i < n; i++) {
+            double want = strcmp(sn[i], "optim.a.step") == 0 ? 6 : strcmp(sn[i], "optim.step") == 0 ? 6 : 1;
+            if (strcmp(sn[i] + strlen(sn[i]) - 5, ".step") != 0) continue;
+            ck_assert_msg(ad_tensor_get(st[i], 0) == want, "%s: %g", sn[i], ad_tensor_get(st[i], 0));
+            seen++;
+        }
+        ck_assert_int_eq(seen, 4); /* optim.step, a, b, c */
+        ck_assert_int_eq(nn_optim_steps(opt), 6);
+        nn_optim_free(fresh);
+        nn_optim_free(opt);
+    }
+    for (int i = 0; i < 4; i++) {
+        ad_tensor_free(v[i]);
+        ad_tensor_free(g[i]);
+    }
+}
+END_TEST
+
 START_TEST(test_f32_params)
 {
     /* F32 parameters follow the same formulas, rounded once per update */
@@ -617,6 +671,7 @@ static Suite *nn_optim_suite(void)
     tcase_add_test(core, test_sgd_hand_numbers);
     tcase_add_loop_test(core, test_adam_against_reference, 0, (int)(sizeof adam_cases / sizeof adam_cases[0]));
     tcase_add_test(core, test_adam_first_step_is_lr_times_sign);
+    tcase_add_test(core, test_adam_steps_per_parameter);
     tcase_add_test(core, test_f32_params);
     tcase_add_test(core, test_schedules);
     tcase_add_loop_test(core, test_rmsprop_against_reference, 0, (int)(sizeof rms_cases / sizeof rms_cases[0]));
