@@ -1,6 +1,5 @@
 /* backward.c: the reverse sweep: one pass over the tape from the output back to the leaves. */
 #include "backward.h"
-#include "custom.h"
 #include "kernels.h"
 
 /*
@@ -86,6 +85,20 @@ static void graph_range(ad_tape *t, const sweep_args *a, uint32_t **grads, uint3
     }
 }
 
+/* (backward.h) */
+bool ad__custom_split(ad_tape *t, const ad_custom_rec *r, ad_var g, ad_var *gout)
+{
+    if (r->n_out == 1) {
+        gout[0] = g;
+        return true;
+    }
+    for (int k = 0; k < r->n_out; k++) {
+        const ad_tensor *s = &r->shapes[k];
+        gout[k] = ad_reshape(ad_slice(g, 0, r->offset[k], r->offset[k + 1]), s->ndim, s->shape);
+    }
+    return t->status == AD_OK;
+}
+
 /*
 ** A checkpoint under AD_CREATE_GRAPH: its segment is recorded again (kept: the
 ** gradients recorded from it are differentiable) and swept with slots for its
@@ -99,7 +112,7 @@ static void replay_graph(ad_tape *t, const sweep_args *a, uint32_t **grads, uint
     t->bw_node = i;
     if (!gout || !ad__custom_split(t, r, ad__var(t, (*grads)[i]), gout)) return;
     uint32_t lo = t->count;
-    if (ad__checkpoint_replay(t, n, &outs) != AD_OK) return;
+    if (r->replay(t, n, &outs) != AD_OK) return;
     uint32_t hi = t->count;
     uint32_t *g2 = ad__arena_alloc(t, (size_t)hi * sizeof *g2);
     if (!g2) return;
@@ -151,32 +164,6 @@ static inline bool direct(const ad_sweep *s, uint32_t k)
 {
     const ad_node *p = ad__node(s->t, k);
     return s->accumulate && (p->flags & AD_NODE_PARAM) && p->param_grad && p->param_grad->data;
-}
-
-/* The inline ad__gslot's other case: a slot that shares someone else's data
-** (a passed-through gradient) gets its own copy before anything is added in. */
-void *ad__gslot_slow(ad_sweep *s, const ad_node *n, int j, bool *fresh)
-{
-    uint32_t k = n->in[j];
-    ad_gbuf *g = &s->gbufs[k];
-    size_t bytes = ad__nbytes(&ad__node(s->t, k)->value);
-    void *copy = ad__arena_alloc(s->t, bytes);
-    if (!copy) return NULL;
-    if (bytes) memcpy(copy, g->data, bytes);
-    *g = (ad_gbuf){copy, AD_NO_NODE, true};
-    *fresh = false;
-    return copy;
-}
-
-/* The inline ad__gpass's other case: gy added into a slot that holds a gradient already. */
-void ad__gpass_slow(ad_sweep *s, const ad_node *n, int j, const ad_tensor *gy)
-{
-    bool fresh;
-    void *buf = ad__gslot(s, n, j, &fresh);
-    if (!buf) return;
-    ad_tensor dst = *gy;
-    dst.data = buf;
-    ad__add_into(&dst, gy);
 }
 
 /* Adds the value of var v (a result of a recorded VJP) into node k's buffer. */
@@ -328,7 +315,7 @@ static void replay_fast(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint3
         goto done;
     }
     for (uint32_t j = 0; j < n->nin; j++) saved[j] = old[n->in[j]];
-    if (ad__checkpoint_replay(t, n, &outs) != AD_OK) goto done;
+    if (r->replay(t, n, &outs) != AD_OK) goto done;
     uint32_t hi = t->count;
     ad_gbuf *gb = ad__arena_alloc(t, (size_t)hi * sizeof *gb);
     if (!gb) goto done;

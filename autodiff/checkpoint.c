@@ -7,11 +7,12 @@
 /*
 ** ad_checkpoint runs fn with grad recording off, copies its outputs out, rewinds
 ** the tape to before fn (its intermediates are gone) and records one CHECKPOINT
-** node holding the outputs. When a sweep reaches that node, backward.c calls
-** ad__checkpoint_replay to record fn again on the same input nodes, sweeps the
-** new nodes in place with the same gradient slots, and rewinds them away again
-** (see replay_fast/replay_graph there): the VJPs that run, their order and their
-** inputs are those of the plain recording, so the gradients are equal bit for bit.
+** node holding the outputs, whose record's replay hook is ad__checkpoint_replay.
+** When a sweep reaches that node, backward.c calls the hook to record fn again on
+** the same input nodes, sweeps the new nodes in place with the same gradient
+** slots, and rewinds them away again (see replay_fast/replay_graph there): the
+** VJPs that run, their order and their inputs are those of the plain recording,
+** so the gradients are equal bit for bit.
 */
 
 /* Output k of fn checked: a current var of t. */
@@ -92,7 +93,7 @@ ad_status ad_checkpoint(ad_fn_n fn, void *ctx, int n, const ad_var *in, int n_ou
         goto done;
     }
     const ad_custom_op op = {"checkpoint", n_out, never_shape, never_forward, never_vjp, NULL, NULL, NULL};
-    s = ad__custom_record(t, AD_OP_CHECKPOINT, &op, fn, ctx, n, in, vals, out);
+    s = ad__custom_record(t, AD_OP_CHECKPOINT, &op, fn, ad__checkpoint_replay, ctx, n, in, vals, out);
 done:
     for (int k = 0; vals && k < n_out; k++) ad__free(vals[k].data);
     ad__free(vals);
@@ -183,7 +184,7 @@ void ad__vjp_checkpoint(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, 
 }
 
 /*
-** The tangent rule (forward.h) of a checkpointed segment: the segment recorded again from
+** The tangent rule (jvp.h) of a checkpointed segment: the segment recorded again from
 ** the node's inputs (as backward does), the tangents swept through that recording, and
 ** the outputs' tangents packed as the node's value is (one output: itself).
 */

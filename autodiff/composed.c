@@ -1,6 +1,6 @@
 /* composed.c: layers written with the engine's ops: scaled dot-product attention, transposed and 1-D convolution, group normalization. */
 #include "ad_nnops.h"
-#include "backward.h"
+#include "vjp.h"
 #include "kernels.h"
 
 #include <float.h>

@@ -1,17 +1,10 @@
-/* custom.c: custom ops: a user's function with its own VJP recorded as one node, its tuple outputs, its tangent rule and its gradient check. */
+/* custom.c: custom ops: a user's function with its own VJP recorded as one node, its tuple outputs and its tangent rule. */
 #include "custom.h"
-#include "forward.h"
+#include "jvp.h"
 
 #include <stdio.h>
 
-/* ---- names and errors ---- */
-
-const char *ad__node_name(const ad_tape *t, const ad_node *n)
-{
-    (void)t;
-    if (ad__is_custom(n) && n->attr.idx) return ad__rec(n)->op.name;
-    return n->op < AD_OP_COUNT ? ad__ops[n->op].name : "?";
-}
+/* ---- errors ---- */
 
 static const char *kind_word(const ad_custom_rec *r) { return r->fn ? "checkpoint" : "custom op"; }
 
@@ -161,8 +154,8 @@ static bool descriptor_ok(ad_tape *t, const char *fn, const ad_custom_op *op)
     return false;
 }
 
-ad_status ad__custom_record(ad_tape *t, ad_op kind, const ad_custom_op *op, ad_fn_n fn, void *ctx, int n,
-                            const ad_var *in, const ad_tensor *vals, ad_var *out)
+ad_status ad__custom_record(ad_tape *t, ad_op kind, const ad_custom_op *op, ad_fn_n fn, ad_replay_fn replay,
+                            void *ctx, int n, const ad_var *in, const ad_tensor *vals, ad_var *out)
 {
     ad_mark m = ad__tape_mark(t);
     ad_custom_rec *r = ad__arena_alloc(t, sizeof *r);
@@ -171,6 +164,7 @@ ad_status ad__custom_record(ad_tape *t, ad_op kind, const ad_custom_op *op, ad_f
     r->op = *op;
     r->ctx = ctx;
     r->fn = fn;
+    r->replay = replay;
     r->n = n;
     r->n_out = op->n_out;
     size_t len = strlen(op->name);
@@ -247,7 +241,7 @@ ad_status ad_custom_n(const ad_custom_op *op, void *ctx, int n, const ad_var *in
         return t->status;
     }
     if (!ad__begin(op->name, n, in, &t)) return t->status ? t->status : AD_ERR_ARG;
-    return ad__custom_record(t, AD_OP_CUSTOM, op, NULL, ctx, n, in, NULL, out);
+    return ad__custom_record(t, AD_OP_CUSTOM, op, NULL, NULL, ctx, n, in, NULL, out);
 }
 
 ad_var ad_custom(const ad_custom_op *op, void *ctx, int n, const ad_var *in)
@@ -279,19 +273,6 @@ ad_status ad__fwd_custom_grad(ad_tape *t, ad_node *n)
 }
 
 /* ---- VJPs ---- */
-
-bool ad__custom_split(ad_tape *t, const ad_custom_rec *r, ad_var g, ad_var *gout)
-{
-    if (r->n_out == 1) {
-        gout[0] = g;
-        return true;
-    }
-    for (int k = 0; k < r->n_out; k++) {
-        const ad_tensor *s = &r->shapes[k];
-        gout[k] = ad_reshape(ad_slice(g, 0, r->offset[k], r->offset[k + 1]), s->ndim, s->shape);
-    }
-    return t->status == AD_OK;
-}
 
 /* Checks a gradient (or tangent) var a callback produced for `want`; false after recording the error. */
 static bool var_fits(ad_tape *t, const ad_custom_rec *r, const char *what, int j, ad_var g, const ad_tensor *want)
@@ -551,75 +532,4 @@ ad_var ad__jvp_custom_grad(ad_tape *t, const ad_node *n, uint32_t self, const ad
     ad_var out;
     ad__custom_jvp(t, n, self, tx, &out); /* records AD_ERR_UNSUPPORTED naming the op */
     return ad__invalid(t);
-}
-
-/* ---- the gradient check of a custom op ---- */
-
-typedef struct check_ctx {
-    const ad_custom_op *op;
-    void *ctx;
-    int n;
-    const ad_tensor *const *in; /* all inputs: the non-differentiable ones are used from here */
-    const int *pos;             /* checked input k is input pos[k] */
-    int m;
-} check_ctx;
-
-static ad_var check_fn(ad_tape *t, const ad_var *xs, void *p)
-{
-    const check_ctx *c = p;
-    ad_var *args = ad__arena_alloc(t, (size_t)c->n * sizeof *args);
-    ad_var *outs = ad__arena_alloc(t, (size_t)c->op->n_out * sizeof *outs);
-    if (!args || !outs) return ad__invalid(t);
-    for (int j = 0, k = 0; j < c->n; j++) args[j] = (k < c->m && c->pos[k] == j) ? xs[k++] : ad_const(t, c->in[j]);
-    if (ad_custom_n(c->op, c->ctx, c->n, args, outs) != AD_OK) return ad__invalid(t);
-    if (c->op->n_out == 1) return outs[0];
-    const int64_t minus1 = -1;
-    for (int k = 0; k < c->op->n_out; k++) outs[k] = ad_reshape(outs[k], 1, &minus1);
-    return ad_concat(c->op->n_out, outs, 0);
-}
-
-ad_status ad_custom_check(const ad_custom_op *op, void *ctx, int n, const ad_tensor *const *in,
-                          const ad_check_opts *opts, ad_check_report *rep)
-{
-    ad_check_report local;
-    if (!rep) rep = &local;
-    *rep = (ad_check_report){.status = AD_OK, .input = -1, .element = -1, .output = -1, .order = 1};
-    const char *bad = !op                          ? "the descriptor is NULL"
-                      : !op->name                  ? "the descriptor has no name"
-                      : !op->shape || !op->forward ? "shape or forward is NULL"
-                      : !op->vjp && !op->vjp_raw   ? "neither vjp nor vjp_raw is given"
-                      : op->n_out < 1              ? "n_out is below 1"
-                      : n < 1 || !in               ? "no inputs"
-                                                   : NULL;
-    for (int j = 0; !bad && j < n; j++)
-        if (!in[j]) bad = "an input is NULL";
-    if (bad) {
-        rep->status = AD_ERR_ARG;
-        snprintf(rep->message, sizeof rep->message, "ad_custom_check: %s", bad);
-        return AD_ERR_ARG;
-    }
-    int *pos = ad__malloc((size_t)n * sizeof *pos);
-    const ad_tensor **sub = ad__malloc((size_t)n * sizeof *sub);
-    ad_status s;
-    if (!pos || !sub) {
-        s = rep->status = AD_ERR_NOMEM;
-        snprintf(rep->message, sizeof rep->message, "ad_custom_check: out of memory");
-        goto done;
-    }
-    int m = 0;
-    for (int j = 0; j < n; j++)
-        if (!op->differentiable || op->differentiable[j]) {
-            pos[m] = j;
-            sub[m++] = in[j];
-        }
-    check_ctx c = {op, ctx, n, in, pos, m};
-    s = ad_gradcheck(check_fn, &c, m, sub, opts, rep);
-    if (s == AD_OK && (op->vjp || op->jvp)) s = ad_gradgradcheck(check_fn, &c, m, sub, opts, rep);
-    /* report inputs by their index in the op, not among the checked ones */
-    if (rep->input >= 0 && rep->input < m) rep->input = pos[rep->input];
-    if (rep->independent_input >= 0 && rep->independent_input < m) rep->independent_input = pos[rep->independent_input];
-done:
-    ad__free(pos);
-    ad__free(sub);
-    return s;
 }

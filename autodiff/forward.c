@@ -12,35 +12,6 @@
 ** reverse: the tangent of a gradient is a Hessian-vector product).
 */
 
-/* The table, from ops.def's tangent column: a JVP op without its rule does not link. */
-#define AD_JVP_FN_JVP(name) ad__jvp_##name
-#define AD_JVP_FN_NOJVP(name) NULL
-const ad_jvp_fn ad__jvps[AD_OP_COUNT] = {
-#define AD_OP(ID, name, nin, family, grad, fast, test, tangent) [AD_OP_##ID] = AD_JVP_FN_##tangent(name),
-#include "ops.def"
-#undef AD_OP
-};
-
-ad_var ad__tsum(ad_var a, ad_var b)
-{
-    if (!ad__has(a)) return b;
-    if (!ad__has(b)) return a;
-    return ad_add(a, b);
-}
-
-ad_var ad__tfit(ad_tape *t, const ad_node *n, ad_var v)
-{
-    (void)t;
-    const ad_tensor *x = ad_value(v);
-    if (!x || ad_shape_equal(x, &n->value)) return v;
-    return ad_broadcast_to(v, n->value.ndim, n->value.shape);
-}
-
-ad_var ad__tor0(ad_tape *t, const ad_node *n, const ad_var *tx, int i)
-{
-    return ad__has(tx[i]) ? tx[i] : ad__zeros_like(ad__inv(t, n, i));
-}
-
 /* A tangent rule must return its node's shape and dtype; anything else is a bug in the op. */
 static bool check_tangent(ad_tape *t, const ad_node *n, ad_var v)
 {

@@ -1,5 +1,4 @@
 /* inspect.c: seeing the tape: Graphviz DOT export and a structural XXH3 fingerprint. */
-#include "custom.h"
 #include "tape.h"
 
 #include <inttypes.h>

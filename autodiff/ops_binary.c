@@ -1,6 +1,6 @@
 /* ops_binary.c: elementwise binary ops with NumPy broadcasting; each forward beside its VJP. */
-#include "forward.h"
-#include "backward.h"
+#include "jvp.h"
+#include "vjp.h"
 #include "kernels.h"
 
 #include <math.h>
@@ -131,7 +131,7 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
     return ad__emit_done(t, id);
 }
 
-/* The fast path (see backward.h), for inputs of the output's shape only:
+/* The fast path (see vjp.h), for inputs of the output's shape only:
 ** broadcast inputs decline and take the recorded VJP. GA/GB are the formulas
 ** for each input in terms of g = dL/dy, a, b and y, ordered as in the VJP;
 ** fast_binary, inlined into each ISA clone of the op's fast VJP, runs them. */
@@ -231,7 +231,14 @@ void ad__vjp_add(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var 
     if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, gy);
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, gy);
 }
-/* Tangent rules (forward.h): TA, TB are the operands' tangents (either may be the zero
+/* (jvp.h) */
+ad_var ad__tsum(ad_var a, ad_var b)
+{
+    if (!ad__has(a)) return b;
+    if (!ad__has(b)) return a;
+    return ad_add(a, b);
+}
+/* Tangent rules (jvp.h): TA, TB are the operands' tangents (either may be the zero
 ** tangent), each term broadcast to the output's shape (ad__tfit). */
 #define TA tx[0]
 #define TB tx[1]

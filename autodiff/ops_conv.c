@@ -1,7 +1,7 @@
 /* ops_conv.c: 2-D convolution (GEMM with im2col packed into its panels) and max/average pooling, NCHW, with their adjoint ops. */
-#include "forward.h"
+#include "jvp.h"
 #include "ad_nnops.h"
-#include "backward.h"
+#include "vjp.h"
 #include "conv_kernels.h"
 #include "gemm.h"
 #include "kernels.h"

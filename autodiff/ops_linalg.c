@@ -1,6 +1,6 @@
 /* ops_linalg.c: matrix products, 2-D and batched with NumPy's broadcast batch dimensions. */
-#include "forward.h"
-#include "backward.h"
+#include "jvp.h"
+#include "vjp.h"
 #include "kernels.h"
 
 /* matmul: y = op(a) @ op(b), op transposing the last two axes when trans_a / trans_b (attr.i[0], i[1]).
@@ -126,7 +126,7 @@ void ad__vjp_matmul(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_v
         gx[1] = ad__unbroadcast(t, n, 1, g);
     }
 }
-/* tangent (forward.h): ta @ b + a @ tb, through the same transposes (a batch-broadcast
+/* tangent (jvp.h): ta @ b + a @ tb, through the same transposes (a batch-broadcast
 ** operand's term broadcasts as its product does) */
 ad_var ad__jvp_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_var *tx)
 {
@@ -136,7 +136,7 @@ ad_var ad__jvp_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_var 
     return ad__tfit(t, n, ad__tsum(a, b));
 }
 
-/* The fast path (see backward.h) for 2-D operands: the products of the
+/* The fast path (see vjp.h) for 2-D operands: the products of the
 ** recorded VJP above, with the same gemm calls, written straight into the
 ** gradient buffers; when a buffer already holds a gradient (a second use, or a
 ** param's grad tensor under AD_ACCUMULATE) the product is added in by the gemm

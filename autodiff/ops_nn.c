@@ -1,6 +1,6 @@
 /* ops_nn.c: network primitives: where/masking (an op), dropout, batch and layer normalization, embedding, flatten. */
-#include "forward.h"
-#include "backward.h"
+#include "jvp.h"
+#include "vjp.h"
 #include "kernels.h"
 
 #include <math.h>

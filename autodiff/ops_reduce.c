@@ -1,6 +1,6 @@
 /* ops_reduce.c: sums, means, maxima, log-sum-exp and softmax over all elements or one axis. */
-#include "forward.h"
-#include "backward.h"
+#include "jvp.h"
+#include "vjp.h"
 #include "vmath.h"
 
 #include <math.h>
@@ -79,7 +79,7 @@ ad_status ad__fwd_sum(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(sum) { gx[0] = expand(t, n, gy); }
-/* Tangent rules (forward.h), beside each VJP: TX is the input's tangent. */
+/* Tangent rules (jvp.h), beside each VJP: TX is the input's tangent. */
 #define TX tx[0]
 JVP(sum) { return ad_sum(TX); }
 /* The fast path for sum and mean: every input element gets g (times 1/N). */

@@ -1,6 +1,6 @@
 /* ops_shape.c: ops that move data: transpose, reshape, broadcast (and its adjoint sum_to), slice, concat, gather. */
-#include "forward.h"
-#include "backward.h"
+#include "jvp.h"
+#include "vjp.h"
 #include "kernels.h"
 
 
@@ -79,7 +79,7 @@ ad_status ad__fwd_transpose(ad_tape *t, ad_node *n)
     return AD_OK;
 }
 VJP(transpose) { gx[0] = ad_transpose(gy, (int)n->attr.i[0], (int)n->attr.i[1]); }
-/* Tangent rules (forward.h), beside each VJP: TX is the input's tangent. */
+/* Tangent rules (jvp.h), beside each VJP: TX is the input's tangent. */
 #define TX tx[0]
 JVP(transpose) { return ad_transpose(TX, (int)n->attr.i[0], (int)n->attr.i[1]); }
 
@@ -202,6 +202,15 @@ VJP(broadcast_to)
     gx[0] = ad_sum_to(gy, x->ndim, x->shape);
 }
 JVP(broadcast_to) { return ad_broadcast_to(TX, n->value.ndim, n->value.shape); }
+
+/* (jvp.h) */
+ad_var ad__tfit(ad_tape *t, const ad_node *n, ad_var v)
+{
+    (void)t;
+    const ad_tensor *x = ad_value(v);
+    if (!x || ad_shape_equal(x, &n->value)) return v;
+    return ad_broadcast_to(v, n->value.ndim, n->value.shape);
+}
 
 /* sum_to: y = x summed over the axes along which `shape` broadcasts to x; VJP: gx = broadcast(gy) */
 ad_var ad_sum_to(ad_var x, int ndim, const int64_t *shape) { return broadcast_front(AD_OP_SUM_TO, x, ndim, shape); }

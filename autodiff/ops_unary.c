@@ -1,6 +1,6 @@
 /* ops_unary.c: elementwise unary ops and scalar variants; each forward beside its VJP. */
-#include "forward.h"
-#include "backward.h"
+#include "jvp.h"
+#include "vjp.h"
 #include "vmath.h"
 
 #include <math.h>
@@ -72,7 +72,7 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
     return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
 }
 
-/* The fast path (see backward.h): the VJP's formula on the tensors, with g = dL/dy, x the input,
+/* The fast path (see vjp.h): the VJP's formula on the tensors, with g = dL/dy, x the input,
 ** y the output and c0 the first attribute, written in the same order of operations as the recorded
 ** VJP. FAST(name, GX64, GX32) gives the formula on one element; fast_unary, inlined into each ISA
 ** clone of the op's fast VJP, runs it over the elements. */
@@ -130,7 +130,7 @@ static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad
 UNARY(add_scalar, v + c0, v + c0)
 ad_var ad_add_scalar(ad_var x, double c) { return unary(AD_OP_ADD_SCALAR, x, c, 0, ONE(add_scalar)); }
 VJP(add_scalar) { gx[0] = gy; }
-/* Tangent rules (forward.h): TX is the input's tangent; the Jacobian is diagonal, so each
+/* Tangent rules (jvp.h): TX is the input's tangent; the Jacobian is diagonal, so each
 ** rule is its VJP's formula with TX in place of gy. */
 #define TX tx[0]
 JVP(add_scalar) { return TX; }

@@ -26,15 +26,7 @@
 ** mask (drawn once, when recorded), index lists, scalar attributes.
 */
 
-struct ad_branch {
-    uint32_t a, b;   /* the compared nodes (one element each) */
-    uint32_t pos;    /* the tape's length when recorded: checked before node pos is recomputed */
-    uint8_t cmp;     /* ad_cmp */
-    uint8_t result;  /* what the comparison gave when recorded */
-};
-typedef struct ad_branch branch;
-
-uint32_t ad__branch_pos(const ad_tape *t, uint32_t i) { return t->branches[i].pos; }
+typedef struct ad_branch branch; /* (tape.h) */
 
 static const char *const cmp_sym[] = {"<", "<=", ">", ">=", "==", "!="};
 

@@ -1,5 +1,4 @@
 /* tape.c: the Wengert list: node storage, the arena, sticky errors, recording and leaves. */
-#include "custom.h"
 #include "tape.h"
 
 #include <math.h>
@@ -98,6 +97,8 @@ ad_mark ad__tape_mark(const ad_tape *t)
 {
     return (ad_mark){t->count, t->cur, t->cur ? t->cur->used : 0};
 }
+
+uint32_t ad__branch_pos(const ad_tape *t, uint32_t i) { return t->branches[i].pos; }
 
 void ad__tape_rewind(ad_tape *t, ad_mark m)
 {
@@ -292,6 +293,48 @@ void ad__anomaly_fail(ad_tape *t, uint32_t id)
     ad__fail(t, AD_ERR_NUMERIC, "%s: non-finite %s at node %u (input%s %s) during %s", ad__node_name(t, n),
              t->in_backward ? "gradient" : "output", id, n->nin == 1 ? "" : "s", n->nin ? shapes : "none",
              t->in_backward ? "backward" : "forward");
+}
+
+const char *ad__node_name(const ad_tape *t, const ad_node *n)
+{
+    (void)t;
+    if (ad__is_custom(n) && n->attr.idx) return ad__rec(n)->op.name;
+    return n->op < AD_OP_COUNT ? ad__ops[n->op].name : "?";
+}
+
+/*
+** The check behind ad_tensor_version's promise: every leaf, param or const node
+** up to `top` whose caller's tensor was written since it was recorded is an error
+** if an op that needs a gradient takes it (conservative: whether or not its VJP
+** reads the value). Only a changed tensor costs a scan for its user.
+*/
+ad_status ad__check_versions(ad_tape *t, uint32_t top, const char *fn)
+{
+    for (uint32_t k = 0; k < t->nborrowed; k++) {
+        uint32_t id = t->borrowed[k];
+        if (id > top || id >= t->count) continue; /* (ids past a rewind may be other nodes: ad__borrowed checks) */
+        const ad_node *n = ad__node(t, id);
+        const ad_tensor *src = ad__borrowed(n);
+        if (!src || src->version_ == n->value.version_) continue;
+        for (uint32_t c = id + 1; c <= top; c++) {
+            const ad_node *u = ad__node(t, c);
+            if (!(u->flags & AD_NODE_REQ_GRAD)) continue;
+            for (uint32_t j = 0; j < u->nin; j++) {
+                if (u->in[j] != id) continue;
+                char s[96];
+                const char *kind = n->op == AD_OP_LEAF ? "leaf" : n->op == AD_OP_PARAM ? "param" : "const";
+                ad__fail(t, AD_ERR_STATE,
+                         "%s: %s (node %u) takes as input %u the %s %s %s (node %u, tensor at %p), which was "
+                         "modified after it was recorded (version %u, now %u); record the graph again after "
+                         "changing it",
+                         fn, ad__node_name(t, u), c, j + 1, kind, ad_shape_str(src->ndim, src->shape, s, sizeof s),
+                         ad_dtype_name(src->dtype), id, (const void *)src, (unsigned)n->value.version_,
+                         (unsigned)src->version_);
+                return t->status;
+            }
+        }
+    }
+    return AD_OK;
 }
 
 static const ad_attr no_attr = {{0, 0}, {0, 0, 0, 0}, NULL};
@@ -528,15 +571,6 @@ const ad_tensor *ad_grad(ad_var v)
     if (n->grad == AD_NO_NODE || n->grad >= v.tape->count) return NULL;
     return &ad__node(v.tape, n->grad)->value;
 }
-
-/* ---- the op table, from ops.def ---- */
-
-const ad_op_info ad__ops[AD_OP_COUNT] = {
-#define AD_OP(ID, name, nin, family, grad, ...) \
-    [AD_OP_##ID] = {"ad_" #name, nin, ad__fwd_##name, ad__vjp_##name, AD_GRAD_##grad},
-#include "ops.def"
-#undef AD_OP
-};
 
 /* A node keeps its op in 16 bits. */
 _Static_assert(AD_OP_COUNT <= UINT16_MAX + 1, "ad_node.op is too narrow for the op list");

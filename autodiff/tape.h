@@ -57,6 +57,14 @@ typedef struct ad_arena_block {
     unsigned char *mem; /* aligned start */
 } ad_arena_block;
 
+/* A comparison ad_branch recorded (replay.c), checked again by every replay. */
+struct ad_branch {
+    uint32_t a, b;   /* the compared nodes (one element each) */
+    uint32_t pos;    /* the tape's length when recorded: checked before node pos is recomputed */
+    uint8_t cmp;     /* ad_cmp */
+    uint8_t result;  /* what the comparison gave when recorded */
+};
+
 struct ad_tape {
     ad_node **chunks;  /* node storage: stable addresses, kept across resets */
     size_t nchunks, chunks_cap;
@@ -119,7 +127,7 @@ typedef struct ad_mark {
 } ad_mark;
 AD_INTERNAL ad_mark ad__tape_mark(const ad_tape *t);
 AD_INTERNAL void ad__tape_rewind(ad_tape *t, ad_mark m);
-/* The tape's length when ad_branch recorded comparison i (replay.c). */
+/* The tape's length when ad_branch recorded comparison i. */
 AD_INTERNAL uint32_t ad__branch_pos(const ad_tape *t, uint32_t i);
 /* Notes where the recording ends (once per reset): ad_tape_replay recomputes the
 ** nodes before it and drops those after (a backward pass's, a tangent sweep's). */
@@ -160,7 +168,7 @@ AD_INTERNAL ad_node *ad__emit_node(ad_tape *t, ad_op op, int nin, const ad_var *
                                    const int64_t *shape, const ad_attr *attr, uint32_t *id);
 /* The caller's tensor a leaf, param or const node borrows (its attr.idx holds the
 ** address), NULL for other nodes; and the check ad_backward/ad_gradients run on
-** the borrowed tensors of nodes 0..top (tensor.c): AD_ERR_STATE, naming the op that
+** the borrowed tensors of nodes 0..top (tape.c): AD_ERR_STATE, naming the op that
 ** takes it and the tensor, for one written since it was recorded. */
 static inline const ad_tensor *ad__borrowed(const ad_node *n)
 {
@@ -191,6 +199,7 @@ typedef struct ad_op_info {
     bool differentiable; /* false: outputs never carry a gradient (masks, leaves): ops.def's NOGRAD */
 } ad_op_info;
 
+/* The table, from ops.def (op_table.c). */
 AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];
 
 /* Each op's forward kernel and recorded VJP, side by side in its family's file. */
@@ -262,5 +271,48 @@ static inline ad_var ad__inv(ad_tape *t, const ad_node *n, int i) { return ad__v
 AD_INTERNAL ad_var ad__wrap(ad_tape *t, const ad_tensor *like, void *data);
 /* Zeros like x (a constant var). */
 AD_INTERNAL ad_var ad__zeros_like(ad_var x);
+
+/* ---- custom-op and checkpoint nodes (custom.c, checkpoint.c) ---- */
+
+/*
+** A custom op (or a checkpointed segment) of n inputs and n_out outputs is one
+** node, op CUSTOM (CHECKPOINT), whose attr.idx holds its record's address in the
+** arena (converted to const int64_t * and back, which C allows: the record is
+** 16-byte aligned; nothing reads it as integers).
+** With one output the node's value is that output. With several, the node's
+** value is all outputs flattened and packed one after the other (offsets in
+** the record), and each output is a CUSTOM_OUT node that views its part of the
+** packed data (attr.i[0] its index, attr.i[1] its offset); its VJP pads its
+** gradient back into the packed shape, so the custom node's gradient holds
+** every output's gradient when its own VJP runs.
+*/
+/* A checkpoint's hook, set by whoever records the node (checkpoint.c): records the
+** segment of node n again from its inputs, grad on, and checks it computed the same
+** outputs; *outs (arena) gets its n_out outputs. The sweeps call it when they reach
+** the node, so that they name no file above them. */
+typedef ad_status (*ad_replay_fn)(ad_tape *t, const ad_node *n, ad_var **outs);
+
+typedef struct ad_custom_rec {
+    ad_custom_op op;    /* a copy of the caller's descriptor (name copied too) */
+    void *ctx;          /* borrowed */
+    ad_fn_n fn;         /* checkpoints: the segment */
+    int n, n_out;
+    bool *diff;         /* per input (a copy; all true when the descriptor had NULL) */
+    uint32_t *outs;     /* node ids of the outputs (the node itself when n_out == 1) */
+    int64_t *offset;    /* n_out + 1 element offsets into the packed value */
+    ad_tensor *shapes;  /* n_out output headers (data NULL) */
+    ad_replay_fn replay; /* checkpoints: the segment recorded again (below) */
+} ad_custom_rec;
+
+static inline const ad_custom_rec *ad__rec(const ad_node *n) { return (const ad_custom_rec *)(const void *)n->attr.idx; }
+static inline const int64_t *ad__rec_ref(const ad_custom_rec *r) { return (const int64_t *)(const void *)r; }
+static inline bool ad__is_custom(const ad_node *n)
+{
+    return n->op == AD_OP_CUSTOM || n->op == AD_OP_CUSTOM_OUT || n->op == AD_OP_CUSTOM_GRAD ||
+           n->op == AD_OP_CHECKPOINT;
+}
+/* The name errors, DOT and anomaly messages show for node n: the op table's
+** ("ad_matmul") or a custom op's own, from its record ("solve"). */
+AD_INTERNAL const char *ad__node_name(const ad_tape *t, const ad_node *n);
 
 #endif

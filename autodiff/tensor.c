@@ -1,5 +1,5 @@
 /* tensor.c: dense row-major tensors owned by the caller. */
-#include "custom.h"
+#include "services.h"
 
 #include <inttypes.h>
 
@@ -136,39 +136,4 @@ char *ad_shape_str(int ndim, const int64_t *shape, char *buf, size_t n)
     if (at < n) snprintf(buf + at, n - at, "]");
     buf[n - 1] = '\0';
     return buf;
-}
-
-/*
-** The check behind ad_tensor_version's promise: every leaf, param or const node
-** up to `top` whose caller's tensor was written since it was recorded is an error
-** if an op that needs a gradient takes it (conservative: whether or not its VJP
-** reads the value). Only a changed tensor costs a scan for its user.
-*/
-ad_status ad__check_versions(ad_tape *t, uint32_t top, const char *fn)
-{
-    for (uint32_t k = 0; k < t->nborrowed; k++) {
-        uint32_t id = t->borrowed[k];
-        if (id > top || id >= t->count) continue; /* (ids past a rewind may be other nodes: ad__borrowed checks) */
-        const ad_node *n = ad__node(t, id);
-        const ad_tensor *src = ad__borrowed(n);
-        if (!src || src->version_ == n->value.version_) continue;
-        for (uint32_t c = id + 1; c <= top; c++) {
-            const ad_node *u = ad__node(t, c);
-            if (!(u->flags & AD_NODE_REQ_GRAD)) continue;
-            for (uint32_t j = 0; j < u->nin; j++) {
-                if (u->in[j] != id) continue;
-                char s[96];
-                const char *kind = n->op == AD_OP_LEAF ? "leaf" : n->op == AD_OP_PARAM ? "param" : "const";
-                ad__fail(t, AD_ERR_STATE,
-                         "%s: %s (node %u) takes as input %u the %s %s %s (node %u, tensor at %p), which was "
-                         "modified after it was recorded (version %u, now %u); record the graph again after "
-                         "changing it",
-                         fn, ad__node_name(t, u), c, j + 1, kind, ad_shape_str(src->ndim, src->shape, s, sizeof s),
-                         ad_dtype_name(src->dtype), id, (const void *)src, (unsigned)n->value.version_,
-                         (unsigned)src->version_);
-                return t->status;
-            }
-        }
-    }
-    return AD_OK;
 }
