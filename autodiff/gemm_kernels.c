@@ -25,47 +25,17 @@ _Static_assert(12 * 32 <= AD__GEMM_MAX_TILE && 6 * 16 <= AD__GEMM_MAX_TILE && 4 
 
 /* ---- portable C: 4 x 8 (F32) and 4 x 4 (F64) ---- */
 
-#define GENERIC_UKR(NAME, T, MR, NR)                                                                     \
-    static void NAME(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, T alpha, T beta)           \
-    {                                                                                                    \
-        T acc[MR][NR] = {{0}};                                                                           \
-        for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {                                             \
-            UNROLL for (int i = 0; i < MR; i++) {                                                        \
-                UNROLL for (int j = 0; j < NR; j++) acc[i][j] += a[i] * b[j];                            \
-            }                                                                                            \
-        }                                                                                                \
-        for (int i = 0; i < MR; i++)                                                                     \
-            for (int j = 0; j < NR; j++) {                                                               \
-                T v = alpha * acc[i][j];                                                                 \
-                c[i * ldc + j] = beta == 0 ? v : beta * c[i * ldc + j] + v;                              \
-            }                                                                                            \
-    }
+#define K(name) name##_f32_generic
+#define T float
+#define MR 4
+#define NR 8
+#include "gemm_generic.inc"
 
-/* Skinny products: dot rows with x (in order along p), or accumulate scaled rows of b (along j). */
-#define GENERIC_SKINNY(DOT, AXPY, T)                                                                     \
-    static void DOT(int64_t m, int64_t k, T alpha, const T *a, int64_t lda, const T *x, T beta, T *y,    \
-                    int64_t incy)                                                                        \
-    {                                                                                                    \
-        for (int64_t i = 0; i < m; i++) {                                                                \
-            T s = 0;                                                                                     \
-            for (int64_t p = 0; p < k; p++) s += a[i * lda + p] * x[p];                                  \
-            y[i * incy] = beta == 0 ? alpha * s : alpha * s + beta * y[i * incy];                        \
-        }                                                                                                \
-    }                                                                                                    \
-    static void AXPY(int64_t n, int64_t k, T alpha, const T *x, int64_t incx, const T *b, int64_t ldb,   \
-                     T beta, T *y)                                                                       \
-    {                                                                                                    \
-        for (int64_t j = 0; j < n; j++) y[j] = beta == 0 ? 0 : beta * y[j];                              \
-        for (int64_t p = 0; p < k; p++) {                                                                \
-            T xp = alpha * x[p * incx];                                                                  \
-            for (int64_t j = 0; j < n; j++) y[j] += xp * b[p * ldb + j];                                 \
-        }                                                                                                \
-    }
-
-GENERIC_UKR(ukr_f32_generic, float, 4, 8)
-GENERIC_UKR(ukr_f64_generic, double, 4, 4)
-GENERIC_SKINNY(dot_f32_generic, axpy_f32_generic, float)
-GENERIC_SKINNY(dot_f64_generic, axpy_f64_generic, double)
+#define K(name) name##_f64_generic
+#define T double
+#define MR 4
+#define NR 4
+#include "gemm_generic.inc"
 
 static const ad__gemm_kernel k_f32_generic = {"generic",       4,    8,    128, 256, 2048, ukr_f32_generic, NULL,
                                               dot_f32_generic, NULL, axpy_f32_generic, NULL};
