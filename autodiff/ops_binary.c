@@ -329,18 +329,21 @@ FAST_BIN(div, g / b, -(g * (y / b)))
 KERNELS(pow, pow(a, b), powf(a, b))
 FWD(pow)
 ad_var ad_pow(ad_var a, ad_var b) { return binary(AD_OP_POW, a, b, ONE(pow)); }
+/* The partial derivatives of pow at its node: d/da = b a^(b - 1 + zz), d/db = xlogy(y - zz, a), zz being 1
+** at a = b = 0 (both 0 there), for the VJP and the tangent rule alike. */
+static ad_var pow_zz(ad_var a, ad_var b) { return ad_mul(ad__inrange(a, 0.0, 0.0), ad__inrange(b, 0.0, 0.0)); }
+static ad_var pow_da(ad_var a, ad_var b) { return ad_mul(b, ad_pow(a, ad_add_scalar(ad_add(b, pow_zz(a, b)), -1.0))); }
+static ad_var pow_db(ad_var a, ad_var b, ad_var y) { return ad_xlogy(ad_sub(y, pow_zz(a, b)), a); }
 void ad__vjp_pow(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var a = ad__inv(t, n, 0), b = ad__inv(t, n, 1);
-    ad_var zz = ad_mul(ad__inrange(a, 0.0, 0.0), ad__inrange(b, 0.0, 0.0)); /* 1 at a = b = 0 */
-    if (ad__needs(t, n, 0))
-        gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, ad_mul(b, ad_pow(a, ad_add_scalar(ad_add(b, zz), -1.0)))));
-    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_xlogy(ad_sub(ad__var(t, self), zz), a)));
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_mul(gy, pow_da(a, b)));
+    if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, pow_db(a, b, ad__var(t, self))));
 }
 JVP(pow)
 {
-    ad_var a = ad__has(TA) ? ad_mul(TA, ad_mul(B, ad_pow(A, ad_add_scalar(B, -1.0)))) : TA;
-    ad_var b = ad__has(TB) ? ad_mul(TB, ad_xlogy(ad__var(t, self), A)) : TB;
+    ad_var a = ad__has(TA) ? ad_mul(TA, pow_da(A, B)) : TA;
+    ad_var b = ad__has(TB) ? ad_mul(TB, pow_db(A, B, ad__var(t, self))) : TB;
     return ad__tfit(t, n, ad__tsum(a, b));
 }
 
@@ -378,7 +381,7 @@ void ad__vjp_minimum(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_
 {
     minmax_vjp(t, n, gy, gx, ad__cmp_gt(ad_neg(ad__inv(t, n, 0)), ad_neg(ad__inv(t, n, 1))));
 }
-JVP(minimum) { return minmax_jvp(t, n, tx, ad__cmp_gt(B, A)); }
+JVP(minimum) { return minmax_jvp(t, n, tx, ad__cmp_gt(ad_neg(A), ad_neg(B))); }
 
 /* xlogy: y = x * log(z), 0 where x == 0 (unless z is NaN);
 ** VJP: gx = sum_to(xlogy(gy * m, z)), gz = sum_to(gy * x / z), where m is 1 except at x = 0 with
@@ -387,19 +390,20 @@ JVP(minimum) { return minmax_jvp(t, n, tx, ad__cmp_gt(B, A)); }
 KERNELS(xlogy, (a == 0 && !isnan(b)) ? 0.0 : a * log(b), (a == 0 && !isnan(b)) ? 0.0f : a * logf(b))
 FWD(xlogy)
 ad_var ad_xlogy(ad_var x, ad_var z) { return binary(AD_OP_XLOGY, x, z, ONE(xlogy)); }
+/* m of the VJP above: 0 at x = 0 with z <= 0, 1 elsewhere (the tangent rule's too) */
+static ad_var xlogy_m(ad_var x, ad_var z)
+{
+    return ad_add_scalar(ad_neg(ad_mul(ad__inrange(x, 0.0, 0.0), ad__inrange(z, -INFINITY, 0.0))), 1.0);
+}
 void ad__vjp_xlogy(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx)
 {
     ad_var x = ad__inv(t, n, 0), z = ad__inv(t, n, 1);
-    if (ad__needs(t, n, 0)) {
-        ad_var m = ad_add_scalar(ad_neg(ad_mul(ad__inrange(x, 0.0, 0.0), ad__inrange(z, -INFINITY, 0.0))), 1.0);
-        gx[0] = ad__unbroadcast(t, n, 0, ad_xlogy(ad_mul(gy, m), z));
-    }
+    if (ad__needs(t, n, 0)) gx[0] = ad__unbroadcast(t, n, 0, ad_xlogy(ad_mul(gy, xlogy_m(x, z)), z));
     if (ad__needs(t, n, 1)) gx[1] = ad__unbroadcast(t, n, 1, ad_mul(gy, ad_div(x, z)));
 }
 JVP(xlogy)
 {
-    ad_var s = ad__has(TA) ? ad_sign(A) : TA;
-    ad_var a = ad__has(TA) ? ad_mul(TA, ad_xlogy(ad_mul(s, s), B)) : TA;
+    ad_var a = ad__has(TA) ? ad_xlogy(ad_mul(TA, xlogy_m(A, B)), B) : TA;
     ad_var b = ad__has(TB) ? ad_mul(TB, ad_div(A, B)) : TB;
     return ad__tfit(t, n, ad__tsum(a, b));
 }

@@ -255,18 +255,16 @@ FAST(leaky_relu, g * (x > 0 ? 1.0 : c0), g * (x > 0 ? 1.0f : c0))
 /* elu: y = x > 0 ? x : a (e^x - 1); VJP: gx = gy (x > 0 ? 1 : a e^min(x, 0)) (a at the kink x = 0,
 ** as PyTorch). a e^x rather than y + a: no cancellation in the tail (x = -30: PyTorch's y + a is
 ** off by 2e-4 relative in F64; F32 gives 0 from x = -17), and min(x, 0) keeps the unused
-** branch finite, so x = +Inf gives 1, not 0 * Inf. */
+** branch finite, so x = +Inf gives 1, not 0 * Inf. The tangent rule is the same slope. */
 UNARY(elu, v > 0 ? v : c0 * expm1(v), v > 0 ? v : c0 * expm1f(v))
 ad_var ad_elu(ad_var x, double alpha) { return unary(AD_OP_ELU, x, alpha, 0, ONE(elu)); }
-VJP(elu)
+static ad_var elu_slope(ad_var x, double alpha)
 {
-    ad_var left = ad_mul_scalar(ad_exp(ad_clamp(X, -INFINITY, 0.0)), n->attr.f[0]);
-    gx[0] = ad_mul(gy, ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), left)));
+    ad_var left = ad_mul_scalar(ad_exp(ad_clamp(x, -INFINITY, 0.0)), alpha);
+    return ad_add(ad__step(x, 0.0, 1.0), ad_mul(ad__step(x, 1.0, 0.0), left));
 }
-JVP(elu)
-{
-    return ad_mul(TX, ad_add(ad__step(X, 0.0, 1.0), ad_mul(ad__step(X, 1.0, 0.0), ad_add_scalar(Y, n->attr.f[0]))));
-}
+VJP(elu) { gx[0] = ad_mul(gy, elu_slope(X, n->attr.f[0])); }
+JVP(elu) { return ad_mul(TX, elu_slope(X, n->attr.f[0])); }
 
 /* x clamped to +-1e15, for the factor x of x e^(-x^2/2) and the like: e^(-x^2/2) is 0 in both
 ** dtypes from |x| = 39 on, so this changes nothing but the tails, where the product becomes the
@@ -276,24 +274,20 @@ static ad_var finite_tails(ad_var x) { return ad_clamp(x, -1e15, 1e15); }
 
 /* gelu: y = x Phi(x) = x/2 erfc(-x/sqrt2) (the limit -0 at x = -Inf); VJP: gx = gy (Phi(x) + x phi(x)),
 ** Phi through erfc as in the forward, so the left tail keeps its digits (1 + erf(x/sqrt2) is 0 from
-** x = -8.3 in F64), and x phi(x) is 0, not Inf * 0, at +-Inf: gelu'(+Inf) = 1, gelu'(-Inf) = 0 */
+** x = -8.3 in F64), and x phi(x) is 0, not Inf * 0, at +-Inf: gelu'(+Inf) = 1, gelu'(-Inf) = 0;
+** the tangent rule is the same slope: ty = tx gelu'(x) */
 UNARY(gelu, v == -INFINITY ? -0.0 : 0.5 * v * erfc(-v * SQRT1_2),
       v == -INFINITY ? -0.0f : 0.5f * v * erfcf(-v * (float)SQRT1_2))
 ad_var ad_gelu(ad_var x) { return unary(AD_OP_GELU, x, 0, 0, ONE(gelu)); }
-VJP(gelu)
+static ad_var gelu_slope(ad_var x)
 {
-    ad_var x = X, xf = finite_tails(x);
+    ad_var xf = finite_tails(x);
     ad_var Phi = ad_mul_scalar(ad_erfc(ad_mul_scalar(x, -SQRT1_2)), 0.5);
     ad_var phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(xf), -0.5)), INV_SQRT_2PI);
-    gx[0] = ad_mul(gy, ad_add(Phi, ad_mul(xf, phi)));
+    return ad_add(Phi, ad_mul(xf, phi));
 }
-JVP(gelu)
-{
-    ad_var x = X;
-    ad_var Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
-    ad_var phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
-    return ad_mul(TX, ad_add(Phi, ad_mul(x, phi)));
-}
+VJP(gelu) { gx[0] = ad_mul(gy, gelu_slope(X)); }
+JVP(gelu) { return ad_mul(TX, gelu_slope(X)); }
 
 /* softplus: y = ln(1 + e^x), computed without overflow; VJP: gx = gy sigmoid(x) */
 UNARY(softplus, v > 0 ? v + log1p(exp(-v)) : log1p(exp(v)), v > 0 ? v + log1pf(expf(-v)) : log1pf(expf(v)))
@@ -306,13 +300,13 @@ JVP(softplus) { return ad_mul(TX, ad_sigmoid(X)); }
 UNARY(erf, erf(v), erff(v))
 ad_var ad_erf(ad_var x) { return unary(AD_OP_ERF, x, 0, 0, ONE(erf)); }
 VJP(erf) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(finite_tails(X)))), TWO_INV_SQRT_PI)); }
-JVP(erf) { return ad_mul(TX, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), TWO_INV_SQRT_PI)); }
+JVP(erf) { return ad_mul(TX, ad_mul_scalar(ad_exp(ad_neg(ad_square(finite_tails(X)))), TWO_INV_SQRT_PI)); }
 
 /* erfc: y = erfc x = 1 - erf x, with its digits where erf x is near 1; VJP: gx = -gy 2/sqrt(pi) e^(-x^2) */
 UNARY(erfc, erfc(v), erfcf(v))
 ad_var ad_erfc(ad_var x) { return unary(AD_OP_ERFC, x, 0, 0, ONE(erfc)); }
 VJP(erfc) { gx[0] = ad_mul(gy, ad_mul_scalar(ad_exp(ad_neg(ad_square(finite_tails(X)))), -TWO_INV_SQRT_PI)); }
-JVP(erfc) { return ad_mul(TX, ad_mul_scalar(ad_exp(ad_neg(ad_square(X))), -TWO_INV_SQRT_PI)); }
+JVP(erfc) { return ad_mul(TX, ad_mul_scalar(ad_exp(ad_neg(ad_square(finite_tails(X)))), -TWO_INV_SQRT_PI)); }
 
 /* clamp: y = min(max(x, lo), hi); VJP: gx = gy [lo <= x <= hi] (bounds inclusive, as PyTorch) */
 UNARY(clamp, v < c0 ? c0 : (v > c1 ? c1 : v), v < c0 ? c0 : (v > c1 ? c1 : v))
