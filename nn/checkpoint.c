@@ -61,7 +61,24 @@ static void entries_free(entries *e)
 
 ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, nn_error *err)
 {
+    return nn_save_meta(path, m, opt, rng, 0, NULL, err);
+}
+
+#define OWN_META 2 /* the pairs nn_save writes itself: "optimizer", "model" */
+
+ad_status nn_save_meta(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, int nmeta,
+                       const char *const *meta, nn_error *err)
+{
     if (!path || !m) return nn_error_set(err, AD_ERR_ARG, "nn_save: NULL %s", path ? "module" : "path");
+    if (nmeta < 0 || nmeta > 64 || (nmeta && !meta))
+        return nn_error_set(err, AD_ERR_ARG, "nn_save: %d metadata pairs%s (0 to 64)", nmeta,
+                            nmeta > 0 && !meta ? " in a NULL array" : "");
+    for (int i = 0; i < nmeta; i++) {
+        if (!meta[2 * i] || !meta[2 * i + 1])
+            return nn_error_set(err, AD_ERR_ARG, "nn_save: metadata pair #%d has a NULL string", i);
+        if (strcmp(meta[2 * i], "optimizer") == 0 || strcmp(meta[2 * i], "model") == 0)
+            return nn_error_set(err, AD_ERR_ARG, "nn_save: metadata key '%s' is nn_save's own", meta[2 * i]);
+    }
     nn_param *ps;
     int np = nn_module_params(m, &ps);
     entries e;
@@ -85,8 +102,9 @@ ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *r
         e.names[e.n] = RNG_NAME;
         e.t[e.n++] = rt;
     }
-    const char *meta[] = {"optimizer", nn_optim_name(opt), "model", nn_module_kind(m)};
-    st = nn_safetensors_save(path, e.n, e.names, (const ad_tensor *const *)e.t, 2, meta, err);
+    const char *all[2 * (OWN_META + 64)] = {"optimizer", nn_optim_name(opt), "model", nn_module_kind(m)};
+    if (nmeta) memcpy(all + 2 * OWN_META, meta, 2 * (size_t)nmeta * sizeof *meta);
+    st = nn_safetensors_save(path, e.n, e.names, (const ad_tensor *const *)e.t, OWN_META + nmeta, all, err);
 done:
     ad_tensor_free(rt);
     entries_free(&e);
@@ -95,16 +113,16 @@ done:
 
 /* Reads the JSON header of a safetensors file (the file layer validates it
 ** fully again when loading; here only the table of names is needed). */
-static ad_status read_header(const char *path, json_t **root, nn_error *err)
+static ad_status read_header(const char *fn, const char *path, json_t **root, nn_error *err)
 {
     int fd;
     uint64_t fsize;
-    ad_status ost = ad__open_read("nn_load", path, &fd, &fsize, NN__MSG(err)); /* never blocks on a FIFO */
+    ad_status ost = ad__open_read(fn, path, &fd, &fsize, NN__MSG(err)); /* never blocks on a FIFO */
     if (ost != AD_OK) return nn__status(err, ost);
     FILE *f = fdopen(fd, "rb");
     if (!f) {
         close(fd);
-        return nn_error_set(err, AD_ERR_NOMEM, "nn_load: %s: fdopen: %s", path, strerror(errno));
+        return nn_error_set(err, AD_ERR_NOMEM, "%s: %s: fdopen: %s", fn, path, strerror(errno));
     }
     unsigned char len8[8];
     char *buf = NULL;
@@ -112,32 +130,32 @@ static ad_status read_header(const char *path, json_t **root, nn_error *err)
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = nn_error_set(err, AD_ERR_IO, "nn_load: cannot seek in %s", path);
+        st = nn_error_set(err, AD_ERR_IO, "%s: cannot seek in %s", fn, path);
         goto done;
     }
     if (fread(len8, 1, 8, f) != 8) {
-        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: truncated header length", path);
+        st = nn_error_set(err, AD_ERR_FORMAT, "%s: %s: truncated header length", fn, path);
         goto done;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | len8[i];
     if (n == 0 || n > HEADER_CAP || n > (uint64_t)size - 8) {
-        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: header length %llu does not fit the file (%ld bytes)",
+        st = nn_error_set(err, AD_ERR_FORMAT, "%s: %s: header length %llu does not fit the file (%ld bytes)", fn,
                      path, (unsigned long long)n, size);
         goto done;
     }
     if (!(buf = ad__malloc((size_t)n))) {
-        st = nn_error_set(err, AD_ERR_NOMEM, "nn_load: out of memory");
+        st = nn_error_set(err, AD_ERR_NOMEM, "%s: out of memory", fn);
         goto done;
     }
     if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: truncated header", path);
+        st = nn_error_set(err, AD_ERR_FORMAT, "%s: %s: truncated header", fn, path);
         goto done;
     }
     json_error_t je;
     *root = json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, &je);
     if (!*root || !json_is_object(*root)) {
-        st = nn_error_set(err, AD_ERR_FORMAT, "nn_load: %s: the header is not a JSON object: %s", path,
+        st = nn_error_set(err, AD_ERR_FORMAT, "%s: %s: the header is not a JSON object: %s", fn, path,
                      *root ? "another JSON value" : je.text);
         json_decref(*root);
         *root = NULL;
@@ -145,6 +163,31 @@ static ad_status read_header(const char *path, json_t **root, nn_error *err)
 done:
     ad__free(buf);
     fclose(f);
+    return st;
+}
+
+ad_status nn_checkpoint_meta(const char *path, const char *key, char *buf, size_t n, nn_error *err)
+{
+    if (buf && n) buf[0] = '\0';
+    if (!path || !key || !buf || !n)
+        return nn_error_set(err, AD_ERR_ARG, "nn_checkpoint_meta: NULL path, key or buffer, or size 0");
+    json_t *root = NULL;
+    ad_status st = read_header("nn_checkpoint_meta", path, &root, err);
+    if (st != AD_OK) return st;
+    json_t *md = json_object_get(root, "__metadata__"), *v = json_object_get(md, key);
+    const char *s = json_string_value(v);
+    if (!json_is_object(md))
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_checkpoint_meta: %s has no __metadata__: not a checkpoint", path);
+    else if (!v)
+        st = nn_error_set(err, AD_ERR_INDEX, "nn_checkpoint_meta: %s has no metadata '%s'", path, key);
+    else if (!s)
+        st = nn_error_set(err, AD_ERR_FORMAT, "nn_checkpoint_meta: %s: metadata '%s' is not a string", path, key);
+    else if (strlen(s) >= n)
+        st = nn_error_set(err, AD_ERR_ARG, "nn_checkpoint_meta: %s: metadata '%s' has %zu bytes, the buffer %zu", path,
+                          key, strlen(s) + 1, n);
+    else
+        memcpy(buf, s, strlen(s) + 1);
+    json_decref(root);
     return st;
 }
 
@@ -196,7 +239,7 @@ ad_status nn_load_ex(const char *path, nn_module *m, nn_optim *opt, ad_rng *rng,
 {
     if (!path || !m) return nn_error_set(err, AD_ERR_ARG, "nn_load: NULL %s", path ? "module" : "path");
     json_t *root = NULL;
-    ad_status st = read_header(path, &root, err);
+    ad_status st = read_header("nn_load", path, &root, err);
     if (st != AD_OK) return st;
     nn_param *ps;
     int np = nn_module_params(m, &ps);

@@ -302,6 +302,14 @@ void nn_batcher_reset(nn_batcher *b)
     if (b->shuffle) batcher_order(b);
 }
 
+void nn_batcher_reseed(nn_batcher *b, uint64_t seed)
+{
+    if (!b) return;
+    b->pos = 0;
+    ad_rng_seed(&b->rng, seed);
+    batcher_order(b);
+}
+
 int64_t nn_batcher_num_batches(const nn_batcher *b) { return b ? (b->n + b->batch - 1) / b->batch : 0; }
 
 void nn_batcher_free(nn_batcher *b)

@@ -323,6 +323,9 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
     if (o.epochs < 0 || o.batch_size < 1)
         return nn_error_set(err, AD_ERR_ARG, "nn_fit: epochs %d and batch size %" PRId64 " must be >= 0 and >= 1",
                             o.epochs, o.batch_size);
+    if (o.initial_epoch < 0 || o.initial_epoch > o.epochs)
+        return nn_error_set(err, AD_ERR_ARG, "nn_fit: initial_epoch %d must be in [0, epochs %d]", o.initial_epoch,
+                            o.epochs);
     if (o.accumulate < 0)
         return nn_error_set(err, AD_ERR_ARG, "nn_fit: accumulate %d must be >= 0 (0 or 1: every batch)", o.accumulate);
     if (!(o.val_split >= 0 && o.val_split < 1))
@@ -359,11 +362,12 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
         goto done;
     }
     if (o.log_path) {
-        if (!(log = fopen(o.log_path, "w"))) {
+        if (!(log = fopen(o.log_path, o.initial_epoch ? "a" : "w"))) { /* a resumed run goes on with its log */
             st = nn_error_set(err, AD_ERR_IO, "nn_fit: cannot open log %s: %s", o.log_path, strerror(errno));
             goto done;
         }
-        fprintf(log, "epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n");
+        if (fseek(log, 0, SEEK_END) != 0 || ftell(log) == 0)
+            fprintf(log, "epoch,steps,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds\n");
         if (fflush(log) != 0) { /* a log that cannot be written stops the fit before its first step */
             st = nn_error_set(err, AD_ERR_IO, "nn_fit: cannot write log %s: %s", o.log_path, strerror(errno));
             goto done;
@@ -371,8 +375,9 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
     }
     int64_t nbatches = nn_batcher_num_batches(b), r = 0;
     nn_progress_bar pb;
-    for (int e = 0; e < o.epochs && st == AD_OK; e++) {
+    for (int e = o.initial_epoch; e < o.epochs && st == AD_OK; e++) {
         double t0 = now_seconds();
+        if (o.rng && o.shuffle) nn_batcher_reseed(b, ad_rng_u64(o.rng)); /* this epoch's order, from the caller's generator */
         nn_module_set_training(m, true);
         double loss_sum = 0;
         int64_t right = 0, judged = 0, seen = 0, i = 0, skipped = 0;
@@ -416,7 +421,7 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
             if (bar) nn_progress_update(&pb, i, seen * rows_all / r, loss_sum / (double)seen);
         }
         if (st == AD_OK && r < 0) st = nn_error_set(err, AD_ERR_STATE, "nn_fit: the batcher rejected its buffer");
-        nn_batcher_reset(b);
+        if (!(o.rng && o.shuffle)) nn_batcher_reset(b); /* (with rng: reseeded as the next epoch starts) */
         if (st == AD_OK && par) { /* the epoch's figures over every process's samples */
             double sums[5] = {loss_sum, (double)right, (double)judged, (double)seen, (double)skipped};
             if ((st = par->reduce_sums(par->ctx, 5, sums, err)) == AD_OK) {

@@ -387,12 +387,20 @@ typedef struct nn_fit_opts {
                                  ** (nn_clip_grad_norm); default 0, off */
     int accumulate;              /* update once every `accumulate` batches (nn_train_step); default 1 */
     const nn_data_parallel *parallel; /* data-parallel training (nn_dist_attach); default NULL */
+    ad_rng *rng;                 /* optional: each epoch's shuffle is drawn from this generator (one
+                                 ** ad_rng_u64 per epoch: nn_batcher_reseed) instead of from seed, and
+                                 ** it advances; saved with the model (nn_save) and restored (nn_load),
+                                 ** it lets a later nn_fit go on in the same order; default NULL */
+    int initial_epoch;           /* epochs already done (a resumed run, as Keras's initial_epoch):
+                                 ** trains epochs initial_epoch + 1 .. epochs, numbered so, and
+                                 ** appends to log_path; in [0, epochs]; default 0 */
 } nn_fit_opts;
 
 /* The defaults listed above. */
 NN_API nn_fit_opts nn_fit_defaults(void);
 
-/* Trains m with opt on train for opts->epochs epochs: each step records m on a
+/* Trains m with opt on train for opts->epochs epochs (those after
+** opts->initial_epoch): each step records m on a
 ** batch (inputs: the pixels scaled to [0, 1] or the features), the loss
 ** (opts->loss, loss_fn or loss_module) against the batch's labels or targets,
 ** and nn_train_step. One tape is reused for every step. last (may be NULL)
@@ -403,7 +411,13 @@ NN_API nn_fit_opts nn_fit_defaults(void);
 ** not applied; with opts->skip_nonfinite the step is skipped instead, and an
 ** epoch whose every step was skipped ends the fit), AD_ERR_IO for the log file
 ** (it cannot be opened, or a line cannot be written: the fit stops there), AD_ERR_NOMEM, or an engine error (e.g. AD_ERR_SHAPE when m
-** does not take the data's dimension), with a message in err. */
+** does not take the data's dimension), with a message in err.
+** Resuming: K epochs, nn_save(path, m, opt, rng), then in a new process the same
+** objects and options, nn_load(path, m, opt, rng) and initial_epoch K, trains the
+** same bits as one run of all the epochs when opts->rng is that generator (and
+** any schedule is a function of the step count, which the optimizer's state
+** holds). Dropout's masks come from each dropout module's own generator, which a
+** checkpoint does not hold: with dropout the resumed run differs. */
 NN_API ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_fit_opts *opts,
                         nn_epoch_stats *last, nn_error *err);
 
@@ -434,6 +448,17 @@ NN_API ad_status nn_evaluate(nn_module *m, const nn_dataset *ds, int64_t batch_s
 /* Writes m's parameters, opt's state (opt may be NULL) and rng's state (may
 ** be NULL) to path. AD_ERR_IO with a message when the file cannot be written. */
 NN_API ad_status nn_save(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, nn_error *err);
+/* nn_save with nmeta more __metadata__ pairs (meta[2i] a key, meta[2i+1] its
+** value, UTF-8 strings; at most 64), e.g. how far a training run has gone
+** (autodiff-train writes "epoch"). Keys of nn_save's own ("optimizer",
+** "model") and of the file layer (nn_safetensors_save) are AD_ERR_ARG. */
+NN_API ad_status nn_save_meta(const char *path, nn_module *m, nn_optim *opt, const ad_rng *rng, int nmeta,
+                              const char *const *meta, nn_error *err);
+/* The value of path's metadata key into buf (n bytes, n > 0; "" on failure).
+** Reads the header only (nn_load checks the rest). AD_ERR_INDEX when the file
+** has no such key, AD_ERR_ARG (NULL, or a value longer than n - 1 bytes),
+** AD_ERR_IO, AD_ERR_FORMAT (not a checkpoint), AD_ERR_NOMEM. */
+NN_API ad_status nn_checkpoint_meta(const char *path, const char *key, char *buf, size_t n, nn_error *err);
 /* Reads a checkpoint written by nn_save for the same architecture, with the
 ** same optimizer kind when opt is given and rng state when rng is given.
 ** AD_ERR_IO (cannot read), AD_ERR_FORMAT (corrupt, truncated, checksum

@@ -117,6 +117,12 @@ NN_API int64_t nn_batcher_next(nn_batcher *b, ad_tensor *x, ad_tensor *y, int64_
 
 /* Starts the next epoch (a new permutation when shuffling). */
 NN_API void nn_batcher_reset(nn_batcher *b);
+/* Starts the next epoch with its order drawn from a generator seeded with seed
+** (when shuffling; file order otherwise): the order depends on seed alone, not
+** on the epochs before. To resume a run in the same order, draw each epoch's
+** seed from a generator that is saved with the model (nn_save), as nn_fit does
+** with nn_fit_opts.rng. NULL: nothing. */
+NN_API void nn_batcher_reseed(nn_batcher *b, uint64_t seed);
 
 /* Number of batches per epoch: ceil(rows / batch). */
 NN_API int64_t nn_batcher_num_batches(const nn_batcher *b);

@@ -42,7 +42,7 @@ typedef struct config {
     double label_smoothing;
     double val_split;
     int64_t warmup;
-    int epochs, threads;
+    int epochs, threads, stop_after;
     int64_t batch;
     uint64_t seed;
     bool allow_nonfinite; /* --allow-nonfinite-load */
@@ -205,13 +205,19 @@ static const option_row options[] = {
        "cosine, warmup_cosine, onecycle, step, none, set at every step (default\n"
        "cosine; step halves the lr every 5 epochs)"),
     NUM(ARG_I64, "warmup", "N", warmup, 0, 1e12, "warmup_cosine's warmup steps (default: 5% of the steps)"),
-    NUM(ARG_INT, "epochs", "N", epochs, 0, 1000000, "(default 12)"),
+    NUM(ARG_INT, "epochs", "N", epochs, 0, 1000000,
+        "epochs in all (default 12), counted with --load from the checkpoint's:\n"
+        "resumed after epoch 4 with --epochs 10, a run trains epochs 5 to 10"),
+    NUM(ARG_INT, "stop-after", "N", stop_after, 1, 1000000,
+        "stop after epoch N of the --epochs (and --save): a run in parts, each\n"
+        "part resumed with --load, schedules spanning all the epochs"),
     NUM(ARG_I64, "batch-size", "N", batch, 1, 1 << 24, "(default 128)"),
     NUM(ARG_U64, "seed", "N", seed, 0, 0x1p63, "weights and shuffling (default 1)"),
     NUM(ARG_INT, "threads", "N", threads, 1, 1024, "threads for the matrix kernels (default 2)"),
     SECTION("checkpoints and output"),
     STR("save", "FILE", save, "write a checkpoint (safetensors) after training"),
-    STR("load", "FILE", load, "start from a checkpoint"),
+    STR("load", "FILE", load, "start from a checkpoint: its weights, optimizer state, generator and\n"
+        "epoch count (see --epochs)"),
     FLAG("allow-nonfinite-load", allow_nonfinite,
          "load a checkpoint that holds NaN or Inf, with a warning,\n"
          "instead of refusing it (to inspect a diverged run)"),
@@ -339,6 +345,7 @@ static int check_moot(const config *c)
         {"label-smoothing", "eval-only", "evaluation reports the plain cross-entropy"},
         {"label-smoothing", "draw", "the tape ends in the plain cross-entropy"},
         {"progress", "quiet", "--quiet is --progress=never"},
+        {"stop-after", "eval-only", "nothing is trained"},
     };
     char msg[256];
     for (size_t i = 0; i < sizeof moot / sizeof moot[0]; i++) {
@@ -556,6 +563,40 @@ static int load_data(const config *c, nn_dataset **train, nn_dataset **test)
     return 0;
 }
 
+/* A count of epochs in a checkpoint's metadata key: *v, or -1 when the key is not there; 0 or the exit status. */
+static int meta_epochs(const char *path, const char *key, int *v)
+{
+    char buf[32], *end;
+    nn_error err;
+    *v = -1;
+    ad_status st = nn_checkpoint_meta(path, key, buf, sizeof buf, &err);
+    if (st == AD_ERR_INDEX) return 0;
+    if (st != AD_OK) {
+        fprintf(stderr, "autodiff-train: %s\n", err.message);
+        return 1;
+    }
+    errno = 0;
+    long n = strtol(buf, &end, 10);
+    if (errno || end == buf || *end || n < 0 || n > 1000000) {
+        fprintf(stderr, "autodiff-train: %s: its \"%s\" is '%s', not a count of epochs\n", path, key, buf);
+        return 1;
+    }
+    *v = (int)n;
+    return 0;
+}
+
+/* What a checkpoint holds besides the weights: info[0] the epochs its run had done ("epoch"; -1 when it
+** has none: saved by another program), info[1] the epochs that run was to have in all ("epochs"; -1: none),
+** info[2] whether its optimizer state is opt's kind; 0 or the exit status. */
+static int checkpoint_info(const char *path, const nn_optim *opt, int info[3])
+{
+    char buf[32];
+    nn_error err;
+    info[2] = nn_checkpoint_meta(path, "optimizer", buf, sizeof buf, &err) == AD_OK && strcmp(buf, nn_optim_name(opt)) == 0;
+    int rc = meta_epochs(path, "epoch", &info[0]);
+    return rc ? rc : meta_epochs(path, "epochs", &info[1]);
+}
+
 static nn_optim *make_optim(const config *c, nn_module *m, nn_error *err)
 {
     nn_optim_opts o = nn_optim_defaults(c->optimizer);
@@ -734,17 +775,34 @@ static int run(const config *c, nn_dist *d)
     }
     if ((rc = check_targets(c, net, train, test)) != 0) goto done;
     rc = 1;
+    int done_epochs = 0, planned = -1; /* the checkpoint's epochs done, and in all (-1: not said) */
     if (c->load) {
         if ((rc = agree(d, rank == 0 && !is_file(c->load) ? 2 : 0, "cannot open the checkpoint")) != 0) {
             if (rank == 0) fprintf(stderr, "autodiff-train: cannot open checkpoint '%s'\n", c->load);
             goto done;
         }
         rc = 1;
-        ad_status ls = load_checkpoint(c, d, net, c->eval_only ? NULL : opt, NULL, &err);
+        int info[3] = {-1, -1, 0};
+        if ((rc = agree(d, rank == 0 ? checkpoint_info(c->load, opt, info) : 0, "bad checkpoint")) != 0) goto done;
+        rc = 1;
+#ifdef AD_HAVE_MPI
+        if (d && MPI_Bcast(info, 3, MPI_INT, 0, MPI_COMM_WORLD) != MPI_SUCCESS) {
+            fprintf(stderr, "autodiff-train: rank %d: MPI_Bcast failed\n", rank);
+            goto done;
+        }
+#endif
+        done_epochs = info[0];
+        planned = info[1];
+        /* a checkpoint that says how far its run went also holds the generator the run goes on with;
+        ** --eval-only takes the optimizer's state where it is this optimizer's (--save then keeps it) */
+        ad_rng *load_rng = done_epochs >= 0 ? &rng : NULL;
+        nn_optim *load_opt = !c->eval_only || info[2] ? opt : NULL;
+        ad_status ls = load_checkpoint(c, d, net, load_opt, load_rng, &err);
         if (ls != AD_OK) {
             if (rank == 0) fprintf(stderr, "autodiff-train: %s\n", err.message);
             goto done;
         }
+        if (done_epochs < 0) done_epochs = 0; /* weights (and optimizer) only: a new run from them */
     }
     if (c->draw) {
         rc = rank == 0 ? draw_tape(c->draw, net, train, c->batch) : 0;
@@ -766,7 +824,15 @@ static int run(const config *c, nn_dist *d)
         fprintf(stderr, "autodiff-train: cannot write the standard output: %s\n", strerror(errno));
         goto done;
     }
-    if (!c->eval_only && c->epochs > 0) {
+    int end_epoch = c->stop_after && c->stop_after < c->epochs ? c->stop_after : c->epochs; /* this part's last */
+    if (!c->eval_only && done_epochs > 0) {
+        printf("resuming after epoch %d of %d from %s", done_epochs, c->epochs, c->load);
+        if (end_epoch <= done_epochs) printf(": no epoch left to train before epoch %d", end_epoch);
+        else if (planned >= 0 && planned != c->epochs && strcmp(c->schedule, "none") != 0 && strcmp(c->schedule, "step") != 0)
+            printf(" (its run had %d epochs in all: the %s schedule now spans %d)", planned, c->schedule, c->epochs);
+        printf("\n");
+    }
+    if (!c->eval_only && end_epoch > done_epochs) {
         nn_fit_opts fo = nn_fit_defaults();
         int64_t rows = train->n - held, steps_per_epoch = (rows + c->batch - 1) / c->batch;
         int64_t total = steps_per_epoch * c->epochs;
@@ -787,7 +853,9 @@ static int run(const config *c, nn_dist *d)
                       {"l1", NN_LOSS_L1}, {"bce", NN_LOSS_BCE_WITH_LOGITS}};
         for (size_t i = 0; c->loss && i < sizeof losses / sizeof losses[0]; i++)
             if (strcmp(c->loss, losses[i].name) == 0) fo.loss = losses[i].kind;
-        fo.epochs = c->epochs;
+        fo.epochs = end_epoch; /* the schedule above spans all of --epochs */
+        fo.initial_epoch = done_epochs;
+        fo.rng = &rng; /* the shuffles, from the generator the checkpoint saves */
         fo.batch_size = c->batch;
         fo.seed = c->seed;
         fo.val_split = c->val_split;
@@ -835,10 +903,14 @@ static int run(const config *c, nn_dist *d)
         if (isnan(acc)) printf("test: loss %.6g\n", loss);
         else printf("test: loss %.4f, accuracy %.2f%%\n", loss, 100.0 * acc);
     }
+    /* the checkpoint says how far the run went: a later --load goes on from there */
+    char epoch_text[16], epochs_text[16];
+    snprintf(epoch_text, sizeof epoch_text, "%d", c->eval_only || end_epoch < done_epochs ? done_epochs : end_epoch);
+    snprintf(epochs_text, sizeof epochs_text, "%d", c->eval_only && planned >= 0 ? planned : c->epochs);
+    const char *const meta[4] = {"epoch", epoch_text, "epochs", epochs_text};
+    ad_status ss = c->save && rank == 0 ? nn_save_meta(c->save, net, opt, &rng, 2, meta, &err) : AD_OK;
 #ifdef AD_HAVE_MPI
-    ad_status ss = !c->save ? AD_OK : d ? nn_dist_save(d, c->save, net, opt, &rng, &err) : nn_save(c->save, net, opt, &rng, &err);
-#else
-    ad_status ss = c->save ? nn_save(c->save, net, opt, &rng, &err) : AD_OK;
+    if (c->save && d) ss = nn_dist_check(d, ss, &err); /* rank 0 saved: every rank learns how that went */
 #endif
     if (ss != AD_OK) {
         if (rank == 0) fprintf(stderr, "autodiff-train: %s\n", err.message);

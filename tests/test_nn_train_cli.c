@@ -170,7 +170,7 @@ START_TEST(test_csv_train_save_load)
     TU_ASSERT_CLOSE(atof(ev + strlen("accuracy ")), acc, 1e-9, 0);
 
     /* resuming training from it works with the same optimizer, and not with another */
-    snprintf(args, sizeof args, "%s --layers 2,16,3 --load ck.safetensors --epochs 1 --quiet", data);
+    snprintf(args, sizeof args, "%s --layers 2,16,3 --load ck.safetensors --epochs 7 --quiet", data);
     ck_assert_msg(train(args) == 0, "stderr: %s", err_text);
     snprintf(args, sizeof args, "%s --layers 2,16,3 --load ck.safetensors --optimizer sgd --epochs 1", data);
     ck_assert_int_eq(train(args), 1);
