@@ -245,114 +245,133 @@ static bool parse_cell(const char *p, const char *e, double *v, char *why, size_
     return true;
 }
 
-/* target: the label column holds a float target (ds->targets, shaped [1]) instead of a class label. */
-static ad_status load_csv(const char *path, int label_col, bool header, bool target, nn_dataset **out, char *err,
-                          size_t errlen)
-{
-    const char *fn = target ? "nn_dataset_load_csv_targets" : "nn_dataset_load_csv";
-    if (err && errlen) err[0] = '\0';
-    if (out) *out = NULL;
-    if (!path) return null_args(err, errlen, fn, "path or out");
-    if (!out) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
+/*
+** A CSV load runs in named phases, each validating one layer before the next reads further:
+**   csv_open    the path is a regular file (refused before opening otherwise), read whole
+**   csv_shape   the header line, the columns (no ragged row), the data rows, the label column
+**   csv_alloc   the data set's arrays, their sizes checked
+**   csv_rows    every cell a finite number, features in float range; each row's label cell
+**               (csv_label): a class label, an integer in [0, CSV_MAX_LABEL], or a float target
+** and only then csv_copy_out hands the data set over. The first failure ends the load and frees all.
+*/
+typedef struct csv_load {
+    const char *fn, *path;
+    int label_col;
+    bool header, target; /* target: the label column holds a float target (ds->targets, [1]) */
+    char *err;
+    size_t errlen;
+    char *text;              /* the whole file, NUL-terminated */
+    const char *start, *end; /* the text after any byte order mark */
+    int64_t ncols, nrows, lc; /* lc: the label column, from 0 */
+    nn_dataset *ds;
+    int64_t maxl; /* the largest label */
+} csv_load;
 
+#define CFAIL(L, s, ...) ad__file_error((L)->err, (L)->errlen, s, (L)->fn, (L)->path, __VA_ARGS__)
+
+static ad_status csv_open(csv_load *L)
+{
     int fd;
     uint64_t fsize;
-    ad_status ost = ad__open_read(fn, path, &fd, &fsize, err, errlen); /* never blocks on a FIFO */
-    if (ost != AD_OK) return ost;
+    ad_status st = ad__open_read(L->fn, L->path, &fd, &fsize, L->err, L->errlen); /* never blocks on a FIFO */
+    if (st != AD_OK) return st;
     FILE *f = fdopen(fd, "rb");
     if (!f) {
         close(fd);
-        return ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "fdopen: %s", strerror(errno));
+        return CFAIL(L, AD_ERR_NOMEM, "fdopen: %s", strerror(errno));
     }
-    char *text = NULL;
-    nn_dataset *ds = NULL;
-    ad_status st = AD_OK;
-    struct stat sb = {.st_size = (off_t)fsize};
-    if ((uint64_t)sb.st_size >= SIZE_MAX / 2) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "file too large");
-        goto done;
-    }
-    size_t len = (size_t)sb.st_size;
-    text = ad__malloc(len + 1);
-    if (!text) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %zu bytes", len);
-        goto done;
-    }
-    if (len && fread(text, 1, len, f) != len) {
-        st = ad__file_error(err, errlen, AD_ERR_IO, fn, path, "read error");
-        goto done;
-    }
-    text[len] = '\0';
-    const char *end = text + len, *start = text;
-    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) start += 3; /* a UTF-8 byte order mark */
+    size_t len = (size_t)fsize;
+    if (fsize >= SIZE_MAX / 2) st = CFAIL(L, AD_ERR_NOMEM, "file too large");
+    else if (!(L->text = ad__malloc(len + 1))) st = CFAIL(L, AD_ERR_NOMEM, "out of memory for %zu bytes", len);
+    else if (len && fread(L->text, 1, len, f) != len) st = CFAIL(L, AD_ERR_IO, "read error");
+    fclose(f);
+    if (st != AD_OK) return st;
+    L->text[len] = '\0';
+    L->start = L->text;
+    L->end = L->text + len;
+    if (len >= 3 && memcmp(L->text, "\xEF\xBB\xBF", 3) == 0) L->start += 3; /* a UTF-8 byte order mark */
+    return AD_OK;
+}
 
-    /* pass 1: rows and columns */
-    int64_t ncols = -1, nrows = 0, lineno = 0, first_line = 0;
+static ad_status csv_shape(csv_load *L)
+{
+    int64_t lineno = 0, first_line = 0;
+    L->ncols = -1;
+    L->nrows = 0;
     const char *le;
-    for (const char *p = start; p < end;) {
-        const char *q = next_line(p, end, &le);
+    for (const char *p = L->start; p < L->end;) {
+        const char *q = next_line(p, L->end, &le);
         lineno++;
         if (!blank(p, le)) {
             int64_t c = count_cells(p, le);
-            if (ncols < 0) {
-                ncols = c;
+            if (L->ncols < 0) {
+                L->ncols = c;
                 first_line = lineno;
-            } else if (c != ncols) {
-                st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                                    "line %" PRId64 ": ragged row: %" PRId64 " columns, line %" PRId64 " has %" PRId64,
-                                    lineno, c, first_line, ncols);
-                goto done;
+            } else if (c != L->ncols) {
+                return CFAIL(L, AD_ERR_FORMAT,
+                             "line %" PRId64 ": ragged row: %" PRId64 " columns, line %" PRId64 " has %" PRId64,
+                             lineno, c, first_line, L->ncols);
             }
-            if (!(header && first_line == lineno)) nrows++;
+            if (!(L->header && first_line == lineno)) L->nrows++;
         }
         p = q;
     }
-    if (ncols < 0) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "empty file: no rows");
-        goto done;
-    }
-    if (nrows == 0) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "no data rows (header only)");
-        goto done;
-    }
-    if (ncols < 2) {
-        st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "one column: need a label and at least one feature");
-        goto done;
-    }
-    int64_t lc = label_col < 0 ? ncols + label_col : label_col;
-    if (lc < 0 || lc >= ncols) {
-        st = ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "label column %d out of range for %" PRId64 " columns",
-                            label_col, ncols);
-        goto done;
-    }
-    int64_t dim = ncols - 1, cells;
-    ds = ad__calloc(1, sizeof *ds);
-    if (!ds || !ad__mul_ok(nrows, dim, &cells) || (uint64_t)cells > SIZE_MAX / sizeof(float)) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory");
-        goto done;
-    }
-    ds->n = nrows;
+    if (L->ncols < 0) return CFAIL(L, AD_ERR_FORMAT, "empty file: no rows");
+    if (L->nrows == 0) return CFAIL(L, AD_ERR_FORMAT, "no data rows (header only)");
+    if (L->ncols < 2) return CFAIL(L, AD_ERR_FORMAT, "one column: need a label and at least one feature");
+    L->lc = L->label_col < 0 ? L->ncols + L->label_col : L->label_col;
+    if (L->lc < 0 || L->lc >= L->ncols)
+        return CFAIL(L, AD_ERR_ARG, "label column %d out of range for %" PRId64 " columns", L->label_col, L->ncols);
+    return AD_OK;
+}
+
+static ad_status csv_alloc(csv_load *L)
+{
+    int64_t dim = L->ncols - 1, cells;
+    nn_dataset *ds = L->ds = ad__calloc(1, sizeof *ds);
+    if (!ds || !ad__mul_ok(L->nrows, dim, &cells) || (uint64_t)cells > SIZE_MAX / sizeof(float))
+        return CFAIL(L, AD_ERR_NOMEM, "out of memory");
+    ds->n = L->nrows;
     ds->dim = dim;
     ds->features = ad__malloc((size_t)cells * sizeof(float));
-    if (target) {
-        ds->targets = ad__malloc((size_t)nrows * sizeof(float));
+    if (L->target) {
+        ds->targets = ad__malloc((size_t)L->nrows * sizeof(float));
         ds->target_ndim = 1;
         ds->target_shape[0] = ds->target_size = 1;
     } else {
-        ds->labels = ad__malloc((size_t)nrows * sizeof(int64_t));
+        ds->labels = ad__malloc((size_t)L->nrows * sizeof(int64_t));
     }
-    if (!ds->features || (!ds->labels && !ds->targets)) {
-        st = ad__file_error(err, errlen, AD_ERR_NOMEM, fn, path, "out of memory for %" PRId64 " x %" PRId64, nrows,
-                            ncols);
-        goto done;
-    }
+    if (!ds->features || (!ds->labels && !ds->targets))
+        return CFAIL(L, AD_ERR_NOMEM, "out of memory for %" PRId64 " x %" PRId64, L->nrows, L->ncols);
+    return AD_OK;
+}
 
-    /* pass 2: values */
-    int64_t row = 0, maxl = 0;
-    lineno = 0;
-    bool skipped_header = !header;
-    for (const char *p = start; p < end;) {
-        const char *q = next_line(p, end, &le);
+/* The label cell v of a row (line lineno, column col from 0): a float target, or a class label. */
+static ad_status csv_label(csv_load *L, int64_t row, int64_t lineno, int64_t col, double v)
+{
+    if (L->target) {
+        if (fabs(v) > FLT_MAX)
+            return CFAIL(L, AD_ERR_FORMAT, "line %" PRId64 ", column %" PRId64 ": target %.17g is out of float range",
+                         lineno, col + 1, v);
+        L->ds->targets[row] = (float)v;
+        return AD_OK;
+    }
+    if (v < 0 || v != floor(v) || v > CSV_MAX_LABEL)
+        return CFAIL(L, AD_ERR_FORMAT, "line %" PRId64 ", column %" PRId64 ": label %.17g is not an integer in [0, %d]",
+                     lineno, col + 1, v, CSV_MAX_LABEL);
+    L->ds->labels[row] = (int64_t)v;
+    if (L->ds->labels[row] > L->maxl) L->maxl = L->ds->labels[row];
+    return AD_OK;
+}
+
+static ad_status csv_rows(csv_load *L)
+{
+    int64_t row = 0, lineno = 0, dim = L->ds->dim;
+    bool skipped_header = !L->header;
+    L->maxl = 0;
+    const char *le;
+    for (const char *p = L->start; p < L->end;) {
+        const char *q = next_line(p, L->end, &le);
         lineno++;
         if (blank(p, le)) {
             p = q;
@@ -363,43 +382,22 @@ static ad_status load_csv(const char *path, int label_col, bool header, bool tar
             p = q;
             continue;
         }
-        float *frow = ds->features + row * dim;
+        float *frow = L->ds->features + row * dim;
         const char *c = p;
-        for (int64_t col = 0; col < ncols; col++) {
+        for (int64_t col = 0; col < L->ncols; col++) {
             const char *ce = memchr(c, ',', (size_t)(le - c));
             if (!ce) ce = le;
             double v;
             char why[192];
-            if (!parse_cell(c, ce, &v, why, sizeof why)) {
-                st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path, "line %" PRId64 ", column %" PRId64 ": %s",
-                                    lineno, col + 1, why);
-                goto done;
-            }
-            if (col == lc && target) {
-                if (fabs(v) > FLT_MAX) {
-                    st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                                        "line %" PRId64 ", column %" PRId64 ": target %.17g is out of float range",
-                                        lineno, col + 1, v);
-                    goto done;
-                }
-                ds->targets[row] = (float)v;
-            } else if (col == lc) {
-                if (v < 0 || v != floor(v) || v > CSV_MAX_LABEL) {
-                    st =
-                        ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                                       "line %" PRId64 ", column %" PRId64 ": label %.17g is not an integer in [0, %d]",
-                                       lineno, col + 1, v, CSV_MAX_LABEL);
-                    goto done;
-                }
-                ds->labels[row] = (int64_t)v;
-                if (ds->labels[row] > maxl) maxl = ds->labels[row];
+            ad_status st;
+            if (!parse_cell(c, ce, &v, why, sizeof why))
+                return CFAIL(L, AD_ERR_FORMAT, "line %" PRId64 ", column %" PRId64 ": %s", lineno, col + 1, why);
+            if (col == L->lc) {
+                if ((st = csv_label(L, row, lineno, col, v)) != AD_OK) return st;
+            } else if (fabs(v) > FLT_MAX) {
+                return CFAIL(L, AD_ERR_FORMAT, "line %" PRId64 ", column %" PRId64 ": %.17g is out of float range",
+                             lineno, col + 1, v);
             } else {
-                if (fabs(v) > FLT_MAX) {
-                    st = ad__file_error(err, errlen, AD_ERR_FORMAT, fn, path,
-                                        "line %" PRId64 ", column %" PRId64 ": %.17g is out of float range", lineno,
-                                        col + 1, v);
-                    goto done;
-                }
                 *frow++ = (float)v;
             }
             c = ce + 1;
@@ -407,16 +405,34 @@ static ad_status load_csv(const char *path, int label_col, bool header, bool tar
         row++;
         p = q;
     }
-    ds->nclasses = target ? 0 : maxl + 1;
-done:
-    fclose(f);
-    ad__free(text);
-    if (st != AD_OK) {
-        nn_dataset_free(ds);
-        return st;
-    }
-    *out = ds;
     return AD_OK;
+}
+
+static void csv_copy_out(csv_load *L, nn_dataset **out)
+{
+    L->ds->nclasses = L->target ? 0 : L->maxl + 1;
+    *out = L->ds;
+    L->ds = NULL;
+}
+
+static ad_status load_csv(const char *path, int label_col, bool header, bool target, nn_dataset **out, char *err,
+                          size_t errlen)
+{
+    const char *fn = target ? "nn_dataset_load_csv_targets" : "nn_dataset_load_csv";
+    if (err && errlen) err[0] = '\0';
+    if (out) *out = NULL;
+    if (!path) return null_args(err, errlen, fn, "path or out");
+    if (!out) return ad__file_error(err, errlen, AD_ERR_ARG, fn, path, "NULL path or out");
+    csv_load L = {.fn = fn, .path = path, .label_col = label_col, .header = header, .target = target,
+                  .err = err, .errlen = errlen};
+    ad_status st = csv_open(&L);
+    if (st == AD_OK) st = csv_shape(&L);
+    if (st == AD_OK) st = csv_alloc(&L);
+    if (st == AD_OK) st = csv_rows(&L);
+    if (st == AD_OK) csv_copy_out(&L, out);
+    nn_dataset_free(L.ds);
+    ad__free(L.text);
+    return st;
 }
 
 /* ---- the public entry points: the message goes into the caller's nn_error ---- */
