@@ -10,6 +10,7 @@
 
 static char dir[64];                           /* the scratch directory each test runs in */
 static char out_text[16384], err_text[4096]; /* the last run's standard output and error */
+static int cli_wrapped; /* set by a suite: its runs go under AD_TEST_CLI_WRAPPER when that is set */
 
 /* Reads a whole (small) file into buf ("" when it cannot be read). */
 static inline void slurp(const char *path, char *buf, size_t n)
@@ -21,13 +22,19 @@ static inline void slurp(const char *path, char *buf, size_t n)
 }
 
 /* Runs autodiff-train with args in dir, its standard output into out (NULL: out.txt, read back
-** into out_text); returns its exit status, the standard error in err_text. */
+** into out_text); returns its exit status, the standard error in err_text. Under meson's valgrind
+** setup, AD_TEST_CLI_WRAPPER runs the command of a suite that set cli_wrapped under valgrind as
+** well (exit status 99 on an error or a leak), with OPENBLAS_NUM_THREADS set so that it does not
+** run itself again outside it. */
 static inline int train_to(const char *args, const char *out)
 {
-    const char *exe = getenv("AUTODIFF_TRAIN");
+    const char *exe = getenv("AUTODIFF_TRAIN"), *wrap = cli_wrapped ? getenv("AD_TEST_CLI_WRAPPER") : NULL;
     ck_assert_msg(exe != NULL, "AUTODIFF_TRAIN is not set");
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > '%s' 2> err.txt", dir, exe, args, out ? out : "out.txt");
+    int n = snprintf(cmd, sizeof cmd, "cd '%s' && %s%s%s'%s' %s > '%s' 2> err.txt", dir,
+                     wrap ? "OPENBLAS_NUM_THREADS=1 " : "", wrap ? wrap : "", wrap ? " " : "", exe, args,
+                     out ? out : "out.txt");
+    ck_assert_int_lt(n, (int)sizeof cmd);
     int st = system(cmd);
     ck_assert(WIFEXITED(st));
     char p[128];

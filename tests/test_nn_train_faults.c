@@ -290,4 +290,8 @@ static Suite *faults_suite(void)
     return s;
 }
 
-int main(void) { return tu_run(faults_suite()); }
+int main(void)
+{
+    cli_wrapped = 1; /* the command's failure paths under valgrind too (meson test --setup=valgrind) */
+    return tu_run(faults_suite());
+}
