@@ -121,6 +121,56 @@ START_TEST(test_nan_input_skipped_when_asked)
 }
 END_TEST
 
+/* ---- an epoch of nothing but skipped steps ends the fit ---- */
+
+START_TEST(test_every_step_skipped_stops)
+{
+    toy t;
+    toy_init(&t, 64, 1);
+    for (int i = 0; i < 64; i += 8) t.feat[4 * i + 3] = NAN; /* one row in every batch of 8 */
+    nn_module *m = toy_net(2), *ref = toy_net(2);
+    nn_optim *o = nn_sgd(m, 0.1, 0.9, 0.0, false, NULL);
+    nn_fit_opts fo = quiet_opts(3, 8);
+    fo.skip_nonfinite = true;
+    nn_epoch_stats last = {0};
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, &last, &err), AD_ERR_NUMERIC);
+    ck_assert_msg(strstr(err.message, "every step of epoch 1 (8) was skipped as non-finite") != NULL, "%s", err.message);
+    ck_assert_int_eq(last.epoch, 0); /* no epoch was reported */
+    ck_assert_int_eq(nn_optim_steps(o), 0);
+    ck_assert(same_params(m, ref));
+    /* one good batch is enough to go on */
+    t.feat[4 * 16 + 3] = 0;
+    ck_assert_msg(nn_fit(m, o, &t.ds, &fo, &last, &err) == AD_OK, "%s", err.message);
+    ck_assert_int_eq(last.skipped, 7);
+    ck_assert_int_eq(nn_optim_steps(o), 3);
+    nn_optim_free(o);
+    nn_module_free(ref);
+    nn_module_free(m);
+}
+END_TEST
+
+/* ---- a log that cannot be written stops the fit, before its first step ---- */
+
+START_TEST(test_log_write_failure_stops)
+{
+    toy t;
+    toy_init(&t, 64, 1);
+    nn_module *m = toy_net(2), *ref = toy_net(2);
+    nn_optim *o = nn_sgd(m, 0.1, 0.9, 0.0, false, NULL);
+    nn_fit_opts fo = quiet_opts(2, 8);
+    fo.log_path = "/dev/full";
+    nn_error err = {0};
+    ck_assert_int_eq(nn_fit(m, o, &t.ds, &fo, NULL, &err), AD_ERR_IO);
+    ck_assert_msg(strstr(err.message, "cannot write log /dev/full") != NULL, "%s", err.message);
+    ck_assert_int_eq(nn_optim_steps(o), 0);
+    ck_assert(same_params(m, ref));
+    nn_optim_free(o);
+    nn_module_free(ref);
+    nn_module_free(m);
+}
+END_TEST
+
 /* clip_norm bounds every update: with SGD (no momentum) and lr 1, each step moves
 ** the parameters by at most clip_norm in the global norm. */
 static double params_dist(nn_module *a, nn_module *b)
@@ -433,6 +483,8 @@ static Suite *numeric_faults_suite(void)
     TCase *fit = tcase_create("training");
     tcase_add_test(fit, test_nan_input_stops_at_step);
     tcase_add_test(fit, test_nan_input_skipped_when_asked);
+    tcase_add_test(fit, test_every_step_skipped_stops);
+    tcase_add_test(fit, test_log_write_failure_stops);
     tcase_add_test(fit, test_fit_clips_updates);
     tcase_add_test(fit, test_divergence_stops);
     tcase_add_test(fit, test_optimizer_refuses_nonfinite);
