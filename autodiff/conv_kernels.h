@@ -31,4 +31,35 @@ typedef struct ad__dconv_kernel {
 /* The direct kernel for this CPU and element type, or NULL (no AVX2 or AVX-512: the packed path). */
 AD_INTERNAL const ad__dconv_kernel *ad__dconv_select(bool f64);
 
+/*
+** A weight-gradient kernel accumulates, over the oh x ow output positions of one image, a tile of
+** MR taps x NV vectors of W output channels:
+**   c[t ldc + l] (+)= sum_{oy, ox} x[offs[t] + oy xrs + ox xcs] g[(oy ow + ox) ldg + l]   (t < MR, l < NV W)
+** x points at the image's first (padded) input element, offs[t] is tap t's offset in it, g holds the
+** output gradient with the channels last (ldg apart per position). Each tap's input is broadcast,
+** the channels are the vector lanes, so no lane is idle however narrow the rows are. c is written
+** (add false) or added to (add true) in one fixed order: positions in order, then c.
+*/
+typedef void (*ad__wgrad_f32)(int64_t oh, int64_t ow, const float *x, const int64_t *offs, int64_t xrs, int64_t xcs,
+                              const float *g, int64_t ldg, float *c, int64_t ldc, bool add);
+typedef void (*ad__wgrad_f64)(int64_t oh, int64_t ow, const double *x, const int64_t *offs, int64_t xrs,
+                              int64_t xcs, const double *g, int64_t ldg, double *c, int64_t ldc, bool add);
+
+#define AD__WGRAD_KINDS 3 /* kernels per CPU and type, by the vectors of channels they hold */
+
+typedef struct ad__wgrad_kernel {
+    const char *name;
+    int w;                             /* lanes per vector */
+    int nv[AD__WGRAD_KINDS];           /* vectors of channels per tile, ascending */
+    int mr[AD__WGRAD_KINDS];           /* taps per tile */
+    ad__wgrad_f32 f32[AD__WGRAD_KINDS]; /* exactly one of f32/f64 is set */
+    ad__wgrad_f64 f64[AD__WGRAD_KINDS];
+    /* dst[j ldd + i] = src[i lds + j] (i < rows, j < cols): the gradient put channels last */
+    void (*tr_f32)(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd);
+    void (*tr_f64)(const double *src, int64_t lds, int64_t rows, int64_t cols, double *dst, int64_t ldd);
+} ad__wgrad_kernel;
+
+/* The weight-gradient kernel for this CPU and element type, or NULL (the packed path). */
+AD_INTERNAL const ad__wgrad_kernel *ad__wgrad_select(bool f64);
+
 #endif

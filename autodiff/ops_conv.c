@@ -286,6 +286,127 @@ static ad_status dconv_run(ad_tape *t, ad_dtype dt, const ad__dconv_kernel *dk, 
     return AD_OK;
 }
 
+/* ---- the weight gradient's direct path: the gradient channels-last, the input broadcast in place ---- */
+
+/* One group's weight gradient, transposed: acc[t][co] = sum over images and positions of x at tap
+** t times g at channel co. The units (a tile of taps x a tile of channels) are split over the
+** threads; each unit adds the images in order, so the result does not depend on the thread count.
+** Each thread puts the channels of its units of one image at a time channels last (gt, a buffer
+** that stays in the cache) before running its units on that image. */
+typedef struct wg_job {
+    const ad__wgrad_kernel *wk;
+    int kind;
+    bool f64;
+    const void *x;            /* the padded input of the group's first channel */
+    int64_t xb, xrs, xcs;     /* image stride; the input step between output rows and columns */
+    const int64_t *offs;      /* tp offsets of the taps (the padding taps at 0) */
+    int64_t n, oh, ow;
+    const void *g;            /* the output gradient's group's first channel; images gb apart */
+    int64_t gb, og, ogp;
+    void *acc;                /* [tp][ogp] */
+    int64_t ttiles, ctiles;
+    char *bufs;               /* per thread: ohw x ogp elements */
+    size_t buf_bytes;
+} wg_job;
+
+static void wg_share(void *ctx, int tid, int nth)
+{
+    const wg_job *j = ctx;
+    int nv = j->wk->nv[j->kind], mr = j->wk->mr[j->kind], w = j->wk->w;
+    size_t es = j->f64 ? sizeof(double) : sizeof(float);
+    int64_t units = j->ttiles * j->ctiles, u0 = units * tid / nth, u1 = units * (tid + 1) / nth, ohw = j->oh * j->ow;
+    if (u0 >= u1) return;
+    int64_t cw = (int64_t)nv * w, c0 = u0 / j->ttiles * cw, c1 = ((u1 - 1) / j->ttiles + 1) * cw, ldt = c1 - c0;
+    char *gt = j->bufs + (size_t)tid * j->buf_bytes;
+    for (int64_t b = 0; b < j->n; b++) {
+        const char *gb = (const char *)j->g + (size_t)(b * j->gb) * es;
+        /* gt[p][co - c0] = g[co][p] for co < og, zero from og on (the tile's padding lanes) */
+        int64_t ce = c1 < j->og ? c1 : j->og;
+        if (j->f64) {
+            j->wk->tr_f64((const double *)(const void *)gb + c0 * ohw, ohw, ce - c0, ohw, (double *)(void *)gt, ldt);
+            for (int64_t p = 0; ce < c1 && p < ohw; p++)
+                for (int64_t co = ce; co < c1; co++) ((double *)(void *)gt)[p * ldt + co - c0] = 0;
+        } else {
+            j->wk->tr_f32((const float *)(const void *)gb + c0 * ohw, ohw, ce - c0, ohw, (float *)(void *)gt, ldt);
+            for (int64_t p = 0; ce < c1 && p < ohw; p++)
+                for (int64_t co = ce; co < c1; co++) ((float *)(void *)gt)[p * ldt + co - c0] = 0;
+        }
+        for (int64_t u = u0; u < u1; u++) { /* taps fastest: consecutive units read the same channels */
+            int64_t ct = u / j->ttiles, tt = u % j->ttiles;
+            const char *x = (const char *)j->x + (size_t)(b * j->xb) * es;
+            const char *g = gt + (size_t)(ct * cw - c0) * es;
+            char *c = (char *)j->acc + (size_t)(tt * mr * j->ogp + ct * cw) * es;
+            if (j->f64)
+                j->wk->f64[j->kind](j->oh, j->ow, (const double *)(const void *)x, j->offs + tt * mr, j->xrs, j->xcs,
+                                    (const double *)(const void *)g, ldt, (double *)(void *)c, j->ogp, b > 0);
+            else
+                j->wk->f32[j->kind](j->oh, j->ow, (const float *)(const void *)x, j->offs + tt * mr, j->xrs, j->xcs,
+                                    (const float *)(const void *)g, ldt, (float *)(void *)c, j->ogp, b > 0);
+        }
+    }
+}
+
+/* The kernel kind for og channels and kk taps: the least padding, then the most vectors. */
+static int wgrad_kind(const ad__wgrad_kernel *wk, int64_t og, int64_t kk)
+{
+    int64_t nvec = (og + wk->w - 1) / wk->w;
+    int best = 0;
+    double best_score = -1;
+    for (int i = 0; i < AD__WGRAD_KINDS; i++) {
+        int64_t nv = wk->nv[i], mr = wk->mr[i];
+        double score = (double)nvec / (double)((nvec + nv - 1) / nv * nv) * (double)kk /
+                       (double)((kk + mr - 1) / mr * mr) * (1 + 0.1 * (double)nv);
+        if (score >= best_score) best = i, best_score = score;
+    }
+    return best;
+}
+
+/* dW [o][cg kh kw] of a convolution by the direct weight-gradient kernel (any stride, dilation,
+** padding): xp is the padded input, g the output gradient. */
+static ad_status wgrad_run(ad_tape *t, ad_dtype dt, const ad__wgrad_kernel *wk, const geom *q, const char *xp,
+                           const void *g, void *dw)
+{
+    size_t es = ad_dtype_size(dt);
+    int64_t cg = q->c / q->g, og = q->o / q->g, kk = cg * q->kh * q->kw, ohw = q->oh * q->ow;
+    int64_t hp = q->h + 2 * q->ph, wp = q->w + 2 * q->pw;
+    int kind = wgrad_kind(wk, og, kk), nv = wk->nv[kind], mr = wk->mr[kind];
+    int64_t cw = (int64_t)nv * wk->w, ogp = (og + cw - 1) / cw * cw, tp = (kk + mr - 1) / mr * mr;
+    int64_t bufs, accs;
+    if (!ad__mul_ok(ohw, ogp, &bufs) || !ad__mul_ok(tp, ogp, &accs)) return AD_ERR_NOMEM;
+    int nth = conv_threads(og, kk, q->n * ohw);
+    int64_t units = tp / mr * (ogp / cw);
+    if (nth > units) nth = (int)units;
+    size_t buf_bytes = up64((size_t)bufs * es);
+    char *gt = ad__arena_alloc(t, (size_t)nth * buf_bytes + 64), *acc = ad__arena_alloc(t, (size_t)accs * es + 64);
+    int64_t *offs = ad__arena_alloc(t, (size_t)tp * sizeof *offs);
+    if (!gt || !acc || !offs) return AD_ERR_NOMEM;
+    gt = (char *)(((uintptr_t)gt + 63) & ~(uintptr_t)63);
+    acc = (char *)(((uintptr_t)acc + 63) & ~(uintptr_t)63);
+    for (int64_t c = 0, p = 0; c < cg; c++)
+        for (int64_t i = 0; i < q->kh; i++)
+            for (int64_t j = 0; j < q->kw; j++) offs[p++] = c * hp * wp + i * q->dh * wp + j * q->dw;
+    for (int64_t p = kk; p < tp; p++) offs[p] = 0;
+    for (int64_t gi = 0; gi < q->g; gi++) {
+        wg_job j = {wk, kind, dt == AD_F64, xp + (size_t)(gi * cg * hp * wp) * es, q->c * hp * wp, q->sh * wp, q->sw,
+                    offs, q->n, q->oh, q->ow, (const char *)g + (size_t)(gi * og * ohw) * es, q->o * ohw, og, ogp,
+                    acc, tp / mr, ogp / cw, gt, buf_bytes};
+        ad__parallel(nth, wg_share, &j);
+        /* dW[g og + co][p] = acc[p][co] */
+        if (dt == AD_F64) {
+            const double *a = (const double *)(const void *)acc;
+            double *d = (double *)dw + gi * og * kk;
+            for (int64_t co = 0; co < og; co++)
+                for (int64_t p = 0; p < kk; p++) d[co * kk + p] = a[p * ogp + co];
+        } else {
+            const float *a = (const float *)(const void *)acc;
+            float *d = (float *)dw + gi * og * kk;
+            for (int64_t co = 0; co < og; co++)
+                for (int64_t p = 0; p < kk; p++) d[co * kk + p] = a[p * ogp + co];
+        }
+    }
+    return AD_OK;
+}
+
 /* ---- conv2d ---- */
 
 static void conv_attr(const ad_conv2d_params *p, ad_attr *a)
@@ -661,6 +782,8 @@ ad_status ad__fwd_conv2d_grad_weight(ad_tape *t, ad_node *n)
     const ad__gemm_kernel *kr = conv_kernel(dt);
     const char *xp = padded(t, dt, x->data, q.n * q.c, q.h, q.w, q.ph, q.pw, 0);
     if (!xp) return AD_ERR_NOMEM;
+    const ad__wgrad_kernel *wk = ad__wgrad_select(dt == AD_F64);
+    if (wk) return wgrad_run(t, dt, wk, &q, xp, gy->data, n->value.data);
     /* dW_g [og][kk] = G_g [og][positions] col^T, or, when its tiles fit the kernel better, dW_g^T =
     ** col G_g^T (A packed from the image, B from G_g's rows, C written transposed) */
     bool tr = tile_fit(kr, kk, og) > tile_fit(kr, og, kk);

@@ -267,6 +267,103 @@ START_TEST(conv_fast_and_recorded_agree)
 }
 END_TEST
 
+/* Wider shapes for the SIMD paths, F32 and F64 against sums by the definition: the weight gradient's
+** kernel (channels as vector lanes: counts that fill 1, 2, 3, 4 vectors or part of one, tap counts
+** that leave a partial tile, the transposes' edges), the stride-2 forward, padding, dilation,
+** groups, one image; and the same bits from 1 and 2 threads. Small: the suite runs under valgrind. */
+static const conv_case wide_cases[] = {
+    {2, 5, 9, 11, 40, 3, 3, {1, 1, 1, 1, 1, 1, 1}},   /* 40 channels: 2.5 vectors of 16, 5 of 8 */
+    {1, 3, 8, 17, 64, 3, 3, {2, 2, 1, 1, 1, 1, 1}},   /* stride 2, one image, 64 channels */
+    {2, 4, 10, 35, 20, 3, 3, {2, 2, 1, 1, 1, 1, 1}},  /* stride 2, output rows wider than a vector */
+    {1, 6, 7, 9, 18, 5, 5, {1, 2, 2, 2, 1, 1, 1}},    /* 5x5, strides 1 x 2, 150 taps */
+    {2, 4, 9, 33, 16, 3, 3, {2, 2, 1, 1, 1, 1, 1}},   /* stride 2, 17 wide: a vector and one */
+    {1, 2, 6, 10, 9, 3, 3, {1, 1, 2, 2, 2, 2, 1}},    /* dilation 2, 9 channels */
+    {2, 8, 5, 13, 24, 3, 3, {2, 2, 1, 1, 1, 1, 2}},   /* groups 2, stride 2 */
+    {1, 1, 12, 30, 32, 3, 3, {1, 1, 1, 1, 1, 1, 1}},  /* a first layer: one channel, 9 taps */
+    {2, 3, 6, 16, 8, 1, 1, {2, 2, 0, 0, 1, 1, 1}},    /* 1x1 with stride 2 */
+    {2, 8, 12, 20, 64, 3, 3, {1, 1, 1, 1, 1, 1, 1}},  /* large enough for two threads */
+    {2, 8, 24, 40, 64, 3, 3, {2, 2, 1, 1, 1, 1, 1}},  /* the same with stride 2 */
+};
+#define NWIDE ((int)(sizeof wide_cases / sizeof wide_cases[0]))
+
+/* y, and the adjoints for the output gradient g (gi, gw), by their definitions in F64. */
+static void naive_conv_all(const conv_case *k, const ad_tensor *x, const ad_tensor *w, const ad_tensor *g, double *y,
+                           double *gi, double *gw, int64_t oh, int64_t ow)
+{
+    const ad_conv2d_params *p = &k->p;
+    int64_t cg = k->c / p->groups, og = k->o / p->groups;
+    memset(gi, 0, (size_t)x->size * sizeof *gi);
+    memset(gw, 0, (size_t)w->size * sizeof *gw);
+    for (int64_t b = 0; b < k->n; b++)
+        for (int64_t o = 0; o < k->o; o++)
+            for (int64_t oy = 0; oy < oh; oy++)
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    int64_t yi = ((b * k->o + o) * oh + oy) * ow + ox;
+                    double s = 0, gv = ad_tensor_get(g, yi);
+                    for (int64_t c = 0; c < cg; c++)
+                        for (int64_t i = 0; i < k->kh; i++)
+                            for (int64_t j = 0; j < k->kw; j++) {
+                                int64_t iy = oy * p->stride_h - p->pad_h + i * p->dilation_h;
+                                int64_t ix = ox * p->stride_w - p->pad_w + j * p->dilation_w;
+                                if (iy < 0 || iy >= k->h || ix < 0 || ix >= k->w) continue;
+                                int64_t wi = ((o * cg + c) * k->kh + i) * k->kw + j;
+                                int64_t xi = ((b * k->c + o / og * cg + c) * k->h + iy) * k->w + ix;
+                                s += ad_tensor_get(w, wi) * ad_tensor_get(x, xi);
+                                gi[xi] += ad_tensor_get(w, wi) * gv;
+                                gw[wi] += ad_tensor_get(x, xi) * gv;
+                            }
+                    y[yi] = s;
+                }
+}
+
+START_TEST(conv_wide_paths)
+{
+    const conv_case *k = &wide_cases[_i];
+    ad_tensor *x = conv_x(k, 110 + (uint64_t)_i), *w = conv_w(k, 120 + (uint64_t)_i);
+    int64_t oh = (k->h + 2 * k->p.pad_h - k->p.dilation_h * (k->kh - 1) - 1) / k->p.stride_h + 1;
+    int64_t ow = (k->w + 2 * k->p.pad_w - k->p.dilation_w * (k->kw - 1) - 1) / k->p.stride_w + 1;
+    ad_tensor *g = rnd(AD_SHAPE(k->n, k->o, oh, ow), 130 + (uint64_t)_i);
+    double *want[3] = {malloc((size_t)g->size * sizeof(double)), malloc((size_t)x->size * sizeof(double)),
+                       malloc((size_t)w->size * sizeof(double))};
+    naive_conv_all(k, x, w, g, want[0], want[1], want[2], oh, ow);
+    int saved = ad_get_num_threads();
+    for (int dt = 0; dt < 2; dt++) {
+        ad_tensor *xx = dt ? tu_to_f32(x) : x, *ww = dt ? tu_to_f32(w) : w, *gg = dt ? tu_to_f32(g) : g;
+        ad_tensor *got[2][3] = {{NULL}};
+        for (int th = 0; th < 2; th++) {
+            ad_set_num_threads(th + 1);
+            ad_tape *t = ad_tape_new();
+            ad_var r[3] = {ad_conv2d_ex(ad_const(t, xx), ad_const(t, ww), &k->p),
+                           ad__conv2d_grad_input(ad_const(t, gg), ad_const(t, ww), k->h, k->w, &k->p),
+                           ad__conv2d_grad_weight(ad_const(t, xx), ad_const(t, gg), k->kh, k->kw, &k->p)};
+            for (int o = 0; o < 3; o++) {
+                ck_assert_msg(ad_ok(r[o]), "%s", ad_tape_error(t));
+                got[th][o] = ad_tensor_clone(ad_value(r[o]));
+                ck_assert_ptr_nonnull(got[th][o]);
+            }
+            ad_tape_free(t);
+        }
+        for (int o = 0; o < 3; o++) {
+            tu_assert_values(got[0][o], want[o], dt ? 1e-4 : 1e-12, dt ? 1e-4 : 1e-12);
+            ck_assert_msg(memcmp(got[0][o]->data, got[1][o]->data, (size_t)got[0][o]->size * (dt ? 4 : 8)) == 0,
+                          "case %d, %s, result %d: 1 and 2 threads differ", _i, dt ? "F32" : "F64", o);
+            ad_tensor_free(got[0][o]);
+            ad_tensor_free(got[1][o]);
+        }
+        if (dt) {
+            ad_tensor_free(xx);
+            ad_tensor_free(ww);
+            ad_tensor_free(gg);
+        }
+    }
+    ad_set_num_threads(saved);
+    for (int o = 0; o < 3; o++) free(want[o]);
+    ad_tensor_free(x);
+    ad_tensor_free(w);
+    ad_tensor_free(g);
+}
+END_TEST
+
 /* ---- pooling ---- */
 
 typedef struct pool_case {
@@ -728,6 +825,7 @@ static Suite *conv_suite(void)
     tcase_add_loop_test(c, conv_adjoints, 0, NCONV);
     tcase_add_test(c, conv_errors);
     tcase_add_test(c, conv_fast_and_recorded_agree);
+    tcase_add_loop_test(c, conv_wide_paths, 0, NWIDE);
     tcase_set_timeout(c, 600);
     suite_add_tcase(s, c);
     TCase *p = tcase_create("pool");
