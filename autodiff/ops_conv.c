@@ -170,38 +170,54 @@ static const void *pack_weights(ad_tape *t, ad_dtype dt, const ad__gemm_kernel *
     return dst;
 }
 
-/* The planes of x ([planes, h, w]) with a zero border of ph rows and pw columns, or x itself when
-** there is no border. Split over threads by planes when large. */
+/* Copies planes into a zero-padded buffer (s > 1: each row split into its s column phases). */
 typedef struct pad_job {
     ad_dtype dt;
     const void *x;
     void *out;
-    int64_t planes, h, w, ph, pw;
+    int64_t planes, h, w, ph, pw, s;
 } pad_job;
 
 static void pad_share(void *ctx, int tid, int nth)
 {
     const pad_job *j = ctx;
     int64_t p0 = j->planes * tid / nth, p1 = j->planes * (tid + 1) / nth;
-    if (j->dt == AD_F64)
+    if (j->s > 1) {
+        if (j->dt == AD_F64)
+            pad_phases_f64(j->x, j->h, j->w, j->ph, j->pw, j->s, p0, p1, j->out);
+        else
+            pad_phases_f32(j->x, j->h, j->w, j->ph, j->pw, j->s, p0, p1, j->out);
+    } else if (j->dt == AD_F64)
         pad_planes_f64(j->x, j->h, j->w, j->ph, j->pw, p0, p1, j->out);
     else
         pad_planes_f32(j->x, j->h, j->w, j->ph, j->pw, p0, p1, j->out);
 }
 
-static const void *padded(ad_tape *t, ad_dtype dt, const void *x, int64_t planes, int64_t h, int64_t w, int64_t ph,
-                          int64_t pw, int64_t slack)
+/* The length of a padded row of wp elements split into s column phases (see pad_phases in
+** conv_gemm.inc): s phases of ceil(wp / s) elements each. */
+static int64_t phased_row(int64_t wp, int64_t s) { return (wp + s - 1) / s * s; }
+
+static const void *padded_ex(ad_tape *t, ad_dtype dt, const void *x, int64_t planes, int64_t h, int64_t w, int64_t ph,
+                             int64_t pw, int64_t s, int64_t slack)
 {
-    if (ph == 0 && pw == 0 && slack == 0) return x;
+    if (ph == 0 && pw == 0 && s == 1 && slack == 0) return x;
     int64_t sz;
-    if (!ad__mul_ok(planes, (h + 2 * ph) * (w + 2 * pw), &sz) || sz > INT64_MAX - slack) return NULL;
+    if (!ad__mul_ok(planes, (h + 2 * ph) * phased_row(w + 2 * pw, s), &sz) || sz > INT64_MAX - slack) return NULL;
     size_t es = ad_dtype_size(dt);
     char *out = ad__arena_alloc(t, (size_t)(sz + slack) * es);
     if (!out) return NULL;
-    pad_job j = {dt, x, out, planes, h, w, ph, pw};
+    pad_job j = {dt, x, out, planes, h, w, ph, pw, s};
     ad__parallel(sz >= ((int64_t)1 << 18) ? conv_threads(1, 1, CONV_THREAD_FLOPS) : 1, pad_share, &j);
     memset(out + (size_t)sz * es, 0, (size_t)slack * es);
     return out;
+}
+
+/* The planes of x ([planes, h, w]) with a zero border of ph rows and pw columns, or x itself when
+** there is no border. Split over threads by planes when large. */
+static const void *padded(ad_tape *t, ad_dtype dt, const void *x, int64_t planes, int64_t h, int64_t w, int64_t ph,
+                          int64_t pw, int64_t slack)
+{
+    return padded_ex(t, dt, x, planes, h, w, ph, pw, 1, slack);
 }
 
 /* ---- the direct path: horizontal stride 1, the image read in place (conv_kernels.c) ---- */
@@ -251,23 +267,27 @@ static void dc_share(void *ctx, int tid, int nth)
     }
 }
 
-/* The direct kernel for a convolution producing m channels of width ow with horizontal stride sw,
-** or NULL when the packed path suits it better (no SIMD kernel, stride > 1, or tiles mostly wasted). */
-static const ad__dconv_kernel *dconv_for(ad_dtype dt, int64_t m, int64_t ow, int64_t sw)
+/* The direct kernel for a convolution producing m channels of width ow, or NULL when the packed
+** path suits it better (no SIMD kernel, or tiles mostly wasted). A horizontal stride above 1 reads
+** the image with its rows split into column phases (pad_phases), where a tap's columns are again
+** consecutive. */
+static const ad__dconv_kernel *dconv_for(ad_dtype dt, int64_t m, int64_t ow)
 {
     const ad__dconv_kernel *dk = ad__dconv_select(dt == AD_F64);
-    if (!dk || sw != 1) return NULL;
+    if (!dk) return NULL;
     double lanes = (double)ow / (double)((ow + dk->w - 1) / dk->w * dk->w);
     double rows = (double)m / (double)((m + dk->mr - 1) / dk->mr * dk->mr);
     return lanes >= 0.75 && rows >= 0.75 ? dk : NULL;
 }
 
 /* Runs a direct convolution: weights w (m x cin kh kw, row stride ldw), input planes xp (already
-** padded, cin channels from xp, xc apart, images xb apart, rows wp apart), output y as in dc_job. */
+** padded, cin channels from xp, xc apart, images xb apart, rows wp apart, each row in q->sw column
+** phases of wp / q->sw elements), output y as in dc_job. */
 static ad_status dconv_run(ad_tape *t, ad_dtype dt, const ad__dconv_kernel *dk, const void *w, int64_t ldw,
                            int64_t m, int64_t cin, const geom *q, const void *xp, int64_t xc, int64_t xb, int64_t wp,
                            int64_t n, int64_t oh, int64_t ow, void *y, int64_t yb)
 {
+    int64_t s = q->sw, plen = wp / s;
     int64_t khw = q->kh * q->kw, k = cin * khw, mpad = (m + dk->mr - 1) / dk->mr * dk->mr;
     size_t es = ad_dtype_size(dt);
     int64_t *offs = ad__arena_alloc(t, (size_t)k * sizeof *offs);
@@ -276,7 +296,7 @@ static ad_status dconv_run(ad_tape *t, ad_dtype dt, const ad__dconv_kernel *dk, 
     ap = (char *)(((uintptr_t)ap + 63) & ~(uintptr_t)63);
     for (int64_t c = 0, p = 0; c < cin; c++)
         for (int64_t i = 0; i < q->kh; i++)
-            for (int64_t j = 0; j < q->kw; j++) offs[p++] = c * xc + i * q->dh * wp + j * q->dw;
+            for (int64_t j = 0; j < q->kw; j++) offs[p++] = c * xc + i * q->dh * wp + j * q->dw % s * plen + j * q->dw / s;
     if (dt == AD_F64)
         pack_a_all_f64(w, ldw, m, k, dk->mr, (int)k, (double *)(void *)ap);
     else
@@ -510,9 +530,10 @@ ad_status ad__fwd_conv2d(ad_tape *t, ad_node *n)
     int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow;
     int64_t hp = q.h + 2 * q.ph, wp = q.w + 2 * q.pw;
     const ad__gemm_kernel *kr = conv_kernel(dt);
-    const ad__dconv_kernel *dk = dconv_for(dt, og, q.ow, q.sw);
-    const char *xp = padded(t, dt, x->data, q.n * q.c, q.h, q.w, q.ph, q.pw, dk ? DCONV_SLACK : 0);
+    const ad__dconv_kernel *dk = dconv_for(dt, og, q.ow);
+    const char *xp = padded_ex(t, dt, x->data, q.n * q.c, q.h, q.w, q.ph, q.pw, dk ? q.sw : 1, dk ? DCONV_SLACK : 0);
     if (!xp) return AD_ERR_NOMEM;
+    if (dk) wp = phased_row(wp, q.sw); /* the rows in column phases */
     for (int64_t g = 0; g < q.g; g++) {
         const char *wg = (const char *)w->data + (size_t)(g * og * kk) * es;
         char *yg = (char *)n->value.data + (size_t)(g * og * ohw) * es;
@@ -671,10 +692,10 @@ ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
     /* as a convolution: C = dX [cg][positions], unless cg is so small that most of the kernel's
     ** tile would be wasted (a first layer's one channel); else col = W^T G [kk][positions] per
     ** image and col2im */
-    if (gi_as_conv(&q) && (dconv_for(dt, cg, q.w, 1) || tile_fit(kr, cg, kr->nr) >= 0.75)) {
+    if (gi_as_conv(&q) && (dconv_for(dt, cg, q.w) || tile_fit(kr, cg, kr->nr) >= 0.75)) {
         int64_t ph = q.dh * (q.kh - 1) - q.ph, pw = q.dw * (q.kw - 1) - q.pw;
         int64_t hp = q.oh + 2 * ph, wp = q.ow + 2 * pw, kg = og * q.kh * q.kw;
-        const ad__dconv_kernel *dk = dconv_for(dt, cg, q.w, 1);
+        const ad__dconv_kernel *dk = dconv_for(dt, cg, q.w);
         const char *gp = padded(t, dt, gy->data, q.n * q.o, q.oh, q.ow, ph, pw, dk ? DCONV_SLACK : 0);
         if (!gp) return AD_ERR_NOMEM;
         /* the flipped kernel as a convolution's geometry: stride 1, same dilation */
