@@ -366,16 +366,19 @@ static void wg_share(void *ctx, int tid, int nth)
     }
 }
 
-/* The kernel kind for og channels and kk taps: the least padding, then the most vectors. */
-static int wgrad_kind(const ad__wgrad_kernel *wk, int64_t og, int64_t kk)
+/* The kernel kind for og channels, kk taps and nth threads: the least padding and the most even
+** split of the units over the threads, then the most vectors. Every kind computes each element of
+** the result with the same operations in the same order, so the choice never changes the result. */
+static int wgrad_kind(const ad__wgrad_kernel *wk, int64_t og, int64_t kk, int nth)
 {
     int64_t nvec = (og + wk->w - 1) / wk->w;
     int best = 0;
     double best_score = -1;
     for (int i = 0; i < AD__WGRAD_KINDS; i++) {
-        int64_t nv = wk->nv[i], mr = wk->mr[i];
-        double score = (double)nvec / (double)((nvec + nv - 1) / nv * nv) * (double)kk /
-                       (double)((kk + mr - 1) / mr * mr) * (1 + 0.1 * (double)nv);
+        int64_t nv = wk->nv[i], mr = wk->mr[i], ct = (nvec + nv - 1) / nv, tt = (kk + mr - 1) / mr;
+        int64_t units = ct * tt, rounds = (units + nth - 1) / nth;
+        double score = (double)nvec / (double)(ct * nv) * (double)kk / (double)(tt * mr) * (double)units /
+                       (double)(rounds * nth) * (1 + 0.1 * (double)nv);
         if (score >= best_score) best = i, best_score = score;
     }
     return best;
@@ -389,11 +392,11 @@ static ad_status wgrad_run(ad_tape *t, ad_dtype dt, const ad__wgrad_kernel *wk, 
     size_t es = ad_dtype_size(dt);
     int64_t cg = q->c / q->g, og = q->o / q->g, kk = cg * q->kh * q->kw, ohw = q->oh * q->ow;
     int64_t hp = q->h + 2 * q->ph, wp = q->w + 2 * q->pw;
-    int kind = wgrad_kind(wk, og, kk), nv = wk->nv[kind], mr = wk->mr[kind];
+    int nth = conv_threads(og, kk, q->n * ohw);
+    int kind = wgrad_kind(wk, og, kk, nth), nv = wk->nv[kind], mr = wk->mr[kind];
     int64_t cw = (int64_t)nv * wk->w, ogp = (og + cw - 1) / cw * cw, tp = (kk + mr - 1) / mr * mr;
     int64_t bufs, accs;
     if (!ad__mul_ok(ohw, ogp, &bufs) || !ad__mul_ok(tp, ogp, &accs)) return AD_ERR_NOMEM;
-    int nth = conv_threads(og, kk, q->n * ohw);
     int64_t units = tp / mr * (ogp / cw);
     if (nth > units) nth = (int)units;
     size_t buf_bytes = up64((size_t)bufs * es);

@@ -283,6 +283,7 @@ static const conv_case wide_cases[] = {
     {2, 3, 6, 16, 8, 1, 1, {2, 2, 0, 0, 1, 1, 1}},    /* 1x1 with stride 2 */
     {2, 8, 12, 20, 64, 3, 3, {1, 1, 1, 1, 1, 1, 1}},  /* large enough for two threads */
     {2, 8, 24, 40, 64, 3, 3, {2, 2, 1, 1, 1, 1, 1}},  /* the same with stride 2 */
+    {2, 1, 60, 62, 32, 3, 3, {1, 1, 1, 1, 1, 1, 1}},  /* a first layer on two threads: another tile shape */
 };
 #define NWIDE ((int)(sizeof wide_cases / sizeof wide_cases[0]))
 
