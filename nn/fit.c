@@ -326,6 +326,9 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
     if (o.initial_epoch < 0 || o.initial_epoch > o.epochs)
         return nn_error_set(err, AD_ERR_ARG, "nn_fit: initial_epoch %d must be in [0, epochs %d]", o.initial_epoch,
                             o.epochs);
+    if (o.stop_epoch != 0 && (o.stop_epoch < o.initial_epoch || o.stop_epoch > o.epochs))
+        return nn_error_set(err, AD_ERR_ARG, "nn_fit: stop_epoch %d must be 0 or in [initial_epoch %d, epochs %d]",
+                            o.stop_epoch, o.initial_epoch, o.epochs);
     if (o.accumulate < 0)
         return nn_error_set(err, AD_ERR_ARG, "nn_fit: accumulate %d must be >= 0 (0 or 1: every batch)", o.accumulate);
     if (!(o.val_split >= 0 && o.val_split < 1))
@@ -375,7 +378,8 @@ ad_status nn_fit(nn_module *m, nn_optim *opt, const nn_dataset *train, const nn_
     }
     int64_t nbatches = nn_batcher_num_batches(b), r = 0;
     nn_progress_bar pb;
-    for (int e = o.initial_epoch; e < o.epochs && st == AD_OK; e++) {
+    int end = o.stop_epoch ? o.stop_epoch : o.epochs; /* this call's last epoch */
+    for (int e = o.initial_epoch; e < end && st == AD_OK; e++) {
         double t0 = now_seconds();
         if (o.rng && o.shuffle) nn_batcher_reseed(b, ad_rng_u64(o.rng)); /* this epoch's order, from the caller's generator */
         nn_module_set_training(m, true);

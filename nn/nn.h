@@ -394,6 +394,9 @@ typedef struct nn_fit_opts {
     int initial_epoch;           /* epochs already done (a resumed run, as Keras's initial_epoch):
                                  ** trains epochs initial_epoch + 1 .. epochs, numbered so, and
                                  ** appends to log_path; in [0, epochs]; default 0 */
+    int stop_epoch;              /* > 0: stop after this epoch, a part of a longer run (epochs, which the
+                                 ** schedule spans and the epoch labels count, stays the whole run's);
+                                 ** in [initial_epoch, epochs]; default 0: run to epochs */
 } nn_fit_opts;
 
 /* The defaults listed above. */

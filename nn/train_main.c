@@ -853,7 +853,8 @@ static int run(const config *c, nn_dist *d)
                       {"l1", NN_LOSS_L1}, {"bce", NN_LOSS_BCE_WITH_LOGITS}};
         for (size_t i = 0; c->loss && i < sizeof losses / sizeof losses[0]; i++)
             if (strcmp(c->loss, losses[i].name) == 0) fo.loss = losses[i].kind;
-        fo.epochs = end_epoch; /* the schedule above spans all of --epochs */
+        fo.epochs = c->epochs; /* the schedule above spans all of --epochs, and the labels count them */
+        fo.stop_epoch = end_epoch;
         fo.initial_epoch = done_epochs;
         fo.rng = &rng; /* the shuffles, from the generator the checkpoint saves */
         fo.batch_size = c->batch;

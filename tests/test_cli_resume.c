@@ -164,7 +164,9 @@ START_TEST(resumed_is_straight)
         epoch_lines(out_text, resumed, sizeof resumed);
     }
 
-    /* the same losses printed, epoch by epoch (the parts may number them k/k: compared after the number) */
+    /* parts of a --stop-after run number their epochs of the whole run (k/3), as the straight run */
+    if (configs[_i].stop_after) ck_assert_str_eq(resumed, straight);
+    /* the same losses printed, epoch by epoch (parts of plain --epochs k runs number them k/k) */
     const char *sl = straight, *rl = resumed;
     for (int k = 1; k <= 3; k++) {
         sl = strstr(sl, "  loss ");

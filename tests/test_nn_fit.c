@@ -620,6 +620,60 @@ START_TEST(test_fit_label_smoothing)
 }
 END_TEST
 
+/* A run in parts (initial_epoch, stop_epoch, the shuffles from one generator) is the straight run bit for bit, its
+** epochs numbered of the whole run; stop_epoch outside [initial_epoch, epochs] is an error. */
+static int part_epochs[8], part_count;
+static void note_epoch(const nn_epoch_stats *s, void *ctx)
+{
+    (void)ctx;
+    if (part_count < 8) part_epochs[part_count++] = s->epoch;
+}
+
+static void fit_parts(nn_dataset *ds, const int *stops, int nstops, float *w, size_t nw)
+{
+    ad_rng init, shuffle;
+    ad_rng_seed(&init, 11);
+    ad_rng_seed(&shuffle, 12);
+    nn_module *m = nn_mlp(3, (const int64_t[]){2, 8, 3}, NN_TANH, &init, NULL);
+    nn_optim *o = nn_adam(m, 0.01, 0.9, 0.999, 1e-8, 0, NULL);
+    nn_fit_opts fo = nn_fit_defaults();
+    fo.epochs = 3;
+    fo.batch_size = 16;
+    fo.rng = &shuffle;
+    fo.progress = NN_PROGRESS_NONE;
+    fo.on_epoch = note_epoch;
+    nn_error err = {0};
+    for (int i = 0; i < nstops; i++) {
+        fo.initial_epoch = i ? stops[i - 1] : 0;
+        fo.stop_epoch = stops[i];
+        ck_assert_msg(nn_fit(m, o, ds, &fo, NULL, &err) == AD_OK, "%s", err.message);
+    }
+    memcpy(w, nn_module_param(m, "0.weight")->value->data, nw * sizeof *w);
+    fo.initial_epoch = 2, fo.stop_epoch = 1; /* before its start */
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(err.message, "stop_epoch"));
+    fo.initial_epoch = 0, fo.stop_epoch = 4; /* past the run's end */
+    ck_assert_int_eq(nn_fit(m, o, ds, &fo, NULL, &err), AD_ERR_ARG);
+    nn_optim_free(o);
+    nn_module_free(m);
+}
+
+START_TEST(test_fit_in_parts)
+{
+    nn_dataset *ds = make_blobs(90, 9);
+    float straight[16], parts[16];
+    part_count = 0;
+    fit_parts(ds, (const int[]){0}, 1, straight, 16); /* stop_epoch 0: to epochs */
+    ck_assert_int_eq(part_count, 3);
+    part_count = 0;
+    fit_parts(ds, (const int[]){1, 1, 3}, 3, parts, 16); /* an empty part, then the rest */
+    ck_assert_int_eq(part_count, 3);
+    for (int i = 0; i < 3; i++) ck_assert_int_eq(part_epochs[i], i + 1);
+    ck_assert_mem_eq(parts, straight, sizeof straight);
+    free_blobs(ds);
+}
+END_TEST
+
 static Suite *nn_fit_suite(void)
 {
     Suite *s = suite_create("nn_fit");
@@ -635,6 +689,7 @@ static Suite *nn_fit_suite(void)
     tcase_add_test(core, test_fit_accumulate);
     tcase_add_test(core, test_datasets_in_memory_and_npy);
     tcase_add_test(core, test_fit_label_smoothing);
+    tcase_add_test(core, test_fit_in_parts);
     suite_add_tcase(s, core);
     TCase *errors = tcase_create("errors");
     tcase_add_test(errors, test_nan_loss_stops_with_step);
