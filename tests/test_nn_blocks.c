@@ -347,6 +347,38 @@ START_TEST(recurrent_cells_f64_gradcheck)
 }
 END_TEST
 
+/* nn_cell_step by hand: x [N, 2 in] is two steps of in features; h (and c) from the inputs' own
+** first step, then the second step from the state left by the first; y = h after two steps. */
+static ad_var stepper_forward(nn_module *m, ad_tape *t, int n, const ad_var *in)
+{
+    nn_module *cell = nn_module_child(m, 0);
+    const ad_tensor *v = ad_value(in[0]);
+    int64_t half = v->shape[1] / 2;
+    ad_var h = AD_NO_VAR, c = AD_NO_VAR;
+    nn_cell_step(cell, t, ad_slice(in[0], 1, 0, half), &h, &c);
+    return nn_cell_step(cell, t, ad_slice(in[0], 1, half, 2 * half), &h, &c);
+}
+static const nn_module_ops stepper_ops = {.kind = "stepper", .n_inputs = 1, .forward = stepper_forward};
+
+START_TEST(cell_step_f64_gradcheck)
+{
+    for (int kind = 0; kind < 3; kind++) {
+        ad_rng rng;
+        ad_rng_seed(&rng, 70 + (uint64_t)kind);
+        nn_module *cell = kind == 0   ? nn_rnn_cell_ex(2, 3, NN_TANH, AD_F64, &rng, NULL)
+                          : kind == 1 ? nn_lstm_cell_ex(2, 3, AD_F64, &rng, NULL)
+                                      : nn_gru_cell_ex(2, 3, AD_F64, &rng, NULL);
+        nn_module *m = nn_module_new(&stepper_ops, NULL, NULL);
+        ck_assert_ptr_nonnull(m);
+        ck_assert_int_eq(nn_module_add_child(m, "cell", cell, NULL), AD_OK);
+        ad_tensor *x = rnd(AD_SHAPE(2, 4), 80 + (uint64_t)kind);
+        module_checks_all(m, x, 2 * 3);
+        ad_tensor_free(x);
+        nn_module_free(m);
+    }
+}
+END_TEST
+
 /* Batch normalization in F64 (_ex): training (batch statistics) and evaluation (running
 ** statistics), images and [N, C] rows; the check leaves the running statistics as they were. */
 START_TEST(batch_norm_f64_gradcheck)
@@ -435,6 +467,7 @@ int main(void)
     tcase_add_test(c, positional_embeddings);
     tcase_add_test(c, f64_modules_gradcheck);
     tcase_add_test(c, recurrent_cells_f64_gradcheck);
+    tcase_add_test(c, cell_step_f64_gradcheck);
     tcase_add_test(c, batch_norm_f64_gradcheck);
     tcase_add_test(c, spec_with_attention);
     suite_add_tcase(s, c);
