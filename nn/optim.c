@@ -68,12 +68,13 @@ static bool rmsprop_slot(const nn_optim_opts *o, int slot)
 }
 
 static const optim_kind kinds[] = {
-    {"sgd", 1, {".momentum"}, sgd_check, sgd_slot, sgd_f32, sgd_f64, NULL, false, false},
-    {"adam", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, false, true},
-    {"adamw", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, true, true},
+    {"sgd", 1, {".momentum"}, sgd_check, sgd_slot, sgd_f32, sgd_f64, NULL, NULL, NULL, false, false},
+    {"adam", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, NULL, NULL, false, true},
+    {"adamw", 2, {".m", ".v"}, adam_check, NULL, adam_f32, adam_f64, NULL, NULL, NULL, true, true},
     {"rmsprop", 3, {".square_avg", ".momentum", ".grad_avg"}, rmsprop_check, rmsprop_slot, rmsprop_f32, rmsprop_f64,
-     NULL, false, false},
-    {"lbfgs", 0, {NULL}, nn__lbfgs_check, NULL, NULL, NULL, nn__lbfgs_step, false, false},
+     NULL, NULL, NULL, false, false},
+    {"lbfgs", 0, {NULL}, nn__lbfgs_check, NULL, NULL, NULL, nn__lbfgs_step, nn__lbfgs_state_out, nn__lbfgs_state_in,
+     false, false},
 };
 #define NKINDS ((int)(sizeof kinds / sizeof kinds[0]))
 
@@ -123,27 +124,6 @@ void nn_optim_free(nn_optim *o)
     ad__free(o->groups);
     ad_tensor_free(o->step_t);
     ad__free(o);
-}
-
-/* Appends state tensor t as "optim.<name><suffix>" (growing the list). */
-bool nn__optim_add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t)
-{
-    if (o->nstate == o->state_cap) {
-        int cap = o->state_cap ? 2 * o->state_cap : 8;
-        char **n = ad__realloc(o->state_names, (size_t)cap * sizeof *n);
-        if (n) o->state_names = n;
-        ad_tensor **s = n ? ad__realloc(o->state, (size_t)cap * sizeof *s) : NULL;
-        if (s) o->state = s;
-        if (!n || !s) return false;
-        o->state_cap = cap;
-    }
-    size_t len = strlen("optim.") + strlen(name) + strlen(suffix) + 1;
-    char *s = ad__malloc(len);
-    if (!s) return false;
-    snprintf(s, len, "optim.%s%s", name, suffix);
-    o->state_names[o->nstate] = s;
-    o->state[o->nstate++] = t;
-    return true;
 }
 
 /* Adds params[0..n) to o in group g, with their state tensors. */

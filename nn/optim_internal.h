@@ -1,4 +1,5 @@
-/* optim_internal.h: the optimizer's struct and its table of kinds, shared by optim.c and lbfgs.c; never installed. */
+/* optim_internal.h: the optimizer's struct and its table of kinds, shared by optim.c, optim_state.c and lbfgs.c;
+** never installed. Calls go one way: optim.c -> lbfgs.c -> optim_state.c (the kinds' hooks are in the table). */
 #ifndef AUTODIFF_OPTIM_INTERNAL_H
 #define AUTODIFF_OPTIM_INTERNAL_H
 
@@ -29,6 +30,10 @@ typedef struct optim_kind {
     update_f64_fn update_f64;
     /* kinds that evaluate the loss themselves (L-BFGS): the whole of nn_optim_minimize */
     ad_status (*step)(nn_optim *o, nn_closure fn, void *ctx, double *loss, nn_error *err);
+    /* kinds with state kept as numbers (L-BFGS's history position): into their state tensors before
+    ** the state is read (nn_optim_state), and back after it was written (nn_optim_state_changed) */
+    void (*state_out)(nn_optim *o);
+    void (*state_in)(nn_optim *o);
     bool decoupled; /* AdamW's weight decay */
     bool param_steps; /* a step count per parameter, "optim.<param>.step" (Adam's bias correction) */
 } optim_kind;

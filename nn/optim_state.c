@@ -5,7 +5,7 @@
 static void mirror_out(nn_optim *o)
 {
     ((double *)o->step_t->data)[0] = (double)o->step; /* "optim.step" mirrors the count */
-    if (o->lbfgs) nn__lbfgs_state_out(o);
+    if (o->kind->state_out) o->kind->state_out(o);
     for (int i = 0; i < o->n; i++) o->slots[i].steps_absent = false;
 }
 
@@ -34,7 +34,7 @@ void nn__optim_sync_step(nn_optim *o)
     if (!o) return;
     double s = ((const double *)o->step_t->data)[0];
     o->step = s >= 0 && s < 0x1p62 ? (int64_t)s : 0;
-    if (o->lbfgs) nn__lbfgs_state_in(o);
+    if (o->kind->state_in) o->kind->state_in(o);
     for (int i = 0; i < o->n; i++)
         if (o->slots[i].steps_absent) {
             ((double *)o->slots[i].steps->data)[0] = (double)o->step;
@@ -58,4 +58,25 @@ int64_t nn__optim_param_steps(const param_slots *s)
 {
     double k = ((const double *)s->steps->data)[0];
     return k >= 0 && k < 0x1p52 && k == (double)(int64_t)k ? (int64_t)k : 0;
+}
+
+/* Appends state tensor t as "optim.<name><suffix>" (growing the list). */
+bool nn__optim_add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t)
+{
+    if (o->nstate == o->state_cap) {
+        int cap = o->state_cap ? 2 * o->state_cap : 8;
+        char **n = ad__realloc(o->state_names, (size_t)cap * sizeof *n);
+        if (n) o->state_names = n;
+        ad_tensor **s = n ? ad__realloc(o->state, (size_t)cap * sizeof *s) : NULL;
+        if (s) o->state = s;
+        if (!n || !s) return false;
+        o->state_cap = cap;
+    }
+    size_t len = strlen("optim.") + strlen(name) + strlen(suffix) + 1;
+    char *s = ad__malloc(len);
+    if (!s) return false;
+    snprintf(s, len, "optim.%s%s", name, suffix);
+    o->state_names[o->nstate] = s;
+    o->state[o->nstate++] = t;
+    return true;
 }
