@@ -11,6 +11,7 @@
 #include "ad_io.h"
 #include "ad_custom.h"
 #include "ad_layers.h"
+#include "exports.h"
 
 /*
 ** The NULL table: one entry per function libautodiff exports (nm -D on the built
@@ -381,41 +382,12 @@ START_TEST(null_arguments)
 }
 END_TEST
 
-static const entry *find(const char *name)
-{
-    for (int i = 0; i < NTABLE; i++)
-        if (strcmp(table[i].name, name) == 0) return &table[i];
-    return NULL;
-}
-
 /* The library's exported functions (nm -D), each with an entry; and no entry for a name it lacks. */
 START_TEST(every_export_has_an_entry)
 {
-    const char *lib = getenv("AD_LIB");
-    ck_assert_msg(lib != NULL, "AD_LIB (the path of libautodiff.so) is not set");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "nm -D --defined-only '%s'", lib);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    char line[512], missing[2048] = "";
-    int n = 0;
-    bool seen[sizeof table / sizeof table[0]] = {false};
-    while (fgets(line, sizeof line, p)) {
-        char addr[64], kind[8], name[256];
-        if (sscanf(line, "%63s %7s %255s", addr, kind, name) != 3 || strcmp(kind, "T") != 0) continue;
-        if (strncmp(name, "ad__", 4) == 0 || strncmp(name, "ad_", 3) != 0) continue; /* internal, shared with nn */
-        n++;
-        const entry *e = find(name);
-        if (!e && strlen(missing) + strlen(name) + 2 < sizeof missing) {
-            strcat(missing, " ");
-            strcat(missing, name);
-        }
-        if (e) seen[e - table] = true;
-    }
-    ck_assert_int_eq(pclose(p), 0);
-    ck_assert_msg(n > 100, "nm listed only %d functions of %s", n, lib);
-    ck_assert_msg(!missing[0], "exported without an entry in tests/test_api_edges.c's NULL table:%s", missing);
-    for (int i = 0; i < NTABLE; i++) ck_assert_msg(seen[i], "%s has an entry but is not exported", table[i].name);
+    const char *names[NTABLE];
+    for (int i = 0; i < NTABLE; i++) names[i] = table[i].name;
+    check_exports("AD_LIB", "ad_", "ad__", names, NTABLE, "tests/test_api_edges.c");
 }
 END_TEST
 

@@ -9,6 +9,7 @@
 
 #include "nn.h"
 #include "nn_blocks.h"
+#include "exports.h"
 
 /*
 ** The NULL table, as tests/test_api_edges.c's for the engine: one entry per
@@ -539,41 +540,12 @@ static const entry table[] = {
 START_TEST(null_arguments) { table[_i].run(); }
 END_TEST
 
-static const entry *find(const char *name)
-{
-    for (int i = 0; i < NTABLE; i++)
-        if (strcmp(table[i].name, name) == 0) return &table[i];
-    return NULL;
-}
-
 /* The library's exported functions (nm -D), each with an entry; and no entry for a name it lacks. */
 START_TEST(every_export_has_an_entry)
 {
-    const char *lib = getenv("NN_LIB");
-    ck_assert_msg(lib != NULL, "NN_LIB (the path of libautodiff-nn.so) is not set");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "nm -D --defined-only '%s'", lib);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    char line[512], missing[2048] = "";
-    int n = 0;
-    bool seen[sizeof table / sizeof table[0]] = {false};
-    while (fgets(line, sizeof line, p)) {
-        char addr[64], kind[8], name[256];
-        if (sscanf(line, "%63s %7s %255s", addr, kind, name) != 3 || strcmp(kind, "T") != 0) continue;
-        if (strncmp(name, "nn__", 4) == 0 || strncmp(name, "nn_", 3) != 0) continue; /* internal */
-        n++;
-        const entry *e = find(name);
-        if (!e && strlen(missing) + strlen(name) + 2 < sizeof missing) {
-            strcat(missing, " ");
-            strcat(missing, name);
-        }
-        if (e) seen[e - table] = true;
-    }
-    ck_assert_int_eq(pclose(p), 0);
-    ck_assert_msg(n > 100, "nm listed only %d functions of %s", n, lib);
-    ck_assert_msg(!missing[0], "exported without an entry in tests/test_api_edges_nn.c's NULL table:%s", missing);
-    for (int i = 0; i < NTABLE; i++) ck_assert_msg(seen[i], "%s has an entry but is not exported", table[i].name);
+    const char *names[NTABLE];
+    for (int i = 0; i < NTABLE; i++) names[i] = table[i].name;
+    check_exports("NN_LIB", "nn_", "nn__", names, NTABLE, "tests/test_api_edges_nn.c");
 }
 END_TEST
 
