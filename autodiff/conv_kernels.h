@@ -62,4 +62,9 @@ typedef struct ad__wgrad_kernel {
 /* The weight-gradient kernel for this CPU and element type, or NULL (the packed path). */
 AD_INTERNAL const ad__wgrad_kernel *ad__wgrad_select(bool f64);
 
+/* The maxima and argmaxes (0 .. 3, row-major in the window) of n 2x2 windows of the row pair r0,
+** r1 (2 n elements each), the first maximum winning and NaN over numbers, as ops_conv.c's scalar
+** loop; false (nothing written) without AVX-512. */
+AD_INTERNAL bool ad__maxpool2_win_f32(const float *r0, const float *r1, int64_t n, float *bv, int8_t *bk);
+
 #endif

@@ -958,7 +958,7 @@ MAXPOOL_LOOP(float, f32)
 /* The common 2x2 window with stride 2 and no padding, its argmax written out (the same first
 ** maximum, NaN winning, as argmax_*): a CNN's pooling layers spent more time in the general loop
 ** than in their convolutions (perf, bench_cnn: maxpool_f32 27% of the samples). */
-#define MAXPOOL2(T, SUFFIX)                                                                              \
+#define MAXPOOL2(T, SUFFIX, FAST)                                                                              \
     /* argmax offsets (0 .. 3: row-major in the window) of one output row, branch-free */                \
     static inline void win2_##SUFFIX(const T *r0, const T *r1, int64_t ow, T *bv, int8_t *bk)            \
     {                                                                                                    \
@@ -988,7 +988,7 @@ MAXPOOL_LOOP(float, f32)
                     int64_t len = q->ow - ox0 < 256 ? q->ow - ox0 : 256;                                 \
                     const T *r0 = xp + 2 * oy * w + 2 * ox0;                                             \
                     int64_t o = pl * ohw + oy * q->ow + ox0;                                             \
-                    win2_##SUFFIX(r0, r0 + w, len, bv, bk);                                              \
+                    if (!FAST(r0, r0 + w, len, bv, bk)) win2_##SUFFIX(r0, r0 + w, len, bv, bk);          \
                     if (mode == 0) {                                                                     \
                         for (int64_t i = 0; i < len; i++) y[o + i] = bv[i];                              \
                         continue;                                                                        \
@@ -1003,8 +1003,13 @@ MAXPOOL_LOOP(float, f32)
                 }                                                                                        \
         }                                                                                                \
     }
-MAXPOOL2(double, f64)
-MAXPOOL2(float, f32)
+static bool no_fast_win(const double *r0, const double *r1, int64_t n, double *bv, int8_t *bk)
+{
+    (void)r0, (void)r1, (void)n, (void)bv, (void)bk;
+    return false;
+}
+MAXPOOL2(double, f64, no_fast_win)
+MAXPOOL2(float, f32, ad__maxpool2_win_f32)
 
 static void maxpool(const geom *q, const ad_tensor *x, const ad_tensor *g, ad_tensor *y, int mode)
 {

@@ -520,6 +520,61 @@ START_TEST(maxpool_2x2_fast_path)
 }
 END_TEST
 
+/* The 2x2 fast path on rows of more than one vector of windows (16 on AVX-512, then a tail), odd
+** sizes, ties and NaNs: values, the adjoint and the select against the first-maximum rule. */
+START_TEST(maxpool_2x2_wide_rows)
+{
+    const int64_t n = 2, c = 2, h = 5, w = 41, oh = 2, ow = 20;
+    ad_tensor *x64 = tu_rand(AD_F64, AD_SHAPE(n, c, h, w), -1, 1, 77);
+    for (int64_t i = 0; i < x64->size; i++) { /* ties (values in steps of 1/4) and some NaNs */
+        double v = floor(ad_tensor_get(x64, i) * 4) / 4;
+        ad_tensor_set(x64, i, i % 23 == 5 ? NAN : v);
+    }
+    ad_tensor *g64 = tu_rand(AD_F64, AD_SHAPE(n, c, oh, ow), -1, 1, 78), *gx64 = tu_rand(AD_F64, AD_SHAPE(n, c, h, w), -1, 1, 79);
+    ad_pool2d_params p = {2, 2, 2, 2, 0, 0};
+    for (int dt = 0; dt < 2; dt++) {
+        ad_tensor *x = dt ? tu_to_f32(x64) : x64, *g = dt ? tu_to_f32(g64) : g64, *gx = dt ? tu_to_f32(gx64) : gx64;
+        ad_tape *t = ad_tape_new();
+        ad_var y = ad_max_pool2d_ex(ad_const(t, x), &p);
+        ad_var gi = ad__max_pool2d_grad(ad_const(t, x), ad_const(t, g), &p);
+        ad_var sel = ad__max_pool2d_select(ad_const(t, x), ad_const(t, gx), &p);
+        ck_assert_msg(ad_ok(y) && ad_ok(gi) && ad_ok(sel), "%s", ad_tape_error(t));
+        int bad = 0;
+        for (int64_t pl = 0; pl < n * c; pl++)
+            for (int64_t oy = 0; oy < oh; oy++)
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    int64_t best = -1;
+                    for (int k = 0; k < 4; k++) {
+                        int64_t i = (pl * h + 2 * oy + k / 2) * w + 2 * ox + k % 2;
+                        double v = ad_tensor_get(x, i), b = best < 0 ? 0 : ad_tensor_get(x, best);
+                        if (best < 0 || v > b || (isnan(v) && !isnan(b))) best = i;
+                    }
+                    int64_t o = (pl * oh + oy) * ow + ox;
+                    double want = ad_tensor_get(x, best), got = ad_tensor_get(ad_value(y), o);
+                    bad += !(isnan(want) ? isnan(got) : got == want);
+                    bad += ad_tensor_get(ad_value(sel), o) != ad_tensor_get(gx, best);
+                    for (int k = 0; k < 4; k++) {
+                        int64_t i = (pl * h + 2 * oy + k / 2) * w + 2 * ox + k % 2;
+                        bad += ad_tensor_get(ad_value(gi), i) != (i == best ? ad_tensor_get(g, o) : 0.0);
+                    }
+                }
+        for (int64_t pl = 0; pl < n * c; pl++) /* the last row and column lie in no window */
+            for (int64_t i = 0; i < h * w; i++)
+                if (i / w == h - 1 || i % w == w - 1) bad += ad_tensor_get(ad_value(gi), pl * h * w + i) != 0.0;
+        ck_assert_msg(bad == 0, "%s: %d elements differ from the first-maximum rule", dt ? "F32" : "F64", bad);
+        ad_tape_free(t);
+        if (dt) {
+            ad_tensor_free(x);
+            ad_tensor_free(g);
+            ad_tensor_free(gx);
+        }
+    }
+    ad_tensor_free(x64);
+    ad_tensor_free(g64);
+    ad_tensor_free(gx64);
+}
+END_TEST
+
 START_TEST(maxpool_ties_and_errors)
 {
     /* ties: the whole gradient goes to the first maximum of each window */
@@ -842,6 +897,7 @@ static Suite *conv_suite(void)
     TCase *p = tcase_create("pool");
     tcase_add_loop_test(p, pool_forward_and_grads, 0, NPOOL);
     tcase_add_test(p, maxpool_2x2_fast_path);
+    tcase_add_test(p, maxpool_2x2_wide_rows);
     tcase_add_test(p, maxpool_ties_and_errors);
     tcase_set_timeout(p, 600);
     suite_add_tcase(s, p);
