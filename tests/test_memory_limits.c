@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ad.h"
@@ -52,7 +51,7 @@ typedef struct outcome {
     char err[512], out[512];
 } outcome;
 
-/* Runs the command with the address space limited to `mb` MiB (0: no limit), killing it after LIMIT_S. */
+/* Runs the command with the address space limited to `mb` MiB (0: no limit), ended by SIGALRM after LIMIT_S s. */
 static outcome run_limited(const char *exe, const char *csv, const char *dir, long mb)
 {
     char ep[600], op[600];
@@ -66,26 +65,15 @@ static outcome run_limited(const char *exe, const char *csv, const char *dir, lo
             struct rlimit rl = {(rlim_t)mb << 20, (rlim_t)mb << 20};
             if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(201);
         }
+        alarm(LIMIT_S); /* kept across exec: a command still running then is ended by SIGALRM */
         execl(exe, exe, "--train-csv", csv, "--test-csv", csv, "--layers", "32,256,4", "--epochs", "1",
               "--batch-size", "64", "--quiet", (char *)NULL);
         _exit(202);
     }
     outcome o = {0};
     int st = 0;
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        pid_t w = waitpid(pid, &st, WNOHANG);
-        if (w == pid) break;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - t0.tv_sec > LIMIT_S) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            o.timed_out = true;
-            break;
-        }
-        nanosleep(&(struct timespec){0, 20000000}, NULL);
-    }
+    while (waitpid(pid, &st, 0) < 0) ck_assert_int_eq(errno, EINTR);
+    o.timed_out = WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM;
     o.exited = WIFEXITED(st);
     o.status = o.exited ? WEXITSTATUS(st) : -1;
     o.signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
