@@ -212,6 +212,65 @@ static const ad__wgrad_kernel w_f32_avx2 = {
 static const ad__wgrad_kernel w_f64_avx2 = {
     "avx2", 4, {1, 2, 3}, {12, 6, 4}, {0}, {wg_f64_avx2_1, wg_f64_avx2_2, wg_f64_avx2_3}, tr_f32_avx2, tr_f64_avx2};
 
+/*
+** The lane kernels (see conv_kernels.h): per tap NV vector loads of the packed weights, MR
+** broadcasts of the input (one per position, each position's base address held in a register) and
+** MR NV fused multiply-adds. The input is read in place, nothing but the weights is packed.
+*/
+#define LC_UNROLL _Pragma("GCC unroll 8")
+
+#define LCONV(NAME, TARGET, T, V, MR, NV, W, LOAD, STORE, SET1, FMA, ZERO)                               \
+    TARGET static void NAME(int64_t kc, const T *a, const T *x, const int64_t *offs, const int64_t *pos, T *c, \
+                            int64_t ldc, bool add)                                                       \
+    {                                                                                                    \
+        V acc[MR][NV];                                                                                   \
+        const T *xp[MR];                                                                                 \
+        LC_UNROLL for (int i = 0; i < MR; i++) {                                                         \
+            xp[i] = x + pos[i];                                                                          \
+            LC_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = add ? LOAD(c + i * ldc + v * W) : ZERO(); \
+        }                                                                                                \
+        for (int64_t p = 0; p < kc; p++, a += NV * W) {                                                  \
+            int64_t o = offs[p];                                                                         \
+            V b[NV];                                                                                     \
+            LC_UNROLL for (int v = 0; v < NV; v++) b[v] = LOAD(a + v * W);                               \
+            LC_UNROLL for (int i = 0; i < MR; i++) {                                                     \
+                V xi = SET1(xp[i][o]);                                                                   \
+                LC_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = FMA(xi, b[v], acc[i][v]);             \
+            }                                                                                            \
+        }                                                                                                \
+        LC_UNROLL for (int i = 0; i < MR; i++) LC_UNROLL for (int v = 0; v < NV; v++)                    \
+            STORE(c + i * ldc + v * W, acc[i][v]);                                                       \
+    }
+
+#define LCONV_512(T, S, V, W, LOAD, STORE, SET1, FMA, ZERO)                                              \
+    LCONV(lc_##S##_avx512_1, T512, T, V, 8, 1, W, LOAD, STORE, SET1, FMA, ZERO)                          \
+    LCONV(lc_##S##_avx512_2, T512, T, V, 8, 2, W, LOAD, STORE, SET1, FMA, ZERO)                          \
+    LCONV(lc_##S##_avx512_3, T512, T, V, 8, 3, W, LOAD, STORE, SET1, FMA, ZERO)                          \
+    LCONV(lc_##S##_avx512_4, T512, T, V, 6, 4, W, LOAD, STORE, SET1, FMA, ZERO)
+#define LCONV_256(T, S, V, W, LOAD, STORE, SET1, FMA, ZERO)                                              \
+    LCONV(lc_##S##_avx2_1, T256, T, V, 8, 1, W, LOAD, STORE, SET1, FMA, ZERO)                            \
+    LCONV(lc_##S##_avx2_2, T256, T, V, 6, 2, W, LOAD, STORE, SET1, FMA, ZERO)                            \
+    LCONV(lc_##S##_avx2_3, T256, T, V, 4, 3, W, LOAD, STORE, SET1, FMA, ZERO)
+
+/* AVX-512 (32 registers): 8 x 1, 8 x 2, 8 x 3, 6 x 4 accumulators; AVX2 (16): 8 x 1, 6 x 2, 4 x 3;
+** at most 8 positions, whose addresses with the tap's offset, the weights' and the loop's fill the
+** general registers. */
+LCONV_512(float, f32, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_setzero_ps)
+LCONV_512(double, f64, __m512d, 8, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_setzero_pd)
+LCONV_256(float, f32, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_setzero_ps)
+LCONV_256(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_setzero_pd)
+
+static const ad__lconv_kernel l_f32_avx512 = {"avx512", 16, 4, {8, 8, 8, 6},
+                                              {lc_f32_avx512_1, lc_f32_avx512_2, lc_f32_avx512_3, lc_f32_avx512_4},
+                                              {0}, tr_f32_avx2, tr_f64_avx2};
+static const ad__lconv_kernel l_f64_avx512 = {"avx512", 8, 4, {8, 8, 8, 6}, {0},
+                                              {lc_f64_avx512_1, lc_f64_avx512_2, lc_f64_avx512_3, lc_f64_avx512_4},
+                                              tr_f32_avx2, tr_f64_avx2};
+static const ad__lconv_kernel l_f32_avx2 = {"avx2", 8, 3, {8, 6, 4, 0}, {lc_f32_avx2_1, lc_f32_avx2_2, lc_f32_avx2_3},
+                                            {0}, tr_f32_avx2, tr_f64_avx2};
+static const ad__lconv_kernel l_f64_avx2 = {"avx2", 4, 3, {8, 6, 4, 0}, {0},
+                                            {lc_f64_avx2_1, lc_f64_avx2_2, lc_f64_avx2_3}, tr_f32_avx2, tr_f64_avx2};
+
 /* 2x2 max pooling's windows, 16 at a time: the row pair's even and odd columns split with two
 ** permutes, then the scalar loop's comparisons as masks (GCC left that loop scalar: perf put
 ** maxpool2_f32 at 31% of bench_cnn's samples). */
@@ -260,6 +319,14 @@ const ad__wgrad_kernel *ad__wgrad_select(bool f64)
     return NULL;
 }
 
+const ad__lconv_kernel *ad__lconv_select(bool f64)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return f64 ? &l_f64_avx512 : &l_f32_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return f64 ? &l_f64_avx2 : &l_f32_avx2;
+    return NULL;
+}
+
 const ad__dconv_kernel *ad__dconv_select(bool f64)
 {
     __builtin_cpu_init();
@@ -271,6 +338,12 @@ const ad__dconv_kernel *ad__dconv_select(bool f64)
 #else
 
 const ad__dconv_kernel *ad__dconv_select(bool f64)
+{
+    (void)f64;
+    return NULL;
+}
+
+const ad__lconv_kernel *ad__lconv_select(bool f64)
 {
     (void)f64;
     return NULL;

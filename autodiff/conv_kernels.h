@@ -62,6 +62,39 @@ typedef struct ad__wgrad_kernel {
 /* The weight-gradient kernel for this CPU and element type, or NULL (the packed path). */
 AD_INTERNAL const ad__wgrad_kernel *ad__wgrad_select(bool f64);
 
+/*
+** A lane kernel computes a tile of MR output positions x NV vectors of W output channels, the
+** channels as the vector lanes (the weight gradient's layout turned round for the forward product):
+**   c[i ldc + l] (+)= sum_p a[p NV W + l] x[pos[i] + offs[p]]   (i < MR, l < NV W)
+** a holds the weights of the tile's channels packed [kc][NV W] (zero past the last channel), x
+** points at the image's first padded element, pos[i] is position i's offset in it (any stride),
+** offs[p] tap p's (channel, row and column, any dilation). Each input element is broadcast, so no
+** lane is idle however narrow the rows; each output is one in-order sum over its taps, the same
+** whatever the tile, kind or thread. With add, the sum goes on from c (a later block of taps: the
+** same operations in the same order as one call over all the taps).
+*/
+typedef void (*ad__lconv_f32)(int64_t kc, const float *a, const float *x, const int64_t *offs, const int64_t *pos,
+                              float *c, int64_t ldc, bool add);
+typedef void (*ad__lconv_f64)(int64_t kc, const double *a, const double *x, const int64_t *offs,
+                              const int64_t *pos, double *c, int64_t ldc, bool add);
+
+#define AD__LCONV_MAX_NV 4
+
+typedef struct ad__lconv_kernel {
+    const char *name;
+    int w;                               /* lanes per vector */
+    int max_nv;                          /* kinds: nv = 1 .. max_nv vectors of channels */
+    int mr[AD__LCONV_MAX_NV];            /* positions per tile, by nv - 1 */
+    ad__lconv_f32 f32[AD__LCONV_MAX_NV]; /* exactly one of f32/f64 is set */
+    ad__lconv_f64 f64[AD__LCONV_MAX_NV];
+    /* dst[j ldd + i] = src[i lds + j]: the tiles' channels-last results put back channels first */
+    void (*tr_f32)(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd);
+    void (*tr_f64)(const double *src, int64_t lds, int64_t rows, int64_t cols, double *dst, int64_t ldd);
+} ad__lconv_kernel;
+
+/* The lane kernel for this CPU and element type, or NULL (no AVX2 or AVX-512). */
+AD_INTERNAL const ad__lconv_kernel *ad__lconv_select(bool f64);
+
 /* The maxima and argmaxes (0 .. 3, row-major in the window) of n 2x2 windows of the row pair r0,
 ** r1 (2 n elements each), the first maximum winning and NaN over numbers, as ops_conv.c's scalar
 ** loop; false (nothing written) without AVX-512. */

@@ -285,6 +285,159 @@ static ad_status dconv_run(ad_tape *t, ad_dtype dt, const ad__dconv_kernel *dk, 
     return AD_OK;
 }
 
+/* ---- the lane path: output channels as vector lanes, the input broadcast in place ---- */
+
+#define LCONV_MIN_K 64   /* fewer taps (a first layer's 9 or 25, a 1x1 of 32 channels): the direct kernel */
+#define LCONV_MAX_MR 8   /* the most positions of a lane kernel's tile */
+#define LCONV_CHUNK 48   /* positions computed, then transposed into the output: 8 tiles of 6, 6 of 8 */
+#define LCONV_KC_BYTES 20480 /* a block of taps' weights, at most (the L1 cache holds them) */
+
+/* A lane convolution: y [n][m][oh][ow] (image stride yb) from x ([n][cin][h][w] planes, channels xc
+** and images xb apart) with a zero border of ph rows and pw columns; pos[p] is output position p's
+** offset in a padded image (ohw + LCONV_MAX_MR entries, the last one repeated), offs[k] tap k's; the
+** weights packed per tile of channel vectors ([k][nv w], tiles of the kernel's widest kind, then the
+** rest). A unit is an image's block of pb positions: the thread pads the image into its own buffer
+** (where it stays in the cache for the products), computes the block channels last into a second
+** buffer in blocks of taps, and transposes it into y. */
+typedef struct lc_job {
+    const ad__lconv_kernel *lk;
+    bool f64;
+    const void *apack;
+    const int64_t *offs, *pos;
+    int64_t k, m, nvec, ohw, cin;
+    const void *x;
+    int64_t xc, xb, h, w, ph, pw;
+    void *y;
+    int64_t yb;
+    int64_t pb, units;
+    char *bufs;
+    size_t pad_bytes, buf_bytes;
+} lc_job;
+
+static void lc_share(void *ctx, int tid, int nth)
+{
+    const lc_job *j = ctx;
+    const ad__lconv_kernel *lk = j->lk;
+    size_t es = j->f64 ? sizeof(double) : sizeof(float);
+    int64_t mpad = j->nvec * lk->w, per = (j->ohw + j->pb - 1) / j->pb, hp = j->h + 2 * j->ph, wp = j->w + 2 * j->pw;
+    char *xp = j->bufs + (size_t)tid * j->buf_bytes, *buf = xp + j->pad_bytes;
+    char *const pad = xp;
+    int64_t have = -1; /* the image in pad */
+    for (int64_t u = j->units * tid / nth; u < j->units * (tid + 1) / nth; u++) {
+        int64_t b = u / per, p0 = u % per * j->pb, p1 = p0 + j->pb < j->ohw ? p0 + j->pb : j->ohw;
+        const char *src = (const char *)j->x + (size_t)(b * j->xb) * es;
+        if (j->ph == 0 && j->pw == 0 && j->xc == j->h * j->w) {
+            xp = (char *)(uintptr_t)src; /* no border: the planes as they are */
+        } else if (b != have) {
+            for (int64_t c = 0; c < j->cin; c++) {
+                if (j->f64)
+                    pad_planes_f64((const double *)(const void *)src + c * j->xc, j->h, j->w, j->ph, j->pw, 0, 1,
+                                   (double *)(void *)pad + c * hp * wp);
+                else
+                    pad_planes_f32((const float *)(const void *)src + c * j->xc, j->h, j->w, j->ph, j->pw, 0, 1,
+                                   (float *)(void *)pad + c * hp * wp);
+            }
+            xp = pad;
+            have = b;
+        }
+        /* chunks of LCONV_CHUNK positions, each transposed into y as soon as it is done (the stores
+        ** overlap the next chunk's products); blocks of taps whose weights stay in the L1 cache
+        ** across a chunk's tiles */
+        for (int64_t q0 = p0; q0 < p1; q0 += LCONV_CHUNK) {
+            int64_t q1 = q0 + LCONV_CHUNK < p1 ? q0 + LCONV_CHUNK : p1;
+            for (int64_t v0 = 0; v0 < j->nvec;) {
+                int nv = j->nvec - v0 < lk->max_nv ? (int)(j->nvec - v0) : lk->max_nv, mr = lk->mr[nv - 1];
+                int64_t tw = (int64_t)nv * lk->w, most = LCONV_KC_BYTES / (tw * (int64_t)es);
+                int64_t nb = (j->k + most - 1) / most, kcb = (j->k + nb - 1) / nb;
+                const char *at = (const char *)j->apack + (size_t)(v0 * lk->w * j->k) * es;
+                for (int64_t k0 = 0; k0 < j->k; k0 += kcb) {
+                    int64_t kc = j->k - k0 < kcb ? j->k - k0 : kcb;
+                    const char *a = at + (size_t)(k0 * tw) * es;
+                    for (int64_t i0 = q0; i0 < q1; i0 += mr) {
+                        char *c = buf + (size_t)((i0 - q0) * mpad + v0 * lk->w) * es;
+                        if (j->f64)
+                            lk->f64[nv - 1](kc, (const double *)(const void *)a, (const double *)(const void *)xp,
+                                            j->offs + k0, j->pos + i0, (double *)(void *)c, mpad, k0 > 0);
+                        else
+                            lk->f32[nv - 1](kc, (const float *)(const void *)a, (const float *)(const void *)xp,
+                                            j->offs + k0, j->pos + i0, (float *)(void *)c, mpad, k0 > 0);
+                    }
+                }
+                v0 += nv;
+            }
+            char *y = (char *)j->y + (size_t)(b * j->yb + q0) * es;
+            if (j->f64)
+                lk->tr_f64((const double *)(const void *)buf, mpad, q1 - q0, j->m, (double *)(void *)y, j->ohw);
+            else
+                lk->tr_f32((const float *)(const void *)buf, mpad, q1 - q0, j->m, (float *)(void *)y, j->ohw);
+        }
+    }
+}
+
+/* The lane kernel for a convolution producing m channels from k taps, or NULL when another path
+** suits it better (no SIMD kernel, few taps, or channel vectors mostly wasted). */
+static const ad__lconv_kernel *lconv_for(ad_dtype dt, int64_t m, int64_t k)
+{
+    const ad__lconv_kernel *lk = ad__lconv_select(dt == AD_F64);
+    if (!lk || k < LCONV_MIN_K) return NULL;
+    double fill = (double)m / (double)((m + lk->w - 1) / lk->w * lk->w);
+    return fill >= 0.75 ? lk : NULL;
+}
+
+/* Runs a lane convolution: weights w (m x cin kh kw, row stride ldw), input planes x (h x wd, cin
+** channels xc apart, images xb apart, padded here by ph rows and pw columns), the taps' geometry in q
+** (kh, kw, strides, dilations), output y [n][m][oh][ow] with images yb apart. */
+static ad_status lconv_run(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const void *w, int64_t ldw, int64_t m,
+                           int64_t cin, const geom *q, const void *x, int64_t xc, int64_t xb, int64_t h, int64_t wd,
+                           int64_t ph, int64_t pw, int64_t n, int64_t oh, int64_t ow, void *y, int64_t yb)
+{
+    int64_t k = cin * q->kh * q->kw, nvec = (m + lk->w - 1) / lk->w, mpad = nvec * lk->w, ohw = oh * ow;
+    int64_t hp = h + 2 * ph, wp = wd + 2 * pw, plane;
+    size_t es = ad_dtype_size(dt);
+    if (!ad__mul_ok(cin, hp * wp, &plane)) return AD_ERR_NOMEM;
+    int64_t *offs = ad__arena_alloc(t, (size_t)k * sizeof *offs);
+    int64_t *pos = ad__arena_alloc(t, (size_t)(ohw + LCONV_MAX_MR) * sizeof *pos);
+    char *ap = ad__arena_alloc(t, (size_t)(mpad * k) * es + 64);
+    if (!offs || !pos || !ap) return AD_ERR_NOMEM;
+    ap = (char *)(((uintptr_t)ap + 63) & ~(uintptr_t)63);
+    for (int64_t c = 0, p = 0; c < cin; c++)
+        for (int64_t i = 0; i < q->kh; i++)
+            for (int64_t jj = 0; jj < q->kw; jj++) offs[p++] = c * hp * wp + i * q->dh * wp + jj * q->dw;
+    for (int64_t p = 0; p < ohw + LCONV_MAX_MR; p++) {
+        int64_t pp = p < ohw ? p : ohw - 1;
+        pos[p] = pp / ow * q->sh * wp + pp % ow * q->sw;
+    }
+    /* tile by tile: [k][nv w] with the channels past m zero */
+    for (int64_t v0 = 0; v0 < nvec;) {
+        int64_t nv = nvec - v0 < lk->max_nv ? nvec - v0 : lk->max_nv, tw = nv * lk->w;
+        char *dst = ap + (size_t)(v0 * lk->w * k) * es;
+        for (int64_t p = 0; p < k; p++)
+            for (int64_t l = 0; l < tw; l++) {
+                int64_t co = v0 * lk->w + l;
+                if (dt == AD_F64)
+                    ((double *)(void *)dst)[p * tw + l] = co < m ? ((const double *)w)[co * ldw + p] : 0;
+                else
+                    ((float *)(void *)dst)[p * tw + l] = co < m ? ((const float *)w)[co * ldw + p] : 0;
+            }
+        v0 += nv;
+    }
+    int nth = conv_threads(m, n * ohw, k);
+    /* blocks of positions: whole images when there are enough to share, else whole chunks */
+    int64_t blocks = n >= 2 * nth ? 1 : (2 * nth + n - 1) / n;
+    int64_t pb = (ohw + blocks - 1) / blocks;
+    pb = (pb + LCONV_CHUNK - 1) / LCONV_CHUNK * LCONV_CHUNK;
+    int64_t units = n * ((ohw + pb - 1) / pb);
+    if (nth > units) nth = (int)units;
+    size_t pad_bytes = up64((size_t)plane * es), buf_bytes = pad_bytes + up64((size_t)((LCONV_CHUNK + LCONV_MAX_MR) * mpad) * es);
+    char *bufs = ad__arena_alloc(t, (size_t)nth * buf_bytes + 64);
+    if (!bufs) return AD_ERR_NOMEM;
+    bufs = (char *)(((uintptr_t)bufs + 63) & ~(uintptr_t)63);
+    lc_job j = {lk, dt == AD_F64, ap, offs, pos, k, m, nvec, ohw, cin, x, xc, xb, h, wd, ph, pw, y, yb, pb, units,
+                bufs, pad_bytes, buf_bytes};
+    ad__parallel(nth, lc_share, &j);
+    return AD_OK;
+}
+
 /* ---- the weight gradient's direct path: the gradient channels-last, the input broadcast in place ---- */
 
 /* One group's weight gradient, transposed: acc[t][co] = sum over images and positions of x at tap
@@ -512,6 +665,17 @@ ad_status ad__fwd_conv2d(ad_tape *t, ad_node *n)
     int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow;
     int64_t hp = q.h + 2 * q.ph, wp = q.w + 2 * q.pw;
     const ad__gemm_kernel *kr = conv_kernel(dt);
+    const ad__lconv_kernel *lk = lconv_for(dt, og, kk);
+    if (lk) {
+        for (int64_t g = 0; g < q.g; g++) {
+            ad_status st = lconv_run(t, dt, lk, (const char *)w->data + (size_t)(g * og * kk) * es, kk, og, cg, &q,
+                                     (const char *)x->data + (size_t)(g * cg * q.h * q.w) * es, q.h * q.w,
+                                     q.c * q.h * q.w, q.h, q.w, q.ph, q.pw, q.n, q.oh, q.ow,
+                                     (char *)n->value.data + (size_t)(g * og * ohw) * es, q.o * ohw);
+            if (st != AD_OK) return st;
+        }
+        return AD_OK;
+    }
     const ad__dconv_kernel *dk = dconv_for(dt, og, q.ow);
     const char *xp = padded_ex(t, dt, x->data, q.n * q.c, q.h, q.w, q.ph, q.pw, dk ? q.sw : 1, dk ? DCONV_SLACK : 0);
     if (!xp) return AD_ERR_NOMEM;
@@ -674,15 +838,32 @@ ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
     /* as a convolution: C = dX [cg][positions], unless cg is so small that most of the kernel's
     ** tile would be wasted (a first layer's one channel); else col = W^T G [kk][positions] per
     ** image and col2im */
-    if (gi_as_conv(&q) && (dconv_for(dt, cg, q.w) || tile_fit(kr, cg, kr->nr) >= 0.75)) {
+    int64_t kg = og * q.kh * q.kw;
+    const ad__lconv_kernel *lk = lconv_for(dt, cg, kg);
+    if (gi_as_conv(&q) && (lk || dconv_for(dt, cg, q.w) || tile_fit(kr, cg, kr->nr) >= 0.75)) {
         int64_t ph = q.dh * (q.kh - 1) - q.ph, pw = q.dw * (q.kw - 1) - q.pw;
-        int64_t hp = q.oh + 2 * ph, wp = q.ow + 2 * pw, kg = og * q.kh * q.kw;
-        const ad__dconv_kernel *dk = dconv_for(dt, cg, q.w);
-        const char *gp = padded(t, dt, gy->data, q.n * q.o, q.oh, q.ow, ph, pw, dk ? DCONV_SLACK : 0);
-        if (!gp) return AD_ERR_NOMEM;
+        int64_t hp = q.oh + 2 * ph, wp = q.ow + 2 * pw;
+        const ad__dconv_kernel *dk = lk ? NULL : dconv_for(dt, cg, q.w);
         /* the flipped kernel as a convolution's geometry: stride 1, same dilation */
         geom fq = q;
         fq.sh = fq.sw = 1;
+        if (lk) {
+            for (int64_t g = 0; g < q.g; g++) {
+                const char *wg = (const char *)w->data + (size_t)(g * og * kk) * es;
+                if (dt == AD_F64)
+                    wmat_double(&q, (const double *)(const void *)wg, true, wm);
+                else
+                    wmat_float(&q, (const float *)(const void *)wg, true, wm);
+                ad_status st = lconv_run(t, dt, lk, wm, kg, cg, og, &fq,
+                                         (const char *)gy->data + (size_t)(g * og * ohw) * es, ohw, q.o * ohw, q.oh,
+                                         q.ow, ph, pw, q.n, q.h, q.w, (char *)n->value.data + (size_t)(g * cg * hw) * es,
+                                         q.c * hw);
+                if (st != AD_OK) return st;
+            }
+            return AD_OK;
+        }
+        const char *gp = padded(t, dt, gy->data, q.n * q.o, q.oh, q.ow, ph, pw, dk ? DCONV_SLACK : 0);
+        if (!gp) return AD_ERR_NOMEM;
         for (int64_t g = 0; g < q.g; g++) {
             const char *wg = (const char *)w->data + (size_t)(g * og * kk) * es;
             if (dt == AD_F64)
