@@ -428,7 +428,8 @@ static ad_status lconv_run(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, 
     pb = (pb + LCONV_CHUNK - 1) / LCONV_CHUNK * LCONV_CHUNK;
     int64_t units = n * ((ohw + pb - 1) / pb);
     if (nth > units) nth = (int)units;
-    size_t pad_bytes = up64((size_t)plane * es), buf_bytes = pad_bytes + up64((size_t)((LCONV_CHUNK + LCONV_MAX_MR) * mpad) * es);
+    size_t pad_bytes = up64((size_t)plane * es);
+    size_t buf_bytes = pad_bytes + up64((size_t)((LCONV_CHUNK + LCONV_MAX_MR) * mpad) * es);
     char *bufs = ad__arena_alloc(t, (size_t)nth * buf_bytes + 64);
     if (!bufs) return AD_ERR_NOMEM;
     bufs = (char *)(((uintptr_t)bufs + 63) & ~(uintptr_t)63);

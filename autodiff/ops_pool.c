@@ -102,10 +102,11 @@ ARGMAX(float, f32)
 
 /* mode 0: y[o] = x[argmax]; 1: y[argmax] += g[o] (y zeroed, shaped like x); 2: y[o] = g[argmax] */
 #define MAXPOOL_LOOP(T, SUFFIX)                                                                          \
-    static void maxpool_##SUFFIX(const geom *q, const T *x, const T *g, T *y, int mode)                  \
+    static void maxpool_##SUFFIX(const geom *q, const T *x, const T *g, T *y, int mode, int64_t p0,      \
+                                 int64_t p1)                                                             \
     {                                                                                                    \
         int64_t hw = q->h * q->w, ohw = q->oh * q->ow;                                                   \
-        for (int64_t pl = 0; pl < q->n * q->c; pl++) {                                                   \
+        for (int64_t pl = p0; pl < p1; pl++) {                                                           \
             const T *xp = x + pl * hw;                                                                   \
             for (int64_t oy = 0; oy < q->oh; oy++)                                                       \
                 for (int64_t ox = 0; ox < q->ow; ox++) {                                                 \
@@ -143,12 +144,13 @@ MAXPOOL_LOOP(float, f32)
             bv[ox] = t3 ? v : b, bk[ox] = t3 ? 3 : k;                                                    \
         }                                                                                                \
     }                                                                                                    \
-    AD_CLONES static void maxpool2_##SUFFIX(const geom *q, const T *x, const T *g, T *y, int mode)       \
+    AD_CLONES static void maxpool2_##SUFFIX(const geom *q, const T *x, const T *g, T *y, int mode,       \
+                                            int64_t p0, int64_t p1)                                      \
     {                                                                                                    \
         int64_t hw = q->h * q->w, ohw = q->oh * q->ow, w = q->w;                                         \
         T bv[256];                                                                                       \
         int8_t bk[256];                                                                                  \
-        for (int64_t pl = 0; pl < q->n * q->c; pl++) {                                                   \
+        for (int64_t pl = p0; pl < p1; pl++) {                                                           \
             const T *xp = x + pl * hw;                                                                   \
             for (int64_t oy = 0; oy < q->oh; oy++)                                                       \
                 for (int64_t ox0 = 0; ox0 < q->ow; ox0 += 256) {                                         \
@@ -178,14 +180,42 @@ static bool no_fast_win(const double *r0, const double *r1, int64_t n, double *b
 MAXPOOL2(double, f64, no_fast_win)
 MAXPOOL2(float, f32, ad__maxpool2_win_f32)
 
+/* A max-pooling pass over a range of planes per thread (each plane's windows, and in mode 1 its
+** sums, stay on one thread: the same results whatever the thread count). */
+typedef struct mp_job {
+    const geom *q;
+    const ad_tensor *x, *g;
+    ad_tensor *y;
+    int mode;
+} mp_job;
+
+static void mp_share(void *ctx, int tid, int nth)
+{
+    const mp_job *j = ctx;
+    const geom *q = j->q;
+    int64_t planes = q->n * q->c, p0 = planes * tid / nth, p1 = planes * (tid + 1) / nth;
+    if (p0 >= p1) return;
+    size_t es = ad_dtype_size(j->x->dtype);
+    int64_t hw = q->h * q->w;
+    if (j->mode == 1) memset((char *)j->y->data + (size_t)(p0 * hw) * es, 0, (size_t)((p1 - p0) * hw) * es);
+    bool two = q->kh == 2 && q->kw == 2 && q->sh == 2 && q->sw == 2 && q->ph == 0 && q->pw == 0;
+    const void *g = j->g ? j->g->data : NULL;
+    if (j->x->dtype == AD_F64)
+        (two ? maxpool2_f64 : maxpool_f64)(q, j->x->data, g, j->y->data, j->mode, p0, p1);
+    else
+        (two ? maxpool2_f32 : maxpool_f32)(q, j->x->data, g, j->y->data, j->mode, p0, p1);
+}
+
+#define POOL_THREAD_ELEMS ((int64_t)1 << 16) /* inputs from this many elements use the pool */
+
 static void maxpool(const geom *q, const ad_tensor *x, const ad_tensor *g, ad_tensor *y, int mode)
 {
-    if (mode == 1) memset(y->data, 0, ad__nbytes(y));
-    bool two = q->kh == 2 && q->kw == 2 && q->sh == 2 && q->sw == 2 && q->ph == 0 && q->pw == 0;
-    if (x->dtype == AD_F64)
-        (two ? maxpool2_f64 : maxpool_f64)(q, x->data, g ? g->data : NULL, y->data, mode);
-    else
-        (two ? maxpool2_f32 : maxpool_f32)(q, x->data, g ? g->data : NULL, y->data, mode);
+    int nth = x->size >= POOL_THREAD_ELEMS ? ad_get_num_threads() : 1;
+    if (nth > AD__MAX_THREADS) nth = AD__MAX_THREADS;
+    if (nth > q->n * q->c) nth = (int)(q->n * q->c);
+    if (nth < 1) nth = 1;
+    mp_job j = {q, x, g, y, mode};
+    ad__parallel(nth, mp_share, &j);
 }
 
 /* Records a pooling op (max or average) after checking its parameters against x. */

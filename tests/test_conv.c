@@ -582,6 +582,73 @@ START_TEST(maxpool_2x2_wide_rows)
 }
 END_TEST
 
+/* Max pooling large enough to split its planes over two threads (2^16 inputs or more): the 2x2
+** fast path and a padded 3x3 window with stride 2, values on a coarse grid (ties) and NaNs, F32 and
+** F64. Forward against the definition (first maximum, NaN winning), and the forward, the adjoint and
+** the select op the same bits from 1 and 2 threads. */
+START_TEST(maxpool_two_threads)
+{
+    static const ad_pool2d_params ps[2] = {{2, 2, 2, 2, 0, 0}, {3, 3, 2, 2, 1, 1}};
+    const ad_pool2d_params *p = &ps[_i];
+    ad_tensor *x64 = rnd(AD_SHAPE(3, 7, 56, 58), 900 + (uint64_t)_i);
+    for (int64_t i = 0; i < x64->size; i++) {
+        double v = floor(ad_tensor_get(x64, i) * 4) / 4;
+        ad_tensor_set(x64, i, i % 997 == 5 ? NAN : v);
+    }
+    int64_t oh = (56 + 2 * p->pad_h - p->kernel_h) / p->stride_h + 1;
+    int64_t ow = (58 + 2 * p->pad_w - p->kernel_w) / p->stride_w + 1;
+    ad_tensor *g64 = rnd(AD_SHAPE(3, 7, oh, ow), 910 + (uint64_t)_i);
+    int saved = ad_get_num_threads();
+    for (int dt = 0; dt < 2; dt++) {
+        ad_tensor *x = dt ? tu_to_f32(x64) : x64, *g = dt ? tu_to_f32(g64) : g64;
+        ad_tensor *got[2][3] = {{NULL}};
+        for (int th = 0; th < 2; th++) {
+            ad_set_num_threads(th + 1);
+            ad_tape *t = ad_tape_new();
+            ad_var xv = ad_const(t, x);
+            ad_var r[3] = {ad_max_pool2d_ex(xv, p), ad__max_pool2d_grad(xv, ad_const(t, g), p),
+                           ad__max_pool2d_select(xv, ad_const(t, x), p)};
+            for (int o = 0; o < 3; o++) {
+                ck_assert_msg(ad_ok(r[o]), "%s", ad_tape_error(t));
+                got[th][o] = ad_tensor_clone(ad_value(r[o]));
+            }
+            ad_tape_free(t);
+        }
+        int64_t bad = -1;
+        for (int64_t pl = 0; pl < 21 && bad < 0; pl++)
+            for (int64_t oy = 0; oy < oh && bad < 0; oy++)
+                for (int64_t ox = 0; ox < ow && bad < 0; ox++) {
+                    double best = 0;
+                    bool any = false;
+                    for (int64_t i = 0; i < p->kernel_h; i++)
+                        for (int64_t j = 0; j < p->kernel_w; j++) {
+                            int64_t iy = oy * p->stride_h - p->pad_h + i, ix = ox * p->stride_w - p->pad_w + j;
+                            if (iy < 0 || iy >= 56 || ix < 0 || ix >= 58) continue;
+                            double v = ad_tensor_get(x, (pl * 56 + iy) * 58 + ix);
+                            if (!any || v > best || (isnan(v) && !isnan(best))) best = v, any = true;
+                        }
+                    int64_t o = (pl * oh + oy) * ow + ox;
+                    double y = ad_tensor_get(got[0][0], o), s = ad_tensor_get(got[0][2], o);
+                    if (!(isnan(best) ? isnan(y) && isnan(s) : y == best && s == best)) bad = o;
+                }
+        ck_assert_msg(bad < 0, "window %lld: not the definition's maximum (%s)", (long long)bad, dt ? "F32" : "F64");
+        for (int o = 0; o < 3; o++) {
+            ck_assert_msg(memcmp(got[0][o]->data, got[1][o]->data, (size_t)got[0][o]->size * (dt ? 4 : 8)) == 0,
+                          "window %d, %s, result %d: 1 and 2 threads differ", _i, dt ? "F32" : "F64", o);
+            ad_tensor_free(got[0][o]);
+            ad_tensor_free(got[1][o]);
+        }
+        if (dt) {
+            ad_tensor_free(x);
+            ad_tensor_free(g);
+        }
+    }
+    ad_set_num_threads(saved);
+    ad_tensor_free(x64);
+    ad_tensor_free(g64);
+}
+END_TEST
+
 START_TEST(maxpool_ties_and_errors)
 {
     /* ties: the whole gradient goes to the first maximum of each window */
@@ -906,6 +973,7 @@ static Suite *conv_suite(void)
     tcase_add_test(p, maxpool_2x2_fast_path);
     tcase_add_test(p, maxpool_2x2_wide_rows);
     tcase_add_test(p, maxpool_ties_and_errors);
+    tcase_add_loop_test(p, maxpool_two_threads, 0, 2);
     tcase_set_timeout(p, 600);
     suite_add_tcase(s, p);
     TCase *m = tcase_create("nn");
