@@ -221,13 +221,14 @@ static const ad__wgrad_kernel w_f64_avx2 = {
 
 #define LCONV(NAME, TARGET, T, V, MR, NV, W, LOAD, STORE, SET1, FMA, ZERO)                               \
     TARGET static void NAME(int64_t kc, const T *a, const T *x, const int64_t *offs, const int64_t *pos, T *c, \
-                            int64_t ldc, bool add)                                                       \
+                            int64_t ldc, const int64_t *row, bool add)                                   \
     {                                                                                                    \
         V acc[MR][NV];                                                                                   \
         const T *xp[MR];                                                                                 \
         LC_UNROLL for (int i = 0; i < MR; i++) {                                                         \
             xp[i] = x + pos[i];                                                                          \
-            LC_UNROLL for (int v = 0; v < NV; v++) acc[i][v] = add ? LOAD(c + i * ldc + v * W) : ZERO(); \
+            LC_UNROLL for (int v = 0; v < NV; v++)                                                       \
+                acc[i][v] = add ? LOAD(c + row[i] * ldc + v * W) : ZERO();                               \
         }                                                                                                \
         for (int64_t p = 0; p < kc; p++, a += NV * W) {                                                  \
             int64_t o = offs[p];                                                                         \
@@ -239,7 +240,7 @@ static const ad__wgrad_kernel w_f64_avx2 = {
             }                                                                                            \
         }                                                                                                \
         LC_UNROLL for (int i = 0; i < MR; i++) LC_UNROLL for (int v = 0; v < NV; v++)                    \
-            STORE(c + i * ldc + v * W, acc[i][v]);                                                       \
+            STORE(c + row[i] * ldc + v * W, acc[i][v]);                                                  \
     }
 
 #define LCONV_512(T, S, V, W, LOAD, STORE, SET1, FMA, ZERO)                                              \

@@ -65,18 +65,19 @@ AD_INTERNAL const ad__wgrad_kernel *ad__wgrad_select(bool f64);
 /*
 ** A lane kernel computes a tile of MR output positions x NV vectors of W output channels, the
 ** channels as the vector lanes (the weight gradient's layout turned round for the forward product):
-**   c[i ldc + l] (+)= sum_p a[p NV W + l] x[pos[i] + offs[p]]   (i < MR, l < NV W)
+**   c[row[i] ldc + l] (+)= sum_p a[p NV W + l] x[pos[i] + offs[p]]   (i < MR, l < NV W)
 ** a holds the weights of the tile's channels packed [kc][NV W] (zero past the last channel), x
 ** points at the image's first padded element, pos[i] is position i's offset in it (any stride),
-** offs[p] tap p's (channel, row and column, any dilation). Each input element is broadcast, so no
-** lane is idle however narrow the rows; each output is one in-order sum over its taps, the same
+** offs[p] tap p's (channel, row and column, any dilation), row[i] its row of c. Each input element
+** is broadcast, so no lane is idle however narrow the rows; each output is one in-order sum over
+** its taps, the same
 ** whatever the tile, kind or thread. With add, the sum goes on from c (a later block of taps: the
 ** same operations in the same order as one call over all the taps).
 */
 typedef void (*ad__lconv_f32)(int64_t kc, const float *a, const float *x, const int64_t *offs, const int64_t *pos,
-                              float *c, int64_t ldc, bool add);
+                              float *c, int64_t ldc, const int64_t *row, bool add);
 typedef void (*ad__lconv_f64)(int64_t kc, const double *a, const double *x, const int64_t *offs,
-                              const int64_t *pos, double *c, int64_t ldc, bool add);
+                              const int64_t *pos, double *c, int64_t ldc, const int64_t *row, bool add);
 
 #define AD__LCONV_MAX_NV 4
 

@@ -289,45 +289,99 @@ static ad_status dconv_run(ad_tape *t, ad_dtype dt, const ad__dconv_kernel *dk, 
 
 #define LCONV_MIN_K 64   /* fewer taps (a first layer's 9 or 25, a 1x1 of 32 channels): the direct kernel */
 #define LCONV_MAX_MR 8   /* the most positions of a lane kernel's tile */
-#define LCONV_CHUNK 48   /* positions computed, then transposed into the output: 8 tiles of 6, 6 of 8 */
+#define LCONV_CHUNK 48   /* output positions computed, then transposed into the output, at least */
 #define LCONV_KC_BYTES 20480 /* a block of taps' weights, at most (the L1 cache holds them) */
 
-/* A lane convolution: y [n][m][oh][ow] (image stride yb) from x ([n][cin][h][w] planes, channels xc
-** and images xb apart) with a zero border of ph rows and pw columns; pos[p] is output position p's
-** offset in a padded image (ohw + LCONV_MAX_MR entries, the last one repeated), offs[k] tap k's; the
-** weights packed per tile of channel vectors ([k][nv w], tiles of the kernel's widest kind, then the
-** rest). A unit is an image's block of pb positions: the thread pads the image into its own buffer
-** (where it stays in the cache for the products), computes the block channels last into a second
-** buffer in blocks of taps, and transposes it into y. */
+/* One phase of a lane convolution: the output positions (r0 + jy rs, c0 + jx cs) for jy < nr,
+** jx < nc, which read the padded input at jy xr + jx xc + offs[t] for their k taps t with the
+** weights apack (packed per tile of channel vectors: [k][nv w], tiles of the kernel's widest kind,
+** then the rest). A forward convolution is one phase; the input gradient of a stride-s convolution
+** has s x s, one per residue of the input position (a tap reaches the positions of one residue). */
+typedef struct lc_phase {
+    const void *apack;
+    const int64_t *offs;
+    int64_t k, r0, rs, c0, cs, nr, nc, xr, xc;
+} lc_phase;
+
+/* A lane convolution: y [n][m][oh][ow] (images yb apart) from x ([n][cin][h][w] planes, channels
+** xc and images xb apart) with a zero border of ph rows and pw columns. A unit is an image's block
+** of ub output rows: the thread pads the image into its own buffer (where it stays in the cache for
+** the products), then for each chunk of rb output rows runs every phase's tiles, in blocks of taps,
+** channels last into a second buffer, and transposes the chunk into y (its stores overlap the next
+** chunk's products). */
 typedef struct lc_job {
     const ad__lconv_kernel *lk;
     bool f64;
-    const void *apack;
-    const int64_t *offs, *pos;
-    int64_t k, m, nvec, ohw, cin;
+    const lc_phase *phase;
+    int nphase;
+    int64_t m, nvec, oh, ow, cin;
     const void *x;
     int64_t xc, xb, h, w, ph, pw;
     void *y;
     int64_t yb;
-    int64_t pb, units;
+    int64_t ub, rb, units;
     char *bufs;
-    size_t pad_bytes, buf_bytes;
+    size_t pad_bytes, out_bytes, buf_bytes;
 } lc_job;
+
+/* Runs phase f's positions among output rows [y0, y1) into buf (rows: positions from row y0). */
+static void lc_phase_rows(const lc_job *j, const lc_phase *f, const char *xp, int64_t y0, int64_t y1, char *buf,
+                          int64_t *lpos, int64_t *lrow)
+{
+    const ad__lconv_kernel *lk = j->lk;
+    size_t es = j->f64 ? sizeof(double) : sizeof(float);
+    int64_t jy0 = y0 > f->r0 ? (y0 - f->r0 + f->rs - 1) / f->rs : 0, jy1 = (y1 - f->r0 + f->rs - 1) / f->rs;
+    if (y1 <= f->r0) jy1 = 0;
+    if (jy1 > f->nr) jy1 = f->nr;
+    int64_t cnt = 0;
+    for (int64_t jy = jy0; jy < jy1; jy++)
+        for (int64_t jx = 0; jx < f->nc; jx++, cnt++) {
+            lpos[cnt] = jy * f->xr + jx * f->xc;
+            lrow[cnt] = (f->r0 + jy * f->rs - y0) * j->ow + f->c0 + jx * f->cs;
+        }
+    if (cnt == 0) return;
+    for (int64_t i = cnt; i < cnt + LCONV_MAX_MR; i++) /* a last partial tile repeats the last position */
+        lpos[i] = lpos[cnt - 1], lrow[i] = lrow[cnt - 1];
+    int64_t mpad = j->nvec * lk->w;
+    for (int64_t v0 = 0; v0 < j->nvec;) {
+        int nv = j->nvec - v0 < lk->max_nv ? (int)(j->nvec - v0) : lk->max_nv, mr = lk->mr[nv - 1];
+        int64_t tw = (int64_t)nv * lk->w, most = LCONV_KC_BYTES / (tw * (int64_t)es);
+        int64_t nb = f->k > most ? (f->k + most - 1) / most : 1, kcb = (f->k + nb - 1) / nb;
+        const char *at = (const char *)f->apack + (size_t)(v0 * lk->w * f->k) * es;
+        /* blocks of taps whose weights stay in the L1 cache across the chunk's tiles; a phase
+        ** without taps still runs one (empty) block, which writes its zeros */
+        for (int64_t k0 = 0; k0 == 0 || k0 < f->k; k0 += kcb) {
+            int64_t kc = f->k - k0 < kcb ? f->k - k0 : kcb;
+            const char *a = at + (size_t)(k0 * tw) * es;
+            char *c = buf + (size_t)(v0 * lk->w) * es;
+            for (int64_t i0 = 0; i0 < cnt; i0 += mr) {
+                if (j->f64)
+                    lk->f64[nv - 1](kc, (const double *)(const void *)a, (const double *)(const void *)xp,
+                                    f->offs + k0, lpos + i0, (double *)(void *)c, mpad, lrow + i0, k0 > 0);
+                else
+                    lk->f32[nv - 1](kc, (const float *)(const void *)a, (const float *)(const void *)xp,
+                                    f->offs + k0, lpos + i0, (float *)(void *)c, mpad, lrow + i0, k0 > 0);
+            }
+            if (kcb == 0) break;
+        }
+        v0 += nv;
+    }
+}
 
 static void lc_share(void *ctx, int tid, int nth)
 {
     const lc_job *j = ctx;
     const ad__lconv_kernel *lk = j->lk;
     size_t es = j->f64 ? sizeof(double) : sizeof(float);
-    int64_t mpad = j->nvec * lk->w, per = (j->ohw + j->pb - 1) / j->pb, hp = j->h + 2 * j->ph, wp = j->w + 2 * j->pw;
-    char *xp = j->bufs + (size_t)tid * j->buf_bytes, *buf = xp + j->pad_bytes;
-    char *const pad = xp;
+    int64_t mpad = j->nvec * lk->w, per = (j->oh + j->ub - 1) / j->ub, hp = j->h + 2 * j->ph, wp = j->w + 2 * j->pw;
+    char *pad = j->bufs + (size_t)tid * j->buf_bytes, *buf = pad + j->pad_bytes;
+    int64_t *lpos = (int64_t *)(void *)(buf + j->out_bytes), *lrow = lpos + j->rb * j->ow + LCONV_MAX_MR;
     int64_t have = -1; /* the image in pad */
     for (int64_t u = j->units * tid / nth; u < j->units * (tid + 1) / nth; u++) {
-        int64_t b = u / per, p0 = u % per * j->pb, p1 = p0 + j->pb < j->ohw ? p0 + j->pb : j->ohw;
-        const char *src = (const char *)j->x + (size_t)(b * j->xb) * es;
+        int64_t b = u / per, u0 = u % per * j->ub, u1 = u0 + j->ub < j->oh ? u0 + j->ub : j->oh;
+        const char *src = (const char *)j->x + (size_t)(b * j->xb) * es, *xp = pad;
         if (j->ph == 0 && j->pw == 0 && j->xc == j->h * j->w) {
-            xp = (char *)(uintptr_t)src; /* no border: the planes as they are */
+            xp = src; /* no border: the planes as they are */
         } else if (b != have) {
             for (int64_t c = 0; c < j->cin; c++) {
                 if (j->f64)
@@ -337,39 +391,18 @@ static void lc_share(void *ctx, int tid, int nth)
                     pad_planes_f32((const float *)(const void *)src + c * j->xc, j->h, j->w, j->ph, j->pw, 0, 1,
                                    (float *)(void *)pad + c * hp * wp);
             }
-            xp = pad;
             have = b;
         }
-        /* chunks of LCONV_CHUNK positions, each transposed into y as soon as it is done (the stores
-        ** overlap the next chunk's products); blocks of taps whose weights stay in the L1 cache
-        ** across a chunk's tiles */
-        for (int64_t q0 = p0; q0 < p1; q0 += LCONV_CHUNK) {
-            int64_t q1 = q0 + LCONV_CHUNK < p1 ? q0 + LCONV_CHUNK : p1;
-            for (int64_t v0 = 0; v0 < j->nvec;) {
-                int nv = j->nvec - v0 < lk->max_nv ? (int)(j->nvec - v0) : lk->max_nv, mr = lk->mr[nv - 1];
-                int64_t tw = (int64_t)nv * lk->w, most = LCONV_KC_BYTES / (tw * (int64_t)es);
-                int64_t nb = (j->k + most - 1) / most, kcb = (j->k + nb - 1) / nb;
-                const char *at = (const char *)j->apack + (size_t)(v0 * lk->w * j->k) * es;
-                for (int64_t k0 = 0; k0 < j->k; k0 += kcb) {
-                    int64_t kc = j->k - k0 < kcb ? j->k - k0 : kcb;
-                    const char *a = at + (size_t)(k0 * tw) * es;
-                    for (int64_t i0 = q0; i0 < q1; i0 += mr) {
-                        char *c = buf + (size_t)((i0 - q0) * mpad + v0 * lk->w) * es;
-                        if (j->f64)
-                            lk->f64[nv - 1](kc, (const double *)(const void *)a, (const double *)(const void *)xp,
-                                            j->offs + k0, j->pos + i0, (double *)(void *)c, mpad, k0 > 0);
-                        else
-                            lk->f32[nv - 1](kc, (const float *)(const void *)a, (const float *)(const void *)xp,
-                                            j->offs + k0, j->pos + i0, (float *)(void *)c, mpad, k0 > 0);
-                    }
-                }
-                v0 += nv;
-            }
-            char *y = (char *)j->y + (size_t)(b * j->yb + q0) * es;
+        for (int64_t y0 = u0; y0 < u1; y0 += j->rb) {
+            int64_t y1 = y0 + j->rb < u1 ? y0 + j->rb : u1;
+            for (int f = 0; f < j->nphase; f++) lc_phase_rows(j, &j->phase[f], xp, y0, y1, buf, lpos, lrow);
+            char *y = (char *)j->y + (size_t)(b * j->yb + y0 * j->ow) * es;
             if (j->f64)
-                lk->tr_f64((const double *)(const void *)buf, mpad, q1 - q0, j->m, (double *)(void *)y, j->ohw);
+                lk->tr_f64((const double *)(const void *)buf, mpad, (y1 - y0) * j->ow, j->m, (double *)(void *)y,
+                           j->oh * j->ow);
             else
-                lk->tr_f32((const float *)(const void *)buf, mpad, q1 - q0, j->m, (float *)(void *)y, j->ohw);
+                lk->tr_f32((const float *)(const void *)buf, mpad, (y1 - y0) * j->ow, j->m, (float *)(void *)y,
+                           j->oh * j->ow);
         }
     }
 }
@@ -384,59 +417,150 @@ static const ad__lconv_kernel *lconv_for(ad_dtype dt, int64_t m, int64_t k)
     return fill >= 0.75 ? lk : NULL;
 }
 
-/* Runs a lane convolution: weights w (m x cin kh kw, row stride ldw), input planes x (h x wd, cin
-** channels xc apart, images xb apart, padded here by ph rows and pw columns), the taps' geometry in q
-** (kh, kw, strides, dilations), output y [n][m][oh][ow] with images yb apart. */
-static ad_status lconv_run(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const void *w, int64_t ldw, int64_t m,
-                           int64_t cin, const geom *q, const void *x, int64_t xc, int64_t xb, int64_t h, int64_t wd,
-                           int64_t ph, int64_t pw, int64_t n, int64_t oh, int64_t ow, void *y, int64_t yb)
+/* Where the lane kernels' weights come from: tap t's weight for channel co (the vector lane) is
+** w[co ld + (tmap ? tmap[t] : t)]. */
+typedef struct wsrc {
+    const void *w;
+    int64_t ld;
+    const int64_t *tmap;
+} wsrc;
+
+/* The weights of k taps for m channels packed per tile of channel vectors ([k][nv w], zero past
+** m; see lc_phase), in the tape's arena. */
+static void *lc_pack(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const wsrc *src, int64_t m, int64_t k)
 {
-    int64_t k = cin * q->kh * q->kw, nvec = (m + lk->w - 1) / lk->w, mpad = nvec * lk->w, ohw = oh * ow;
-    int64_t hp = h + 2 * ph, wp = wd + 2 * pw, plane;
+    int64_t nvec = (m + lk->w - 1) / lk->w, mpad = nvec * lk->w;
     size_t es = ad_dtype_size(dt);
-    if (!ad__mul_ok(cin, hp * wp, &plane)) return AD_ERR_NOMEM;
-    int64_t *offs = ad__arena_alloc(t, (size_t)k * sizeof *offs);
-    int64_t *pos = ad__arena_alloc(t, (size_t)(ohw + LCONV_MAX_MR) * sizeof *pos);
-    char *ap = ad__arena_alloc(t, (size_t)(mpad * k) * es + 64);
-    if (!offs || !pos || !ap) return AD_ERR_NOMEM;
+    char *ap = ad__arena_alloc(t, (size_t)(mpad * (k > 0 ? k : 1)) * es + 64);
+    if (!ap) return NULL;
     ap = (char *)(((uintptr_t)ap + 63) & ~(uintptr_t)63);
-    for (int64_t c = 0, p = 0; c < cin; c++)
-        for (int64_t i = 0; i < q->kh; i++)
-            for (int64_t jj = 0; jj < q->kw; jj++) offs[p++] = c * hp * wp + i * q->dh * wp + jj * q->dw;
-    for (int64_t p = 0; p < ohw + LCONV_MAX_MR; p++) {
-        int64_t pp = p < ohw ? p : ohw - 1;
-        pos[p] = pp / ow * q->sh * wp + pp % ow * q->sw;
-    }
-    /* tile by tile: [k][nv w] with the channels past m zero */
     for (int64_t v0 = 0; v0 < nvec;) {
         int64_t nv = nvec - v0 < lk->max_nv ? nvec - v0 : lk->max_nv, tw = nv * lk->w;
         char *dst = ap + (size_t)(v0 * lk->w * k) * es;
-        for (int64_t p = 0; p < k; p++)
+        for (int64_t p = 0; p < k; p++) {
+            int64_t at = src->tmap ? src->tmap[p] : p;
             for (int64_t l = 0; l < tw; l++) {
                 int64_t co = v0 * lk->w + l;
                 if (dt == AD_F64)
-                    ((double *)(void *)dst)[p * tw + l] = co < m ? ((const double *)w)[co * ldw + p] : 0;
+                    ((double *)(void *)dst)[p * tw + l] = co < m ? ((const double *)src->w)[co * src->ld + at] : 0;
                 else
-                    ((float *)(void *)dst)[p * tw + l] = co < m ? ((const float *)w)[co * ldw + p] : 0;
+                    ((float *)(void *)dst)[p * tw + l] = co < m ? ((const float *)src->w)[co * src->ld + at] : 0;
             }
+        }
         v0 += nv;
     }
-    int nth = conv_threads(m, n * ohw, k);
-    /* blocks of positions: whole images when there are enough to share, else whole chunks */
+    return ap;
+}
+
+/* Runs a lane convolution (see lc_job) over its phases. */
+static ad_status lc_launch(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const lc_phase *phase, int nphase,
+                           int64_t m, int64_t cin, const void *x, int64_t xc, int64_t xb, int64_t h, int64_t wd,
+                           int64_t ph, int64_t pw, int64_t n, int64_t oh, int64_t ow, void *y, int64_t yb, int64_t macs)
+{
+    int64_t nvec = (m + lk->w - 1) / lk->w, mpad = nvec * lk->w, plane;
+    size_t es = ad_dtype_size(dt);
+    if (!ad__mul_ok(cin, (h + 2 * ph) * (wd + 2 * pw), &plane)) return AD_ERR_NOMEM;
+    int nth = conv_threads(1, 1, macs);
+    int64_t rb = (LCONV_CHUNK + ow - 1) / ow; /* output rows per chunk */
+    /* units: whole images when there are enough to share, else blocks of rows */
     int64_t blocks = n >= 2 * nth ? 1 : (2 * nth + n - 1) / n;
-    int64_t pb = (ohw + blocks - 1) / blocks;
-    pb = (pb + LCONV_CHUNK - 1) / LCONV_CHUNK * LCONV_CHUNK;
-    int64_t units = n * ((ohw + pb - 1) / pb);
+    int64_t ub = (oh + blocks - 1) / blocks;
+    int64_t units = n * ((oh + ub - 1) / ub);
     if (nth > units) nth = (int)units;
-    size_t pad_bytes = up64((size_t)plane * es);
-    size_t buf_bytes = pad_bytes + up64((size_t)((LCONV_CHUNK + LCONV_MAX_MR) * mpad) * es);
+    size_t pad_bytes = up64((size_t)plane * es), out_bytes = up64((size_t)((rb * ow + LCONV_MAX_MR) * mpad) * es);
+    size_t buf_bytes = pad_bytes + out_bytes + up64(2 * (size_t)(rb * ow + LCONV_MAX_MR) * sizeof(int64_t));
     char *bufs = ad__arena_alloc(t, (size_t)nth * buf_bytes + 64);
     if (!bufs) return AD_ERR_NOMEM;
     bufs = (char *)(((uintptr_t)bufs + 63) & ~(uintptr_t)63);
-    lc_job j = {lk, dt == AD_F64, ap, offs, pos, k, m, nvec, ohw, cin, x, xc, xb, h, wd, ph, pw, y, yb, pb, units,
-                bufs, pad_bytes, buf_bytes};
+    lc_job j = {lk, dt == AD_F64, phase, nphase, m, nvec, oh, ow, cin, x, xc, xb, h, wd, ph, pw, y, yb, ub, rb, units,
+                bufs, pad_bytes, out_bytes, buf_bytes};
     ad__parallel(nth, lc_share, &j);
     return AD_OK;
+}
+
+/* A forward convolution by the lane kernels: weights w (m x cin kh kw, row stride ldw), input
+** planes x (h x wd, cin channels xc apart, images xb apart, padded here as q says), output y
+** [n][m][oh][ow] with images yb apart. */
+static ad_status lconv_run(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const void *w, int64_t ldw, int64_t m,
+                           int64_t cin, const geom *q, const void *x, int64_t xc, int64_t xb, int64_t h, int64_t wd,
+                           int64_t n, int64_t oh, int64_t ow, void *y, int64_t yb)
+{
+    int64_t k = cin * q->kh * q->kw, hp = h + 2 * q->ph, wp = wd + 2 * q->pw;
+    int64_t *offs = ad__arena_alloc(t, (size_t)k * sizeof *offs);
+    wsrc src = {w, ldw, NULL};
+    void *ap = lc_pack(t, dt, lk, &src, m, k);
+    if (!offs || !ap) return AD_ERR_NOMEM;
+    for (int64_t c = 0, p = 0; c < cin; c++)
+        for (int64_t i = 0; i < q->kh; i++)
+            for (int64_t jj = 0; jj < q->kw; jj++) offs[p++] = c * hp * wp + i * q->dh * wp + jj * q->dw;
+    lc_phase f = {ap, offs, k, 0, 1, 0, 1, oh, ow, q->sh * wp, q->sw};
+    return lc_launch(t, dt, lk, &f, 1, m, cin, x, xc, xb, h, wd, q->ph, q->pw, n, oh, ow, y, yb, m * n * oh * ow * k);
+}
+
+/* The taps of a stride-s input gradient that reach input residue a: kernel index i with
+** (a + p - i d) divisible by s; e[i] = (a + p - i d) / s is then the output offset of input step 0. */
+static int64_t phase_taps(int64_t a, int64_t p, int64_t d, int64_t s, int64_t k, int64_t *idx, int64_t *e)
+{
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < k; i++) {
+        int64_t v = a + p - i * d;
+        if (((v % s) + s) % s == 0) idx[cnt] = i, e[cnt++] = v / s; /* exact: C's division is then exact */
+    }
+    return cnt;
+}
+
+/* The input gradient of group g's convolution by the lane kernels, one phase per residue (a, b) of
+** the input position modulo the strides: gi[c][a + sh jy][b + sw jx] = sum over og, the residue's
+** taps (i, j) of w[o][c][i][j] gy[o][jy + e_i][jx + e_j], gy read with a zero border wide enough
+** for every phase. */
+static ad_status lconv_grad_input(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const geom *q, const void *wg,
+                                  const void *gyg, void *gig)
+{
+    int64_t cg = q->c / q->g, og = q->o / q->g, khw = q->kh * q->kw, nph = q->sh * q->sw;
+    lc_phase *phase = ad__arena_alloc(t, (size_t)nph * sizeof *phase);
+    int64_t *ti = ad__arena_alloc(t, (size_t)(2 * (q->kh + q->kw)) * sizeof *ti);
+    if (!phase || !ti) return AD_ERR_NOMEM;
+    int64_t *ei = ti + q->kh, *tj = ei + q->kh, *ej = tj + q->kw;
+    /* the border: how far above/left and below/right of gy any phase reads */
+    int64_t bt = 0, bb = 0, bl = 0, br = 0;
+    for (int64_t a = 0; a < q->sh && a < q->h; a++) {
+        int64_t nr = (q->h - a + q->sh - 1) / q->sh, ni = phase_taps(a, q->ph, q->dh, q->sh, q->kh, ti, ei);
+        for (int64_t i = 0; i < ni; i++) {
+            if (-ei[i] > bt) bt = -ei[i];
+            if (nr - 1 + ei[i] - (q->oh - 1) > bb) bb = nr - 1 + ei[i] - (q->oh - 1);
+        }
+    }
+    for (int64_t b = 0; b < q->sw && b < q->w; b++) {
+        int64_t nc = (q->w - b + q->sw - 1) / q->sw, nj = phase_taps(b, q->pw, q->dw, q->sw, q->kw, tj, ej);
+        for (int64_t i = 0; i < nj; i++) {
+            if (-ej[i] > bl) bl = -ej[i];
+            if (nc - 1 + ej[i] - (q->ow - 1) > br) br = nc - 1 + ej[i] - (q->ow - 1);
+        }
+    }
+    int64_t bh = bt > bb ? bt : bb, bw = bl > br ? bl : br, gwp = q->ow + 2 * bw, gplane = (q->oh + 2 * bh) * gwp;
+    int nphase = 0;
+    int64_t macs = 0;
+    for (int64_t a = 0; a < q->sh && a < q->h; a++)
+        for (int64_t b = 0; b < q->sw && b < q->w; b++) {
+            int64_t ni = phase_taps(a, q->ph, q->dh, q->sh, q->kh, ti, ei);
+            int64_t nj = phase_taps(b, q->pw, q->dw, q->sw, q->kw, tj, ej), k = og * ni * nj;
+            int64_t *offs = ad__arena_alloc(t, (size_t)(k > 0 ? k : 1) * 2 * sizeof *offs), *tmap = offs + k;
+            if (!offs) return AD_ERR_NOMEM;
+            for (int64_t o = 0, p = 0; o < og; o++)
+                for (int64_t i = 0; i < ni; i++)
+                    for (int64_t jj = 0; jj < nj; jj++, p++) {
+                        offs[p] = o * gplane + (ei[i] + bh) * gwp + ej[jj] + bw;
+                        tmap[p] = o * cg * khw + ti[i] * q->kw + tj[jj]; /* w[o][c][i][j] = w[c khw + tmap] */
+                    }
+            wsrc src = {wg, khw, tmap};
+            void *ap = lc_pack(t, dt, lk, &src, cg, k);
+            if (!ap) return AD_ERR_NOMEM;
+            int64_t nr = (q->h - a + q->sh - 1) / q->sh, nc = (q->w - b + q->sw - 1) / q->sw;
+            phase[nphase++] = (lc_phase){ap, offs, k, a, q->sh, b, q->sw, nr, nc, gwp, 1};
+            macs += cg * nr * nc * k;
+        }
+    return lc_launch(t, dt, lk, phase, nphase, cg, og, gyg, q->oh * q->ow, q->o * q->oh * q->ow, q->oh, q->ow, bh, bw,
+                     q->n, q->h, q->w, gig, q->c * q->h * q->w, macs * q->n);
 }
 
 /* ---- the weight gradient's direct path: the gradient channels-last, the input broadcast in place ---- */
@@ -671,7 +795,7 @@ ad_status ad__fwd_conv2d(ad_tape *t, ad_node *n)
         for (int64_t g = 0; g < q.g; g++) {
             ad_status st = lconv_run(t, dt, lk, (const char *)w->data + (size_t)(g * og * kk) * es, kk, og, cg, &q,
                                      (const char *)x->data + (size_t)(g * cg * q.h * q.w) * es, q.h * q.w,
-                                     q.c * q.h * q.w, q.h, q.w, q.ph, q.pw, q.n, q.oh, q.ow,
+                                     q.c * q.h * q.w, q.h, q.w, q.n, q.oh, q.ow,
                                      (char *)n->value.data + (size_t)(g * og * ohw) * es, q.o * ohw);
             if (st != AD_OK) return st;
         }
@@ -840,29 +964,24 @@ ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
     ** tile would be wasted (a first layer's one channel); else col = W^T G [kk][positions] per
     ** image and col2im */
     int64_t kg = og * q.kh * q.kw;
+    /* channels as vector lanes, any stride (a phase per residue of the input position) */
     const ad__lconv_kernel *lk = lconv_for(dt, cg, kg);
-    if (gi_as_conv(&q) && (lk || dconv_for(dt, cg, q.w) || tile_fit(kr, cg, kr->nr) >= 0.75)) {
+    if (lk) {
+        for (int64_t g = 0; g < q.g; g++) {
+            ad_status st = lconv_grad_input(t, dt, lk, &q, (const char *)w->data + (size_t)(g * og * kk) * es,
+                                            (const char *)gy->data + (size_t)(g * og * ohw) * es,
+                                            (char *)n->value.data + (size_t)(g * cg * hw) * es);
+            if (st != AD_OK) return st;
+        }
+        return AD_OK;
+    }
+    if (gi_as_conv(&q) && (dconv_for(dt, cg, q.w) || tile_fit(kr, cg, kr->nr) >= 0.75)) {
         int64_t ph = q.dh * (q.kh - 1) - q.ph, pw = q.dw * (q.kw - 1) - q.pw;
         int64_t hp = q.oh + 2 * ph, wp = q.ow + 2 * pw;
-        const ad__dconv_kernel *dk = lk ? NULL : dconv_for(dt, cg, q.w);
+        const ad__dconv_kernel *dk = dconv_for(dt, cg, q.w);
         /* the flipped kernel as a convolution's geometry: stride 1, same dilation */
         geom fq = q;
         fq.sh = fq.sw = 1;
-        if (lk) {
-            for (int64_t g = 0; g < q.g; g++) {
-                const char *wg = (const char *)w->data + (size_t)(g * og * kk) * es;
-                if (dt == AD_F64)
-                    wmat_double(&q, (const double *)(const void *)wg, true, wm);
-                else
-                    wmat_float(&q, (const float *)(const void *)wg, true, wm);
-                ad_status st = lconv_run(t, dt, lk, wm, kg, cg, og, &fq,
-                                         (const char *)gy->data + (size_t)(g * og * ohw) * es, ohw, q.o * ohw, q.oh,
-                                         q.ow, ph, pw, q.n, q.h, q.w, (char *)n->value.data + (size_t)(g * cg * hw) * es,
-                                         q.c * hw);
-                if (st != AD_OK) return st;
-            }
-            return AD_OK;
-        }
         const char *gp = padded(t, dt, gy->data, q.n * q.o, q.oh, q.ow, ph, pw, dk ? DCONV_SLACK : 0);
         if (!gp) return AD_ERR_NOMEM;
         for (int64_t g = 0; g < q.g; g++) {

@@ -291,6 +291,12 @@ static const conv_case wide_cases[] = {
     {1, 8, 10, 35, 48, 3, 3, {2, 2, 1, 1, 1, 1, 1}},
     {2, 16, 7, 9, 28, 3, 3, {1, 1, 1, 1, 2, 2, 1}},
     {1, 32, 6, 10, 32, 3, 3, {1, 1, 1, 1, 1, 1, 2}},
+    /* input gradients of strided convolutions by the lane kernels, a phase per residue of the input
+    ** position: stride 2 on odd sizes; a 1x1 with stride 2, whose odd rows and columns get no tap
+    ** (zeros); strides 3 x 2 with unequal padding and a dilated height */
+    {2, 16, 9, 13, 24, 3, 3, {2, 2, 1, 1, 1, 1, 1}},
+    {1, 16, 10, 11, 64, 1, 1, {2, 2, 0, 0, 1, 1, 1}},
+    {1, 16, 11, 12, 8, 3, 3, {3, 2, 1, 2, 2, 1, 1}},
 };
 #define NWIDE ((int)(sizeof wide_cases / sizeof wide_cases[0]))
 
