@@ -425,10 +425,14 @@ static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *s
         return one;
     }
     if (!seed_fits(t, op, seed, vy)) return ad__invalid(t);
-    ad_var s = ad_full(t, vy->dtype, vy->ndim, vy->shape, 0.0);
+    /* copied straight into the arena (no fill first: a large seed is one pass over memory, not two) */
+    size_t bytes = ad__nbytes(seed);
+    void *data = ad__arena_alloc(t, bytes ? bytes : 1);
+    if (!data) return ad__invalid(t); /* AD_ERR_NOMEM is on the tape */
+    if (bytes) memcpy(data, seed->data, bytes);
+    ad_var s = ad__wrap(t, vy, data);
     if (s.id == AD_NO_NODE) return s;
     ad__node(t, s.id)->flags |= AD_NODE_BACKWARD; /* part of the backward pass (DOT, fingerprint) */
-    if (seed->size) memcpy(ad__node(t, s.id)->value.data, seed->data, ad__nbytes(seed));
     return s;
 }
 
