@@ -294,13 +294,13 @@ static ad_status dconv_run(ad_tape *t, ad_dtype dt, const ad__dconv_kernel *dk, 
 
 /* One phase of a lane convolution: the output positions (r0 + jy rs, c0 + jx cs) for jy < nr,
 ** jx < nc, which read the padded input at jy xr + jx xc + offs[t] for their k taps t with the
-** weights apack (packed per tile of channel vectors: [k][nv w], tiles of the kernel's widest kind,
-** then the rest). A forward convolution is one phase; the input gradient of a stride-s convolution
+** weights apack (packed per tile of channel vectors: [k][nv w], the tiles as lc_nv says). A forward convolution is one phase; the input gradient of a stride-s convolution
 ** has s x s, one per residue of the input position (a tap reaches the positions of one residue). */
 typedef struct lc_phase {
     const void *apack;
     const int64_t *offs;
     int64_t k, r0, rs, c0, cs, nr, nc, xr, xc;
+    int64_t tpc; /* taps per input channel (consecutive in offs) */
 } lc_phase;
 
 /* A lane convolution: y [n][m][oh][ow] (images yb apart) from x ([n][cin][h][w] planes, channels
@@ -317,12 +317,22 @@ typedef struct lc_job {
     int64_t m, nvec, oh, ow, cin;
     const void *x;
     int64_t xc, xb, h, w, ph, pw;
+    int64_t plane_bytes; /* of a padded input plane */
     void *y;
     int64_t yb;
     int64_t ub, rb, units;
     char *bufs;
     size_t pad_bytes, out_bytes, buf_bytes;
 } lc_job;
+
+/* The vectors of the channel tile starting at vector v0: as few tiles as the widest kind allows,
+** as even as they can be (4 vectors on AVX2, whose widest kind holds 3: 2 + 2, not 3 + 1, whose
+** one-vector tile has too few accumulators to hide the multiply-add latency). */
+static int lc_nv(int64_t nvec, int max_nv, int64_t v0)
+{
+    int64_t nt = (nvec + max_nv - 1) / max_nv, base = nvec / nt, rem = nvec % nt;
+    return (int)(v0 < rem * (base + 1) ? base + 1 : base);
+}
 
 /* The lines of the next chunk's output, fetched a few per kernel call while this chunk computes:
 ** its transpose then stores into the cache (the stores had missed it: perf put the transposes at
@@ -370,8 +380,11 @@ static void lc_phase_rows(const lc_job *j, const lc_phase *f, const char *xp, in
         lpos[i] = lpos[cnt - 1], lrow[i] = lrow[cnt - 1];
     int64_t mpad = j->nvec * lk->w;
     for (int64_t v0 = 0; v0 < j->nvec;) {
-        int nv = j->nvec - v0 < lk->max_nv ? (int)(j->nvec - v0) : lk->max_nv, mr = lk->mr[nv - 1];
+        int nv = lc_nv(j->nvec, lk->max_nv, v0), mr = lk->mr[nv - 1];
+        /* at most LCONV_KC_BYTES of weights and about as much of the input per block */
         int64_t tw = (int64_t)nv * lk->w, most = LCONV_KC_BYTES / (tw * (int64_t)es);
+        int64_t xmost = LCONV_KC_BYTES * f->tpc / j->plane_bytes;
+        if (xmost < most) most = xmost > f->tpc ? xmost : f->tpc;
         int64_t nb = f->k > most ? (f->k + most - 1) / most : 1, kcb = (f->k + nb - 1) / nb;
         const char *at = (const char *)f->apack + (size_t)(v0 * lk->w * f->k) * es;
         /* blocks of taps whose weights stay in the L1 cache across the chunk's tiles; a phase
@@ -467,7 +480,7 @@ static void *lc_pack(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const 
     if (!ap) return NULL;
     ap = (char *)(((uintptr_t)ap + 63) & ~(uintptr_t)63);
     for (int64_t v0 = 0; v0 < nvec;) {
-        int64_t nv = nvec - v0 < lk->max_nv ? nvec - v0 : lk->max_nv, tw = nv * lk->w;
+        int64_t nv = lc_nv(nvec, lk->max_nv, v0), tw = nv * lk->w;
         char *dst = ap + (size_t)(v0 * lk->w * k) * es;
         for (int64_t p = 0; p < k; p++) {
             int64_t at = src->tmap ? src->tmap[p] : p;
@@ -493,7 +506,10 @@ static ad_status lc_launch(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, 
     size_t es = ad_dtype_size(dt);
     if (!ad__mul_ok(cin, (h + 2 * ph) * (wd + 2 * pw), &plane)) return AD_ERR_NOMEM;
     int nth = conv_threads(1, 1, macs);
-    int64_t rb = (LCONV_CHUNK + ow - 1) / ow; /* output rows per chunk */
+    /* output rows per chunk: LCONV_CHUNK positions or more for each phase (whose rows and columns
+    ** are rs and cs apart) */
+    int64_t rs = phase[0].rs, pcols = (ow + phase[0].cs - 1) / phase[0].cs;
+    int64_t rb = (LCONV_CHUNK + pcols - 1) / pcols * rs;
     /* units: whole images when there are enough to share, else blocks of rows */
     int64_t blocks = n >= 2 * nth ? 1 : (2 * nth + n - 1) / n;
     int64_t ub = (oh + blocks - 1) / blocks;
@@ -504,8 +520,9 @@ static ad_status lc_launch(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, 
     char *bufs = ad__arena_alloc(t, (size_t)nth * buf_bytes + 64);
     if (!bufs) return AD_ERR_NOMEM;
     bufs = (char *)(((uintptr_t)bufs + 63) & ~(uintptr_t)63);
-    lc_job j = {lk, dt == AD_F64, phase, nphase, m, nvec, oh, ow, cin, x, xc, xb, h, wd, ph, pw, y, yb, ub, rb, units,
-                bufs, pad_bytes, out_bytes, buf_bytes};
+    lc_job j = {lk, dt == AD_F64, phase, nphase, m, nvec, oh, ow, cin, x, xc, xb, h, wd, ph, pw,
+                (int64_t)((size_t)((h + 2 * ph) * (wd + 2 * pw)) * es), y, yb, ub, rb, units, bufs, pad_bytes, out_bytes,
+                buf_bytes};
     ad__parallel(nth, lc_share, &j);
     return AD_OK;
 }
@@ -525,7 +542,7 @@ static ad_status lconv_run(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, 
     for (int64_t c = 0, p = 0; c < cin; c++)
         for (int64_t i = 0; i < q->kh; i++)
             for (int64_t jj = 0; jj < q->kw; jj++) offs[p++] = c * hp * wp + i * q->dh * wp + jj * q->dw;
-    lc_phase f = {ap, offs, k, 0, 1, 0, 1, oh, ow, q->sh * wp, q->sw};
+    lc_phase f = {ap, offs, k, 0, 1, 0, 1, oh, ow, q->sh * wp, q->sw, q->kh * q->kw};
     return lc_launch(t, dt, lk, &f, 1, m, cin, x, xc, xb, h, wd, q->ph, q->pw, n, oh, ow, y, yb, m * n * oh * ow * k);
 }
 
@@ -588,7 +605,7 @@ static ad_status lconv_grad_input(ad_tape *t, ad_dtype dt, const ad__lconv_kerne
             void *ap = lc_pack(t, dt, lk, &src, cg, k);
             if (!ap) return AD_ERR_NOMEM;
             int64_t nr = (q->h - a + q->sh - 1) / q->sh, nc = (q->w - b + q->sw - 1) / q->sw;
-            phase[nphase++] = (lc_phase){ap, offs, k, a, q->sh, b, q->sw, nr, nc, gwp, 1};
+            phase[nphase++] = (lc_phase){ap, offs, k, a, q->sh, b, q->sw, nr, nc, gwp, 1, ni * nj > 0 ? ni * nj : 1};
             macs += cg * nr * nc * k;
         }
     return lc_launch(t, dt, lk, phase, nphase, cg, og, gyg, q->oh * q->ow, q->o * q->oh * q->ow, q->oh, q->ow, bh, bw,
@@ -996,8 +1013,11 @@ ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
     ** tile would be wasted (a first layer's one channel); else col = W^T G [kk][positions] per
     ** image and col2im */
     int64_t kg = og * q.kh * q.kw;
-    /* channels as vector lanes, any stride (a phase per residue of the input position) */
+    /* channels as vector lanes, a phase per residue of the input position; strides above 1 with
+    ** 64-byte vectors only (with AVX2's 32, on this project's AVX-512 machine, the stride-2 3x3 of
+    ** bench_conv took 8.2 ms this way against 6.7 by col2im) */
     const ad__lconv_kernel *lk = lconv_for(dt, cg, kg);
+    if (lk && (q.sh > 1 || q.sw > 1) && lk->w * (int64_t)es < 64) lk = NULL;
     if (lk) {
         for (int64_t g = 0; g < q.g; g++) {
             ad_status st = lconv_grad_input(t, dt, lk, &q, (const char *)w->data + (size_t)(g * og * kk) * es,
