@@ -1,5 +1,6 @@
 /* ops_unary.c: elementwise unary ops and scalar variants; each forward beside its VJP. */
 #include "jvp.h"
+#include "kernels.h"
 #include "vjp.h"
 #include "vmath.h"
 
@@ -9,10 +10,21 @@
 #define INV_SQRT_2PI 0.39894228040143267794
 #define TWO_INV_SQRT_PI 1.12837916709551257390
 
+/* A forward split over threads (kernels.h): each share runs the op's loop on its range. */
+typedef struct unary_job {
+    void *y;
+    const void *x;
+    int64_t n;
+    double c0, c1;
+    bool f64;
+} unary_job;
+
 /* An op's formula as a loop over its elements, and on one element (scalars,
 ** see unary()); c0, c1 are its scalar attributes. The F32 loop is always
-** inlined into each ISA clone of ad__fwd_<op>: GCC's size limits would keep
-** the longer formulas (exp, sigmoid of vmath.h) out, compiled for the baseline only. */
+** inlined into each ISA clone of ad__fwd_<op> and of its share <op>_range:
+** GCC's size limits would keep the longer formulas (exp, sigmoid of vmath.h)
+** out, compiled for the baseline only. From 2 AD__PAR_MIN elements on the
+** loop is split over threads. */
 #define UNARY(name, EXPR64, EXPR32)                                                                      \
     static inline double name##_one64(double v, double c0, double c1) { return (EXPR64); }               \
     static inline float name##_one32(float v, float c0, float c1) { return (EXPR32); }                   \
@@ -34,11 +46,27 @@
             y[i] = (EXPR32);                                                                             \
         }                                                                                                \
     }                                                                                                    \
+    AD_CLONES static void name##_range(void *ctx, int tid, int nth)                                      \
+    {                                                                                                    \
+        const unary_job *j = ctx;                                                                        \
+        int64_t lo, hi;                                                                                  \
+        ad__par_range(j->n, tid, nth, &lo, &hi);                                                         \
+        if (j->f64)                                                                                      \
+            name##_f64((double *)j->y + lo, (const double *)j->x + lo, hi - lo, j->c0, j->c1);          \
+        else                                                                                             \
+            name##_f32((float *)j->y + lo, (const float *)j->x + lo, hi - lo, j->c0, j->c1);            \
+    }                                                                                                    \
     AD_CLONES ad_status ad__fwd_##name(ad_tape *t, ad_node *n)                                           \
     {                                                                                                    \
         const ad_tensor *x = ad__in(t, n, 0);                                                            \
         if (x->size == 1 && x->dtype == AD_F64) { /* one element (a replayed scalar graph) */            \
             *(double *)n->value.data = name##_one64(*(const double *)x->data, n->attr.f[0], n->attr.f[1]); \
+            return AD_OK;                                                                                \
+        }                                                                                                \
+        int nth = ad__par_threads(x->size);                                                              \
+        if (nth > 1) {                                                                                   \
+            unary_job j = {n->value.data, x->data, x->size, n->attr.f[0], n->attr.f[1], x->dtype == AD_F64}; \
+            ad__parallel(nth, name##_range, &j);                                                         \
             return AD_OK;                                                                                \
         }                                                                                                \
         if (x->dtype == AD_F64)                                                                          \
@@ -75,15 +103,58 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
 /* The fast path (see vjp.h): the VJP's formula on the tensors, with g = dL/dy, x the input,
 ** y the output and c0 the first attribute, written in the same order of operations as the recorded
 ** VJP. FAST(name, GX64, GX32) gives the formula on one element; fast_unary, inlined into each ISA
-** clone of the op's fast VJP, runs it over the elements. */
+** clone of the op's fast VJP, runs it over the elements, or over threads (<name>_grange, a clone
+** too) from 2 AD__PAR_MIN elements on. */
 #define FAST(name, GX64, GX32)                                                                           \
     static inline double name##_gx64(double g, double x, double y, double c0) { return (GX64); }         \
     static inline float name##_gx32(float g, float x, float y, float c0) { return (GX32); }              \
-    AD_CLONES FAST_VJP(name) { return fast_unary(sw, n, gy, name##_gx64, name##_gx32); }
+    AD_CLONES static void name##_grange(void *ctx, int tid, int nth)                                     \
+    {                                                                                                    \
+        fast_share(ctx, tid, nth, name##_gx64, name##_gx32);                                             \
+    }                                                                                                    \
+    AD_CLONES FAST_VJP(name) { return fast_unary(sw, n, gy, name##_gx64, name##_gx32, name##_grange); }
 
-static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad_tensor *gy,
-                                        double (*gx64)(double g, double x, double y, double c0),
-                                        float (*gx32)(float g, float x, float y, float c0))
+typedef double (*gx64_fn)(double g, double x, double y, double c0);
+typedef float (*gx32_fn)(float g, float x, float y, float c0);
+
+/* The gradient's loops: elements [lo, hi) of o written (fresh) or added to. */
+typedef struct fast_job {
+    void *o;
+    const void *g, *x, *y;
+    int64_t n;
+    double c0;
+    bool f64, fresh;
+} fast_job;
+
+static AD_ALWAYS_INLINE void fast_loops(const fast_job *j, int64_t lo, int64_t hi, gx64_fn gx64, gx32_fn gx32)
+{
+    if (j->f64) {
+        const double *gp = j->g, *xp = j->x, *yp = j->y;
+        double *o = j->o, c0 = j->c0;
+        if (j->fresh) /* two loops, not a select in one: each vectorizes */
+            for (int64_t i = lo; i < hi; i++) o[i] = gx64(gp[i], xp[i], yp[i], c0);
+        else
+            for (int64_t i = lo; i < hi; i++) o[i] += gx64(gp[i], xp[i], yp[i], c0);
+    } else {
+        const float *gp = j->g, *xp = j->x, *yp = j->y;
+        float *o = j->o, c0 = (float)j->c0;
+        if (j->fresh)
+            for (int64_t i = lo; i < hi; i++) o[i] = gx32(gp[i], xp[i], yp[i], c0);
+        else
+            for (int64_t i = lo; i < hi; i++) o[i] += gx32(gp[i], xp[i], yp[i], c0);
+    }
+}
+
+static AD_ALWAYS_INLINE void fast_share(void *ctx, int tid, int nth, gx64_fn gx64, gx32_fn gx32)
+{
+    const fast_job *j = ctx;
+    int64_t lo, hi;
+    ad__par_range(j->n, tid, nth, &lo, &hi);
+    fast_loops(j, lo, hi, gx64, gx32);
+}
+
+static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad_tensor *gy, gx64_fn gx64,
+                                        gx32_fn gx32, void (*share)(void *ctx, int tid, int nth))
 {
     ad_tape *t = sw->t;
     bool fresh;
@@ -104,22 +175,12 @@ static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad
     }
     void *buf = ad__gslot(sw, n, 0, &fresh);
     if (!buf) return true;
-    int64_t cnt = xt->size;
-    if (xt->dtype == AD_F64) {
-        const double *gp = gy->data, *xp = xt->data, *yp = n->value.data;
-        double *o = buf, c0 = n->attr.f[0];
-        if (fresh) /* two loops, not a select in one: each vectorizes */
-            for (int64_t i = 0; i < cnt; i++) o[i] = gx64(gp[i], xp[i], yp[i], c0);
-        else
-            for (int64_t i = 0; i < cnt; i++) o[i] += gx64(gp[i], xp[i], yp[i], c0);
-    } else {
-        const float *gp = gy->data, *xp = xt->data, *yp = n->value.data;
-        float *o = buf, c0 = (float)n->attr.f[0];
-        if (fresh)
-            for (int64_t i = 0; i < cnt; i++) o[i] = gx32(gp[i], xp[i], yp[i], c0);
-        else
-            for (int64_t i = 0; i < cnt; i++) o[i] += gx32(gp[i], xp[i], yp[i], c0);
-    }
+    fast_job j = {buf, gy->data, xt->data, n->value.data, xt->size, n->attr.f[0], xt->dtype == AD_F64, fresh};
+    int nth = ad__par_threads(j.n);
+    if (nth > 1)
+        ad__parallel(nth, share, &j);
+    else
+        fast_loops(&j, 0, j.n, gx64, gx32);
     return true;
 }
 
