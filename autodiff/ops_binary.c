@@ -46,43 +46,140 @@ typedef void (*inner_f32)(float *, const float *, int64_t, const float *, int64_
     INNER(op##_f64, double, EXPR64)                                                                      \
     INNER(op##_f32, float, EXPR32)
 
+/* A broadcast walk: y's shape with the dims of size 1 dropped and neighbours that every operand
+** walks alike merged (a bias [1, C, 1, 1] over [N, C, H, W]: [N, C, H W]), the operands'
+** element strides (0 where broadcast; the last one is 0 or 1), and the row kernels. */
+typedef struct walk {
+    int nd;
+    int64_t shape[AD_MAX_DIMS], sa[AD_MAX_DIMS], sb[AD_MAX_DIMS];
+    char *y;
+    const char *a, *b;
+    size_t es;
+    bool f64;
+    inner_f64 k64;
+    inner_f32 k32;
+} walk;
+
+static void walk_init(walk *w, ad_tensor *y, const ad_tensor *a, const ad_tensor *b)
+{
+    int64_t sa[AD_MAX_DIMS], sb[AD_MAX_DIMS];
+    ad__bcast_strides(a, y->ndim, y->shape, sa);
+    ad__bcast_strides(b, y->ndim, y->shape, sb);
+    int nd = 0;
+    for (int d = 0; d < y->ndim; d++) {
+        if (y->shape[d] == 1) continue;
+        int64_t m = y->shape[d];
+        if (nd > 0 && w->sa[nd - 1] == sa[d] * m && w->sb[nd - 1] == sb[d] * m) { /* merge into the previous dim */
+            w->shape[nd - 1] *= m;
+            w->sa[nd - 1] = sa[d];
+            w->sb[nd - 1] = sb[d];
+            continue;
+        }
+        w->shape[nd] = m;
+        w->sa[nd] = sa[d];
+        w->sb[nd] = sb[d];
+        nd++;
+    }
+    if (nd == 0) { /* (one element) */
+        w->shape[0] = 1;
+        w->sa[0] = w->sb[0] = 0;
+        nd = 1;
+    }
+    w->nd = nd;
+    w->y = y->data;
+    w->a = a->data;
+    w->b = b->data;
+    w->es = ad_dtype_size(y->dtype);
+    w->f64 = y->dtype == AD_F64;
+}
+
+/* Runs the row kernel on n elements of y from element yo, a's from ao and b's from bo. */
+static inline void walk_row(const walk *w, int64_t yo, int64_t ao, int64_t bo, int64_t n)
+{
+    int last = w->nd - 1;
+    if (w->f64)
+        w->k64((double *)(void *)(w->y + yo * w->es), (const double *)(const void *)(w->a + ao * w->es), w->sa[last],
+               (const double *)(const void *)(w->b + bo * w->es), w->sb[last], n);
+    else
+        w->k32((float *)(void *)(w->y + yo * w->es), (const float *)(const void *)(w->a + ao * w->es), w->sa[last],
+               (const float *)(const void *)(w->b + bo * w->es), w->sb[last], n);
+}
+
+/* Rows [r0, r1) of the walk (a row: the last dim), in order. */
+static void walk_rows(const walk *w, int64_t r0, int64_t r1)
+{
+    int last = w->nd - 1;
+    int64_t inner = w->shape[last], idx[AD_MAX_DIMS] = {0}, off[2] = {0, 0}; /* a's and b's */
+    const int64_t *st[2] = {w->sa, w->sb};
+    for (int64_t d = last - 1, r = r0; r0 > 0 && d >= 0; d--) { /* row r0's index and offsets */
+        idx[d] = r % w->shape[d];
+        r /= w->shape[d];
+        off[0] += idx[d] * w->sa[d];
+        off[1] += idx[d] * w->sb[d];
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        walk_row(w, r * inner, off[0], off[1], inner);
+        ad__odometer_next(last, w->shape, idx, 2, st, off);
+    }
+}
+
+/* Share tid of a walk on threads: a range of rows, or of one row's elements when there is one. */
+static void walk_share(void *ctx, int tid, int nth)
+{
+    const walk *w = ctx;
+    int last = w->nd - 1;
+    int64_t lo, hi;
+    if (last == 0) {
+        ad__par_range(w->shape[0], tid, nth, &lo, &hi);
+        if (hi > lo) walk_row(w, lo, lo * w->sa[0], lo * w->sb[0], hi - lo);
+        return;
+    }
+    int64_t rows = 1;
+    for (int d = 0; d < last; d++) rows *= w->shape[d];
+    walk_rows(w, rows * tid / nth, rows * (tid + 1) / nth);
+}
+
+/* y as one row: a and b each of y's size (stride 1) or of one element (stride 0). */
+static void one_row(ad_tensor *y, const ad_tensor *a, int64_t sa, const ad_tensor *b, int64_t sb, inner_f64 f64,
+                    inner_f32 f32)
+{
+    if (y->dtype == AD_F64)
+        f64(y->data, a->data, sa, b->data, sb, y->size);
+    else
+        f32(y->data, a->data, sa, b->data, sb, y->size);
+}
+
+/* y = a op b broadcast, by the row kernels f64/f32; on threads from 2 AD__PAR_MIN elements of y,
+** each share a range of y's rows (or of its elements), each element computed as on one thread. */
 static void drive(ad_tensor *y, const ad_tensor *a, const ad_tensor *b, inner_f64 f64, inner_f32 f32)
 {
     if (y->size == 0) return;
-    size_t es = ad_dtype_size(y->dtype);
-    char *py = y->data;
-    const char *pa = a->data, *pb = b->data;
-#define CALL(yo, ao, sa_, bo, sb_, n)                                                                    \
-    do {                                                                                                 \
-        if (y->dtype == AD_F64)                                                                          \
-            f64((double *)(void *)(py + (yo) * es), (const double *)(const void *)(pa + (ao) * es), sa_,  \
-                (const double *)(const void *)(pb + (bo) * es), sb_, n);                                 \
-        else                                                                                             \
-            f32((float *)(void *)(py + (yo) * es), (const float *)(const void *)(pa + (ao) * es), sa_,   \
-                (const float *)(const void *)(pb + (bo) * es), sb_, n);                                  \
-    } while (0)
-    if (a->size == y->size && b->size == y->size) {
-        CALL(0, 0, 1, 0, 1, y->size);
-        return;
+    int nth = ad__par_threads(y->size);
+    if (nth == 1) { /* the common shapes without the walk's set-up */
+        if (a->size == y->size && b->size == y->size) {
+            one_row(y, a, 1, b, 1, f64, f32);
+            return;
+        }
+        if (b->size == 1 && a->size == y->size) {
+            one_row(y, a, 1, b, 0, f64, f32);
+            return;
+        }
+        if (a->size == 1 && b->size == y->size) {
+            one_row(y, a, 0, b, 1, f64, f32);
+            return;
+        }
     }
-    if (b->size == 1 && a->size == y->size) {
-        CALL(0, 0, 1, 0, 0, y->size);
-        return;
+    walk w;
+    walk_init(&w, y, a, b);
+    w.k64 = f64;
+    w.k32 = f32;
+    int64_t rows = y->size / w.shape[w.nd - 1];
+    if (nth > 1) {
+        if (w.nd > 1 && rows < nth) nth = (int)rows; /* (few long rows: a share of a row or more) */
+        ad__parallel(nth, walk_share, &w);
+    } else {
+        walk_rows(&w, 0, rows);
     }
-    if (a->size == 1 && b->size == y->size) {
-        CALL(0, 0, 0, 0, 1, y->size);
-        return;
-    }
-    int64_t sa[AD_MAX_DIMS], sb[AD_MAX_DIMS], idx[AD_MAX_DIMS] = {0};
-    ad__bcast_strides(a, y->ndim, y->shape, sa);
-    ad__bcast_strides(b, y->ndim, y->shape, sb);
-    int last = y->ndim - 1;
-    int64_t inner = y->shape[last], off[2] = {0, 0}; /* a's and b's */
-    for (int64_t o = 0; o < y->size; o += inner) {
-        CALL(o, off[0], sa[last], off[1], sb[last], inner);
-        ad__odometer_next(last, y->shape, idx, 2, (const int64_t *const[]){sa, sb}, off);
-    }
-#undef CALL
 }
 
 /* Validated operands of any shape: dtypes, the broadcast shape, the node. */
@@ -140,7 +237,17 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
     static inline double op##_gb64(double g, double a, double b, double y) { return (GB); }              \
     static inline float op##_ga32(float g, float a, float b, float y) { return (GA); }                   \
     static inline float op##_gb32(float g, float a, float b, float y) { return (GB); }                   \
-    AD_CLONES FAST_VJP(op) { return fast_binary(sw, n, gy, op##_ga64, op##_gb64, op##_ga32, op##_gb32); }
+    AD_CLONES static void op##_grange(void *ctx, int tid, int nth)                                       \
+    {                                                                                                    \
+        const side_job *j = ctx;                                                                         \
+        int64_t lo, hi;                                                                                  \
+        ad__par_range(j->n, tid, nth, &lo, &hi);                                                         \
+        side_loops(j, lo, hi, op##_ga64, op##_gb64, op##_ga32, op##_gb32);                               \
+    }                                                                                                    \
+    AD_CLONES FAST_VJP(op)                                                                               \
+    {                                                                                                    \
+        return fast_binary(sw, n, gy, op##_ga64, op##_gb64, op##_ga32, op##_gb32, op##_grange);          \
+    }
 
 typedef double (*gx64_fn)(double g, double a, double b, double y);
 typedef float (*gx32_fn)(float g, float a, float b, float y);
@@ -163,8 +270,40 @@ static AD_ALWAYS_INLINE void fast_side32(float *o, bool fresh, const float *gp, 
         for (int64_t i = 0; i < cnt; i++) o[i] += gx(gp[i], ap[i], bp[i], yp[i]);
 }
 
+/* One input's gradient, elements [lo, hi): side 0 (a) or 1 (b), written (fresh) or added to. */
+typedef struct side_job {
+    void *o;
+    const void *g, *a, *b, *y;
+    int64_t n;
+    int side;
+    bool f64, fresh;
+} side_job;
+
+static AD_ALWAYS_INLINE void side_loops(const side_job *j, int64_t lo, int64_t hi, gx64_fn ga64, gx64_fn gb64,
+                                        gx32_fn ga32, gx32_fn gb32)
+{
+    int64_t c = hi - lo;
+    /* (each call with its own formula, so that each is inlined: four loops) */
+    if (j->f64) {
+        const double *g = (const double *)j->g + lo, *a = (const double *)j->a + lo, *b = (const double *)j->b + lo,
+                     *y = (const double *)j->y + lo;
+        if (j->side == 0)
+            fast_side64((double *)j->o + lo, j->fresh, g, a, b, y, c, ga64);
+        else
+            fast_side64((double *)j->o + lo, j->fresh, g, a, b, y, c, gb64);
+    } else {
+        const float *g = (const float *)j->g + lo, *a = (const float *)j->a + lo, *b = (const float *)j->b + lo,
+                    *y = (const float *)j->y + lo;
+        if (j->side == 0)
+            fast_side32((float *)j->o + lo, j->fresh, g, a, b, y, c, ga32);
+        else
+            fast_side32((float *)j->o + lo, j->fresh, g, a, b, y, c, gb32);
+    }
+}
+
 static AD_ALWAYS_INLINE bool fast_binary(ad_sweep *sw, const ad_node *n, const ad_tensor *gy, gx64_fn ga64,
-                                         gx64_fn gb64, gx32_fn ga32, gx32_fn gb32)
+                                         gx64_fn gb64, gx32_fn ga32, gx32_fn gb32,
+                                         void (*share)(void *ctx, int tid, int nth))
 {
     ad_tape *t = sw->t;
     const ad_tensor *at = ad__in(t, n, 0), *bt = ad__in(t, n, 1);
@@ -187,20 +326,17 @@ static AD_ALWAYS_INLINE bool fast_binary(ad_sweep *sw, const ad_node *n, const a
         return true;
     }
     if (at->size != gy->size || bt->size != gy->size || at->ndim != gy->ndim || bt->ndim != gy->ndim) return false;
+    int nth = ad__par_threads(gy->size);
     for (int side = 0; side < 2; side++) {
         if (!ad__needs(t, n, side)) continue;
         bool fresh;
         void *buf = ad__gslot(sw, n, side, &fresh);
         if (!buf) return true;
-        /* (each call with its own formula, so that each is inlined: four loops) */
-        if (gy->dtype == AD_F64 && side == 0)
-            fast_side64(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, ga64);
-        else if (gy->dtype == AD_F64)
-            fast_side64(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, gb64);
-        else if (side == 0)
-            fast_side32(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, ga32);
+        side_job j = {buf, gy->data, at->data, bt->data, n->value.data, gy->size, side, gy->dtype == AD_F64, fresh};
+        if (nth > 1) /* (one split per side: where a and b are one node, side 1 adds to what side 0 wrote) */
+            ad__parallel(nth, share, &j);
         else
-            fast_side32(buf, fresh, gy->data, at->data, bt->data, n->value.data, gy->size, gb32);
+            side_loops(&j, 0, j.n, ga64, gb64, ga32, gb32);
     }
     return true;
 }
