@@ -76,39 +76,71 @@ void ad__broadcast_copy(ad_tensor *dst, const ad_tensor *src)
         bcast_copy_float(dst, src, st);
 }
 
+/* A sum_to on threads: the shares split the outermost dim of src that dst keeps (`split`), so
+** each writes a block of dst of its own and adds each of its outputs' terms in the order one
+** thread does. st: dst's element strides in src's index space (0 where dst is broadcast); ss:
+** src's own strides. */
+typedef struct sum_job {
+    ad_tensor *dst;
+    const ad_tensor *src;
+    int split;
+    int64_t st[AD_MAX_DIMS], ss[AD_MAX_DIMS];
+} sum_job;
+
 /* Full sums and sums of broadcast rows are in double for both dtypes (float32
 ** data keeps its accuracy), in index order, so they stay scalar: vectorizing
-** them would reassociate. Rows that keep their axis add elementwise (vectorized). */
+** them would reassociate. Rows that keep their axis add elementwise (vectorized).
+** sum_to_<T> is a share of a sum_job (the whole of it for tid 0 of 1). */
 #define SUM_TO(T)                                                                                        \
-    AD_CLONES static void sum_to_##T(ad_tensor *dst, const ad_tensor *src, const int64_t *st)            \
+    AD_CLONES static void sum_to_##T(void *ctx, int tid, int nth)                                        \
     {                                                                                                    \
-        T *d = dst->data;                                                                                \
-        const T *s = src->data;                                                                          \
-        if (dst->size == 1) {                                                                            \
-            double acc = 0;                                                                              \
-            for (int64_t i = 0; i < src->size; i++) acc += s[i];                                         \
-            d[0] = (T)acc;                                                                               \
-            return;                                                                                      \
+        const sum_job *j = ctx;                                                                          \
+        T *d = j->dst->data;                                                                             \
+        const T *s = j->src->data;                                                                       \
+        const int64_t *st = j->st;                                                                       \
+        int last = j->src->ndim - 1, sp = j->split;                                                      \
+        int64_t shape[AD_MAX_DIMS], k0, k1;                                                              \
+        memcpy(shape, j->src->shape, sizeof shape);                                                      \
+        if (sp == last) {                                                                                \
+            ad__par_range(shape[sp], tid, nth, &k0, &k1);                                                \
+        } else {                                                                                         \
+            k0 = shape[sp] * tid / nth;                                                                  \
+            k1 = shape[sp] * (tid + 1) / nth;                                                            \
         }                                                                                                \
-        memset(d, 0, (size_t)dst->size * sizeof(T));                                                     \
-        int64_t idx[AD_MAX_DIMS] = {0}, off = 0;                                                         \
-        int last = src->ndim - 1;                                                                        \
-        int64_t inner = src->shape[last], sl = st[last];                                                 \
-        for (int64_t o = 0; o < src->size; o += inner) {                                                 \
+        if (k1 <= k0) return;                                                                            \
+        shape[sp] = k1 - k0;                                                                             \
+        memset(d + k0 * st[sp], 0, (size_t)((k1 - k0) * st[sp]) * sizeof(T));                            \
+        int64_t idx[AD_MAX_DIMS] = {0}, off[2] = {k0 * j->ss[sp], k0 * st[sp]}; /* src's, dst's */      \
+        const int64_t *strides[2] = {j->ss, st};                                                         \
+        int64_t inner = shape[last], sl = st[last], rows = 1;                                            \
+        for (int i = 0; i < last; i++) rows *= shape[i];                                                 \
+        for (int64_t r = 0; r < rows; r++) {                                                             \
+            const T *sr = s + off[0];                                                                    \
             if (sl == 0) {                                                                               \
                 double acc = 0;                                                                          \
-                for (int64_t k = 0; k < inner; k++) acc += s[o + k];                                     \
-                d[off] += (T)acc;                                                                        \
+                for (int64_t k = 0; k < inner; k++) acc += sr[k];                                        \
+                d[off[1]] += (T)acc;                                                                     \
             } else {                                                                                     \
-                T *restrict dr = d + off;                                                                \
-                const T *restrict sr = s + o;                                                            \
-                for (int64_t k = 0; k < inner; k++) dr[k] += sr[k];                                      \
+                T *restrict dr = d + off[1];                                                             \
+                const T *restrict srr = sr;                                                              \
+                for (int64_t k = 0; k < inner; k++) dr[k] += srr[k];                                     \
             }                                                                                            \
-            ad__odometer_next(last, src->shape, idx, 1, &st, &off); /* the outer dims, dst's offset */   \
+            ad__odometer_next(last, shape, idx, 2, strides, off); /* the outer dims */                   \
         }                                                                                                \
     }
 SUM_TO(double)
 SUM_TO(float)
+
+/* Full sums in double, in index order (a reduction: one thread). */
+#define SUM_ALL(T)                                                                                       \
+    AD_CLONES static T sum_all_##T(const T *s, int64_t n)                                                \
+    {                                                                                                    \
+        double acc = 0;                                                                                  \
+        for (int64_t i = 0; i < n; i++) acc += s[i];                                                     \
+        return (T)acc;                                                                                   \
+    }
+SUM_ALL(double)
+SUM_ALL(float)
 
 void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src)
 {
@@ -121,30 +153,59 @@ void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src)
         memset(dst->data, 0, ad__nbytes(dst));
         return;
     }
-    /* strides of dst seen from src's index space: 0 where dst is broadcast */
-    int64_t st[AD_MAX_DIMS];
-    ad__bcast_strides(dst, src->ndim, src->shape, st);
-    if (dst->dtype == AD_F64)
-        sum_to_double(dst, src, st);
+    if (dst->size == 1) {
+        if (dst->dtype == AD_F64)
+            *(double *)dst->data = sum_all_double(src->data, src->size);
+        else
+            *(float *)dst->data = sum_all_float(src->data, src->size);
+        return;
+    }
+    sum_job j = {dst, src, -1, {0}, {0}};
+    ad__bcast_strides(dst, src->ndim, src->shape, j.st);
+    int last = src->ndim - 1;
+    j.ss[last] = 1;
+    for (int i = last; i > 0; i--) j.ss[i - 1] = j.ss[i] * src->shape[i];
+    for (int i = 0; i <= last && j.split < 0; i++)
+        if (j.st[i] != 0 && src->shape[i] > 1) j.split = i;
+    /* (dst has more than one element, so it keeps a dim of src longer than 1) */
+    int nth = ad__par_threads(src->size);
+    if (nth > src->shape[j.split]) nth = (int)src->shape[j.split];
+    void (*share)(void *, int, int) = dst->dtype == AD_F64 ? sum_to_double : sum_to_float;
+    if (nth > 1)
+        ad__parallel(nth, share, &j);
     else
-        sum_to_float(dst, src, st);
+        share(&j, 0, 1);
 }
 
-/* d += s elementwise (d and s may be the same array). */
+/* d += s elementwise (d and s may be the same array); a share of [0, n) on threads. */
+typedef struct add_job {
+    void *d;
+    const void *s;
+    int64_t n;
+} add_job;
 #define ADD_INTO(T)                                                                                      \
-    AD_CLONES static void add_into_##T(T *d, const T *s, int64_t n)                                      \
+    AD_CLONES static void add_into_##T(void *ctx, int tid, int nth)                                      \
     {                                                                                                    \
-        for (int64_t i = 0; i < n; i++) d[i] += s[i];                                                    \
+        const add_job *j = ctx;                                                                          \
+        int64_t lo, hi;                                                                                  \
+        ad__par_range(j->n, tid, nth, &lo, &hi);                                                         \
+        T *d = j->d;                                                                                     \
+        const T *s = j->s;                                                                               \
+        for (int64_t i = lo; i < hi; i++) d[i] += s[i];                                                  \
     }
 ADD_INTO(double)
 ADD_INTO(float)
 
 void ad__add_into(ad_tensor *dst, const ad_tensor *src)
 {
-    if (dst->dtype == AD_F64 && src->dtype == AD_F64) {
-        add_into_double(dst->data, src->data, dst->size);
-    } else if (dst->dtype == AD_F32 && src->dtype == AD_F32) {
-        add_into_float(dst->data, src->data, dst->size);
+    if (dst->dtype == src->dtype) {
+        add_job j = {dst->data, src->data, dst->size};
+        void (*share)(void *, int, int) = dst->dtype == AD_F64 ? add_into_double : add_into_float;
+        int nth = ad__par_threads(j.n);
+        if (nth > 1)
+            ad__parallel(nth, share, &j);
+        else
+            share(&j, 0, 1);
     } else {
         for (int64_t i = 0; i < dst->size; i++) ad_tensor_set(dst, i, ad_tensor_get(dst, i) + ad_tensor_get(src, i));
     }
