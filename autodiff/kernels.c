@@ -1,6 +1,33 @@
 /* kernels.c: broadcasting, reduction-to-shape and accumulation loops shared by the op families. */
 #include "kernels.h"
 
+#include <stdatomic.h>
+
+/* ad__par_for's job: the next chunk to take, on its own cache line (every thread takes from it). */
+typedef struct par_for {
+    _Alignas(64) atomic_llong next;
+    int64_t n, chunk;
+    ad__range_fn run;
+    void *ctx;
+} par_for;
+
+static void par_for_share(void *ctx, int tid, int nth)
+{
+    par_for *p = ctx;
+    for (;;) {
+        int64_t lo = (int64_t)atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed) * p->chunk;
+        if (lo >= p->n) return;
+        p->run(p->ctx, lo, p->n - lo > p->chunk ? lo + p->chunk : p->n);
+    }
+}
+
+void ad__par_for(int nth, int64_t n, int64_t per, ad__range_fn run, void *ctx)
+{
+    par_for p = {.n = n, .chunk = ad__par_chunk(per), .run = run, .ctx = ctx};
+    atomic_init(&p.next, 0);
+    ad__parallel(nth, par_for_share, &p);
+}
+
 bool ad__broadcast_shape(int na, const int64_t *sa, int nb, const int64_t *sb, int *nout, int64_t *out)
 {
     int n = na > nb ? na : nb;
@@ -76,8 +103,8 @@ void ad__broadcast_copy(ad_tensor *dst, const ad_tensor *src)
         bcast_copy_float(dst, src, st);
 }
 
-/* A sum_to on threads: the shares split the outermost dim of src that dst keeps (`split`), so
-** each writes a block of dst of its own and adds each of its outputs' terms in the order one
+/* A sum_to, on threads in chunks of the outermost dim of src that dst keeps (`split`), so that
+** each chunk writes a block of dst of its own and adds each of its outputs' terms in the order one
 ** thread does. st: dst's element strides in src's index space (0 where dst is broadcast); ss:
 ** src's own strides. */
 typedef struct sum_job {
@@ -90,24 +117,17 @@ typedef struct sum_job {
 /* Full sums and sums of broadcast rows are in double for both dtypes (float32
 ** data keeps its accuracy), in index order, so they stay scalar: vectorizing
 ** them would reassociate. Rows that keep their axis add elementwise (vectorized).
-** sum_to_<T> is a share of a sum_job (the whole of it for tid 0 of 1). */
+** sum_to_<T> sums indices [k0, k1) of the split dim (all of it on one thread). */
 #define SUM_TO(T)                                                                                        \
-    AD_CLONES static void sum_to_##T(void *ctx, int tid, int nth)                                        \
+    AD_CLONES static void sum_to_##T(void *ctx, int64_t k0, int64_t k1)                                  \
     {                                                                                                    \
         const sum_job *j = ctx;                                                                          \
         T *d = j->dst->data;                                                                             \
         const T *s = j->src->data;                                                                       \
         const int64_t *st = j->st;                                                                       \
         int last = j->src->ndim - 1, sp = j->split;                                                      \
-        int64_t shape[AD_MAX_DIMS], k0, k1;                                                              \
+        int64_t shape[AD_MAX_DIMS];                                                                      \
         memcpy(shape, j->src->shape, sizeof shape);                                                      \
-        if (sp == last) {                                                                                \
-            ad__par_range(shape[sp], tid, nth, &k0, &k1);                                                \
-        } else {                                                                                         \
-            k0 = shape[sp] * tid / nth;                                                                  \
-            k1 = shape[sp] * (tid + 1) / nth;                                                            \
-        }                                                                                                \
-        if (k1 <= k0) return;                                                                            \
         shape[sp] = k1 - k0;                                                                             \
         memset(d + k0 * st[sp], 0, (size_t)((k1 - k0) * st[sp]) * sizeof(T));                            \
         int64_t idx[AD_MAX_DIMS] = {0}, off[2] = {k0 * j->ss[sp], k0 * st[sp]}; /* src's, dst's */      \
@@ -168,27 +188,25 @@ void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src)
     for (int i = 0; i <= last && j.split < 0; i++)
         if (j.st[i] != 0 && src->shape[i] > 1) j.split = i;
     /* (dst has more than one element, so it keeps a dim of src longer than 1) */
+    int64_t len = src->shape[j.split];
     int nth = ad__par_threads(src->size);
-    if (nth > src->shape[j.split]) nth = (int)src->shape[j.split];
-    void (*share)(void *, int, int) = dst->dtype == AD_F64 ? sum_to_double : sum_to_float;
+    if (nth > len) nth = (int)len;
+    ad__range_fn run = dst->dtype == AD_F64 ? sum_to_double : sum_to_float;
     if (nth > 1)
-        ad__parallel(nth, share, &j);
+        ad__par_for(nth, len, src->size / len, run, &j);
     else
-        share(&j, 0, 1);
+        run(&j, 0, len);
 }
 
-/* d += s elementwise (d and s may be the same array); a share of [0, n) on threads. */
+/* d += s elementwise, elements [lo, hi) (d and s may be the same array). */
 typedef struct add_job {
     void *d;
     const void *s;
-    int64_t n;
 } add_job;
 #define ADD_INTO(T)                                                                                      \
-    AD_CLONES static void add_into_##T(void *ctx, int tid, int nth)                                      \
+    AD_CLONES static void add_into_##T(void *ctx, int64_t lo, int64_t hi)                                \
     {                                                                                                    \
         const add_job *j = ctx;                                                                          \
-        int64_t lo, hi;                                                                                  \
-        ad__par_range(j->n, tid, nth, &lo, &hi);                                                         \
         T *d = j->d;                                                                                     \
         const T *s = j->s;                                                                               \
         for (int64_t i = lo; i < hi; i++) d[i] += s[i];                                                  \
@@ -199,13 +217,13 @@ ADD_INTO(float)
 void ad__add_into(ad_tensor *dst, const ad_tensor *src)
 {
     if (dst->dtype == src->dtype) {
-        add_job j = {dst->data, src->data, dst->size};
-        void (*share)(void *, int, int) = dst->dtype == AD_F64 ? add_into_double : add_into_float;
-        int nth = ad__par_threads(j.n);
+        add_job j = {dst->data, src->data};
+        ad__range_fn run = dst->dtype == AD_F64 ? add_into_double : add_into_float;
+        int nth = ad__par_threads(dst->size);
         if (nth > 1)
-            ad__parallel(nth, share, &j);
+            ad__par_for(nth, dst->size, 1, run, &j);
         else
-            share(&j, 0, 1);
+            run(&j, 0, dst->size);
     } else {
         for (int64_t i = 0; i < dst->size; i++) ad_tensor_set(dst, i, ad_tensor_get(dst, i) + ad_tensor_get(src, i));
     }

@@ -7,11 +7,13 @@
 
 /*
 ** Elementwise loops on threads. A loop over n independent outputs (an elementwise op, its fast
-** VJP, sum_to's outputs) runs on ad__par_threads(n) threads of ad__parallel, each share a range
-** of outputs that it alone writes, each output computed exactly as on one thread: the result
-** is the same bit for bit for any thread count. Below AD__PAR_MIN elements per share a loop stays
-** on the calling thread (no pool call): on the 2-core machine of docs/performance.md a share
-** of 2^15 F32 elements (relu, a bias add) takes about 5-10 us, a pool call about 2-5 us.
+** VJP, sum_to's outputs) runs on ad__par_threads(n) threads: ad__par_for hands out its range in
+** chunks of about AD__PAR_MIN / 2 elements to whichever thread of ad__parallel's pool asks first,
+** each chunk's outputs written by that thread alone and each computed exactly as on one thread, so
+** the result is the same bit for bit whoever runs which chunk and for any thread count. (Chunks
+** rather than one share per thread: a worker that wakes late, or shares its core with another
+** process, takes fewer chunks instead of holding up the call.) Below 2 AD__PAR_MIN elements a loop
+** stays on the calling thread, with no pool call.
 */
 #ifndef AD__PAR_MIN /* (a build may set it, to measure) */
 #define AD__PAR_MIN ((int64_t)1 << 15)
@@ -28,14 +30,21 @@ static inline int ad__par_threads(int64_t n)
     return most < nth ? (int)most : nth;
 }
 
-/* Share tid of nth of the range [0, n): [*lo, *hi), its bounds multiples of 16 elements (whole
-** cache lines of F32 or half lines of F64: no two threads write one line but at the bounds'). */
-static inline void ad__par_range(int64_t n, int tid, int nth, int64_t *lo, int64_t *hi)
+/* A loop's body on units [lo, hi) of its range; an AD_CLONES function, so that it keeps the
+** vector code of the loop it replaces. */
+typedef void (*ad__range_fn)(void *ctx, int64_t lo, int64_t hi);
+/* The units in one chunk of a loop whose units hold `per` elements each: about AD__PAR_MIN / 2
+** elements, at least one unit, a multiple of 16 when units are single elements (whole cache
+** lines of F32: threads write the same line only at a chunk's ends). */
+static inline int64_t ad__par_chunk(int64_t per)
 {
-    int64_t units = (n + 15) / 16, a = units * tid / nth * 16, b = units * (tid + 1) / nth * 16;
-    *lo = a < n ? a : n;
-    *hi = tid == nth - 1 || b > n ? n : b;
+    int64_t c = AD__PAR_MIN / 2 / (per > 0 ? per : 1);
+    if (per <= 1) c = (c + 15) / 16 * 16;
+    return c > 0 ? c : 1;
 }
+/* Runs run(ctx, lo, hi) on chunks (ad__par_chunk(per) units) covering [0, n) once, on nth
+** threads of ad__parallel (nth > 1, from ad__par_threads); returns when all are done. */
+AD_INTERNAL void ad__par_for(int nth, int64_t n, int64_t per, ad__range_fn run, void *ctx);
 
 /* Broadcast shape of a and b into out (NumPy rules); false if incompatible. */
 AD_INTERNAL bool ad__broadcast_shape(int na, const int64_t *sa, int nb, const int64_t *sb, int *nout,

@@ -123,20 +123,14 @@ static void walk_rows(const walk *w, int64_t r0, int64_t r1)
     }
 }
 
-/* Share tid of a walk on threads: a range of rows, or of one row's elements when there is one. */
-static void walk_share(void *ctx, int tid, int nth)
+/* A chunk of a walk on threads (ad__par_for): rows [lo, hi), or elements [lo, hi) of a walk of one row. */
+static void walk_range(void *ctx, int64_t lo, int64_t hi)
 {
     const walk *w = ctx;
-    int last = w->nd - 1;
-    int64_t lo, hi;
-    if (last == 0) {
-        ad__par_range(w->shape[0], tid, nth, &lo, &hi);
-        if (hi > lo) walk_row(w, lo, lo * w->sa[0], lo * w->sb[0], hi - lo);
-        return;
-    }
-    int64_t rows = 1;
-    for (int d = 0; d < last; d++) rows *= w->shape[d];
-    walk_rows(w, rows * tid / nth, rows * (tid + 1) / nth);
+    if (w->nd == 1)
+        walk_row(w, lo, lo * w->sa[0], lo * w->sb[0], hi - lo);
+    else
+        walk_rows(w, lo, hi);
 }
 
 /* y as one row: a and b each of y's size (stride 1) or of one element (stride 0). */
@@ -149,8 +143,8 @@ static void one_row(ad_tensor *y, const ad_tensor *a, int64_t sa, const ad_tenso
         f32(y->data, a->data, sa, b->data, sb, y->size);
 }
 
-/* y = a op b broadcast, by the row kernels f64/f32; on threads from 2 AD__PAR_MIN elements of y,
-** each share a range of y's rows (or of its elements), each element computed as on one thread. */
+/* y = a op b broadcast, by the row kernels f64/f32; on threads from 2 AD__PAR_MIN elements of y
+** (ad__par_for), in chunks of y's rows (or of its elements), each element computed as on one thread. */
 static void drive(ad_tensor *y, const ad_tensor *a, const ad_tensor *b, inner_f64 f64, inner_f32 f32)
 {
     if (y->size == 0) return;
@@ -173,13 +167,13 @@ static void drive(ad_tensor *y, const ad_tensor *a, const ad_tensor *b, inner_f6
     walk_init(&w, y, a, b);
     w.k64 = f64;
     w.k32 = f32;
-    int64_t rows = y->size / w.shape[w.nd - 1];
-    if (nth > 1) {
-        if (w.nd > 1 && rows < nth) nth = (int)rows; /* (few long rows: a share of a row or more) */
-        ad__parallel(nth, walk_share, &w);
-    } else {
+    int64_t inner = w.shape[w.nd - 1], rows = y->size / inner;
+    if (nth == 1)
         walk_rows(&w, 0, rows);
-    }
+    else if (w.nd == 1) /* one row: chunks of its elements */
+        ad__par_for(nth, inner, 1, walk_range, &w);
+    else /* chunks of rows; a thread for each row at most */
+        ad__par_for(rows < nth ? (int)rows : nth, rows, inner, walk_range, &w);
 }
 
 /* Validated operands of any shape: dtypes, the broadcast shape, the node. */
@@ -237,12 +231,9 @@ static AD_ALWAYS_INLINE ad_var binary(ad_op op, ad_var x, ad_var z, double (*one
     static inline double op##_gb64(double g, double a, double b, double y) { return (GB); }              \
     static inline float op##_ga32(float g, float a, float b, float y) { return (GA); }                   \
     static inline float op##_gb32(float g, float a, float b, float y) { return (GB); }                   \
-    AD_CLONES static void op##_grange(void *ctx, int tid, int nth)                                       \
+    AD_CLONES static void op##_grange(void *ctx, int64_t lo, int64_t hi)                                 \
     {                                                                                                    \
-        const side_job *j = ctx;                                                                         \
-        int64_t lo, hi;                                                                                  \
-        ad__par_range(j->n, tid, nth, &lo, &hi);                                                         \
-        side_loops(j, lo, hi, op##_ga64, op##_gb64, op##_ga32, op##_gb32);                               \
+        side_loops(ctx, lo, hi, op##_ga64, op##_gb64, op##_ga32, op##_gb32);                             \
     }                                                                                                    \
     AD_CLONES FAST_VJP(op)                                                                               \
     {                                                                                                    \
@@ -274,7 +265,6 @@ static AD_ALWAYS_INLINE void fast_side32(float *o, bool fresh, const float *gp, 
 typedef struct side_job {
     void *o;
     const void *g, *a, *b, *y;
-    int64_t n;
     int side;
     bool f64, fresh;
 } side_job;
@@ -303,7 +293,7 @@ static AD_ALWAYS_INLINE void side_loops(const side_job *j, int64_t lo, int64_t h
 
 static AD_ALWAYS_INLINE bool fast_binary(ad_sweep *sw, const ad_node *n, const ad_tensor *gy, gx64_fn ga64,
                                          gx64_fn gb64, gx32_fn ga32, gx32_fn gb32,
-                                         void (*share)(void *ctx, int tid, int nth))
+                                         ad__range_fn range)
 {
     ad_tape *t = sw->t;
     const ad_tensor *at = ad__in(t, n, 0), *bt = ad__in(t, n, 1);
@@ -332,11 +322,11 @@ static AD_ALWAYS_INLINE bool fast_binary(ad_sweep *sw, const ad_node *n, const a
         bool fresh;
         void *buf = ad__gslot(sw, n, side, &fresh);
         if (!buf) return true;
-        side_job j = {buf, gy->data, at->data, bt->data, n->value.data, gy->size, side, gy->dtype == AD_F64, fresh};
-        if (nth > 1) /* (one split per side: where a and b are one node, side 1 adds to what side 0 wrote) */
-            ad__parallel(nth, share, &j);
+        side_job j = {buf, gy->data, at->data, bt->data, n->value.data, side, gy->dtype == AD_F64, fresh};
+        if (nth > 1) /* (one call per side: where a and b are one node, side 1 adds to what side 0 wrote) */
+            ad__par_for(nth, gy->size, 1, range, &j);
         else
-            side_loops(&j, 0, j.n, ga64, gb64, ga32, gb32);
+            side_loops(&j, 0, gy->size, ga64, gb64, ga32, gb32);
     }
     return true;
 }

@@ -10,18 +10,17 @@
 #define INV_SQRT_2PI 0.39894228040143267794
 #define TWO_INV_SQRT_PI 1.12837916709551257390
 
-/* A forward split over threads (kernels.h): each share runs the op's loop on its range. */
+/* A forward on threads (ad__par_for, kernels.h): each chunk runs the op's loop on its range. */
 typedef struct unary_job {
     void *y;
     const void *x;
-    int64_t n;
     double c0, c1;
     bool f64;
 } unary_job;
 
 /* An op's formula as a loop over its elements, and on one element (scalars,
 ** see unary()); c0, c1 are its scalar attributes. The F32 loop is always
-** inlined into each ISA clone of ad__fwd_<op> and of its share <op>_range:
+** inlined into each ISA clone of ad__fwd_<op> and of <op>_range (a chunk on threads):
 ** GCC's size limits would keep the longer formulas (exp, sigmoid of vmath.h)
 ** out, compiled for the baseline only. From 2 AD__PAR_MIN elements on the
 ** loop is split over threads. */
@@ -46,11 +45,9 @@ typedef struct unary_job {
             y[i] = (EXPR32);                                                                             \
         }                                                                                                \
     }                                                                                                    \
-    AD_CLONES static void name##_range(void *ctx, int tid, int nth)                                      \
+    AD_CLONES static void name##_range(void *ctx, int64_t lo, int64_t hi)                                \
     {                                                                                                    \
         const unary_job *j = ctx;                                                                        \
-        int64_t lo, hi;                                                                                  \
-        ad__par_range(j->n, tid, nth, &lo, &hi);                                                         \
         if (j->f64)                                                                                      \
             name##_f64((double *)j->y + lo, (const double *)j->x + lo, hi - lo, j->c0, j->c1);          \
         else                                                                                             \
@@ -65,8 +62,8 @@ typedef struct unary_job {
         }                                                                                                \
         int nth = ad__par_threads(x->size);                                                              \
         if (nth > 1) {                                                                                   \
-            unary_job j = {n->value.data, x->data, x->size, n->attr.f[0], n->attr.f[1], x->dtype == AD_F64}; \
-            ad__parallel(nth, name##_range, &j);                                                         \
+            unary_job j = {n->value.data, x->data, n->attr.f[0], n->attr.f[1], x->dtype == AD_F64};      \
+            ad__par_for(nth, x->size, 1, name##_range, &j);                                              \
             return AD_OK;                                                                                \
         }                                                                                                \
         if (x->dtype == AD_F64)                                                                          \
@@ -103,14 +100,14 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
 /* The fast path (see vjp.h): the VJP's formula on the tensors, with g = dL/dy, x the input,
 ** y the output and c0 the first attribute, written in the same order of operations as the recorded
 ** VJP. FAST(name, GX64, GX32) gives the formula on one element; fast_unary, inlined into each ISA
-** clone of the op's fast VJP, runs it over the elements, or over threads (<name>_grange, a clone
-** too) from 2 AD__PAR_MIN elements on. */
+** clone of the op's fast VJP, runs it over the elements, or on threads (ad__par_for, with
+** <name>_grange, a clone too) from 2 AD__PAR_MIN elements on. */
 #define FAST(name, GX64, GX32)                                                                           \
     static inline double name##_gx64(double g, double x, double y, double c0) { return (GX64); }         \
     static inline float name##_gx32(float g, float x, float y, float c0) { return (GX32); }              \
-    AD_CLONES static void name##_grange(void *ctx, int tid, int nth)                                     \
+    AD_CLONES static void name##_grange(void *ctx, int64_t lo, int64_t hi)                               \
     {                                                                                                    \
-        fast_share(ctx, tid, nth, name##_gx64, name##_gx32);                                             \
+        fast_loops(ctx, lo, hi, name##_gx64, name##_gx32);                                               \
     }                                                                                                    \
     AD_CLONES FAST_VJP(name) { return fast_unary(sw, n, gy, name##_gx64, name##_gx32, name##_grange); }
 
@@ -121,7 +118,6 @@ typedef float (*gx32_fn)(float g, float x, float y, float c0);
 typedef struct fast_job {
     void *o;
     const void *g, *x, *y;
-    int64_t n;
     double c0;
     bool f64, fresh;
 } fast_job;
@@ -145,16 +141,8 @@ static AD_ALWAYS_INLINE void fast_loops(const fast_job *j, int64_t lo, int64_t h
     }
 }
 
-static AD_ALWAYS_INLINE void fast_share(void *ctx, int tid, int nth, gx64_fn gx64, gx32_fn gx32)
-{
-    const fast_job *j = ctx;
-    int64_t lo, hi;
-    ad__par_range(j->n, tid, nth, &lo, &hi);
-    fast_loops(j, lo, hi, gx64, gx32);
-}
-
 static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad_tensor *gy, gx64_fn gx64,
-                                        gx32_fn gx32, void (*share)(void *ctx, int tid, int nth))
+                                        gx32_fn gx32, ad__range_fn range)
 {
     ad_tape *t = sw->t;
     bool fresh;
@@ -175,12 +163,12 @@ static AD_ALWAYS_INLINE bool fast_unary(ad_sweep *sw, const ad_node *n, const ad
     }
     void *buf = ad__gslot(sw, n, 0, &fresh);
     if (!buf) return true;
-    fast_job j = {buf, gy->data, xt->data, n->value.data, xt->size, n->attr.f[0], xt->dtype == AD_F64, fresh};
-    int nth = ad__par_threads(j.n);
+    fast_job j = {buf, gy->data, xt->data, n->value.data, n->attr.f[0], xt->dtype == AD_F64, fresh};
+    int nth = ad__par_threads(xt->size);
     if (nth > 1)
-        ad__parallel(nth, share, &j);
+        ad__par_for(nth, xt->size, 1, range, &j);
     else
-        fast_loops(&j, 0, j.n, gx64, gx32);
+        fast_loops(&j, 0, xt->size, gx64, gx32);
     return true;
 }
 

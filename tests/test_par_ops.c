@@ -1,7 +1,8 @@
-/* test_par_ops.c: elementwise ops, their fast VJPs and sum_to split over threads give the one-thread bits. */
+/* test_par_ops.c: elementwise ops, their fast VJPs and sum_to on threads give the one-thread bits. */
 #include <check.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -9,17 +10,31 @@
 
 /*
 ** From 2 AD__PAR_MIN elements on, unary and broadcasting binary ops, their fast VJPs, sum_to and
-** gradient accumulation split their outputs over ad__parallel's threads (kernels.h). Each case
-** here runs forward and backward (ad_backward, with a leaf's fresh gradient and a param's
-** accumulated one) on 1, 2 and 3 threads on tensors of about 3 AD__PAR_MIN elements, and checks
+** gradient accumulation hand out chunks of their outputs to ad__parallel's threads (ad__par_for,
+** kernels.h). Each case here runs forward and backward (ad_backward, with a leaf's fresh gradient
+** and a param's accumulated one) on 1, 2 and 3 threads on tensors of about 3 AD__PAR_MIN
+** elements, and checks
 **   - every output and gradient has the same bits on 2 and 3 threads as on 1, and
 **   - on 1 thread, each element is the op's one-element result (the library's scalar path: a
 **     0-dimensional tape per element) and each reduced gradient sums those in sum_to's order:
 **     rows of the last dim in double when it is reduced, elementwise in the dtype when kept.
-** The reference is taken on the elements around every share's bounds and on a stride between.
+** The reference is taken on the elements around the ends of the chunks that threads take
+** (ad__par_for) and on a stride between.
 */
 
 #define BIG (3 * AD__PAR_MIN + 37) /* three shares and a tail */
+
+/* The quick variant (valgrind): 2 threads at most, fewer elements checked against the reference,
+** and of the binary ops add (its own fast VJP, sum_to for a broadcast input) and div only. */
+static bool quick(void)
+{
+    static int q = -1;
+    if (q < 0) q = tu_quick() != 0;
+    return q;
+}
+
+/* The most threads a case runs on: 3 (two workers), 2 in the quick variant. */
+static int max_threads(void) { return quick() ? 2 : 3; }
 
 /* Same bits, or both NaN. */
 static int same(double a, double b)
@@ -34,6 +49,7 @@ static void assert_same_tensor(const ad_tensor *a, const ad_tensor *b, const cha
     ck_assert_ptr_nonnull(a);
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(a->size, b->size);
+    if (a->dtype == b->dtype && memcmp(a->data, b->data, (size_t)a->size * ad_dtype_size(a->dtype)) == 0) return;
     int64_t i = 0;
     while (i < a->size && same(ad_tensor_get(a, i), ad_tensor_get(b, i))) i++;
     if (i < a->size)
@@ -41,18 +57,12 @@ static void assert_same_tensor(const ad_tensor *a, const ad_tensor *b, const cha
                      (long long)a->size, threads, ad_tensor_get(b, i), ad_tensor_get(a, i));
 }
 
-/* Whether the reference is checked at element i of n: near a bound of a share on 2 or 3 threads,
-** at the ends, or on a stride. */
+/* Whether the reference is checked at element i of n: near the ends of the chunks that threads
+** take (ad__par_chunk), at the tensor's ends, or on a stride. */
 static bool sampled(int64_t i, int64_t n)
 {
-    if (i % 97 == 0 || i < 40 || i >= n - 40) return true;
-    for (int nth = 2; nth <= 3; nth++)
-        for (int tid = 1; tid < nth; tid++) {
-            int64_t lo, hi;
-            ad__par_range(n, tid, nth, &lo, &hi);
-            if (i >= lo - 40 && i < lo + 40) return true;
-        }
-    return false;
+    int64_t c = ad__par_chunk(1), k = i % c;
+    return i % (quick() ? 997 : 97) == 0 || i < 40 || i >= n - 40 || k < 40 || k >= c - 40;
 }
 
 /* Random values in [-4, 4] with signed zeros, infinities and NaN mixed in. */
@@ -128,10 +138,13 @@ START_TEST(unary_threads_same_bits)
     for (int mode = 0; mode < 2; mode++) {
         const ad_tensor *a = mode ? acc : NULL;
         un_result one = run_unary(un_ops[op].f, x, g, a, 1);
-        for (int th = 2; th <= 3; th++) {
+        for (int th = 2; th <= max_threads(); th++) {
             un_result r = run_unary(un_ops[op].f, x, g, a, th);
-            assert_same_tensor(one.y, r.y, un_ops[op].name, th);
-            assert_same_tensor(one.gx, r.gx, un_ops[op].name, th);
+            char what[64];
+            snprintf(what, sizeof what, "%s %s y", un_ops[op].name, ad_dtype_name(dt));
+            assert_same_tensor(one.y, r.y, what, th);
+            snprintf(what, sizeof what, "%s %s gx%s", un_ops[op].name, ad_dtype_name(dt), a ? " (accumulated)" : "");
+            assert_same_tensor(one.gx, r.gx, what, th);
             un_free(r);
         }
         /* the one-element definition, on a scalar tape */
@@ -211,9 +224,10 @@ static void ref_sum_to(const ad_tensor *p, ad_tensor *out)
             int64_t o = bidx(p, r, out);
             double d = ad_tensor_get(out, o);
             ad_tensor_set(out, o, f32 ? (double)((float)d + (float)acc) : d + acc);
-        } else {
+        } else { /* (out's last dim is p's: its elements from o0 on) */
+            int64_t o0 = bidx(p, r, out);
             for (int64_t k = 0; k < inner; k++) {
-                int64_t o = bidx(p, r + k, out);
+                int64_t o = inner > 1 ? o0 + k : bidx(p, r + k, out);
                 double d = ad_tensor_get(out, o), v = ad_tensor_get(p, r + k);
                 ad_tensor_set(out, o, f32 ? (double)((float)d + (float)v) : d + v);
             }
@@ -245,7 +259,7 @@ START_TEST(sum_to_threads_same_bits)
     for (int64_t i = 3; i < x->size; i += 1009) ad_tensor_set(x, i, (double)i / 7.0); /* finite: sums compare */
     ck_assert_int_ge(x->size, 3 * AD__PAR_MIN);
     ad_tensor *res[4] = {NULL};
-    for (int th = 1; th <= 3; th++) {
+    for (int th = 1; th <= max_threads(); th++) {
         ad_set_num_threads(th);
         ad_tape *t = ad_tape_new();
         ck_assert_ptr_nonnull(t);
@@ -259,7 +273,7 @@ START_TEST(sum_to_threads_same_bits)
     ad_tensor *want = ad_tensor_new(dt, sum_shapes[c].nd, sum_shapes[c].shape);
     ref_sum_to(x, want);
     assert_same_tensor(want, res[1], "sum_to against its definition", 1);
-    for (int th = 1; th <= 3; th++) ad_tensor_free(res[th]);
+    for (int th = 1; th <= max_threads(); th++) ad_tensor_free(res[th]);
     ad_tensor_free(want);
     ad_tensor_free(x);
 }
@@ -320,6 +334,7 @@ START_TEST(binary_threads_same_bits)
 {
     ad_dtype dt = _i % 2 ? AD_F32 : AD_F64;
     int op = _i / 2 % NBIN, sh = _i / 2 / NBIN;
+    if (quick() && bin_ops[op].f != ad_add && bin_ops[op].f != ad_div) return;
     ad_tensor *a = inputs(dt, bin_shapes[sh].na, bin_shapes[sh].a, 505 + (uint64_t)sh);
     ad_tensor *b = inputs(dt, bin_shapes[sh].nb, bin_shapes[sh].b, 606 + (uint64_t)sh);
     int nd;
@@ -328,24 +343,31 @@ START_TEST(binary_threads_same_bits)
     ad_tensor *g = tu_rand(dt, nd, ys, -2.0, 2.0, 707);
     ck_assert_int_ge(g->size, 2 * AD__PAR_MIN);
     bin_result one = run_binary(bin_ops[op].f, a, b, g, 1);
-    for (int th = 2; th <= 3; th++) {
+    for (int th = 2; th <= max_threads(); th++) {
         bin_result r = run_binary(bin_ops[op].f, a, b, g, th);
-        assert_same_tensor(one.y, r.y, bin_ops[op].name, th);
-        assert_same_tensor(one.ga, r.ga, bin_ops[op].name, th);
-        assert_same_tensor(one.gb, r.gb, bin_ops[op].name, th);
+        char what[3][64];
+        for (int k = 0; k < 3; k++)
+            snprintf(what[k], sizeof what[k], "%s %s shapes %d %s", bin_ops[op].name, ad_dtype_name(dt), sh,
+                     k == 0 ? "y" : k == 1 ? "ga" : "gb");
+        assert_same_tensor(one.y, r.y, what[0], th);
+        assert_same_tensor(one.ga, r.ga, what[1], th);
+        assert_same_tensor(one.gb, r.gb, what[2], th);
         bin_free(r);
     }
     /* the partials: the op on a and b broadcast to y's shape (no reduction), checked against the
     ** one-element definition (a scalar tape) like y; then summed to a's and b's shapes */
-    ad_tensor *af = ad_tensor_new(dt, nd, ys), *bf = ad_tensor_new(dt, nd, ys);
-    for (int64_t i = 0; i < g->size; i++) {
-        ad_tensor_set(af, i, ad_tensor_get(a, bidx(g, i, a)));
-        ad_tensor_set(bf, i, ad_tensor_get(b, bidx(g, i, b)));
-    }
-    bin_result full = run_binary(bin_ops[op].f, af, bf, g, 1);
-    ad_tensor *sa = ad_tensor_new(dt, 0, NULL), *sb = ad_tensor_new(dt, 0, NULL), *sg = ad_tensor_new(dt, 0, NULL);
     ad_tape *t = ad_tape_new();
     ck_assert_ptr_nonnull(t);
+    ad_tensor *af = ad_tensor_clone(ad_value(ad_broadcast_to(ad_const(t, a), nd, ys)));
+    ad_tensor *bf = ad_tensor_clone(ad_value(ad_broadcast_to(ad_const(t, b), nd, ys)));
+    ck_assert_ptr_nonnull(af);
+    ck_assert_ptr_nonnull(bf);
+    for (int64_t i = 0; i < g->size; i += 61) /* (broadcast_to itself, in passing) */
+        if (!same(ad_tensor_get(af, i), ad_tensor_get(a, bidx(g, i, a))) ||
+            !same(ad_tensor_get(bf, i), ad_tensor_get(b, bidx(g, i, b))))
+            ck_abort_msg("broadcast_to: element %lld", (long long)i);
+    bin_result full = run_binary(bin_ops[op].f, af, bf, g, 1);
+    ad_tensor *sa = ad_tensor_new(dt, 0, NULL), *sb = ad_tensor_new(dt, 0, NULL), *sg = ad_tensor_new(dt, 0, NULL);
     for (int64_t i = 0; i < g->size; i++) {
         if (!sampled(i, g->size)) continue;
         ad_tape_reset(t);
@@ -389,7 +411,7 @@ START_TEST(accumulated_gradients_same_bits)
     int64_t n = BIG;
     ad_tensor *x = inputs(dt, 1, &n, 808), *g = tu_rand(dt, 1, &n, -1.0, 1.0, 909);
     ad_tensor *res[4] = {NULL};
-    for (int th = 1; th <= 3; th++) {
+    for (int th = 1; th <= max_threads(); th++) {
         ad_set_num_threads(th);
         ad_tape *t = ad_tape_new();
         ck_assert_ptr_nonnull(t);
@@ -400,7 +422,7 @@ START_TEST(accumulated_gradients_same_bits)
         ad_set_num_threads(1);
         if (th > 1) assert_same_tensor(res[1], res[th], "relu(x) * x + x", th);
     }
-    for (int th = 1; th <= 3; th++) ad_tensor_free(res[th]);
+    for (int th = 1; th <= max_threads(); th++) ad_tensor_free(res[th]);
     ad_tensor_free(x);
     ad_tensor_free(g);
 }
