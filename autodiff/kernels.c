@@ -111,15 +111,22 @@ typedef struct sum_job {
     ad_tensor *dst;
     const ad_tensor *src;
     int split;
+    int64_t rows; /* src's rows (of its last dim) */
     int64_t st[AD_MAX_DIMS], ss[AD_MAX_DIMS];
 } sum_job;
+
+/* On threads, the outputs of a chunk are summed in a buffer of its own on the stack when they are
+** this few (a bias's, a batch's): they take a += for every row, and two threads writing one cache
+** line would pass it to and fro (sum_to of [R, 32, 64] to [1, 32, 1] on 2 threads: 0.7x the time
+** of 1 thread in place, 1.4-1.6x faster with the buffer). The same additions in the same order. */
+#define SUM_LOCAL 256
 
 /* Full sums and sums of broadcast rows are in double for both dtypes (float32
 ** data keeps its accuracy), in index order, so they stay scalar: vectorizing
 ** them would reassociate. Rows that keep their axis add elementwise (vectorized).
-** sum_to_<T> sums indices [k0, k1) of the split dim (all of it on one thread). */
-#define SUM_TO(T)                                                                                        \
-    AD_CLONES static void sum_to_##T(void *ctx, int64_t k0, int64_t k1)                                  \
+** sum_chunk_<T> sums indices [k0, k1) of the split dim (a chunk on threads). */
+#define SUM_CHUNK(T)                                                                                     \
+    AD_CLONES static void sum_chunk_##T(void *ctx, int64_t k0, int64_t k1)                               \
     {                                                                                                    \
         const sum_job *j = ctx;                                                                          \
         T *d = j->dst->data;                                                                             \
@@ -129,23 +136,53 @@ typedef struct sum_job {
         int64_t shape[AD_MAX_DIMS];                                                                      \
         memcpy(shape, j->src->shape, sizeof shape);                                                      \
         shape[sp] = k1 - k0;                                                                             \
-        memset(d + k0 * st[sp], 0, (size_t)((k1 - k0) * st[sp]) * sizeof(T));                            \
-        int64_t idx[AD_MAX_DIMS] = {0}, off[2] = {k0 * j->ss[sp], k0 * st[sp]}; /* src's, dst's */      \
+        T local[SUM_LOCAL];                                                                              \
+        int64_t blk = (k1 - k0) * st[sp]; /* this chunk's outputs, from d + k0 st[sp] on */              \
+        T *o = blk <= SUM_LOCAL ? local : d + k0 * st[sp];                                               \
+        memset(o, 0, (size_t)blk * sizeof(T));                                                           \
+        int64_t idx[AD_MAX_DIMS] = {0}, off[2] = {k0 * j->ss[sp], 0}; /* src's, o's */                  \
         const int64_t *strides[2] = {j->ss, st};                                                         \
-        int64_t inner = shape[last], sl = st[last], rows = 1;                                            \
-        for (int i = 0; i < last; i++) rows *= shape[i];                                                 \
+        int64_t inner = shape[last], sl = st[last];                                                      \
+        int64_t rows = sp == last ? j->rows : j->rows / j->src->shape[sp] * (k1 - k0);                   \
         for (int64_t r = 0; r < rows; r++) {                                                             \
             const T *sr = s + off[0];                                                                    \
             if (sl == 0) {                                                                               \
                 double acc = 0;                                                                          \
                 for (int64_t k = 0; k < inner; k++) acc += sr[k];                                        \
-                d[off[1]] += (T)acc;                                                                     \
+                o[off[1]] += (T)acc;                                                                     \
             } else {                                                                                     \
-                T *restrict dr = d + off[1];                                                             \
+                T *restrict dr = o + off[1];                                                             \
                 const T *restrict srr = sr;                                                              \
                 for (int64_t k = 0; k < inner; k++) dr[k] += srr[k];                                     \
             }                                                                                            \
             ad__odometer_next(last, shape, idx, 2, strides, off); /* the outer dims */                   \
+        }                                                                                                \
+        if (o == local) memcpy(d + k0 * st[sp], local, (size_t)blk * sizeof(T));                         \
+    }
+SUM_CHUNK(double)
+SUM_CHUNK(float)
+
+/* sum_to on one thread: the same sums as SUM_CHUNK's, rows walked in place. */
+#define SUM_TO(T)                                                                                        \
+    AD_CLONES static void sum_to_##T(ad_tensor *dst, const ad_tensor *src, const int64_t *st)            \
+    {                                                                                                    \
+        T *d = dst->data;                                                                                \
+        const T *s = src->data;                                                                          \
+        memset(d, 0, (size_t)dst->size * sizeof(T));                                                    \
+        int64_t idx[AD_MAX_DIMS] = {0}, off = 0;                                                         \
+        int last = src->ndim - 1;                                                                        \
+        int64_t inner = src->shape[last], sl = st[last];                                                 \
+        for (int64_t o = 0; o < src->size; o += inner) {                                                 \
+            if (sl == 0) {                                                                               \
+                double acc = 0;                                                                          \
+                for (int64_t k = 0; k < inner; k++) acc += s[o + k];                                     \
+                d[off] += (T)acc;                                                                        \
+            } else {                                                                                     \
+                T *restrict dr = d + off;                                                                \
+                const T *restrict sr = s + o;                                                            \
+                for (int64_t k = 0; k < inner; k++) dr[k] += sr[k];                                      \
+            }                                                                                            \
+            ad__odometer_next(last, src->shape, idx, 1, &st, &off); /* the outer dims, dst's offset */   \
         }                                                                                                \
     }
 SUM_TO(double)
@@ -180,8 +217,16 @@ void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src)
             *(float *)dst->data = sum_all_float(src->data, src->size);
         return;
     }
-    sum_job j = {dst, src, -1, {0}, {0}};
+    sum_job j = {dst, src, -1, src->size / src->shape[src->ndim - 1], {0}, {0}};
     ad__bcast_strides(dst, src->ndim, src->shape, j.st);
+    int nth = ad__par_threads(src->size);
+    if (nth == 1) {
+        if (dst->dtype == AD_F64)
+            sum_to_double(dst, src, j.st);
+        else
+            sum_to_float(dst, src, j.st);
+        return;
+    }
     int last = src->ndim - 1;
     j.ss[last] = 1;
     for (int i = last; i > 0; i--) j.ss[i - 1] = j.ss[i] * src->shape[i];
@@ -189,13 +234,8 @@ void ad__sum_to_kernel(ad_tensor *dst, const ad_tensor *src)
         if (j.st[i] != 0 && src->shape[i] > 1) j.split = i;
     /* (dst has more than one element, so it keeps a dim of src longer than 1) */
     int64_t len = src->shape[j.split];
-    int nth = ad__par_threads(src->size);
     if (nth > len) nth = (int)len;
-    ad__range_fn run = dst->dtype == AD_F64 ? sum_to_double : sum_to_float;
-    if (nth > 1)
-        ad__par_for(nth, len, src->size / len, run, &j);
-    else
-        run(&j, 0, len);
+    ad__par_for(nth, len, src->size / len, dst->dtype == AD_F64 ? sum_chunk_double : sum_chunk_float, &j);
 }
 
 /* d += s elementwise, elements [lo, hi) (d and s may be the same array). */
