@@ -13,7 +13,9 @@
 ** the result is the same bit for bit whoever runs which chunk and for any thread count. (Chunks
 ** rather than one share per thread: a worker that wakes late, or shares its core with another
 ** process, takes fewer chunks instead of holding up the call.) Below 2 AD__PAR_MIN elements a loop
-** stays on the calling thread, with no pool call.
+** stays on the calling thread, with no pool call: on the project's 2-core machine, F32 relu, a bias
+** add and a bias's sum_to of 2^15 elements gained nothing on 2 threads (1.00x, 1.09x, 1.25x, noisy),
+** of 2^16 elements 1.38-1.46x, 1.13-1.37x and 1.4-1.55x, of 2^18 to 2^20 relu and the add 1.7-2.3x.
 */
 #ifndef AD__PAR_MIN /* (a build may set it, to measure) */
 #define AD__PAR_MIN ((int64_t)1 << 15)
