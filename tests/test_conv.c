@@ -297,6 +297,7 @@ static const conv_case wide_cases[] = {
     {2, 16, 9, 13, 24, 3, 3, {2, 2, 1, 1, 1, 1, 1}},
     {1, 16, 10, 11, 64, 1, 1, {2, 2, 0, 0, 1, 1, 1}},
     {1, 16, 11, 12, 8, 3, 3, {3, 2, 1, 2, 2, 1, 1}},
+    {2, 16, 24, 40, 32, 3, 3, {2, 2, 1, 1, 1, 1, 1}}, /* the phases on two threads (2.2 M multiply-adds) */
 };
 #define NWIDE ((int)(sizeof wide_cases / sizeof wide_cases[0]))
 
