@@ -30,6 +30,12 @@ typedef struct ad_branch branch; /* (tape.h) */
 
 static const char *const cmp_sym[] = {"<", "<=", ">", ">=", "==", "!="};
 
+/* The symbol of a recorded comparison (recorded ones are always in range). */
+static const char *cmp_name(unsigned cmp)
+{
+    return cmp < sizeof cmp_sym / sizeof cmp_sym[0] ? cmp_sym[cmp] : "?";
+}
+
 static bool compare(double a, ad_cmp c, double b)
 {
     switch (c) {
@@ -85,8 +91,8 @@ static bool branch_holds(ad_tape *t, const branch *k)
     ad__fail(t, AD_ERR_STATE,
              "ad_tape_replay: replay diverged at node %u: node %u %s node %u was %s, now %s (%g %s %g); "
              "record the tape again",
-             k->pos, k->a, cmp_sym[k->cmp], k->b, k->result ? "true" : "false", r ? "true" : "false", a,
-             cmp_sym[k->cmp], b);
+             k->pos, k->a, cmp_name(k->cmp), k->b, k->result ? "true" : "false", r ? "true" : "false", a,
+             cmp_name(k->cmp), b);
     return false;
 }
 

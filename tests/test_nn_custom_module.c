@@ -40,7 +40,10 @@ static nn_module *affine_new(int64_t n, ad_dtype dt, nn_error *err)
     if (!m) return NULL;
     ad_tensor *a = ad_tensor_new(dt, AD_SHAPE(n)), *b = ad_tensor_new(dt, AD_SHAPE(n));
     if (a) ad_tensor_fill(a, 1.0);
-    if (!nn_module_add_param(m, "a", a, true, err) | !nn_module_add_param(m, "b", b, true, err)) {
+    /* both calls run: each takes its tensor whether or not the other failed */
+    bool ok_a = nn_module_add_param(m, "a", a, true, err);
+    bool ok_b = nn_module_add_param(m, "b", b, true, err);
+    if (!ok_a || !ok_b) {
         nn_module_free(m);
         return NULL;
     }
