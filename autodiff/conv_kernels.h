@@ -93,6 +93,44 @@ typedef struct ad__lconv_kernel {
     void (*tr_f64)(const double *src, int64_t lds, int64_t rows, int64_t cols, double *dst, int64_t ldd);
 } ad__lconv_kernel;
 
+#define AD__LCONV_MAX_MR 8       /* the most positions of a lane kernel's tile */
+#define AD__LCONV_KC_BYTES 20480 /* a block of taps' weights, at most (the L1 cache holds them) */
+
+/* The vectors of the channel tile starting at vector v0: as few tiles as the widest kind allows,
+** as even as they can be (4 vectors on AVX2, whose widest kind holds 3: 2 + 2, not 3 + 1, whose
+** one-vector tile has too few accumulators to hide the multiply-add latency). */
+static inline int ad__lconv_nv(int64_t nvec, int max_nv, int64_t v0)
+{
+    int64_t nt = (nvec + max_nv - 1) / max_nv, base = nvec / nt, rem = nvec % nt;
+    return (int)(v0 < rem * (base + 1) ? base + 1 : base);
+}
+
+/* The lines of the next chunk's output, fetched a few per kernel call while this chunk computes:
+** its transpose then stores into the cache (the stores had missed it: perf put the transposes at
+** 11.6% of bench_conv's layer-2 samples, 6.0% with this). */
+typedef struct ad__lconv_prefetch {
+    const char *base;    /* the chunk's first output element of channel 0 */
+    int64_t rows, ld;    /* channels, and the bytes between their rows */
+    int64_t len;         /* bytes of each row in the chunk */
+    int64_t r, off;      /* the next line: row r, offset off */
+} ad__lconv_prefetch;
+
+#define AD__LCONV_PREFETCH 8 /* lines per kernel call */
+
+static inline void ad__lconv_fetch(ad__lconv_prefetch *pf)
+{
+    for (int i = 0; i < AD__LCONV_PREFETCH && pf->r < pf->rows; i++) {
+        const char *row = pf->base + pf->r * pf->ld;
+        if (pf->off < pf->len) { /* a line of the row every 64 bytes, then the line of its last byte */
+            __builtin_prefetch(row + pf->off, 1, 3);
+            pf->off += 64;
+        } else {
+            __builtin_prefetch(row + pf->len - 1, 1, 3);
+            pf->off = 0, pf->r++;
+        }
+    }
+}
+
 /* The lane kernel for this CPU and element type, or NULL (no AVX2 or AVX-512). */
 AD_INTERNAL const ad__lconv_kernel *ad__lconv_select(bool f64);
 

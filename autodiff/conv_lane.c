@@ -40,13 +40,13 @@ void ad__pad_planes(bool f64, const void *x, int64_t h, int64_t w, int64_t ph, i
 
 
 #define LCONV_MIN_K 64   /* fewer taps (a first layer's 9 or 25, a 1x1 of 32 channels): the direct kernel */
-#define LCONV_MAX_MR 8   /* the most positions of a lane kernel's tile */
+#define LCONV_MAX_MR AD__LCONV_MAX_MR
 #define LCONV_CHUNK 48   /* output positions computed, then transposed into the output, at least */
-#define LCONV_KC_BYTES 20480 /* a block of taps' weights, at most (the L1 cache holds them) */
+#define LCONV_KC_BYTES AD__LCONV_KC_BYTES
 
 /* One phase of a lane convolution: the output positions (r0 + jy rs, c0 + jx cs) for jy < nr,
 ** jx < nc, which read the padded input at jy xr + jx xc + offs[t] for their k taps t with the
-** weights apack (packed per tile of channel vectors: [k][nv w], the tiles as lc_nv says). A forward convolution is one phase; the input gradient of a stride-s convolution
+** weights apack (packed per tile of channel vectors: [k][nv w], the tiles as ad__lconv_nv says). A forward convolution is one phase; the input gradient of a stride-s convolution
 ** has s x s, one per residue of the input position (a tap reaches the positions of one residue). */
 typedef struct lc_phase {
     const void *apack;
@@ -77,44 +77,9 @@ typedef struct lc_job {
     size_t pad_bytes, out_bytes, buf_bytes;
 } lc_job;
 
-/* The vectors of the channel tile starting at vector v0: as few tiles as the widest kind allows,
-** as even as they can be (4 vectors on AVX2, whose widest kind holds 3: 2 + 2, not 3 + 1, whose
-** one-vector tile has too few accumulators to hide the multiply-add latency). */
-static int lc_nv(int64_t nvec, int max_nv, int64_t v0)
-{
-    int64_t nt = (nvec + max_nv - 1) / max_nv, base = nvec / nt, rem = nvec % nt;
-    return (int)(v0 < rem * (base + 1) ? base + 1 : base);
-}
-
-/* The lines of the next chunk's output, fetched a few per kernel call while this chunk computes:
-** its transpose then stores into the cache (the stores had missed it: perf put the transposes at
-** 11.6% of bench_conv's layer-2 samples, 6.0% with this). */
-typedef struct lc_prefetch {
-    const char *base;    /* the chunk's first output element of channel 0 */
-    int64_t rows, ld;    /* channels, and the bytes between their rows */
-    int64_t len;         /* bytes of each row in the chunk */
-    int64_t r, off;      /* the next line: row r, offset off */
-} lc_prefetch;
-
-#define LCONV_PREFETCH 8 /* lines per kernel call */
-
-static inline void lc_fetch(lc_prefetch *pf)
-{
-    for (int i = 0; i < LCONV_PREFETCH && pf->r < pf->rows; i++) {
-        const char *row = pf->base + pf->r * pf->ld;
-        if (pf->off < pf->len) { /* a line of the row every 64 bytes, then the line of its last byte */
-            __builtin_prefetch(row + pf->off, 1, 3);
-            pf->off += 64;
-        } else {
-            __builtin_prefetch(row + pf->len - 1, 1, 3);
-            pf->off = 0, pf->r++;
-        }
-    }
-}
-
 /* Runs phase f's positions among output rows [y0, y1) into buf (rows: positions from row y0). */
 static void lc_phase_rows(const lc_job *j, const lc_phase *f, const char *xp, int64_t y0, int64_t y1, char *buf,
-                          int64_t *lpos, int64_t *lrow, lc_prefetch *pf)
+                          int64_t *lpos, int64_t *lrow, ad__lconv_prefetch *pf)
 {
     const ad__lconv_kernel *lk = j->lk;
     size_t es = j->f64 ? sizeof(double) : sizeof(float);
@@ -132,7 +97,7 @@ static void lc_phase_rows(const lc_job *j, const lc_phase *f, const char *xp, in
         lpos[i] = lpos[cnt - 1], lrow[i] = lrow[cnt - 1];
     int64_t mpad = j->nvec * lk->w;
     for (int64_t v0 = 0; v0 < j->nvec;) {
-        int nv = lc_nv(j->nvec, lk->max_nv, v0), mr = lk->mr[nv - 1];
+        int nv = ad__lconv_nv(j->nvec, lk->max_nv, v0), mr = lk->mr[nv - 1];
         /* at most LCONV_KC_BYTES of weights and about as much of the input per block */
         int64_t tw = (int64_t)nv * lk->w, most = LCONV_KC_BYTES / (tw * (int64_t)es);
         int64_t xmost = LCONV_KC_BYTES * f->tpc / j->plane_bytes;
@@ -146,7 +111,7 @@ static void lc_phase_rows(const lc_job *j, const lc_phase *f, const char *xp, in
             const char *a = at + (size_t)(k0 * tw) * es;
             char *c = buf + (size_t)(v0 * lk->w) * es;
             for (int64_t i0 = 0; i0 < cnt; i0 += mr) {
-                lc_fetch(pf);
+                ad__lconv_fetch(pf);
                 if (j->f64)
                     lk->f64[nv - 1](kc, (const double *)(const void *)a, (const double *)(const void *)xp,
                                     f->offs + k0, lpos + i0, (double *)(void *)c, mpad, lrow + i0, k0 > 0);
@@ -169,7 +134,7 @@ static void lc_share(void *ctx, int tid, int nth)
     char *pad = j->bufs + (size_t)tid * j->buf_bytes, *buf = pad + j->pad_bytes;
     int64_t *lpos = (int64_t *)(void *)(buf + j->out_bytes), *lrow = lpos + j->rb * j->ow + LCONV_MAX_MR;
     int64_t have = -1; /* the image in pad */
-    lc_prefetch pf = {0};
+    ad__lconv_prefetch pf = {0};
     for (int64_t u = j->units * tid / nth; u < j->units * (tid + 1) / nth; u++) {
         int64_t b = u / per, u0 = u % per * j->ub, u1 = u0 + j->ub < j->oh ? u0 + j->ub : j->oh;
         const char *src = (const char *)j->x + (size_t)(b * j->xb) * es, *xp = pad;
@@ -183,7 +148,7 @@ static void lc_share(void *ctx, int tid, int nth)
             int64_t y1 = y0 + j->rb < u1 ? y0 + j->rb : u1;
             int64_t y2 = y1 + j->rb < u1 ? y1 + j->rb : u1;
             char *y = (char *)j->y + (size_t)(b * j->yb + y0 * j->ow) * es;
-            pf = (lc_prefetch){y + (size_t)((y1 - y0) * j->ow) * es, y2 > y1 ? j->m : 0,
+            pf = (ad__lconv_prefetch){y + (size_t)((y1 - y0) * j->ow) * es, y2 > y1 ? j->m : 0,
                                (int64_t)((size_t)(j->oh * j->ow) * es), (int64_t)((size_t)((y2 - y1) * j->ow) * es), 0,
                                0};
             for (int f = 0; f < j->nphase; f++) lc_phase_rows(j, &j->phase[f], xp, y0, y1, buf, lpos, lrow, &pf);
@@ -225,7 +190,7 @@ static void *lc_pack(ad_tape *t, ad_dtype dt, const ad__lconv_kernel *lk, const 
     if (!ap) return NULL;
     ap = (char *)(((uintptr_t)ap + 63) & ~(uintptr_t)63);
     for (int64_t v0 = 0; v0 < nvec;) {
-        int64_t nv = lc_nv(nvec, lk->max_nv, v0), tw = nv * lk->w;
+        int64_t nv = ad__lconv_nv(nvec, lk->max_nv, v0), tw = nv * lk->w;
         char *dst = ap + (size_t)(v0 * lk->w * k) * es;
         for (int64_t p = 0; p < k; p++) {
             int64_t at = src->tmap ? src->tmap[p] : p;

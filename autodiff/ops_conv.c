@@ -3,6 +3,7 @@
 #include "ad_nnops.h"
 #include "vjp.h"
 #include "conv_lane.h"
+#include "conv_wino.h"
 #include "gemm.h"
 #include "kernels.h"
 #include "threads.h"
@@ -374,7 +375,17 @@ ad_status ad__fwd_conv2d(ad_tape *t, ad_node *n)
     int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow;
     int64_t hp = q.h + 2 * q.ph, wp = q.w + 2 * q.pw;
     const ad__gemm_kernel *kr = conv_kernel(dt);
-    const ad__lconv_kernel *lk = ad__lconv_for(dt, og, kk);
+    const ad__lconv_kernel *lk = ad__wino_for(dt, &q, false, w->data);
+    if (lk) { /* 3x3 or 5x5, stride 1, F32: Winograd F(2x2, 3x3) or F(2x2, 5x5) */
+        for (int64_t g = 0; g < q.g; g++) {
+            ad_status st = ad__wino_run(t, lk, (int)q.kh, (const float *)w->data + g * og * kk, kk, q.kh * q.kw, false, og, cg,
+                                        (const float *)x->data + g * cg * q.h * q.w, q.c * q.h * q.w, q.h, q.w, q.ph,
+                                        q.pw, q.n, (float *)n->value.data + g * og * ohw, q.o * ohw);
+            if (st != AD_OK) return st;
+        }
+        return AD_OK;
+    }
+    lk = ad__lconv_for(dt, og, kk);
     if (lk) {
         for (int64_t g = 0; g < q.g; g++) {
             ad_status st = ad__lconv_run(t, dt, lk, (const char *)w->data + (size_t)(g * og * kk) * es, kk, og, cg, &q,
@@ -546,7 +557,17 @@ ad_status ad__fwd_conv2d_grad_input(ad_tape *t, ad_node *n)
     /* channels as vector lanes, a phase per residue of the input position; strides above 1 with
     ** 64-byte vectors only (with AVX2's 32, on this project's AVX-512 machine, the stride-2 3x3 of
     ** bench_conv took 8.2 ms this way against 6.7 by col2im) */
-    const ad__lconv_kernel *lk = ad__lconv_for(dt, cg, kg);
+    const ad__lconv_kernel *lk = ad__wino_for(dt, &q, true, w->data);
+    if (lk) { /* 3x3 or 5x5, stride 1, F32: Winograd on gy with the flipped, transposed kernel */
+        for (int64_t g = 0; g < q.g; g++) {
+            ad_status st = ad__wino_run(t, lk, (int)q.kh, (const float *)w->data + g * og * kk, q.kh * q.kw, kk, true, cg, og,
+                                        (const float *)gy->data + g * og * ohw, q.o * ohw, q.oh, q.ow, q.kh - 1 - q.ph,
+                                        q.kw - 1 - q.pw, q.n, (float *)n->value.data + g * cg * hw, q.c * hw);
+            if (st != AD_OK) return st;
+        }
+        return AD_OK;
+    }
+    lk = ad__lconv_for(dt, cg, kg);
     if (lk && (q.sh > 1 || q.sw > 1) && lk->w * (int64_t)es < 64) lk = NULL;
     if (lk) {
         for (int64_t g = 0; g < q.g; g++) {

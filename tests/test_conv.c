@@ -298,6 +298,23 @@ static const conv_case wide_cases[] = {
     {1, 16, 10, 11, 64, 1, 1, {2, 2, 0, 0, 1, 1, 1}},
     {1, 16, 11, 12, 8, 3, 3, {3, 2, 1, 2, 2, 1, 1}},
     {2, 16, 24, 40, 32, 3, 3, {2, 2, 1, 1, 1, 1, 1}}, /* the phases on two threads (2.2 M multiply-adds) */
+    /* 3x3 with stride 1 in F32, 16 channels or more on both sides: Winograd's F(2x2, 3x3) for the
+    ** forward and the input gradient (F64 takes the lane kernels): two threads; odd output sizes
+    ** (half-filled last tiles) with 17 input channels (the transforms' scalar tail); padding 2, so
+    ** the input gradient reads gy without a border, and one image in blocks of tile rows;
+    ** unequal padding; groups of 16 */
+    {3, 16, 14, 14, 32, 3, 3, {1, 1, 1, 1, 1, 1, 1}},
+    {2, 17, 13, 11, 40, 3, 3, {1, 1, 0, 0, 1, 1, 1}},
+    {1, 32, 9, 7, 16, 3, 3, {1, 1, 2, 2, 1, 1, 1}},
+    {1, 16, 8, 6, 24, 3, 3, {1, 1, 0, 2, 1, 1, 1}},
+    {2, 32, 10, 9, 32, 3, 3, {1, 1, 1, 1, 1, 1, 2}},
+    {16, 16, 8, 8, 16, 3, 3, {1, 1, 1, 1, 1, 1, 1}}, /* 16 small images: two to a unit of work */
+    /* 5x5 with stride 1 in F32: F(2x2, 5x5), the same ways; padding 4 for the input gradient */
+    {3, 16, 14, 14, 32, 5, 5, {1, 1, 2, 2, 1, 1, 1}},
+    {2, 17, 13, 11, 40, 5, 5, {1, 1, 0, 0, 1, 1, 1}},
+    {1, 32, 9, 7, 16, 5, 5, {1, 1, 4, 4, 1, 1, 1}},
+    {1, 16, 8, 10, 24, 5, 5, {1, 1, 1, 3, 1, 1, 1}},
+    {16, 16, 8, 8, 16, 5, 5, {1, 1, 2, 2, 1, 1, 1}},
 };
 #define NWIDE ((int)(sizeof wide_cases / sizeof wide_cases[0]))
 
@@ -386,6 +403,66 @@ START_TEST(conv_wide_paths)
     ad_tensor_free(x);
     ad_tensor_free(w);
     ad_tensor_free(g);
+}
+END_TEST
+
+/* Infinities, NaNs and huge values in 3x3 and 5x5 stride-1 F32 convolutions with 16 channels
+** (Winograd's F(2x2, 3x3) and F(2x2, 5x5), whose transforms would subtract an infinity from itself):
+** the results of F64's direct sums, the same infinities and NaNs, for the forward and the input
+** gradient; the images that hold one (also beside a tame image in the same unit of work), and
+** weights with one, are computed directly. */
+START_TEST(conv_winograd_special_values)
+{
+    const int64_t c = 16, h = 8, wd = 8, o = 16;
+    for (int kase = 0; kase < 5; kase++) {
+        /* cases 3 and 4: 16 images (two to a unit of work, one of them tame), 5x5 */
+        int64_t n = kase < 3 ? 1 : 16, k = kase == 4 ? 5 : 3;
+        ad_conv2d_params p = {1, 1, k / 2, k / 2, 1, 1, 1};
+        ad_tensor *x = rnd(AD_SHAPE(n, c, h, wd), 310), *w = rnd(AD_SHAPE(o, c, k, k), 311);
+        ad_tensor *g = rnd(AD_SHAPE(n, o, h, wd), 312);
+        double *xd = x->data, *wdd = w->data, *gd = g->data;
+        if (kase == 0 || kase >= 3) { /* the input: +inf, -inf, NaN, a huge finite value (in image 5) */
+            xd += kase >= 3 ? 5 * c * h * wd : 0;
+            xd[(0 * h + 2) * wd + 3] = INFINITY;
+            xd[(5 * h + 6) * wd + 1] = -INFINITY;
+            xd[(9 * h + 4) * wd + 4] = NAN;
+            xd[(3 * h + 7) * wd + 7] = 3e38;
+        } else if (kase == 1) { /* the output gradient (the input gradient's input) */
+            gd[(2 * h + 0) * wd + 5] = INFINITY;
+            gd[(7 * h + 3) * wd + 3] = -INFINITY;
+            gd[(11 * h + 7) * wd + 0] = NAN;
+        } else { /* a weight */
+            wdd[(4 * c + 2) * k * k + 4] = INFINITY;
+        }
+        ad_tensor *x32 = tu_to_f32(x), *w32 = tu_to_f32(w), *g32 = tu_to_f32(g);
+        ad_tape *t = ad_tape_new();
+        ad_var r[4] = {ad_conv2d_ex(ad_const(t, x), ad_const(t, w), &p),
+                       ad__conv2d_grad_input(ad_const(t, g), ad_const(t, w), h, wd, &p),
+                       ad_conv2d_ex(ad_const(t, x32), ad_const(t, w32), &p),
+                       ad__conv2d_grad_input(ad_const(t, g32), ad_const(t, w32), h, wd, &p)};
+        for (int e = 0; e < 4; e++) ck_assert_msg(ad_ok(r[e]), "%s", ad_tape_error(t));
+        int specials = 0;
+        for (int e = 0; e < 2; e++) {
+            const ad_tensor *want = ad_value(r[e]), *got = ad_value(r[e + 2]);
+            int64_t bad = -1;
+            for (int64_t i = 0; i < want->size && bad < 0; i++) {
+                double a = ad_tensor_get(got, i), b = ad_tensor_get(want, i);
+                if (isnan(b) || isinf(b)) specials++;
+                bool same = isnan(b) ? isnan(a) : isinf(b) ? a == b : tu_close(a, b, 1e-4, 1e-4);
+                if (!same) bad = i;
+            }
+            ck_assert_msg(bad < 0, "case %d, result %d, element %lld: %.9g, expected %.9g", kase, e, (long long)bad,
+                          bad < 0 ? 0 : ad_tensor_get(got, bad), bad < 0 ? 0 : ad_tensor_get(want, bad));
+        }
+        ck_assert_int_gt(specials, 10); /* the infinities and NaNs reached the outputs */
+        ad_tape_free(t);
+        ad_tensor_free(x32);
+        ad_tensor_free(w32);
+        ad_tensor_free(g32);
+        ad_tensor_free(x);
+        ad_tensor_free(w);
+        ad_tensor_free(g);
+    }
 }
 END_TEST
 
@@ -973,6 +1050,7 @@ static Suite *conv_suite(void)
     tcase_add_test(c, conv_errors);
     tcase_add_test(c, conv_fast_and_recorded_agree);
     tcase_add_loop_test(c, conv_wide_paths, 0, NWIDE);
+    tcase_add_test(c, conv_winograd_special_values);
     tcase_set_timeout(c, 600);
     suite_add_tcase(s, c);
     TCase *p = tcase_create("pool");
