@@ -22,4 +22,13 @@ AD_INTERNAL ad_status ad__wino_run(ad_tape *t, const ad__lconv_kernel *lk, int r
                                    int64_t sci, bool flip, int64_t m, int64_t cin, const float *x, int64_t xb, int64_t h,
                                    int64_t wd, int64_t ph, int64_t pw, int64_t n, float *y, int64_t yb);
 
+/* The lane kernel that runs q's weight gradient by F(3x3, 2x2) or F(5x5, 2x2), or NULL (as ad__wino_for). */
+AD_INTERNAL const ad__lconv_kernel *ad__wino_wgrad_for(ad_dtype dt, const geom *q);
+
+/* dw [m][cin][r][r] = the weight gradient of the r x r (3 or 5) stride-1 convolution of x ([n][cin][h][wd],
+** images xb apart, zero border ph, pw) whose output gradient is gy ([n][m][oh][ow], images gyb apart). */
+AD_INTERNAL ad_status ad__wino_wgrad(ad_tape *t, const ad__lconv_kernel *lk, int r, const float *x, int64_t xb,
+                                     const float *gy, int64_t gyb, int64_t m, int64_t cin, int64_t h, int64_t wd,
+                                     int64_t ph, int64_t pw, int64_t n, float *dw);
+
 #endif

@@ -692,6 +692,16 @@ ad_status ad__fwd_conv2d_grad_weight(ad_tape *t, ad_node *n)
     int64_t cg = q.c / q.g, og = q.o / q.g, kk = cg * q.kh * q.kw, ohw = q.oh * q.ow;
     int64_t hp = q.h + 2 * q.ph, wp = q.w + 2 * q.pw;
     const ad__gemm_kernel *kr = conv_kernel(dt);
+    const ad__lconv_kernel *lk = ad__wino_wgrad_for(dt, &q);
+    if (lk) { /* 3x3 or 5x5, stride 1, F32: Winograd F(3x3, 2x2) or F(5x5, 2x2) */
+        for (int64_t g = 0; g < q.g; g++) {
+            ad_status st = ad__wino_wgrad(t, lk, (int)q.kh, (const float *)x->data + g * cg * q.h * q.w, q.c * q.h * q.w,
+                                          (const float *)gy->data + g * og * ohw, q.o * ohw, og, cg, q.h, q.w, q.ph,
+                                          q.pw, q.n, (float *)n->value.data + g * og * kk);
+            if (st != AD_OK) return st;
+        }
+        return AD_OK;
+    }
     const char *xp = padded(t, dt, x->data, q.n * q.c, q.h, q.w, q.ph, q.pw, 0);
     if (!xp) return AD_ERR_NOMEM;
     const ad__wgrad_kernel *wk = ad__wgrad_select(dt == AD_F64);

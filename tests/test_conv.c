@@ -407,10 +407,10 @@ START_TEST(conv_wide_paths)
 END_TEST
 
 /* Infinities, NaNs and huge values in 3x3 and 5x5 stride-1 F32 convolutions with 16 channels
-** (Winograd's F(2x2, 3x3) and F(2x2, 5x5), whose transforms would subtract an infinity from itself):
-** the results of F64's direct sums, the same infinities and NaNs, for the forward and the input
-** gradient; the images that hold one (also beside a tame image in the same unit of work), and
-** weights with one, are computed directly. */
+** (Winograd's F(2x2, r x r) and F(r x r, 2x2), whose transforms would subtract an infinity from
+** itself): the results of F64's direct sums, the same infinities and NaNs, for the forward, the
+** input gradient and the weight gradient; the images that hold one (also beside a tame image in the
+** same unit of work), and weights with one, are computed directly. */
 START_TEST(conv_winograd_special_values)
 {
     const int64_t c = 16, h = 8, wd = 8, o = 16;
@@ -436,14 +436,16 @@ START_TEST(conv_winograd_special_values)
         }
         ad_tensor *x32 = tu_to_f32(x), *w32 = tu_to_f32(w), *g32 = tu_to_f32(g);
         ad_tape *t = ad_tape_new();
-        ad_var r[4] = {ad_conv2d_ex(ad_const(t, x), ad_const(t, w), &p),
+        ad_var r[6] = {ad_conv2d_ex(ad_const(t, x), ad_const(t, w), &p),
                        ad__conv2d_grad_input(ad_const(t, g), ad_const(t, w), h, wd, &p),
+                       ad__conv2d_grad_weight(ad_const(t, x), ad_const(t, g), k, k, &p),
                        ad_conv2d_ex(ad_const(t, x32), ad_const(t, w32), &p),
-                       ad__conv2d_grad_input(ad_const(t, g32), ad_const(t, w32), h, wd, &p)};
-        for (int e = 0; e < 4; e++) ck_assert_msg(ad_ok(r[e]), "%s", ad_tape_error(t));
+                       ad__conv2d_grad_input(ad_const(t, g32), ad_const(t, w32), h, wd, &p),
+                       ad__conv2d_grad_weight(ad_const(t, x32), ad_const(t, g32), k, k, &p)};
+        for (int e = 0; e < 6; e++) ck_assert_msg(ad_ok(r[e]), "%s", ad_tape_error(t));
         int specials = 0;
-        for (int e = 0; e < 2; e++) {
-            const ad_tensor *want = ad_value(r[e]), *got = ad_value(r[e + 2]);
+        for (int e = 0; e < 3; e++) {
+            const ad_tensor *want = ad_value(r[e]), *got = ad_value(r[e + 3]);
             int64_t bad = -1;
             for (int64_t i = 0; i < want->size && bad < 0; i++) {
                 double a = ad_tensor_get(got, i), b = ad_tensor_get(want, i);
