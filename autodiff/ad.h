@@ -331,7 +331,12 @@ typedef struct ad_conv2d_params {
 
 /* 2-D cross-correlation without bias (PyTorch's conv2d): x [N, C, H, W], w [O, C/groups, kh, kw]
 ** -> [N, O, OH, OW], OH = (H + 2 pad_h - dilation_h (kh - 1) - 1) / stride_h + 1 (likewise OW).
-** Errors: AD_ERR_ARG for bad parameters, AD_ERR_SHAPE/AD_ERR_DTYPE for operands that do not fit. */
+** Errors: AD_ERR_ARG for bad parameters, AD_ERR_SHAPE/AD_ERR_DTYPE for operands that do not fit.
+** F32 3x3 and 5x5 convolutions with stride and dilation 1 and 16 channels or more on each side
+** (per group) run by Winograd's minimal filtering, forward and both adjoints: their results
+** differ from the direct sum's by rounding (a few units in the 6th digit of the largest output
+** for 5x5; docs/performance.md has the figures); infinities and NaNs come out as the direct sum
+** gives them. F64 always sums directly. Results are the same bits at any thread count. */
 AD_API ad_var ad_conv2d_ex(ad_var x, ad_var w, const ad_conv2d_params *p);
 /* The same with equal height and width parameters. */
 AD_API ad_var ad_conv2d(ad_var x, ad_var w, int64_t stride, int64_t padding, int64_t dilation, int64_t groups);
