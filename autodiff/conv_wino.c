@@ -178,9 +178,10 @@ static float *wino_weights(ad_tape *t, const ad__lconv_kernel *lk, int r, const 
 ** scalars; both add and subtract in the same order. */
 typedef float wino_v __attribute__((vector_size(64), may_alias, aligned(4)));
 
-/* V = B^T d B of one tile's channels [ch, ch + lanes): the window's row r, column j at d[r][j c]. */
+/* V = B^T d B of one tile's channels [ch, ch + lanes): the window's row r, column j at d0 + r ld + j c. */
 #define WINO_IN(T, LD, ST)                                                                               \
     do {                                                                                                 \
+        const float *d1 = d0 + ld, *d2 = d1 + ld, *d3 = d2 + ld;                                         \
         T e[4][4];                                                                                       \
         _Pragma("GCC unroll 4") for (int jj = 0; jj < 4; jj++) {                                         \
             T a = LD(d0 + jj * c), b = LD(d1 + jj * c), cc = LD(d2 + jj * c), d = LD(d3 + jj * c);       \
@@ -218,43 +219,47 @@ typedef float wino_v __attribute__((vector_size(64), may_alias, aligned(4)));
 #define WS_LD(p) (*(p))
 #define WS_ST(p, v) (*(p) = (v))
 
-/* V = B^T d B of nt tiles (tile i's 4x4 window at p + (2 i) c, rows ld apart, c channels each)
-** into v[xi][i][c] (the xi-th matrix ldv floats after the previous). */
-AD_CLONES static void wino_in(const float *p, int64_t ld, int64_t c, int64_t nt, float *v, int64_t ldv)
-{
-    for (int64_t i = 0; i < nt; i++) {
-        int64_t ch = 0;
-        for (; ch + 16 <= c; ch += 16) {
-            const float *d0 = p + 2 * i * c + ch, *d1 = d0 + ld, *d2 = d1 + ld, *d3 = d2 + ld;
-            float *o = v + i * c + ch;
-            WINO_IN(wino_v, WV_LD, WV_ST);
-        }
-        for (; ch < c; ch++) {
-            const float *d0 = p + 2 * i * c + ch, *d1 = d0 + ld, *d2 = d1 + ld, *d3 = d2 + ld;
-            float *o = v + i * c + ch;
-            WINO_IN(float, WS_LD, WS_ST);
-        }
+/* The drivers of a transform macro: V = B^T d B of nt tiles (tile i's window at p + (2 i) c, rows
+** ld apart, c channels each) into v[xi][i][c] (the xi-th matrix ldv floats after the previous); and
+** Y = A^T M A of nt tiles (M's xi-th matrix ldm floats after the previous, tile i's c channels at
+** row i) into y, tile i's outputs (a, b) at y + ((a yr) + 2 i + b) c. */
+#define WINO_IN_DRIVER(NAME, BODY)                                                                       \
+    AD_CLONES static void NAME(const float *p, int64_t ld, int64_t c, int64_t nt, float *v, int64_t ldv)  \
+    {                                                                                                    \
+        for (int64_t i = 0; i < nt; i++) {                                                               \
+            int64_t ch = 0;                                                                              \
+            for (; ch + 16 <= c; ch += 16) {                                                             \
+                const float *d0 = p + 2 * i * c + ch;                                                    \
+                float *o = v + i * c + ch;                                                               \
+                BODY(wino_v, WV_LD, WV_ST);                                                              \
+            }                                                                                            \
+            for (; ch < c; ch++) {                                                                       \
+                const float *d0 = p + 2 * i * c + ch;                                                    \
+                float *o = v + i * c + ch;                                                               \
+                BODY(float, WS_LD, WS_ST);                                                               \
+            }                                                                                            \
+        }                                                                                                \
     }
-}
+#define WINO_OUT_DRIVER(NAME, BODY)                                                                      \
+    AD_CLONES static void NAME(const float *mm, int64_t ldm, int64_t c, int64_t nt, float *y, int64_t yr) \
+    {                                                                                                    \
+        for (int64_t i = 0; i < nt; i++) {                                                               \
+            int64_t ch = 0;                                                                              \
+            for (; ch + 16 <= c; ch += 16) {                                                             \
+                const float *s = mm + i * c + ch;                                                        \
+                float *o0 = y + 2 * i * c + ch, *o1 = o0 + yr * c;                                       \
+                BODY(wino_v, WV_LD, WV_ST);                                                              \
+            }                                                                                            \
+            for (; ch < c; ch++) {                                                                       \
+                const float *s = mm + i * c + ch;                                                        \
+                float *o0 = y + 2 * i * c + ch, *o1 = o0 + yr * c;                                       \
+                BODY(float, WS_LD, WS_ST);                                                               \
+            }                                                                                            \
+        }                                                                                                \
+    }
 
-/* Y = A^T M A of nt tiles (M's xi-th matrix ldm floats after the previous, tile i's c channels at
-** row i) into y: tile i's outputs (a, b) at y + ((a yr) + 2 i + b) c. */
-AD_CLONES static void wino_out(const float *mm, int64_t ldm, int64_t c, int64_t nt, float *y, int64_t yr)
-{
-    for (int64_t i = 0; i < nt; i++) {
-        int64_t ch = 0;
-        for (; ch + 16 <= c; ch += 16) {
-            const float *s = mm + i * c + ch;
-            float *o0 = y + 2 * i * c + ch, *o1 = o0 + yr * c;
-            WINO_OUT(wino_v, WV_LD, WV_ST);
-        }
-        for (; ch < c; ch++) {
-            const float *s = mm + i * c + ch;
-            float *o0 = y + 2 * i * c + ch, *o1 = o0 + yr * c;
-            WINO_OUT(float, WS_LD, WS_ST);
-        }
-    }
-}
+WINO_IN_DRIVER(wino_in, WINO_IN)
+WINO_OUT_DRIVER(wino_out, WINO_OUT)
 
 /* F(2, 5)'s B^T (points 0, 1, -1, 1/2, -2, infinity) and A^T. */
 static const float wino_bt5[6][6] = {{1, -1.5f, -2, 1.5f, 1, 0},   {0, -1, 0.5f, 2.5f, 1, 0},
@@ -322,39 +327,8 @@ static const float wino_at5[2][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 0.5f, -2, 1}
         ST(o1 + c, y_[3]);                                                                               \
     } while (0)
 
-AD_CLONES static void wino_in5(const float *p, int64_t ld, int64_t c, int64_t nt, float *v, int64_t ldv)
-{
-    for (int64_t i = 0; i < nt; i++) {
-        int64_t ch = 0;
-        for (; ch + 16 <= c; ch += 16) {
-            const float *d0 = p + 2 * i * c + ch;
-            float *o = v + i * c + ch;
-            WINO_IN5(wino_v, WV_LD, WV_ST);
-        }
-        for (; ch < c; ch++) {
-            const float *d0 = p + 2 * i * c + ch;
-            float *o = v + i * c + ch;
-            WINO_IN5(float, WS_LD, WS_ST);
-        }
-    }
-}
-
-AD_CLONES static void wino_out5(const float *mm, int64_t ldm, int64_t c, int64_t nt, float *y, int64_t yr)
-{
-    for (int64_t i = 0; i < nt; i++) {
-        int64_t ch = 0;
-        for (; ch + 16 <= c; ch += 16) {
-            const float *s = mm + i * c + ch;
-            float *o0 = y + 2 * i * c + ch, *o1 = o0 + yr * c;
-            WINO_OUT5(wino_v, WV_LD, WV_ST);
-        }
-        for (; ch < c; ch++) {
-            const float *s = mm + i * c + ch;
-            float *o0 = y + 2 * i * c + ch, *o1 = o0 + yr * c;
-            WINO_OUT5(float, WS_LD, WS_ST);
-        }
-    }
-}
+WINO_IN_DRIVER(wino_in5, WINO_IN5)
+WINO_OUT_DRIVER(wino_out5, WINO_OUT5)
 
 typedef struct wino_job {
     const ad__lconv_kernel *lk;
