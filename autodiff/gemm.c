@@ -69,8 +69,11 @@
 ** Packing buffers: when one thread's panels fit in STACK_BYTES (products up to 64 x 64 x 64 at
 ** F32, 48 x 48 x 48 at F64, or larger ones with a short side) they live on that thread's stack,
 ** so small products, like those of a training step on a small network, never touch the heap
-** (a warmed-up tape step allocates nothing). Larger products take one ad__malloc block per call
-** for all threads' panels. The packed path thus needs STACK_BYTES of stack on each thread.
+** (a warmed-up tape step allocates nothing). Larger products take one block per call for all
+** threads' panels: from the caller's scratch (ad__gemm_*_ws; the matmul ops pass their tape's
+** arena, rewound after the call, so a warmed-up step still allocates nothing: bench_mlp's
+** products had taken 5 ad__malloc blocks per step) or from ad__malloc. The packed path thus
+** needs STACK_BYTES of stack on each thread.
 */
 
 #define SMALL_MNK ((int64_t)512)      /* m n k below this: the plain loop */
@@ -300,6 +303,12 @@ static inline bool blas_memory_ok(int nth)
     ad_status ad__gemm_##S(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T *a,       \
                            int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc)              \
     {                                                                                                    \
+        return ad__gemm_##S##_ws(NULL, NULL, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);       \
+    }                                                                                                    \
+    ad_status ad__gemm_##S##_ws(ad__scratch_fn scratch, void *sctx, bool ta, bool tb, int64_t m, int64_t n, \
+                                int64_t k, T alpha, const T *a, int64_t lda, const T *b, int64_t ldb, T beta, \
+                                T *c, int64_t ldc)                                                       \
+    {                                                                                                    \
         path pa;                                                                                         \
         int nth;                                                                                         \
         ad_status st = plan(ta, tb, m, n, k, lda, ldb, ldc, alpha == 0, &pa, &nth);                      \
@@ -319,7 +328,7 @@ static inline bool blas_memory_ok(int nth)
             skinny_##S(kr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);                        \
             return AD_OK;                                                                                \
         }                                                                                                \
-        return builtin_##S(kr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nth);               \
+        return builtin_##S(kr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nth, scratch, sctx); \
     }
 
 DEFINE_ENTRY(float, f32, cblas_sgemm)

@@ -68,6 +68,16 @@ AD_INTERNAL ad_status ad__gemm_f32(bool ta, bool tb, int64_t m, int64_t n, int64
 AD_INTERNAL ad_status ad__gemm_f64(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
                                    const double *a, int64_t lda, const double *b, int64_t ldb, double beta,
                                    double *c, int64_t ldc);
+/* The same with the packed panels' memory (when they do not fit on the threads' stacks) from
+** scratch(ctx, bytes), 64-byte aligned, which the caller reclaims after the call (a tape's arena:
+** a warmed-up step then allocates nothing), instead of ad__malloc; NULL from it is AD_ERR_NOMEM. */
+typedef void *(*ad__scratch_fn)(void *ctx, size_t bytes);
+AD_INTERNAL ad_status ad__gemm_f32_ws(ad__scratch_fn scratch, void *ctx, bool ta, bool tb, int64_t m, int64_t n,
+                                      int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                                      int64_t ldb, float beta, float *c, int64_t ldc);
+AD_INTERNAL ad_status ad__gemm_f64_ws(ad__scratch_fn scratch, void *ctx, bool ta, bool tb, int64_t m, int64_t n,
+                                      int64_t k, double alpha, const double *a, int64_t lda, const double *b,
+                                      int64_t ldb, double beta, double *c, int64_t ldc);
 
 /* One step of an odometer over the dims [0, nd) of shape: idx moves to the next index in
 ** row-major order (back to all zeros after the last), and each of the k offsets off[j] by the

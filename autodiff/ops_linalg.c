@@ -70,6 +70,29 @@ ad_var ad_matmul_t(ad_var a, ad_var b, bool ta, bool tb)
 
 ad_var ad_matmul(ad_var a, ad_var b) { return ad_matmul_t(a, b, false, false); }
 
+/* The packed product's panels (when they outgrow the threads' stacks) come from the tape's arena and
+** are given back right after the call (ad__tape_rewind to a mark taken just before it): no heap
+** allocation per step once the arena has grown to the largest product's panels. */
+static void *arena_scratch(void *ctx, size_t bytes) { return ad__arena_alloc(ctx, bytes); }
+
+static ad_status gemm_f32(ad_tape *t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                          const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    ad_mark mk = ad__tape_mark(t);
+    ad_status st = ad__gemm_f32_ws(arena_scratch, t, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+    ad__tape_rewind(t, mk);
+    return st;
+}
+
+static ad_status gemm_f64(ad_tape *t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double *a,
+                          int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc)
+{
+    ad_mark mk = ad__tape_mark(t);
+    ad_status st = ad__gemm_f64_ws(arena_scratch, t, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
+    ad__tape_rewind(t, mk);
+    return st;
+}
+
 ad_status ad__fwd_matmul(ad_tape *t, ad_node *n)
 {
     const ad_tensor *a = ad__in(t, n, 0), *b = ad__in(t, n, 1);
@@ -99,11 +122,11 @@ ad_status ad__fwd_matmul(ad_tape *t, ad_node *n)
     for (int64_t bi = 0; bi < batches; bi++) {
         ad_status st;
         if (y->dtype == AD_F64)
-            st = ad__gemm_f64(ta, tb, m, nn, k, 1.0, (const double *)a->data + oa * sa_mat, lda,
-                              (const double *)b->data + ob * sb_mat, ldb, 0.0, (double *)y->data + bi * m * nn, nn);
+            st = gemm_f64(t, ta, tb, m, nn, k, (const double *)a->data + oa * sa_mat, lda,
+                          (const double *)b->data + ob * sb_mat, ldb, 0.0, (double *)y->data + bi * m * nn, nn);
         else
-            st = ad__gemm_f32(ta, tb, m, nn, k, 1.0f, (const float *)a->data + oa * sa_mat, lda,
-                              (const float *)b->data + ob * sb_mat, ldb, 0.0f, (float *)y->data + bi * m * nn, nn);
+            st = gemm_f32(t, ta, tb, m, nn, k, (const float *)a->data + oa * sa_mat, lda,
+                          (const float *)b->data + ob * sb_mat, ldb, 0.0f, (float *)y->data + bi * m * nn, nn);
         if (st != AD_OK) return st;
         int64_t off[2] = {oa, ob};
         ad__odometer_next(nb, y->shape, idx, 2, (const int64_t *const[]){sa, sb}, off);
@@ -177,8 +200,8 @@ static void fast_gemm(ad_sweep *sw, const ad_node *n, int j, bool ta, bool tb, i
             outer_float(m, nn, a, ta ? 1 : lda, b, tb ? ldb : 1, !fresh, c);
         return;
     }
-    ad_status st = x->dtype == AD_F64 ? ad__gemm_f64(ta, tb, m, nn, k, 1.0, a, lda, b, ldb, fresh ? 0.0 : 1.0, c, nn)
-                                      : ad__gemm_f32(ta, tb, m, nn, k, 1.0f, a, lda, b, ldb, fresh ? 0.0f : 1.0f, c, nn);
+    ad_status st = x->dtype == AD_F64 ? gemm_f64(t, ta, tb, m, nn, k, a, lda, b, ldb, fresh ? 0.0 : 1.0, c, nn)
+                                      : gemm_f32(t, ta, tb, m, nn, k, a, lda, b, ldb, fresh ? 0.0f : 1.0f, c, nn);
     if (st != AD_OK) ad__fail(t, st, "ad_matmul: backward: the product failed (%s)", ad_status_str(st));
 }
 
