@@ -70,26 +70,31 @@ ad_var ad_matmul_t(ad_var a, ad_var b, bool ta, bool tb)
 
 ad_var ad_matmul(ad_var a, ad_var b) { return ad_matmul_t(a, b, false, false); }
 
-/* The packed product's panels (when they outgrow the threads' stacks) come from the tape's arena and
-** are given back right after the call (ad__tape_rewind to a mark taken just before it): no heap
-** allocation per step once the arena has grown to the largest product's panels. */
-static void *arena_scratch(void *ctx, size_t bytes) { return ad__arena_alloc(ctx, bytes); }
+/* C = op(A) op(B) + beta C in dt. The packed product's panels, when they outgrow the threads' stacks,
+** come from the tape's arena and are given back right after the call (ad__tape_rewind to a mark taken
+** at the first request): no heap allocation per step once the arena has grown to the largest
+** product's panels, and nothing to do for the products that need none. */
+typedef struct arena_scratch {
+    ad_tape *t;
+    ad_mark mark;
+    bool used;
+} arena_scratch;
 
-static ad_status gemm_f32(ad_tape *t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                          const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+static void *scratch_alloc(void *ctx, size_t bytes)
 {
-    ad_mark mk = ad__tape_mark(t);
-    ad_status st = ad__gemm_f32_ws(arena_scratch, t, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-    ad__tape_rewind(t, mk);
-    return st;
+    arena_scratch *s = ctx;
+    if (!s->used) s->mark = ad__tape_mark(s->t), s->used = true;
+    return ad__arena_alloc(s->t, bytes);
 }
 
-static ad_status gemm_f64(ad_tape *t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double *a,
-                          int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc)
+static ad_status gemm(ad_tape *t, ad_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
+                      int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc)
 {
-    ad_mark mk = ad__tape_mark(t);
-    ad_status st = ad__gemm_f64_ws(arena_scratch, t, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
-    ad__tape_rewind(t, mk);
+    arena_scratch s = {t, {0}, false};
+    ad_status st = dt == AD_F64 ? ad__gemm_f64_ws(scratch_alloc, &s, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
+                                : ad__gemm_f32_ws(scratch_alloc, &s, ta, tb, m, n, k, 1.0f, a, lda, b, ldb,
+                                                  (float)beta, c, ldc);
+    if (s.used) ad__tape_rewind(t, s.mark);
     return st;
 }
 
@@ -119,14 +124,11 @@ ad_status ad__fwd_matmul(ad_tape *t, ad_node *n)
         s *= b->shape[j];
     }
     int64_t batches = y->size / (m * nn), oa = 0, ob = 0;
+    size_t es = ad_dtype_size(y->dtype);
     for (int64_t bi = 0; bi < batches; bi++) {
-        ad_status st;
-        if (y->dtype == AD_F64)
-            st = gemm_f64(t, ta, tb, m, nn, k, (const double *)a->data + oa * sa_mat, lda,
-                          (const double *)b->data + ob * sb_mat, ldb, 0.0, (double *)y->data + bi * m * nn, nn);
-        else
-            st = gemm_f32(t, ta, tb, m, nn, k, (const float *)a->data + oa * sa_mat, lda,
-                          (const float *)b->data + ob * sb_mat, ldb, 0.0f, (float *)y->data + bi * m * nn, nn);
+        ad_status st = gemm(t, y->dtype, ta, tb, m, nn, k, (const char *)a->data + (size_t)(oa * sa_mat) * es, lda,
+                            (const char *)b->data + (size_t)(ob * sb_mat) * es, ldb, 0.0,
+                            (char *)y->data + (size_t)(bi * m * nn) * es, nn);
         if (st != AD_OK) return st;
         int64_t off[2] = {oa, ob};
         ad__odometer_next(nb, y->shape, idx, 2, (const int64_t *const[]){sa, sb}, off);
@@ -200,8 +202,7 @@ static void fast_gemm(ad_sweep *sw, const ad_node *n, int j, bool ta, bool tb, i
             outer_float(m, nn, a, ta ? 1 : lda, b, tb ? ldb : 1, !fresh, c);
         return;
     }
-    ad_status st = x->dtype == AD_F64 ? gemm_f64(t, ta, tb, m, nn, k, a, lda, b, ldb, fresh ? 0.0 : 1.0, c, nn)
-                                      : gemm_f32(t, ta, tb, m, nn, k, a, lda, b, ldb, fresh ? 0.0f : 1.0f, c, nn);
+    ad_status st = gemm(t, x->dtype, ta, tb, m, nn, k, a, lda, b, ldb, fresh ? 0.0 : 1.0, c, nn);
     if (st != AD_OK) ad__fail(t, st, "ad_matmul: backward: the product failed (%s)", ad_status_str(st));
 }
 

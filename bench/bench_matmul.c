@@ -129,16 +129,16 @@ static void run_case(const opts *o, bool f64, int n, int threads)
     for (int im = 0; im < o->nimpls; im++) {
         r[im].ok = call(o->impls[im], f64, n, threads, a, b, c);
         if (!r[im].ok) continue;
-        double warm = o->min_s / 4, w0 = now_s();
-        if (!warmed)
-            while (now_s() - w0 < FIRST_WARMUP_S) call(o->impls[im], f64, n, threads, a, b, c);
-        warmed = true;
+        if (!warmed) {
+            for (double w0 = now_s(); now_s() - w0 < FIRST_WARMUP_S;) call(o->impls[im], f64, n, threads, a, b, c);
+            warmed = true;
+        }
         double t0 = now_s();
         int64_t it = 0;
         do {
             call(o->impls[im], f64, n, threads, a, b, c);
             it++;
-        } while (now_s() - t0 < warm);
+        } while (now_s() - t0 < o->min_s / 4);
         double per = (now_s() - t0) / (double)it;
         r[im].iters = (int64_t)(o->min_s / per) + 1;
     }
