@@ -284,6 +284,7 @@ static const conv_case wide_cases[] = {
     {2, 8, 12, 20, 64, 3, 3, {1, 1, 1, 1, 1, 1, 1}},  /* large enough for two threads */
     {2, 8, 24, 40, 64, 3, 3, {2, 2, 1, 1, 1, 1, 1}},  /* the same with stride 2 */
     {2, 1, 60, 62, 32, 3, 3, {1, 1, 1, 1, 1, 1, 1}},  /* a first layer on two threads: another tile shape */
+    {2, 32, 23, 23, 64, 1, 1, {1, 1, 0, 0, 1, 1, 1}}, /* a 1x1 on two threads: another weight-gradient tile */
     /* the lane kernels (64 taps or more, channels as vector lanes): 40 channels in tiles of 3 + 2
     ** vectors of 8 or one of 3 x 16, 99 positions (a partial tile); stride 2; dilation 2 with 28
     ** channels; groups of 16 channels, whose input gradient takes the lane path too */
