@@ -398,7 +398,10 @@ enum {
 ** with retain_graph: leaf gradients and param grad tensors hold twice the value
 ** (zero the grad tensors, or reset the tape and record again, between steps).
 ** Before sweeping it checks the versions of the caller's tensors the graph
-** borrows (see ad_tensor_version): a changed one is AD_ERR_STATE. */
+** borrows (see ad_tensor_version): a changed one is AD_ERR_STATE. The seed is
+** read during the call and never written; without AD_CREATE_GRAPH it is read in
+** place (no gradient the call leaves behind points into it), with it it is
+** copied (the recorded gradients depend on it). */
 AD_API ad_status ad_backward(ad_var y, const ad_tensor *seed, unsigned flags);
 /* Gradients of y (one element) with respect to xs, as vars in grads_out (zeros
 ** for an x that y does not depend on). Touches no leaf or param gradient. */

@@ -19,6 +19,7 @@ typedef struct sweep_args {
     int n;           /* ad_gradients: which vars to return gradients for */
     const ad_var *xs;
     ad_var *out;
+    const ad_tensor *lent; /* ad_backward's seed when the seed var reads it in place (make_seed) */
 } sweep_args;
 
 static void accumulate(ad_tape *t, uint32_t *grads, uint32_t k, ad_var g)
@@ -217,6 +218,21 @@ static void check_finite(ad_sweep *s, const ad_node *n, uint32_t i)
 
 static void replay_fast(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32_t i);
 
+/* Leaf n's gradient g, copied into the arena when it is the caller's seed memory (ad_backward
+** lends it to the sweep, and a VJP may pass its gradient through unchanged): a leaf's gradient
+** outlives the call, the caller's seed need not. */
+static ad_var unlent(ad_tape *t, const sweep_args *a, const ad_node *n, ad_var g)
+{
+    if (!a->lent || g.id == AD_NO_NODE) return g;
+    size_t bytes = ad__nbytes(&n->value);
+    uintptr_t p = (uintptr_t)ad__val(g)->data, lo = (uintptr_t)a->lent->data, hi = lo + ad__nbytes(a->lent);
+    if (bytes == 0 || p + bytes <= lo || p >= hi) return g;
+    void *copy = ad__arena_alloc(t, bytes);
+    if (!copy) return ad__invalid(t); /* AD_ERR_NOMEM is on the tape */
+    memcpy(copy, ad__val(g)->data, bytes);
+    return ad__wrap(t, &n->value, copy);
+}
+
 /* The fast sweep over nodes hi-1 down to lo; s->gbufs has a slot per node id below nslots. */
 static void fast_range(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32_t hi, uint32_t lo)
 {
@@ -234,7 +250,7 @@ static void fast_range(ad_sweep *s, const sweep_args *a, uint32_t nslots, uint32
         if (n->op == AD_OP_LEAF || n->op == AD_OP_PARAM) {
             /* a param's own grad tensor already holds its sum (AD_ACCUMULATE) */
             bool done = s->accumulate && n->param_grad && gb[i].data == n->param_grad->data;
-            if (a->to_leaves && !done) to_leaf(t, n, gvar(s, i));
+            if (a->to_leaves && !done) to_leaf(t, n, unlent(t, a, n, gvar(s, i)));
             continue;
         }
         t->bw_node = i;
@@ -423,8 +439,12 @@ static void seed_copy_range(void *ctx, int64_t lo, int64_t hi)
     memcpy(c->dst + a, c->src + a, e - a);
 }
 
-/* A seed var in the arena: a copy of `seed`, or ones when seed is NULL. */
-static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *seed)
+/* A seed var: ones when seed is NULL; else, when lend, the caller's seed read in place (the fast
+** sweep only reads it, and copies it where it would reach a leaf: unlent); else a copy in the
+** arena (with AD_CREATE_GRAPH the seed var is part of a graph that outlives the call). Reading in
+** place saves a pass over memory the size of the output: on the 1x1 convolution of bench_conv
+** (3.2 MB of seed) the copy was about 8% of a forward and backward. */
+static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *seed, bool lend)
 {
     const ad_tensor *vy = ad__val(y);
     if (!seed) {
@@ -439,8 +459,14 @@ static ad_var make_seed(ad_tape *t, const char *op, ad_var y, const ad_tensor *s
         return one;
     }
     if (!seed_fits(t, op, seed, vy)) return ad__invalid(t);
-    /* copied straight into the arena (no fill first: a large seed is one pass over memory, not two) */
     size_t bytes = ad__nbytes(seed);
+    if (lend && bytes > 0) {
+        /* (a CONST leaf: nothing writes its data; the sweep's slot for it is not owned) */
+        ad_var s = ad__wrap(t, vy, (void *)(uintptr_t)seed->data);
+        if (s.id != AD_NO_NODE) ad__node(t, s.id)->flags |= AD_NODE_BACKWARD;
+        return s;
+    }
+    /* copied straight into the arena (no fill first: a large seed is one pass over memory, not two) */
     void *data = ad__arena_alloc(t, bytes ? bytes : 1);
     if (!data) return ad__invalid(t); /* AD_ERR_NOMEM is on the tape */
     int nth = ad__par_threads(seed->size);
@@ -497,9 +523,10 @@ ad_status ad_backward(ad_var y, const ad_tensor *seed, unsigned flags)
         return t->status;
     }
     if (ad__check_versions(t, y.id, "ad_backward") != AD_OK) return t->status;
-    ad_var s = make_seed(t, "ad_backward", y, seed);
+    bool lend = seed && !(flags & AD_CREATE_GRAPH);
+    ad_var s = make_seed(t, "ad_backward", y, seed, lend);
     if (s.id == AD_NO_NODE) return t->status;
-    sweep_args a = {y, s, flags, true, 0, NULL, NULL};
+    sweep_args a = {y, s, flags, true, 0, NULL, NULL, lend ? seed : NULL};
     return sweep(t, &a);
 }
 
@@ -530,11 +557,11 @@ static ad_status gradients(const char *op, ad_var y, ad_var seed, bool has_seed,
         if (!ad__begin(op, 1, &seed, &t)) return t->status ? t->status : AD_ERR_ARG;
         if (!seed_fits(t, op, ad__val(seed), ad__val(y))) return t->status;
     } else {
-        seed = make_seed(t, op, y, NULL);
+        seed = make_seed(t, op, y, NULL, false);
         if (seed.id == AD_NO_NODE) return t->status;
     }
     if (ad__check_versions(t, y.id, op) != AD_OK) return t->status;
-    sweep_args a = {y, seed, flags, false, n, xs, out};
+    sweep_args a = {y, seed, flags, false, n, xs, out, NULL};
     return sweep(t, &a);
 }
 

@@ -581,6 +581,44 @@ START_TEST(test_seeds)
 }
 END_TEST
 
+/* ad_backward reads the caller's seed in place (no copy): it must leave the seed as it was, and
+** no leaf's gradient may be the seed's memory, even where every op passes the gradient through
+** (the leaf itself as the output, a reshape, a sum of the leaf with itself, a param with
+** AD_ACCUMULATE). The seed is
+** overwritten and freed before the gradients are read (under ASan or valgrind an alias fails
+** there too). */
+START_TEST(test_seed_read_in_place)
+{
+    for (int c = 0; c < 4; c++) {
+        ad_tape *t = ad_tape_new();
+        ad_tensor *xv = tu_f64(AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+        ad_tensor *pg = tu_f64(AD_SHAPE(2, 3), (double[]){0, 0, 0, 0, 0, 0});
+        const double sv[6] = {0.5, -1, 2, 0, -3, 4};
+        ad_tensor *seed = c == 0 ? tu_f64(AD_SHAPE(2, 3), sv) : tu_f64(AD_SHAPE(6), sv);
+        ad_var x = c == 3 ? ad_param(t, xv, pg) : ad_leaf(t, xv), y;
+        double k = 1; /* dy/dx */
+        if (c == 0) {
+            y = x; /* the leaf itself */
+        } else if (c == 1) {
+            y = ad_reshape(x, AD_SHAPE(6));
+        } else {
+            y = ad_reshape(ad_add(x, x), AD_SHAPE(6)); /* two contributions to x's slot */
+            k = 2;
+        }
+        ck_assert_int_eq(ad_backward(y, seed, c == 3 ? AD_ACCUMULATE : 0), AD_OK);
+        for (int i = 0; i < 6; i++) ck_assert_double_eq(((const double *)seed->data)[i], sv[i]);
+        for (int i = 0; i < 6; i++) ((double *)seed->data)[i] = 99;
+        ad_tensor_free(seed);
+        const ad_tensor *g = c == 3 ? pg : ad_grad(x); /* (AD_ACCUMULATE: the param's grad tensor) */
+        ck_assert_ptr_nonnull(g);
+        for (int i = 0; i < 6; i++) ck_assert_double_eq(((const double *)g->data)[i], k * sv[i]);
+        ad_tape_free(t);
+        ad_tensor_free(xv);
+        ad_tensor_free(pg);
+    }
+}
+END_TEST
+
 START_TEST(test_deep_graph)
 {
     /* A chain of a million ops: backward is a loop, not a recursion, so depth is no limit. */
@@ -965,6 +1003,7 @@ static Suite *tape_suite(void)
     tcase_add_test(bw, test_param_accumulates);
     tcase_add_test(bw, test_gradients_api);
     tcase_add_test(bw, test_seeds);
+    tcase_add_test(bw, test_seed_read_in_place);
     tcase_add_test(bw, test_scalar_paths);
     tcase_add_test(bw, test_scalar_params);
     tcase_add_test(bw, test_many_inputs);
