@@ -14,7 +14,8 @@
 
 /*
 ** Usage: bench_matmul [--sizes 64,256,1024] [--threads 1,2] [--dtypes f32,f64] [--reps 11]
-**                     [--min-ms 20] [--impls builtin,auto,openblas] [--cpu-time] [--quick]
+**                     [--min-ms 20] [--impls builtin,auto,openblas] [--level avx512|avx2|generic]
+**                     [--cpu-time] [--quick]
 ** For each dtype, size n (square n x n x n products) and thread count, the implementations run
 ** interleaved, rep by rep, so drift of the machine hits them alike. Each rep times enough calls
 ** to last --min-ms; the figures are the median, min and max over the reps of the time per call.
@@ -24,6 +25,8 @@
 **   builtin:  the engine's own packed kernel (ad__gemm_* with the BLAS backend off)
 **   auto:     ad__gemm_* as the engine runs it (OpenBLAS above a size threshold when built with it)
 **   openblas: cblas_?gemm called directly
+** --level runs the built-in kernels of that instruction set (at most the CPU's best): on an AVX-512
+** machine, --level avx2 measures the AVX2 kernels, to set against bench_peak --level avx2.
 ** Output: a table for people, and one JSON line (starting with '{') per case for scripts:
 **   {"bench":"matmul_f32_n256","impl":"builtin","kernel":"avx512","threads":1,"unit":"ms",
 **    "median":..,"min":..,"max":..,"gflops":..(at the median),"gflops_best":..,"reps":..,"iters":..}
@@ -59,6 +62,7 @@ static int parse_ints(const char *s, int *out)
 #define FIRST_WARMUP_S 0.3 /* seconds */
 
 static bool g_cpu_time; /* set once from the command line, before any timing */
+static int g_level = AD__GEMM_BEST; /* --level: the built-in kernels' level (capped by the CPU's) */
 
 static double now_s(void)
 {
@@ -89,7 +93,7 @@ static bool call(const char *impl, bool f64, int n, int threads, const void *a, 
         return false;
 #endif
     }
-    ad__gemm_set_backend(!strcmp(impl, "builtin") ? AD__GEMM_BUILTIN : AD__GEMM_AUTO, AD__GEMM_BEST);
+    ad__gemm_set_backend(!strcmp(impl, "builtin") ? AD__GEMM_BUILTIN : AD__GEMM_AUTO, g_level);
     ad_status st = f64 ? ad__gemm_f64(false, false, n, n, n, 1.0, a, n, b, n, 0.0, c, n)
                        : ad__gemm_f32(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     return st == AD_OK;
@@ -203,6 +207,10 @@ int main(int argc, char **argv)
             if (strstr(v, "f32")) o.f64[o.ndtypes++] = 0;
             if (strstr(v, "f64")) o.f64[o.ndtypes++] = 1;
             i++;
+        } else if (!strcmp(argv[i], "--level") && (!strcmp(v, "avx512") || !strcmp(v, "avx2") || !strcmp(v, "generic"))) {
+            g_level = !strcmp(v, "avx512") ? AD__GEMM_AVX512 : !strcmp(v, "avx2") ? AD__GEMM_AVX2 : AD__GEMM_GENERIC;
+            ad__gemm_set_backend(AD__GEMM_AUTO, g_level); /* (for the kernel names printed below) */
+            i++;
         } else if (!strcmp(argv[i], "--impls")) {
             o.nimpls = 0;
             static const char *const all[3] = {"builtin", "auto", "openblas"};
@@ -211,7 +219,8 @@ int main(int argc, char **argv)
             i++;
         } else {
             fprintf(stderr, "usage: %s [--sizes 64,256,1024] [--threads 1,2] [--dtypes f32,f64] [--reps N]\n"
-                            "       [--min-ms MS] [--impls builtin,auto,openblas] [--cpu-time] [--quick]\n", argv[0]);
+                            "       [--min-ms MS] [--impls builtin,auto,openblas] [--level avx512|avx2|generic]\n"
+                            "       [--cpu-time] [--quick]\n", argv[0]);
             return 2;
         }
     }

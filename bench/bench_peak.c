@@ -27,10 +27,11 @@
 ** Times are each thread's CPU time (the slowest thread's, for several), so that a machine shared
 ** with other work still shows its peak while our threads run; each figure is the best of --reps runs (a peak: anything lower is interference, which the
 ** median, min and max fields also show).
-** Usage: bench_peak [--threads N] [--reps N] [--quick]
+** Usage: bench_peak [--threads N] [--reps N] [--quick] [--level avx512|avx2|generic]
 */
 
 #define ACC 24           /* independent accumulators (AVX-512: 24 of 32 registers) */
+#define ACC_AVX2 12      /* AVX2 has 16 registers: 24 accumulators would spill to memory */
 #define FMA_ITERS 2000000 /* loop trips per timed run (x ACC FMAs) */
 
 /* Each thread's own CPU time: on a machine shared with other work, time the thread was not
@@ -50,28 +51,28 @@ typedef struct fma_arg {
 } fma_arg;
 
 #ifdef PEAK_X86
-#define FMA_LOOP(NAME, TARGET, V, SET1, FMA, ADD, STORE, T, W)                                           \
+#define FMA_LOOP(NAME, TARGET, V, SET1, FMA, ADD, STORE, T, W, NACC)                                     \
     TARGET static double NAME(long iters)                                                                \
     {                                                                                                    \
-        V acc[ACC], x = SET1((T)1.0000001), y = SET1((T)0.9999999);                                      \
-        for (int i = 0; i < ACC; i++) acc[i] = SET1((T)i);                                               \
+        V acc[NACC], x = SET1((T)1.0000001), y = SET1((T)0.9999999);                                     \
+        for (int i = 0; i < NACC; i++) acc[i] = SET1((T)i);                                              \
         for (long it = 0; it < iters; it++) {                                                            \
-            _Pragma("GCC unroll 24") for (int i = 0; i < ACC; i++) acc[i] = FMA(acc[i], x, y);           \
+            _Pragma("GCC unroll 24") for (int i = 0; i < NACC; i++) acc[i] = FMA(acc[i], x, y);          \
             __asm__ volatile("" : "+v"(x)); /* x is not a constant the compiler can fold */              \
         }                                                                                                \
-        for (int i = 1; i < ACC; i++) acc[0] = ADD(acc[0], acc[i]);                                      \
+        for (int i = 1; i < NACC; i++) acc[0] = ADD(acc[0], acc[i]);                                     \
         T out[W];                                                                                        \
         STORE(out, acc[0]);                                                                              \
         return (double)out[0];                                                                           \
     }
 FMA_LOOP(fma512_f32, __attribute__((target("avx512f"))), __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
-         _mm512_storeu_ps, float, 16)
+         _mm512_storeu_ps, float, 16, ACC)
 FMA_LOOP(fma512_f64, __attribute__((target("avx512f"))), __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd,
-         _mm512_storeu_pd, double, 8)
+         _mm512_storeu_pd, double, 8, ACC)
 FMA_LOOP(fma256_f32, __attribute__((target("avx2,fma"))), __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
-         _mm256_storeu_ps, float, 8)
+         _mm256_storeu_ps, float, 8, ACC_AVX2)
 FMA_LOOP(fma256_f64, __attribute__((target("avx2,fma"))), __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd,
-         _mm256_storeu_pd, double, 4)
+         _mm256_storeu_pd, double, 4, ACC_AVX2)
 #endif
 
 /* Baseline x86-64 has no FMA: a multiply and an add per step (SSE2 vectors, 2 flops per lane). */
@@ -129,7 +130,7 @@ static double fma_rate(int isa, int f64, int nth, long iters)
         pthread_join(th[i], NULL);
         if (args[i].secs > worst) worst = args[i].secs;
     }
-    double flops = 2.0 * (double)lanes(isa, f64) * ACC * (double)iters * nth;
+    double flops = 2.0 * (double)lanes(isa, f64) * (isa == 1 ? ACC_AVX2 : ACC) * (double)iters * nth;
     return flops / worst / 1e9;
 }
 
@@ -182,6 +183,13 @@ static void report(const char *bench, const char *unit, int nth, double *v, int 
     fflush(stdout);
 }
 
+/* --level: the GEMM kernels' level to measure instead of the best the CPU has (a lower one: the
+** CPU's own best caps it), as bench_matmul --level runs them. */
+static int level_of(const char *s)
+{
+    return !strcmp(s, "avx512") ? AD__GEMM_AVX512 : !strcmp(s, "avx2") ? AD__GEMM_AVX2 : !strcmp(s, "generic") ? AD__GEMM_GENERIC : -1;
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, reps = 5;
@@ -191,8 +199,10 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0) reps = 3, iters /= 4, n /= 4;
+        else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc && level_of(argv[i + 1]) >= 0)
+            ad__gemm_set_backend(AD__GEMM_AUTO, level_of(argv[++i]));
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--quick] [--level avx512|avx2|generic]\n", argv[0]);
             return 2;
         }
     }
