@@ -521,8 +521,7 @@ ad_status nn_train_step(nn_optim *opt, ad_var loss, const nn_step_opts *opts, nn
         }
         return nn_error_set(err, AD_ERR_NUMERIC, "nn_train_step: the loss is %g; stopped before that update", r.loss);
     }
-    if (opt->pending == 0)
-        for (int i = 0; i < opt->n; i++) ad_tensor_fill(opt->params[i]->grad, 0.0);
+    if (opt->pending == 0) nn__optim_zero_grads(opt);
     if ((st = ad_backward(loss, NULL, AD_ACCUMULATE)) != AD_OK) {
         opt->pending = 0;
         nn_error_from_tape(err, "nn_train_step", loss.tape);

@@ -299,6 +299,7 @@ typedef struct step_job {
     nn_optim *o;
     const hyper *h;            /* per group */
     bool check;                /* the finite check; else the update */
+    bool zero;                 /* (nn__optim_zero_grads) zero the gradients instead */
     bool bad[AD__MAX_THREADS]; /* the check's verdict, per thread */
 } step_job;
 
@@ -321,6 +322,14 @@ static void step_share(void *ctx, int tid, int nth)
     nn_optim *o = j->o;
     for (int i = 0; i < o->n; i++) {
         const nn_param *prm = o->params[i];
+        if (j->zero) {
+            ad_tensor *g = prm->grad;
+            int64_t lo, hi;
+            share(g ? g->size : 0, tid, nth, &lo, &hi);
+            size_t es = g ? ad_dtype_size(g->dtype) : 0;
+            if (lo < hi) memset((char *)g->data + (size_t)lo * es, 0, (size_t)(hi - lo) * es); /* +0.0 */
+            continue;
+        }
         if (!prm->requires_grad) continue;
         ad_tensor *p = prm->value, *g = prm->grad;
         int64_t lo, hi;
@@ -365,19 +374,37 @@ static ad_status nonfinite(nn_optim *o, nn_error *err)
                         o->kind->name);
 }
 
-ad_status nn_optim_step(nn_optim *o, nn_error *err)
+/* The threads for a pass over o's parameters: 1 when they are few. */
+static int step_threads(const nn_optim *o)
 {
-    if (!o) return nn_error_set(err, AD_ERR_ARG, "nn_optim_step: NULL optimizer");
-    if (o->kind->step)
-        return nn_error_set(err, AD_ERR_ARG, "nn_optim_step(%s): needs the loss again and again: use nn_optim_minimize",
-                            o->kind->name);
     int nth = ad_get_num_threads();
     if (nth > 1) {
         int64_t total = 0;
         for (int i = 0; i < o->n; i++) total += o->params[i]->value->size;
         if (total < 2 * SPLIT_MIN) nth = 1;
     }
-    if (nth > AD__MAX_THREADS) nth = AD__MAX_THREADS;
+    return nth > AD__MAX_THREADS ? AD__MAX_THREADS : nth;
+}
+
+void nn__optim_zero_grads(nn_optim *o)
+{
+    for (int i = 0; i < o->n; i++)
+        if (o->params[i]->grad) ad_tensor_bump_version(o->params[i]->grad);
+    step_job j = {.o = o, .zero = true};
+    int nth = step_threads(o);
+    if (nth > 1)
+        ad__parallel(nth, step_share, &j);
+    else
+        step_share(&j, 0, 1);
+}
+
+ad_status nn_optim_step(nn_optim *o, nn_error *err)
+{
+    if (!o) return nn_error_set(err, AD_ERR_ARG, "nn_optim_step: NULL optimizer");
+    if (o->kind->step)
+        return nn_error_set(err, AD_ERR_ARG, "nn_optim_step(%s): needs the loss again and again: use nn_optim_minimize",
+                            o->kind->name);
+    int nth = step_threads(o);
     enum { FEW = 8 };
     hyper few[FEW], *h = o->ngroups <= FEW ? few : ad__malloc((size_t)o->ngroups * sizeof *h);
     if (!h) return nn_error_set(err, AD_ERR_NOMEM, "nn_optim_step: out of memory");
@@ -420,7 +447,7 @@ ad_status nn_optim_minimize(nn_optim *o, nn_closure fn, void *ctx, double *loss,
         return st;
     }
     /* a first-order kind: one evaluation, one update */
-    for (int i = 0; i < o->n; i++) ad_tensor_fill(o->params[i]->grad, 0.0);
+    nn__optim_zero_grads(o);
     double l = NAN;
     ad_status st = fn(ctx, &l, err);
     if (loss) *loss = l;

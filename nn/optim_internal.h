@@ -81,6 +81,11 @@ NN_INTERNAL void nn__lbfgs_state_in(nn_optim *o);
 /* A parameter's step count as read from its tensor (a value no step could have left reads as 0). */
 NN_INTERNAL int64_t nn__optim_param_steps(const param_slots *s);
 
+/* Zeroes the gradients of o's parameters (every one, frozen too) before a step's backward pass;
+** with several threads each zeroes the shares of the parameters it updates (step_share's split),
+** so those parts of the gradients are in the cache of the core that adds into them and reads them. */
+NN_INTERNAL void nn__optim_zero_grads(nn_optim *o);
+
 /* Appends t (owned elsewhere) to o's named state as "optim.<name><suffix>"; false when out of memory. */
 NN_INTERNAL bool nn__optim_add_state(nn_optim *o, const char *name, const char *suffix, ad_tensor *t);
 

@@ -663,6 +663,51 @@ START_TEST(test_train_step_accumulates)
 }
 END_TEST
 
+/* nn_train_step zeroes the gradients before its backward pass, on two threads each its shares of
+** the parameters (a weight of 96 x 128, split in two; a bias of 96, whole on the first thread):
+** whatever they held before, they come out as the step's own gradient, bit for bit as on one
+** thread. lr 0: the parameters stay as they are, so both runs see the same step. */
+START_TEST(test_train_step_zeroes_grads_on_threads)
+{
+    ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(4, 128), -1, 1, 40), *y = tu_rand(AD_F64, AD_SHAPE(4, 96), -1, 1, 41);
+    int saved = ad_get_num_threads();
+    ad_tensor *want[2] = {NULL, NULL};
+    for (int th = 1; th <= 2; th++) {
+        ad_set_num_threads(th);
+        ad_rng rng;
+        ad_rng_seed(&rng, 5);
+        nn_error e;
+        nn_module *m = nn_linear_ex(128, 96, true, NN_INIT_XAVIER_UNIFORM, 1.0, AD_F64, &rng, &e);
+        ck_assert_ptr_nonnull(m);
+        nn_optim *o = nn_sgd(m, 0.0, 0.0, 0.0, false, &e);
+        ck_assert_ptr_nonnull(o);
+        nn_param *ps;
+        int np = nn_module_params(m, &ps);
+        ck_assert_int_eq(np, 2);
+        for (int i = 0; i < np; i++) ad_tensor_fill(ps[i].grad, 7.0); /* stale */
+        ad_tape *t = ad_tape_new();
+        ck_assert_int_eq(nn_train_step(o, batch_loss(t, m, x, y, 0, 4), NULL, NULL, &e), AD_OK);
+        for (int i = 0; i < np; i++) {
+            if (th == 1) {
+                want[i] = ad_tensor_clone(ps[i].grad);
+                for (int64_t k = 0; k < want[i]->size; k++) ck_assert(fabs(ad_tensor_get(want[i], k)) < 7.0);
+            } else {
+                for (int64_t k = 0; k < want[i]->size; k++)
+                    ck_assert_msg(ad_tensor_get(ps[i].grad, k) == ad_tensor_get(want[i], k), "param %d element %lld", i,
+                                  (long long)k);
+            }
+        }
+        ad_tape_free(t);
+        nn_optim_free(o);
+        nn_module_free(m);
+    }
+    ad_set_num_threads(saved);
+    for (int i = 0; i < 2; i++) ad_tensor_free(want[i]);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
 static Suite *nn_optim_suite(void)
 {
     Suite *s = suite_create("nn_optim");
@@ -679,6 +724,7 @@ static Suite *nn_optim_suite(void)
     tcase_add_loop_test(core, test_lbfgs_rosenbrock, 0, 2);
     tcase_add_test(core, test_lbfgs_least_squares);
     tcase_add_test(core, test_train_step_accumulates);
+    tcase_add_test(core, test_train_step_zeroes_grads_on_threads);
     suite_add_tcase(s, core);
     TCase *errors = tcase_create("errors");
     tcase_add_test(errors, test_nonfinite_gradient_refused);
