@@ -105,6 +105,18 @@ typedef struct result {
     bool ok;
 } result;
 
+/* After the openblas impl ran on more than one thread: OpenBLAS's pool threads spin on
+** sched_yield for about 0.1 s after each call before they park, on the cores our pool needs, so
+** the rep after it waits 0.2 s. (Interleaved without the pause, in bench/compare's 2-thread
+** matmul rounds on the 2-core Zen 5, the built-in kernel at n = 1024 read 12.6-14.4 ms in some
+** processes and 6.6-6.7 in others; OpenBLAS itself 6.6-7.1 in both.) */
+static void let_openblas_park(const opts *o, int threads)
+{
+    bool blas = false;
+    for (int im = 0; im < o->nimpls; im++) blas = blas || !strcmp(o->impls[im], "openblas");
+    if (blas && threads > 1) nanosleep(&(struct timespec){0, 200000000}, NULL);
+}
+
 static void run_case(const opts *o, bool f64, int n, int threads)
 {
     size_t es = f64 ? sizeof(double) : sizeof(float), bytes = (size_t)n * (size_t)n * es;
@@ -146,13 +158,15 @@ static void run_case(const opts *o, bool f64, int n, int threads)
         double per = (now_s() - t0) / (double)it;
         r[im].iters = (int64_t)(o->min_s / per) + 1;
     }
-    for (int rep = 0; rep < o->reps; rep++)
+    for (int rep = 0; rep < o->reps; rep++) {
+        let_openblas_park(o, threads); /* (openblas, when listed, runs last in each rep) */
         for (int im = 0; im < o->nimpls; im++) {
             if (!r[im].ok) continue;
             double t0 = now_s();
             for (int64_t it = 0; it < r[im].iters; it++) call(o->impls[im], f64, n, threads, a, b, c);
             r[im].t[rep] = (now_s() - t0) / (double)r[im].iters;
         }
+    }
     double flops = 2.0 * n * n * (double)n, ref = 0;
     for (int im = 0; im < o->nimpls; im++)
         if (r[im].ok && !strcmp(o->impls[im], "openblas")) {
