@@ -92,6 +92,15 @@ void ad__gemm_set_backend(int backend, int level)
     atomic_store_explicit(&g_level, level, memory_order_relaxed);
 }
 
+int ad__gemm_level_named(const char *name)
+{
+    static const char *const names[] = {[AD__GEMM_GENERIC] = "generic", [AD__GEMM_AVX2] = "avx2",
+                                        [AD__GEMM_AVX512] = "avx512"};
+    for (int l = 0; name && l < (int)(sizeof names / sizeof names[0]); l++)
+        if (!strcmp(name, names[l])) return l;
+    return -1;
+}
+
 const char *ad__gemm_kernel_name(bool f64)
 {
     int level = atomic_load_explicit(&g_level, memory_order_relaxed);

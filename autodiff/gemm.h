@@ -60,6 +60,8 @@ enum {
 };
 /* Sets the backend and caps the kernel level (AD__GEMM_BEST: no cap). */
 AD_INTERNAL void ad__gemm_set_backend(int backend, int level);
+/* The level named "avx512", "avx2" or "generic" (the kernels' names), or -1 (benchmarks' --level). */
+AD_INTERNAL int ad__gemm_level_named(const char *name);
 /* The name of the kernel the built-in path would use now for F32 (or F64). */
 AD_INTERNAL const char *ad__gemm_kernel_name(bool f64);
 /* true when built with OpenBLAS. */

@@ -221,8 +221,8 @@ int main(int argc, char **argv)
             if (strstr(v, "f32")) o.f64[o.ndtypes++] = 0;
             if (strstr(v, "f64")) o.f64[o.ndtypes++] = 1;
             i++;
-        } else if (!strcmp(argv[i], "--level") && (!strcmp(v, "avx512") || !strcmp(v, "avx2") || !strcmp(v, "generic"))) {
-            g_level = !strcmp(v, "avx512") ? AD__GEMM_AVX512 : !strcmp(v, "avx2") ? AD__GEMM_AVX2 : AD__GEMM_GENERIC;
+        } else if (!strcmp(argv[i], "--level") && ad__gemm_level_named(v) >= 0) {
+            g_level = ad__gemm_level_named(v);
             ad__gemm_set_backend(AD__GEMM_AUTO, g_level); /* (for the kernel names printed below) */
             i++;
         } else if (!strcmp(argv[i], "--impls")) {

@@ -183,13 +183,6 @@ static void report(const char *bench, const char *unit, int nth, double *v, int 
     fflush(stdout);
 }
 
-/* --level: the GEMM kernels' level to measure instead of the best the CPU has (a lower one: the
-** CPU's own best caps it), as bench_matmul --level runs them. */
-static int level_of(const char *s)
-{
-    return !strcmp(s, "avx512") ? AD__GEMM_AVX512 : !strcmp(s, "avx2") ? AD__GEMM_AVX2 : !strcmp(s, "generic") ? AD__GEMM_GENERIC : -1;
-}
-
 int main(int argc, char **argv)
 {
     int threads = 1, reps = 5;
@@ -199,8 +192,9 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0) reps = 3, iters /= 4, n /= 4;
-        else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc && level_of(argv[i + 1]) >= 0)
-            ad__gemm_set_backend(AD__GEMM_AUTO, level_of(argv[++i]));
+        else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc && ad__gemm_level_named(argv[i + 1]) >= 0)
+            /* the GEMM kernels' level to measure instead of the CPU's best (which caps it) */
+            ad__gemm_set_backend(AD__GEMM_AUTO, ad__gemm_level_named(argv[++i]));
         else {
             fprintf(stderr, "usage: %s [--threads N] [--reps N] [--quick] [--level avx512|avx2|generic]\n", argv[0]);
             return 2;
