@@ -465,6 +465,70 @@ START_TEST(test_batcher_pixels_and_args)
 }
 END_TEST
 
+/* A batch filled on 3 threads (each its rows, from 16384 elements on) is the batch filled on one, bit
+** for bit, with its labels and targets: pixels and float features, into F32 and F64 tensors. */
+START_TEST(test_batcher_threads)
+{
+    enum { N = 200, DIM = 300, B = 64 };
+    uint8_t *pix = malloc((size_t)N * DIM);
+    float *feat = malloc((size_t)N * DIM * sizeof(float)), targ[N * 2];
+    int64_t labels[N];
+    ck_assert(pix && feat);
+    for (int i = 0; i < N * DIM; i++) {
+        pix[i] = (uint8_t)(i * 37 % 251);
+        feat[i] = (float)(i % 1009) * 0.25f - 7.0f;
+    }
+    for (int i = 0; i < N; i++) {
+        labels[i] = i % 10;
+        targ[2 * i] = (float)i;
+        targ[2 * i + 1] = -(float)i * 0.5f;
+    }
+    nn_dataset pds = {0};
+    pds.n = N;
+    pds.dim = DIM;
+    pds.nclasses = 10;
+    pds.pixels_u8 = pix;
+    pds.labels = labels;
+    nn_dataset *fds = NULL;
+    ck_assert_int_eq(nn_dataset_from_arrays(N, DIM, feat, NULL, targ, 1, (const int64_t[]){2}, false, &fds, NULL),
+                     AD_OK);
+    for (int which = 0; which < 4; which++) {
+        const nn_dataset *ds = which < 2 ? &pds : fds;
+        ad_dtype dt = which % 2 ? AD_F64 : AD_F32;
+        nn_batcher *b[2] = {nn_batcher_new(ds, B, true, 5, NULL), nn_batcher_new(ds, B, true, 5, NULL)};
+        ad_tensor *x[2] = {ad_tensor_new(dt, AD_SHAPE(B, DIM)), ad_tensor_new(dt, AD_SHAPE(B, DIM))};
+        ad_tensor *y[2] = {ad_tensor_new(dt, AD_SHAPE(B, 2)), ad_tensor_new(dt, AD_SHAPE(B, 2))};
+        int64_t lab[2][B];
+        ck_assert(b[0] && b[1] && x[0] && x[1] && y[0] && y[1]);
+        for (int batch = 0; batch < 4; batch++) {
+            int64_t got[2];
+            for (int k = 0; k < 2; k++) {
+                ad_tensor_fill(x[k], (double)k - 3);
+                ad_tensor_fill(y[k], (double)k - 3);
+                memset(lab[k], k, sizeof lab[k]);
+                ad_set_num_threads(k ? 3 : 1);
+                got[k] = nn_batcher_next(b[k], x[k], which < 2 ? NULL : y[k], which < 2 ? lab[k] : NULL);
+            }
+            ad_set_num_threads(1);
+            ck_assert_int_eq(got[0], batch < 3 ? B : N - 3 * B);
+            ck_assert_int_eq(got[1], got[0]);
+            size_t es = dt == AD_F64 ? 8 : 4;
+            ck_assert_int_eq(memcmp(x[0]->data, x[1]->data, (size_t)got[0] * DIM * es), 0);
+            if (which < 2) ck_assert_int_eq(memcmp(lab[0], lab[1], (size_t)got[0] * sizeof(int64_t)), 0);
+            else ck_assert_int_eq(memcmp(y[0]->data, y[1]->data, (size_t)got[0] * 2 * es), 0);
+        }
+        for (int k = 0; k < 2; k++) {
+            nn_batcher_free(b[k]);
+            ad_tensor_free(x[k]);
+            ad_tensor_free(y[k]);
+        }
+    }
+    nn_dataset_free(fds);
+    free(pix);
+    free(feat);
+}
+END_TEST
+
 /* Every allocation of the loaders and the batcher failing in turn: AD_ERR_NOMEM (or NULL), nothing leaked. */
 START_TEST(test_out_of_memory)
 {
@@ -525,6 +589,7 @@ static Suite *dataset_suite(void)
     tc = tcase_create("batcher");
     tcase_add_test(tc, test_batcher_order);
     tcase_add_test(tc, test_batcher_pixels_and_args);
+    tcase_add_test(tc, test_batcher_threads);
     tcase_add_test(tc, test_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
