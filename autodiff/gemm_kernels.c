@@ -48,6 +48,46 @@ static const ad__gemm_kernel k_f64_generic = {"generic", 4,    4, 128, 128, 2048
 #define T_AVX512 __attribute__((target("avx512f,fma")))
 #define T_AVX2 __attribute__((target("avx2,fma")))
 
+/* The lane sums of four accumulators at once, for the skinny dot (gemm_simd.inc): pairs of lanes
+** are added within each 128-bit block by unpacking the vectors into each other, then the blocks are
+** added, so the four sums share every shuffle and add. A fixed tree, the same for every call. */
+T_AVX512 static void hsum4_f32_avx512(__m512 a, __m512 b, __m512 c, __m512 d, float out[4])
+{
+    /* in each 128-bit block: ab = {a0+a2, b0+b2, a1+a3, b1+b3}, cd likewise, then {a, b, c, d} */
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+    __m512d s = _mm512_castps_pd(_mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
+                                               _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd))));
+    __m256 h = _mm256_add_ps(_mm256_castpd_ps(_mm512_castpd512_pd256(s)), _mm256_castpd_ps(_mm512_extractf64x4_pd(s, 1)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+T_AVX512 static void hsum4_f64_avx512(__m512d a, __m512d b, __m512d c, __m512d d, double out[4])
+{
+    /* in each 128-bit block: ab = {a0+a1, b0+b1}, cd likewise; then the blocks, pairwise twice */
+    __m512d ab = _mm512_add_pd(_mm512_unpacklo_pd(a, b), _mm512_unpackhi_pd(a, b));
+    __m512d cd = _mm512_add_pd(_mm512_unpacklo_pd(c, d), _mm512_unpackhi_pd(c, d));
+    __m512d s = _mm512_add_pd(_mm512_shuffle_f64x2(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f64x2(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512d r = _mm512_add_pd(_mm512_shuffle_f64x2(s, s, _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f64x2(s, s, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm256_storeu_pd(out, _mm512_castpd512_pd256(r));
+}
+T_AVX2 static void hsum4_f32_avx2(__m256 a, __m256 b, __m256 c, __m256 d, float out[4])
+{
+    __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    __m256d abd = _mm256_castps_pd(ab), cdd = _mm256_castps_pd(cd);
+    __m256 s = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(abd, cdd)), _mm256_castpd_ps(_mm256_unpackhi_pd(abd, cdd)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+}
+T_AVX2 static void hsum4_f64_avx2(__m256d a, __m256d b, __m256d c, __m256d d, double out[4])
+{
+    __m256d ab = _mm256_add_pd(_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b));
+    __m256d cd = _mm256_add_pd(_mm256_unpacklo_pd(c, d), _mm256_unpackhi_pd(c, d));
+    _mm256_storeu_pd(out, _mm256_add_pd(_mm256_permute2f128_pd(ab, cd, 0x20), _mm256_permute2f128_pd(ab, cd, 0x31)));
+}
+
 #define K(name) name##_f32_avx512
 #define TARGET T_AVX512
 #define T float
