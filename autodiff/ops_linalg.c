@@ -173,15 +173,21 @@ ad_var ad__jvp_matmul(ad_tape *t, const ad_node *n, uint32_t self, const ad_var 
     AD_CLONES static void outer_##T(int64_t m, int64_t n, const T *a, int64_t sa, const T *b, int64_t sb, \
                                     bool add, T *restrict c)                                             \
     {                                                                                                    \
-        for (int64_t i = 0; i < m; i++) {                                                                \
-            const T ai = a[i * sa];                                                                      \
-            T *restrict ci = c + i * n;                                                                  \
-            if (sb == 1 && add)                                                                          \
-                for (int64_t j = 0; j < n; j++) ci[j] += ai * b[j];                                      \
-            else if (sb == 1)                                                                            \
-                for (int64_t j = 0; j < n; j++) ci[j] = ai * b[j];                                       \
-            else                                                                                         \
-                for (int64_t j = 0; j < n; j++) ci[j] = (add ? ci[j] : (T)0) + ai * b[j * sb];           \
+        if (sb == 1 && add) {                                                                            \
+            for (int64_t i = 0; i < m; i++, c += n) {                                                    \
+                const T ai = a[i * sa];                                                                  \
+                for (int64_t j = 0; j < n; j++) c[j] += ai * b[j];                                       \
+            }                                                                                            \
+        } else if (sb == 1) {                                                                            \
+            for (int64_t i = 0; i < m; i++, c += n) {                                                    \
+                const T ai = a[i * sa];                                                                  \
+                for (int64_t j = 0; j < n; j++) c[j] = ai * b[j];                                        \
+            }                                                                                            \
+        } else {                                                                                         \
+            for (int64_t i = 0; i < m; i++, c += n) {                                                    \
+                const T ai = a[i * sa];                                                                  \
+                for (int64_t j = 0; j < n; j++) c[j] = (add ? c[j] : (T)0) + ai * b[j * sb];             \
+            }                                                                                            \
         }                                                                                                \
     }
 OUTER(float)
