@@ -49,9 +49,9 @@ void ad__free(void *p)
 
 bool ad__mul_ok(int64_t a, int64_t b, int64_t *out)
 {
-    if (a < 0 || b < 0) return false;
-    if (a != 0 && b > INT64_MAX / a) return false;
-    *out = a * b;
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) return false; /* no division: every product's plan calls it */
+    *out = r;
     return true;
 }
 
