@@ -44,7 +44,7 @@ static double now(void)
 }
 
 typedef struct fma_arg {
-    int isa;  /* 2 avx512, 1 avx2, 0 generic */
+    int isa;  /* the GEMM kernels' level: AD__GEMM_AVX512, AD__GEMM_AVX2 or AD__GEMM_GENERIC */
     int f64;
     long iters;
     double sink, secs;
@@ -97,7 +97,7 @@ GENERIC_LOOP(generic_f64, double, 2)
 /* Lanes per vector of the ISA (flops per FMA instruction = 2 x lanes). */
 static int lanes(int isa, int f64)
 {
-    int bytes = isa == 2 ? 64 : isa == 1 ? 32 : 16;
+    int bytes = isa == AD__GEMM_AVX512 ? 64 : isa == AD__GEMM_AVX2 ? 32 : 16;
     return bytes / (f64 ? 8 : 4);
 }
 
@@ -106,8 +106,8 @@ static void *fma_thread(void *p)
     fma_arg *a = p;
     double t0 = now(), s = 0;
 #ifdef PEAK_X86
-    if (a->isa == 2) s = a->f64 ? fma512_f64(a->iters) : fma512_f32(a->iters);
-    else if (a->isa == 1) s = a->f64 ? fma256_f64(a->iters) : fma256_f32(a->iters);
+    if (a->isa == AD__GEMM_AVX512) s = a->f64 ? fma512_f64(a->iters) : fma512_f32(a->iters);
+    else if (a->isa == AD__GEMM_AVX2) s = a->f64 ? fma256_f64(a->iters) : fma256_f32(a->iters);
     else
 #endif
         s = a->f64 ? generic_f64(a->iters) : generic_f32(a->iters);
@@ -130,7 +130,7 @@ static double fma_rate(int isa, int f64, int nth, long iters)
         pthread_join(th[i], NULL);
         if (args[i].secs > worst) worst = args[i].secs;
     }
-    double flops = 2.0 * (double)lanes(isa, f64) * (isa == 1 ? ACC_AVX2 : ACC) * (double)iters * nth;
+    double flops = 2.0 * (double)lanes(isa, f64) * (isa == AD__GEMM_AVX2 ? ACC_AVX2 : ACC) * (double)iters * nth;
     return flops / worst / 1e9;
 }
 
@@ -202,7 +202,7 @@ int main(int argc, char **argv)
     }
     if (threads < 1 || threads > 64 || reps < 1 || reps > 100) return 2;
     const char *name = ad__gemm_kernel_name(false);
-    int isa = strcmp(name, "avx512") == 0 ? 2 : strcmp(name, "avx2") == 0 ? 1 : 0;
+    int isa = ad__gemm_level_named(name);
     printf("# machine peak on the GEMM kernels' ISA (%s); best / median / min of %d runs\n", name, reps);
     printf("%-14s %3s %-8s %10s %10s %10s %s\n", "figure", "thr", "isa", "best", "median", "min", "unit");
     double v[100];

@@ -147,7 +147,7 @@ static ad_status evaluate(nn_optim *o, const double *x, double *f, double *g)
 {
     lbfgs_state *L = o->lbfgs;
     scatter(o, x);
-    for (int i = 0; i < o->n; i++) ad_tensor_fill(o->params[i]->grad, 0.0);
+    nn__optim_zero_grads(o);
     *f = NAN;
     ad_status st = L->fn(L->ctx, f, L->err);
     L->evals++;
