@@ -109,12 +109,27 @@ typedef struct result {
 ** sched_yield for about 0.1 s after each call before they park, on the cores our pool needs, so
 ** the rep after it waits 0.2 s. (Interleaved without the pause, in bench/compare's 2-thread
 ** matmul rounds on the 2-core Zen 5, the built-in kernel at n = 1024 read 12.6-14.4 ms in some
-** processes and 6.6-6.7 in others; OpenBLAS itself 6.6-7.1 in both.) */
-static void let_openblas_park(const opts *o, int threads)
+** processes and 6.6-6.7 in others; OpenBLAS itself 6.6-7.1 in both.) The pause parks our pool's
+** workers as well, and on a virtual machine a CPU left idle that long can take milliseconds to
+** run a woken thread: our caller then runs the worker's share itself, at one thread's speed (on
+** the 2-core Zen 5 VM at n = 256, the first 2 to 40 calls after a 0.2 s sleep took 0.15 ms each,
+** against 0.08-0.10 once the worker ran; bench/compare's matmul rounds read the built-in kernel's
+** 2-thread scaling as 0.92x at n = 256 and 1.26x at n = 1024, 2.0x in a run without the
+** openblas impl). So after the pause, the first of our impls and the openblas impl each run
+** untimed for REWARM_S before their timed calls, as in a user's loop of products, whose threads
+** never park. */
+#define REWARM_S 0.05 /* seconds */
+
+static bool pauses(const opts *o, int threads)
 {
     bool blas = false;
     for (int im = 0; im < o->nimpls; im++) blas = blas || !strcmp(o->impls[im], "openblas");
-    if (blas && threads > 1) nanosleep(&(struct timespec){0, 200000000}, NULL);
+    return blas && threads > 1;
+}
+
+static void rewarm(const char *impl, bool f64, int n, int threads, const void *a, const void *b, void *c)
+{
+    for (double w0 = now_s(); now_s() - w0 < REWARM_S;) call(impl, f64, n, threads, a, b, c);
 }
 
 static void run_case(const opts *o, bool f64, int n, int threads)
@@ -159,9 +174,12 @@ static void run_case(const opts *o, bool f64, int n, int threads)
         r[im].iters = (int64_t)(o->min_s / per) + 1;
     }
     for (int rep = 0; rep < o->reps; rep++) {
-        let_openblas_park(o, threads); /* (openblas, when listed, runs last in each rep) */
+        bool pause = pauses(o, threads), first = true; /* (openblas, when listed, runs last in each rep) */
+        if (pause) nanosleep(&(struct timespec){0, 200000000}, NULL);
         for (int im = 0; im < o->nimpls; im++) {
             if (!r[im].ok) continue;
+            if (pause && (first || !strcmp(o->impls[im], "openblas"))) rewarm(o->impls[im], f64, n, threads, a, b, c);
+            first = false;
             double t0 = now_s();
             for (int64_t it = 0; it < r[im].iters; it++) call(o->impls[im], f64, n, threads, a, b, c);
             r[im].t[rep] = (now_s() - t0) / (double)r[im].iters;
