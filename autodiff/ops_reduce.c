@@ -299,6 +299,54 @@ static ad_var softmax_like(ad_op op, ad_var x, int axis)
             }                                                                                            \
     } while (0)
 
+/* F32 over a contiguous axis (inner = 1: a classifier's logits, [batch, classes]), rows whose
+** maximum is finite: e^(x - m) by vmath.h's double exp, inlined and vectorized in each ISA clone,
+** instead of a libm call per element. On bench_mlp's [64, 10] logits, log_softmax's forward and
+** fast VJP with their tape steps took 7.65 us and take 4.37 (2-core Zen 5), on the one thread
+** that runs them in a step of 2-thread products. The row's sum is still added in index order in
+** double, its terms within ~1e-13 (relative) of libm's, so the float results are the general
+** loop's except in rare near-halfway roundings. A row whose maximum is infinite or NaN takes the
+** general loop's formula (its infinities and NaNs as before). */
+enum { SOFTMAX_CHUNK = 64 };
+
+/* e^z for z <= 0 (finite or -Inf): below -700 it is below any float, so z is clamped there. */
+static inline double exp_nonpos(double z) { return ad__vm_exp_d(z > -700.0 ? z : -700.0); }
+
+AD_CLONES static void softmax_rows_f32(const float *x, float *y, int64_t rows, int64_t len, bool log_out)
+{
+    double e[SOFTMAX_CHUNK];
+    for (int64_t o = 0; o < rows; o++) {
+        const float *p = x + o * len;
+        float *q = y + o * len;
+        double m = -INFINITY;
+        for (int64_t k = 0; k < len; k++)
+            if (p[k] > m || isnan(p[k])) m = p[k];
+        if (!isfinite(m)) { /* the general loop's formula, libm's exp on every element */
+            m = isnan(m) ? m : 0.0;
+            double acc = 0;
+            for (int64_t k = 0; k < len; k++) acc += exp(p[k] - m);
+            double lacc = log(acc);
+            for (int64_t k = 0; k < len; k++) {
+                double z = p[k] - m;
+                q[k] = (float)(log_out ? z - lacc : exp(z) / acc);
+            }
+            continue;
+        }
+        double acc = 0;
+        for (int64_t k0 = 0; k0 < len; k0 += SOFTMAX_CHUNK) {
+            int64_t nk = len - k0 < SOFTMAX_CHUNK ? len - k0 : SOFTMAX_CHUNK;
+            for (int64_t k = 0; k < nk; k++) e[k] = exp_nonpos((double)p[k0 + k] - m);
+            for (int64_t k = 0; k < nk; k++) acc += e[k];
+        }
+        if (log_out) {
+            double lacc = log(acc);
+            for (int64_t k = 0; k < len; k++) q[k] = (float)(((double)p[k] - m) - lacc);
+        } else {
+            for (int64_t k = 0; k < len; k++) q[k] = (float)(exp_nonpos((double)p[k] - m) / acc);
+        }
+    }
+}
+
 /* softmax: y = e^(x - m) / sum_k e^(x_k - m); VJP: gx = y (gy - sum_k gy_k y_k) */
 ad_var ad_softmax(ad_var x, int axis) { return softmax_like(AD_OP_SOFTMAX, x, axis); }
 ad_status ad__fwd_softmax(ad_tape *t, ad_node *n)
@@ -307,6 +355,8 @@ ad_status ad__fwd_softmax(ad_tape *t, ad_node *n)
     split3 s = split_at(x, (int)n->attr.i[0]);
     if (x->dtype == AD_F64)
         SOFTMAX_LOOP(double, 0);
+    else if (s.inner == 1)
+        softmax_rows_f32(x->data, n->value.data, s.outer, s.len, false);
     else
         SOFTMAX_LOOP(float, 0);
     return AD_OK;
@@ -331,6 +381,8 @@ ad_status ad__fwd_log_softmax(ad_tape *t, ad_node *n)
     split3 s = split_at(x, (int)n->attr.i[0]);
     if (x->dtype == AD_F64)
         SOFTMAX_LOOP(double, 1);
+    else if (s.inner == 1)
+        softmax_rows_f32(x->data, n->value.data, s.outer, s.len, true);
     else
         SOFTMAX_LOOP(float, 1);
     return AD_OK;
@@ -360,6 +412,21 @@ JVP(log_softmax) { return ad_sub(TX, ad_sum_axis(ad_mul(ad_exp(ad__var(t, self))
             }                                                                                            \
     } while (0)
 
+/* The same for F32 over a contiguous axis, as a loop the ISA clones vectorize (the exps). */
+AD_CLONES static void log_softmax_vjp_rows_f32(const float *g, const float *y, float *d, int64_t rows, int64_t len,
+                                               bool fresh)
+{
+    for (int64_t o = 0; o < rows; o++) {
+        const float *gr = g + o * len, *yr = y + o * len;
+        float *dr = d + o * len, total = 0;
+        for (int64_t k = 0; k < len; k++) total += gr[k];
+        if (fresh)
+            for (int64_t k = 0; k < len; k++) dr[k] = gr[k] - ad__vm_expf(yr[k]) * total;
+        else
+            for (int64_t k = 0; k < len; k++) dr[k] += gr[k] - ad__vm_expf(yr[k]) * total;
+    }
+}
+
 FAST_VJP(log_softmax)
 {
     bool fresh;
@@ -368,6 +435,8 @@ FAST_VJP(log_softmax)
     split3 s = split_at(&n->value, (int)n->attr.i[0]);
     if (gy->dtype == AD_F64)
         LOG_SOFTMAX_FAST(double, exp);
+    else if (s.inner == 1)
+        log_softmax_vjp_rows_f32(gy->data, n->value.data, buf, s.outer, s.len, fresh);
     else
         LOG_SOFTMAX_FAST(float, ad__vm_expf); /* as the recorded path's ad_exp in F32 */
     return true;

@@ -276,8 +276,65 @@ static void softmax_family(ad_op op, ad_fn f, bool log_form)
     }
 }
 
-void t_softmax(void) { softmax_family(AD_OP_SOFTMAX, f_softmax, false); }
-void t_log_softmax(void) { softmax_family(AD_OP_LOG_SOFTMAX, f_log_softmax, true); }
+/* log_softmax twice on one input: the second fast VJP adds into the slot the first wrote. */
+static ad_var f_log_softmax_twice(ad_tape *t, const ad_var *x, void *c)
+{
+    return ad_add(ad_log_softmax(x[0], -1), ad_mul_scalar(ad_log_softmax(x[0], -1), 0.5));
+}
+
+/* F32 along a contiguous axis (ops_reduce.c's vectorized rows): rows longer than its 64-element
+** chunks, one with a -Inf entry, and rows whose maximum is +Inf or NaN (the general loop there),
+** against the formula in double on the same float inputs; the gradients against F64's. */
+static void softmax_f32_rows(ad_fn f, bool log_form)
+{
+    enum { R = 4, L = 150 };
+    ad_tensor *x64 = input(SH(R, L), -30, 30, false);
+    args a = {.axis = -1};
+    f32_agrees(log_form ? "log_softmax [4,150]" : "softmax [4,150]", f, &a, 1, (const ad_tensor *const *)&x64, 1e-5);
+    if (log_form) f32_agrees("log_softmax twice", f_log_softmax_twice, &a, 1, (const ad_tensor *const *)&x64, 1e-5);
+    double *xd = x64->data;
+    xd[1 * L + 7] = -INFINITY;
+    xd[2 * L + 100] = INFINITY;
+    xd[3 * L + 3] = NAN;
+    ad_tensor *x32 = tu_to_f32(x64);
+    rig r = rig_new();
+    const ad_tensor *y = ad_value(f(r.t, (ad_var[]){rig_leaf(&r, x32)}, &a));
+    ck_assert_int_eq(y->dtype, AD_F32);
+    for (int64_t row = 0; row < 2; row++) { /* finite maxima */
+        const float *p = (const float *)x32->data + row * L;
+        double m = -INFINITY, s = 0;
+        for (int64_t k = 0; k < L; k++) m = p[k] > m ? p[k] : m;
+        for (int64_t k = 0; k < L; k++) s += exp(p[k] - m);
+        for (int64_t k = 0; k < L; k++) {
+            double want = log_form ? (p[k] - m) - log(s) : exp(p[k] - m) / s, got = ad_tensor_get(y, row * L + k);
+            if (isinf(want))
+                ck_assert(got == want);
+            else
+                TU_ASSERT_CLOSE(got, want, 1e-6, 3e-7);
+        }
+    }
+    for (int64_t k = 0; k < L; k++) { /* +Inf: NaN where it is, -Inf (log) or 0 elsewhere; NaN: all NaN */
+        double inf_row = ad_tensor_get(y, 2 * L + k), nan_row = ad_tensor_get(y, 3 * L + k);
+        if (k == 100)
+            ck_assert(isnan(inf_row));
+        else
+            ck_assert(log_form ? inf_row == -INFINITY : inf_row == 0);
+        ck_assert(isnan(nan_row));
+    }
+    rig_free(&r);
+    ad_tensor_free(x64);
+}
+
+void t_softmax(void)
+{
+    softmax_family(AD_OP_SOFTMAX, f_softmax, false);
+    softmax_f32_rows(f_softmax, false);
+}
+void t_log_softmax(void)
+{
+    softmax_family(AD_OP_LOG_SOFTMAX, f_log_softmax, true);
+    softmax_f32_rows(f_log_softmax, true);
+}
 
 /* ================= matmul ================= */
 
