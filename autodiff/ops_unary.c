@@ -271,8 +271,8 @@ VJP(cos) { gx[0] = ad_neg(ad_mul(gy, ad_sin(X))); }
 JVP(cos) { return ad_neg(ad_mul(TX, ad_sin(X))); }
 FAST(cos, -(g * sin(x)), -(g * sinf(x)))
 
-/* tanh: y = tanh x (F32: vmath.h, vectorized); VJP: gx = gy (1 - y^2) */
-UNARY(tanh, tanh(v), ad__vm_tanhf(v))
+/* tanh: y = tanh x (vmath.h: F32 vectorized; F64 its own below |x| = 0.625, libm's above); VJP: gx = gy (1 - y^2) */
+UNARY(tanh, ad__tanh_d(v), ad__vm_tanhf(v))
 ad_var ad_tanh(ad_var x) { return unary(AD_OP_TANH, x, 0, 0, ONE(tanh)); }
 VJP(tanh) { gx[0] = ad_mul(gy, ad_add_scalar(ad_neg(ad_square(Y)), 1.0)); }
 JVP(tanh) { return ad_mul(TX, ad_add_scalar(ad_neg(ad_square(Y)), 1.0)); }

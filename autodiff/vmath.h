@@ -1,4 +1,4 @@
-/* vmath.h: vectorizable float32 exp, tanh and sigmoid computed in double (internal, never installed). */
+/* vmath.h: vectorizable float32 exp, tanh and sigmoid computed in double; double tanh (internal, never installed). */
 #ifndef AUTODIFF_VMATH_H
 #define AUTODIFF_VMATH_H
 
@@ -108,6 +108,31 @@ static inline float ad__vm_tanhf(float x)
     yb |= xb & 0x80000000u; /* y >= 0 (+0 at x = 0) */
     memcpy(&y, &yb, sizeof y);
     return y;
+}
+
+/* tanh x in double. Below |x| = 0.625 an odd polynomial, x + x z P(z) with z = x^2 and P of
+** degree 11 (a Chebyshev fit, made with mpmath, of (tanh(sqrt z) / sqrt z - 1) / z on [0, 0.390625];
+** its error there is 4e-18 against |P| >= 0.32, and z P(z) is at most 0.13 against the 1 it is
+** added to), evaluated by Estrin's scheme: about 9 ns of latency on the project's Zen 5, against
+** 21 ns for libm's tanh, which goes through expm1. Measured against x87 tanhl over 2 x 10^7
+** inputs below 0.625 (tests/test_vmath.c repeats it on fewer): at most 0.96 ulp, where glibc
+** documents 2 ulp for its tanh. Below 2^-27, x itself (tanh x rounds to x there, and -0 stays
+** -0); from 0.625 on, NaN and infinities included, libm's tanh. */
+static inline double ad__tanh_d(double x)
+{
+    double a = fabs(x);
+    if (!(a < 0.625)) return tanh(x);
+    if (a < 0x1p-27) return x;
+    double z = x * x, z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    double p01 = -0.3333333333333333 + 0.13333333333333042 * z;
+    double p23 = -0.05396825396789699 + 0.021869488519008305 * z;
+    double p45 = -0.008863235103240878 + 0.0035921217511549622 * z;
+    double p67 = -0.0014557754120478055 + 0.0005896606577757043 * z;
+    double p89 = -0.0002375906496055562 + 9.257116129556769e-05 * z;
+    double pab = -3.12011014257974e-05 + 6.485163482793113e-06 * z;
+    double p03 = p01 + p23 * z2, p47 = p45 + p67 * z2, p8b = p89 + pab * z2;
+    double p = (p03 + p47 * z4) + p8b * z8;
+    return x + x * (z * p);
 }
 
 /* sigmoid x = 1 / (1 + e^-x) as float. In double, e^-x cannot overflow for

@@ -1,4 +1,4 @@
-/* test_vmath.c: vmath.h float32 exp/tanh/sigmoid: within 1 ulp of libm, its special values, same bits on every ISA. */
+/* test_vmath.c: vmath.h float32 exp/tanh/sigmoid: within 1 ulp of libm, edge values, same bits per ISA; double tanh. */
 #include <check.h>
 #include <float.h>
 #include <math.h>
@@ -296,6 +296,99 @@ START_TEST(ops_use_them)
 }
 END_TEST
 
+/* ---- ad__tanh_d: double tanh, its own polynomial below |x| = 0.625 ---- */
+
+/* |got - want| in units of the last place of want's double (a subnormal's ulp below DBL_MIN). */
+static double ulps(double got, long double want)
+{
+    double w = (double)want, u = nextafter(fabs(w), INFINITY) - fabs(w);
+    return (double)(fabsl((long double)got - want) / (long double)u);
+}
+
+/* x87's 64-bit long double arithmetic is really there (under valgrind it is done in double). */
+static bool long_double_is_wide(void)
+{
+    volatile long double one = 1.0L, tiny = 0x1p-60L;
+    return LDBL_MANT_DIG >= 64 && one + tiny != one;
+}
+
+/* Inputs below 0.625 in magnitude: uniform, near the boundary, and spread over small exponents. */
+static double tanh_input(ad_rng *r, int k)
+{
+    double u = ad_rng_uniform(r);
+    switch (k % 4) {
+    case 0:
+        return 0.625 * u;
+    case 1:
+        return -0.625 * u;
+    case 2:
+        return 0.625 - 0.05 * u;
+    default:
+        return 0.625 * ldexp(u, -(int)(ad_rng_uniform(r) * 40.0)) * (k & 4 ? -1 : 1);
+    }
+}
+
+START_TEST(tanh_double)
+{
+    ad_rng r;
+    ad_rng_seed(&r, 11);
+    int n = tu_quick() ? 20000 : 400000;
+    bool wide = long_double_is_wide();
+    double worst = 0, worst_lib = 0, sum_lib = 0;
+    for (int k = 0; k < n; k++) {
+        double x = tanh_input(&r, k), y = ad__tanh_d(x);
+        ck_assert(fabs(x) < 0.625);
+        if (wide) { /* against tanhl: within 1 ulp (the comment in vmath.h: 0.96 at most in 2 x 10^7) */
+            double e = ulps(y, tanhl((long double)x));
+            worst = e > worst ? e : worst;
+            ck_assert_msg(e <= 1.0, "tanh(%a) = %a: %.3f ulp from tanhl", x, y, e);
+        }
+        double d = ulps(y, tanh(x)); /* libm's is within 2 ulp (glibc), ours within 1 */
+        worst_lib = d > worst_lib ? d : worst_lib;
+        sum_lib += d;
+        ck_assert_msg(d <= 3.0, "tanh(%a) = %a, libm %a", x, y, tanh(x));
+    }
+    ck_assert_msg(sum_lib / n < 0.5, "mean distance from libm %.3f ulp", sum_lib / n);
+    /* libm's own from 0.625 on, the input itself below 2^-27, signs and special values */
+    const double same_as_libm[] = {0.625, -0.625, 0.7, 1.0, -3.5, 19.0, 22.0, 30.0, -1000.0, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof same_as_libm / sizeof same_as_libm[0]; i++)
+        ck_assert(ad__tanh_d(same_as_libm[i]) == tanh(same_as_libm[i]));
+    ck_assert(isnan(ad__tanh_d(NAN)));
+    const double tiny[] = {0x1p-28, -0x1p-28, 1e-300, -1e-300, 0x1p-1074, -0x1p-1074, DBL_MIN};
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) ck_assert(ad__tanh_d(tiny[i]) == tiny[i]);
+    ck_assert(signbit(ad__tanh_d(-0.0)) && ad__tanh_d(-0.0) == 0 && !signbit(ad__tanh_d(0.0)));
+    ck_assert(ad__tanh_d(-0.3) == -ad__tanh_d(0.3)); /* odd */
+    double below = nextafter(0.625, 0);              /* the polynomial's last input: continuous with libm's side */
+    ck_assert(ulps(ad__tanh_d(below), tanh(0.625)) <= 3.0 && ad__tanh_d(below) <= tanh(0.625));
+    (void)worst;
+}
+END_TEST
+
+/* The F64 op ad_tanh computes it, for tensors and for scalars. */
+START_TEST(tanh_double_in_ops)
+{
+    enum { N = 257 };
+    double x[N];
+    ad_rng r;
+    ad_rng_seed(&r, 12);
+    for (int k = 0; k < N; k++) x[k] = (k % 3 == 0 ? 3.0 : 0.7) * (2.0 * ad_rng_uniform(&r) - 1.0);
+    ad_tape *t = ad_tape_new();
+    ck_assert_ptr_nonnull(t);
+    int64_t n = N;
+    ad_tensor *xv = ad_tensor_from(AD_F64, 1, &n, x);
+    ck_assert_ptr_nonnull(xv);
+    const double *yd = ad_value(ad_tanh(ad_const(t, xv)))->data;
+    ck_assert_int_eq(ad_tape_status(t), AD_OK);
+    for (int k = 0; k < N; k++) {
+        ck_assert_msg(yd[k] == ad__tanh_d(x[k]), "ad_tanh F64 (%a) = %a, vmath %a", x[k], yd[k], ad__tanh_d(x[k]));
+        double s = *(const double *)ad_value(ad_tanh(ad_scalar(t, AD_F64, x[k])))->data;
+        ck_assert_msg(s == ad__tanh_d(x[k]), "ad_tanh F64 scalar (%a) = %a, vmath %a", x[k], s, ad__tanh_d(x[k]));
+    }
+    ad_tensor_free(xv);
+    ad_tape_free(t);
+}
+END_TEST
+
 static Suite *vmath_suite(void)
 {
     Suite *s = suite_create("vmath");
@@ -308,6 +401,11 @@ static Suite *vmath_suite(void)
     tc = tcase_create("vector");
     tcase_add_loop_test(tc, same_bits_on_every_isa, 0, NFN);
     tcase_add_loop_test(tc, ops_use_them, 0, NFN);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("double");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, tanh_double);
+    tcase_add_test(tc, tanh_double_in_ops);
     suite_add_tcase(s, tc);
     return s;
 }
