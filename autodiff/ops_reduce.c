@@ -276,27 +276,29 @@ static ad_var softmax_like(ad_op op, ad_var x, int axis)
     return ad__emit(t, op, 1, &x, v->dtype, v->ndim, v->shape, &a);
 }
 
-/* Shifted by the row maximum, so logits of +-1e4 stay finite. */
-#define SOFTMAX_LOOP(T, LOG)                                                                             \
-    do {                                                                                                 \
-        const T *xd = x->data;                                                                           \
-        T *yd = n->value.data;                                                                           \
-        for (int64_t o = 0; o < s.outer; o++)                                                            \
-            for (int64_t j = 0; j < s.inner; j++) {                                                      \
-                const T *p = xd + o * s.len * s.inner + j;                                               \
-                T *q = yd + o * s.len * s.inner + j;                                                     \
-                double m = -INFINITY;                                                                    \
-                for (int64_t k = 0; k < s.len; k++)                                                      \
-                    if (p[k * s.inner] > m || isnan(p[k * s.inner])) m = p[k * s.inner];                 \
-                if (!isfinite(m)) m = isnan(m) ? m : 0.0;                                                \
-                double acc = 0;                                                                          \
-                for (int64_t k = 0; k < s.len; k++) acc += exp(p[k * s.inner] - m);                      \
-                double lacc = log(acc);                                                                  \
-                for (int64_t k = 0; k < s.len; k++) {                                                    \
-                    double z = p[k * s.inner] - m;                                                       \
-                    q[k * s.inner] = (T)(LOG ? z - lacc : exp(z) / acc);                                 \
-                }                                                                                        \
-            }                                                                                            \
+/* One row of len elements st apart, from p into q; shifted by the row maximum, so logits of
+** +-1e4 stay finite. */
+#define SOFTMAX_ROW(T, p, q, len, st, LOG)                                                                             \
+    do {                                                                                                               \
+        double mx_ = -INFINITY;                                                                                        \
+        for (int64_t k = 0; k < (len); k++)                                                                            \
+            if ((p)[k * (st)] > mx_ || isnan((p)[k * (st)])) mx_ = (p)[k * (st)];                                      \
+        if (!isfinite(mx_)) mx_ = isnan(mx_) ? mx_ : 0.0;                                                              \
+        double acc_ = 0;                                                                                               \
+        for (int64_t k = 0; k < (len); k++) acc_ += exp((p)[k * (st)] - mx_);                                          \
+        double lacc_ = log(acc_);                                                                                      \
+        for (int64_t k = 0; k < (len); k++) {                                                                          \
+            double z_ = (p)[k * (st)] - mx_;                                                                           \
+            (q)[k * (st)] = (T)((LOG) ? z_ - lacc_ : exp(z_) / acc_);                                                  \
+        }                                                                                                              \
+    } while (0)
+#define SOFTMAX_LOOP(T, LOG)                                                                                           \
+    do {                                                                                                               \
+        const T *xd = x->data;                                                                                         \
+        T *yd = n->value.data;                                                                                         \
+        for (int64_t o = 0; o < s.outer; o++)                                                                          \
+            for (int64_t j = 0; j < s.inner; j++)                                                                      \
+                SOFTMAX_ROW(T, xd + o * s.len * s.inner + j, yd + o * s.len * s.inner + j, s.len, s.inner, LOG);       \
     } while (0)
 
 /* F32 over a contiguous axis (inner = 1: a classifier's logits, [batch, classes]), rows whose
@@ -321,15 +323,8 @@ AD_CLONES static void softmax_rows_f32(const float *x, float *y, int64_t rows, i
         double m = -INFINITY;
         for (int64_t k = 0; k < len; k++)
             if (p[k] > m || isnan(p[k])) m = p[k];
-        if (!isfinite(m)) { /* the general loop's formula, libm's exp on every element */
-            m = isnan(m) ? m : 0.0;
-            double acc = 0;
-            for (int64_t k = 0; k < len; k++) acc += exp(p[k] - m);
-            double lacc = log(acc);
-            for (int64_t k = 0; k < len; k++) {
-                double z = p[k] - m;
-                q[k] = (float)(log_out ? z - lacc : exp(z) / acc);
-            }
+        if (!isfinite(m)) { /* the general loop's row, libm's exp on every element */
+            SOFTMAX_ROW(float, p, q, len, 1, log_out);
             continue;
         }
         double acc = 0;

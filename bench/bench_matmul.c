@@ -173,8 +173,9 @@ static void run_case(const opts *o, bool f64, int n, int threads)
         double per = (now_s() - t0) / (double)it;
         r[im].iters = (int64_t)(o->min_s / per) + 1;
     }
+    bool pause = pauses(o, threads);
     for (int rep = 0; rep < o->reps; rep++) {
-        bool pause = pauses(o, threads), first = true; /* (openblas, when listed, runs last in each rep) */
+        bool first = true; /* (openblas, when listed, runs last in each rep) */
         if (pause) nanosleep(&(struct timespec){0, 200000000}, NULL);
         for (int im = 0; im < o->nimpls; im++) {
             if (!r[im].ok) continue;
