@@ -86,7 +86,10 @@ static AD_ALWAYS_INLINE ad_var unary(ad_op op, ad_var x, double c0, double c1, d
     ad_attr a = {{c0, c1}, {0}, NULL};
     if (v->ndim == 0) {
         uint32_t id;
-        ad_node *n = ad__emit_scalar(t, op, 1, &x, nx->flags & AD_NODE_REQ_GRAD, v->dtype, &a, &id);
+        uint64_t b0, b1; /* a zero attr need not be written (ad__emit_scalar) */
+        memcpy(&b0, &c0, sizeof b0);
+        memcpy(&b1, &c1, sizeof b1);
+        ad_node *n = ad__emit_scalar(t, op, 1, &x, nx->flags & AD_NODE_REQ_GRAD, v->dtype, (b0 | b1) ? &a : NULL, &id);
         if (!n) return ad__invalid(t);
         if (v->dtype == AD_F64)
             *(double *)n->value.data = one64(*(const double *)v->data, c0, c1);

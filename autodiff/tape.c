@@ -205,10 +205,13 @@ static bool node_grow(ad_tape *t)
     }
     /* on a cache line (malloc gives 16 bytes): a node's hot fields then span two
     ** lines, not three; the block's own address sits just before the chunk */
-    unsigned char *raw = ad__malloc(AD_NODE_CHUNK * sizeof(ad_node) + NODE_ALIGN);
+    /* the nodes, then their clean bits (tape.h's ad__clean_word), none set */
+    const size_t nodes = AD_NODE_CHUNK * sizeof(ad_node), bits = AD_NODE_CHUNK / 8;
+    unsigned char *raw = ad__malloc(nodes + bits + NODE_ALIGN);
     if (!raw) goto nomem;
     unsigned char *c = (unsigned char *)(((uintptr_t)raw + NODE_ALIGN) & ~(uintptr_t)(NODE_ALIGN - 1));
     memcpy(c - sizeof raw, &raw, sizeof raw);
+    memset(c + nodes, 0, bits);
     t->chunks[t->nchunks++] = (ad_node *)(void *)c;
     return true;
 nomem:
@@ -223,7 +226,8 @@ static inline ad_node *node_alloc(ad_tape *t, uint32_t *id)
         if (!node_grow(t)) return NULL;
     }
     *id = t->count++;
-    ad_node *n = ad__node(t, *id);
+    ad_node *chunk = t->chunks[*id >> AD_NODE_CHUNK_BITS], *n = &chunk[*id & (AD_NODE_CHUNK - 1)];
+    *ad__clean_word(chunk, *id) &= ~((uint64_t)1 << (*id & 63)); /* the caller may write anything */
     /* field by field: a memset of the whole node costs more than the op itself on scalars */
     n->op = 0;
     n->flags = 0;

@@ -98,6 +98,15 @@ static inline ad_node *ad__node(const ad_tape *t, uint32_t id)
 {
     return &t->chunks[id >> AD_NODE_CHUNK_BITS][id & (AD_NODE_CHUNK - 1)];
 }
+/* Node slots are kept across resets. A slot is "clean" when it holds a zero attr and value.shape,
+** in == in_small, grad AD_NO_NODE and param_grad NULL: all ad__emit_scalar would write there for
+** a result without attributes, which it then skips. Each chunk's clean bits (one per slot, a set
+** bit: clean) follow its nodes; ad__emit_scalar sets a slot's bit after writing those fields, and
+** every other recording (tape.c's node_alloc) clears it before it writes any. */
+static inline uint64_t *ad__clean_word(ad_node *chunk, uint32_t id)
+{
+    return (uint64_t *)(void *)(chunk + AD_NODE_CHUNK) + ((id & (AD_NODE_CHUNK - 1)) >> 6);
+}
 static inline ad_var ad__var(ad_tape *t, uint32_t id) { return (ad_var){t, id, t->gen}; }
 static inline ad_var ad__invalid(ad_tape *t) { return (ad_var){t, AD_NO_NODE, t ? t->gen : 0}; }
 static inline const ad_tensor *ad__val(ad_var v) { return &ad__node(v.tape, v.id)->value; }
@@ -221,7 +230,8 @@ static inline uint8_t ad__node_flags(const ad_tape *t, ad_op op, unsigned in_req
 /* ad__emit_node for a 0-dimensional result of at most 3 inputs (in_req: bit i
 ** set when input i requires a gradient, as ad_node's in_req), inline while the
 ** tape's current node chunk and arena block have room (ad__emit_node otherwise,
-** which grows them or records the error). attr may be NULL. */
+** which grows them or records the error). attr may be NULL, and should be for a zero
+** one: a clean slot (ad__clean_word) is then written only in part. */
 static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, const ad_var *xs,
                                                  unsigned in_req, ad_dtype dtype, const ad_attr *attr,
                                                  uint32_t *id)
@@ -230,23 +240,32 @@ static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, 
     ad_arena_block *b = t->cur;
     if (nin > 3 || (k >> AD_NODE_CHUNK_BITS) >= t->nchunks || k >= AD_NO_NODE - 1 || !b)
         return ad__emit_node(t, op, nin, xs, dtype, 0, NULL, attr, id);
-    size_t at = (b->used + 15) & ~(size_t)15;
+    size_t at = b->used; /* (always a multiple of 16) */
     if (at > b->cap || b->cap - at < 16) return ad__emit_node(t, op, nin, xs, dtype, 0, NULL, attr, id);
     b->used = at + 16;
-    ad_node *n = ad__node(t, k);
+    ad_node *chunk = t->chunks[k >> AD_NODE_CHUNK_BITS], *n = &chunk[k & (AD_NODE_CHUNK - 1)];
     t->count = k + 1;
     *id = k;
     for (int i = 0; i < nin; i++) n->in_small[i] = xs[i].id;
-    n->in = n->in_small;
     n->op = (uint16_t)op;
     n->nin = (uint32_t)nin;
     n->flags = ad__node_flags(t, op, in_req);
     n->in_req = (uint8_t)in_req;
-    n->grad = AD_NO_NODE;
-    n->param_grad = NULL;
-    n->attr = attr ? *attr : (ad_attr){{0, 0}, {0, 0, 0, 0}, NULL};
-    ad__tensor_init(&n->value, dtype, 0, NULL, 1);
+    uint64_t *clean = ad__clean_word(chunk, k), bit = (uint64_t)1 << (k & 63);
+    if (attr || !(*clean & bit)) { /* (a slot without attributes is then clean) */
+        n->in = n->in_small;
+        n->grad = AD_NO_NODE;
+        n->param_grad = NULL;
+        n->attr = attr ? *attr : (ad_attr){{0, 0}, {0, 0, 0, 0}, NULL};
+        memset(n->value.shape, 0, sizeof n->value.shape);
+        *clean = attr ? *clean & ~bit : *clean | bit;
+    }
+    n->value.dtype = dtype;
+    n->value.ndim = 0;
+    n->value.size = 1;
     n->value.data = b->mem + at;
+    n->value.flags_ = 0;
+    n->value.version_ = 0;
     return n;
 }
 

@@ -1,4 +1,5 @@
-/* test_inspect.c: anomaly detection messages, Graphviz DOT export (rendered with dot) and tape fingerprints. */
+/* test_inspect.c: anomaly detection messages, Graphviz DOT export (rendered with dot), tape fingerprints, and
+** node slots reused after a reset or a rewind (checked on the tape's internals). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,6 +216,128 @@ START_TEST(test_fingerprint)
 }
 END_TEST
 
+/* ======================================================================
+** node slots reused: the inline scalar path writes only part of a slot
+** marked clean (tape.h, ad__clean_word)
+** ====================================================================== */
+
+/* Every slot of t's node storage marked clean is clean; returns how many of the recorded nodes'
+** slots are marked. */
+static uint32_t assert_marked_clean(const ad_tape *t)
+{
+    static const ad_attr zero_attr;
+    static const int64_t zero_shape[AD_MAX_DIMS];
+    uint32_t marked = 0;
+    for (size_t c = 0; c < t->nchunks; c++)
+        for (uint32_t j = 0; j < AD_NODE_CHUNK; j++) {
+            uint32_t id = (uint32_t)(c << AD_NODE_CHUNK_BITS) + j;
+            if (!(*ad__clean_word(t->chunks[c], id) & ((uint64_t)1 << (id & 63)))) continue;
+            marked += id < t->count;
+            const ad_node *n = ad__node(t, id);
+            ck_assert_msg(memcmp(&n->attr.f, &zero_attr.f, sizeof n->attr.f) == 0, "slot %u: attr.f", id);
+            ck_assert_msg(memcmp(&n->attr.i, &zero_attr.i, sizeof n->attr.i) == 0, "slot %u: attr.i", id);
+            ck_assert_msg(n->attr.idx == NULL, "slot %u: attr.idx", id);
+            ck_assert_msg(memcmp(n->value.shape, zero_shape, sizeof zero_shape) == 0, "slot %u: shape", id);
+            ck_assert_msg(n->in == n->in_small, "slot %u: in", id);
+            ck_assert_msg(n->grad == AD_NO_NODE, "slot %u: grad", id);
+            ck_assert_msg(n->param_grad == NULL, "slot %u: param_grad", id);
+        }
+    return marked;
+}
+
+/* Records nodes that write every field the scalar path leaves alone: params with grad tensors,
+** a concat of five inputs (its input list in the arena), axes, scalars with constants; and when
+** bw, a backward pass recorded with AD_CREATE_GRAPH (leaves get their grad). Returns the output. */
+static ad_var record_dirty(ad_tape *t, ad_tensor *w, ad_tensor *gw, ad_tensor *x, bool bw)
+{
+    ad_var wv = ad_param(t, w, gw), xv = ad_leaf(t, x);
+    ad_var parts[5];
+    for (int i = 0; i < 5; i++) parts[i] = ad_mul_scalar(ad_tanh(ad_add(wv, xv)), 0.5 + i);
+    ad_var cat = ad_concat(5, parts, 1);
+    ad_var y = ad_sum(ad_sum_axis(ad_pow_scalar(cat, 3.0), 1, true));
+    y = ad_add(y, ad_clamp(ad_add_scalar(ad_sum(xv), 2.5), -1.0, 7.0));
+    ck_assert(ad_ok(y));
+    if (bw) ck_assert_int_eq(ad_backward(y, NULL, AD_CREATE_GRAPH | AD_ACCUMULATE), AD_OK);
+    return y;
+}
+
+/* acc = sum over i of tanh(a*b + c) * a - b, on scalars: the inline path only */
+static ad_var record_scalar(ad_tape *t, ad_tensor **v, ad_tensor **g, int iters, ad_var *abc)
+{
+    for (int i = 0; i < 3; i++) abc[i] = ad_param(t, v[i], g[i]);
+    ad_var acc = ad_scalar(t, AD_F64, 0.0);
+    for (int i = 0; i < iters; i++)
+        acc = ad_sub(ad_add(acc, ad_mul(ad_tanh(ad_add(ad_mul(abc[0], abc[1]), abc[2])), abc[0])), abc[1]);
+    return acc;
+}
+
+START_TEST(test_slot_reuse)
+{
+    ad_tensor *w = tu_rand(AD_F64, AD_SHAPE(3, 4), -1, 1, 41), *gw = ad_tensor_new(AD_F64, AD_SHAPE(3, 4));
+    ad_tensor *x = tu_rand(AD_F64, AD_SHAPE(3, 4), -1, 1, 42), *v[3], *g[3], *gf[3];
+    for (int i = 0; i < 3; i++) {
+        v[i] = ad_tensor_from(AD_F64, AD_SCALAR_SHAPE, (const double[]){0.3 * (i + 1)});
+        g[i] = ad_tensor_new(AD_F64, AD_SCALAR_SHAPE);
+        gf[i] = ad_tensor_new(AD_F64, AD_SCALAR_SHAPE);
+    }
+    ad_tape *t = ad_tape_new(), *fresh = ad_tape_new();
+    ad_var abc[3];
+    enum { ITERS = 400, NODES = 4 + 6 * ITERS }; /* 2,404 nodes: three chunks */
+
+    /* a scalar graph marks its slots clean, a tensor graph recorded over them unmarks them */
+    ck_assert(ad_ok(record_scalar(t, v, g, ITERS, abc)));
+    ck_assert_uint_eq(ad_tape_node_count(t), NODES);
+    ck_assert_uint_eq(assert_marked_clean(t), NODES - 4 - 2); /* not the leaves, nor the two that grew the storage */
+    ad_tape_reset(t);
+    for (int k = 0; k < 40; k++) record_dirty(t, w, gw, x, true);
+    ck_assert_uint_gt(ad_tape_node_count(t), NODES); /* every slot of the scalar graph */
+    ck_assert_uint_lt(assert_marked_clean(t), NODES / 10); /* (its own scalar adds are marked) */
+
+    /* the scalar graph recorded again over them: the same tape and the same gradients as on a
+    ** fresh tape */
+    ad_tape_reset(t);
+    ad_var y = record_scalar(t, v, g, ITERS, abc);
+    ck_assert_uint_eq(assert_marked_clean(t), NODES - 4);
+    ck_assert(ad_ok(record_scalar(fresh, v, gf, ITERS, abc)));
+    ck_assert_uint_eq(ad_tape_fingerprint(t), ad_tape_fingerprint(fresh));
+    ck_assert_int_eq(ad_backward(y, NULL, AD_ACCUMULATE), AD_OK);
+    ad_tape_reset(fresh);
+    ck_assert_int_eq(ad_backward(record_scalar(fresh, v, gf, ITERS, abc), NULL, AD_ACCUMULATE), AD_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert(ad_tensor_get(g[i], 0) != 0.0);
+        ck_assert_msg(ad_tensor_get(g[i], 0) == ad_tensor_get(gf[i], 0), "grad %d: %.17g vs %.17g", i,
+                      ad_tensor_get(g[i], 0), ad_tensor_get(gf[i], 0));
+    }
+
+    /* slots a rewind dropped: a replay drops a recorded backward pass's nodes, and scalars with
+    ** constants (their attr set) are recorded over some; then the plain scalar graph again */
+    ad_tape_reset(t);
+    y = record_dirty(t, w, gw, x, false);
+    uint32_t rec = (uint32_t)ad_tape_node_count(t);
+    ck_assert_int_eq(ad_backward(y, NULL, AD_CREATE_GRAPH), AD_OK);
+    ck_assert_uint_gt(ad_tape_node_count(t), rec + 20);
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), AD_OK);
+    ck_assert_uint_eq(ad_tape_node_count(t), rec);
+    ad_var s = ad_scalar(t, AD_F64, 0.25);
+    for (int i = 0; i < 40; i++) s = ad_mul_scalar(ad_add_scalar(ad_tanh(s), 0.5), 1.5);
+    ck_assert(ad_ok(s));
+    assert_marked_clean(t);
+    ad_tape_reset(t);
+    ad_tape_reset(fresh);
+    ck_assert(ad_ok(record_scalar(t, v, g, ITERS, abc)));
+    ck_assert(ad_ok(record_scalar(fresh, v, gf, ITERS, abc)));
+    ck_assert_uint_eq(assert_marked_clean(t), NODES - 4);
+    ck_assert_uint_eq(ad_tape_fingerprint(t), ad_tape_fingerprint(fresh));
+
+    ad_tape_free(t);
+    ad_tape_free(fresh);
+    for (int i = 0; i < 3; i++) ad_tensor_free(v[i]), ad_tensor_free(g[i]), ad_tensor_free(gf[i]);
+    ad_tensor_free(w);
+    ad_tensor_free(gw);
+    ad_tensor_free(x);
+}
+END_TEST
+
 static Suite *inspect_suite(void)
 {
     Suite *s = suite_create("inspect");
@@ -226,6 +349,7 @@ static Suite *inspect_suite(void)
     tc = tcase_create("inspect");
     tcase_add_test(tc, test_dot);
     tcase_add_test(tc, test_fingerprint);
+    tcase_add_test(tc, test_slot_reuse);
     suite_add_tcase(s, tc);
     return s;
 }
