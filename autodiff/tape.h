@@ -99,8 +99,8 @@ static inline ad_node *ad__node(const ad_tape *t, uint32_t id)
     return &t->chunks[id >> AD_NODE_CHUNK_BITS][id & (AD_NODE_CHUNK - 1)];
 }
 /* Node slots are kept across resets. A slot is "clean" when it holds a zero attr and value.shape,
-** in == in_small, grad AD_NO_NODE and param_grad NULL: all ad__emit_scalar would write there for
-** a result without attributes, which it then skips. Each chunk's clean bits (one per slot, a set
+** value.ndim 0 and value.size 1, in == in_small, grad AD_NO_NODE and param_grad NULL: all
+** ad__emit_scalar would write there for a result without attributes, which it then skips. Each chunk's clean bits (one per slot, a set
 ** bit: clean) follow its nodes; ad__emit_scalar sets a slot's bit after writing those fields, and
 ** every other recording (tape.c's node_alloc) clears it before it writes any. */
 static inline uint64_t *ad__clean_word(ad_node *chunk, uint32_t id)
@@ -247,10 +247,17 @@ static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, 
     t->count = k + 1;
     *id = k;
     for (int i = 0; i < nin; i++) n->in_small[i] = xs[i].id;
-    n->op = (uint16_t)op;
-    n->nin = (uint32_t)nin;
-    n->flags = ad__node_flags(t, op, in_req);
-    n->in_req = (uint8_t)in_req;
+    /* op, flags, in_req and nin in one 8-byte store (ad_node keeps them adjacent, in this order) */
+    struct {
+        uint16_t op;
+        uint8_t flags, in_req;
+        uint32_t nin;
+    } head = {(uint16_t)op, ad__node_flags(t, op, in_req), (uint8_t)in_req, (uint32_t)nin};
+    _Static_assert(offsetof(ad_node, flags) == offsetof(ad_node, op) + 2 &&
+                       offsetof(ad_node, in_req) == offsetof(ad_node, op) + 3 &&
+                       offsetof(ad_node, nin) == offsetof(ad_node, op) + 4 && sizeof head == 8,
+                   "ad_node's op, flags, in_req and nin are written as one");
+    memcpy(&n->op, &head, sizeof head);
     uint64_t *clean = ad__clean_word(chunk, k), bit = (uint64_t)1 << (k & 63);
     if (attr || !(*clean & bit)) { /* (a slot without attributes is then clean) */
         n->in = n->in_small;
@@ -258,14 +265,14 @@ static AD_ALWAYS_INLINE ad_node *ad__emit_scalar(ad_tape *t, ad_op op, int nin, 
         n->param_grad = NULL;
         n->attr = attr ? *attr : (ad_attr){{0, 0}, {0, 0, 0, 0}, NULL};
         memset(n->value.shape, 0, sizeof n->value.shape);
+        n->value.ndim = 0;
+        n->value.size = 1;
         *clean = attr ? *clean & ~bit : *clean | bit;
     }
     n->value.dtype = dtype;
-    n->value.ndim = 0;
-    n->value.size = 1;
     n->value.data = b->mem + at;
     n->value.flags_ = 0;
-    n->value.version_ = 0;
+    n->value.version_ = 0; /* (a kernel's ad_tensor_set on a value bumps it, so it is not kept clean) */
     return n;
 }
 

@@ -238,6 +238,8 @@ static uint32_t assert_marked_clean(const ad_tape *t)
             ck_assert_msg(memcmp(&n->attr.i, &zero_attr.i, sizeof n->attr.i) == 0, "slot %u: attr.i", id);
             ck_assert_msg(n->attr.idx == NULL, "slot %u: attr.idx", id);
             ck_assert_msg(memcmp(n->value.shape, zero_shape, sizeof zero_shape) == 0, "slot %u: shape", id);
+            ck_assert_msg(n->value.ndim == 0 && n->value.size == 1, "slot %u: ndim %d, size %lld", id, n->value.ndim,
+                          (long long)n->value.size);
             ck_assert_msg(n->in == n->in_small, "slot %u: in", id);
             ck_assert_msg(n->grad == AD_NO_NODE, "slot %u: grad", id);
             ck_assert_msg(n->param_grad == NULL, "slot %u: param_grad", id);
