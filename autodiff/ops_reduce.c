@@ -336,6 +336,8 @@ AD_CLONES static void softmax_rows_f32(const float *x, float *y, int64_t rows, i
         if (log_out) {
             double lacc = log(acc);
             for (int64_t k = 0; k < len; k++) q[k] = (float)(((double)p[k] - m) - lacc);
+        } else if (len <= SOFTMAX_CHUNK) { /* (the row's one chunk: its exps are still in e) */
+            for (int64_t k = 0; k < len; k++) q[k] = (float)(e[k] / acc);
         } else {
             for (int64_t k = 0; k < len; k++) q[k] = (float)(exp_nonpos((double)p[k] - m) / acc);
         }

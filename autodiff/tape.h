@@ -100,9 +100,10 @@ static inline ad_node *ad__node(const ad_tape *t, uint32_t id)
 }
 /* Node slots are kept across resets. A slot is "clean" when it holds a zero attr and value.shape,
 ** value.ndim 0 and value.size 1, in == in_small, grad AD_NO_NODE and param_grad NULL: all
-** ad__emit_scalar would write there for a result without attributes, which it then skips. Each chunk's clean bits (one per slot, a set
-** bit: clean) follow its nodes; ad__emit_scalar sets a slot's bit after writing those fields, and
-** every other recording (tape.c's node_alloc) clears it before it writes any. */
+** ad__emit_scalar would write there for a result without attributes, which it then skips. Each
+** chunk's clean bits (one per slot, a set bit: clean) follow its nodes; ad__emit_scalar sets a
+** slot's bit after writing those fields, and every other recording (tape.c's node_alloc) clears it
+** before it writes any. */
 static inline uint64_t *ad__clean_word(ad_node *chunk, uint32_t id)
 {
     return (uint64_t *)(void *)(chunk + AD_NODE_CHUNK) + ((id & (AD_NODE_CHUNK - 1)) >> 6);
