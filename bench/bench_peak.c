@@ -1,5 +1,9 @@
-/* bench_peak.c: the machine's own yardstick: F32/F64 FMA throughput of the ISA the GEMM kernels dispatch to, and stream bandwidth. */
+/* bench_peak.c: the machine's own yardstick: F32/F64 FMA throughput of the ISA the GEMM kernels dispatch to, stream bandwidth, and the round trip of a cache line between two CPUs. */
+#define _GNU_SOURCE /* pthread_setaffinity_np, sched_getaffinity */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +26,20 @@
 **     full vectors, ACC accumulators deep (enough to cover the FMA latency on both FMA pipes),
 **     on 1 thread and on --threads threads at once (each its own loop: no memory traffic);
 **   stream_triad: a[i] = b[i] + s c[i] over three arrays far larger than the caches, in GB/s
-**     counted as STREAM does (3 x 8 bytes per element, no write-allocate traffic).
+**     counted as STREAM does (3 x 8 bytes per element, no write-allocate traffic);
+**   core_roundtrip (with --threads 2 or more, or --roundtrip alone): the time for a cache line to
+**     go from one CPU to another and back (two threads pinned to the first two CPUs this process
+**     may run on, each in turn writing a counter the other spins on), in nanoseconds, the median
+**     of --reps runs. It tells whether those CPUs share a cache: on the project's 2-vCPU VM the
+**     hypervisor moves the vCPUs between cores that share an L3 (about 100 ns) and cores that do
+**     not (about 420 ns) every few seconds or minutes, and a multi-threaded step that hands its
+**     activations from one thread to the other runs about a third slower in the second placement
+**     (docs/performance.md); bench/compare runs the probe around each of our multi-thread runs.
 **
 ** Times are each thread's CPU time (the slowest thread's, for several), so that a machine shared
 ** with other work still shows its peak while our threads run; each figure is the best of --reps runs (a peak: anything lower is interference, which the
 ** median, min and max fields also show).
-** Usage: bench_peak [--threads N] [--reps N] [--quick] [--level avx512|avx2|generic]
+** Usage: bench_peak [--threads N] [--reps N] [--quick] [--level avx512|avx2|generic] [--roundtrip]
 */
 
 #define ACC 24           /* independent accumulators (AVX-512: 24 of 32 registers) */
@@ -167,6 +179,88 @@ static double triad_rate(double *a, double *b, double *c, size_t n, int nth)
     return 3.0 * 8.0 * (double)n / worst / 1e9;
 }
 
+
+/* ---- the round trip of a cache line between two CPUs ---- */
+
+#define RT_TRIPS 20000L   /* round trips per run */
+#define RT_WARMUP 200L     /* untimed round trips first */
+#define RT_BUDGET_NS 2e8  /* a run stops after this long (an oversubscribed machine: trips of milliseconds) */
+
+typedef struct rt_arg {
+    _Alignas(64) atomic_long flag; /* 2i + 1: the first thread's turn i; 2i + 2: the answer; -1: stop */
+    int cpu;
+} rt_arg;
+
+static double wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e9 * (double)ts.tv_sec + (double)ts.tv_nsec;
+}
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+static void *rt_partner(void *p)
+{
+    rt_arg *a = p;
+    pin(a->cpu);
+    long seen = 0;
+    for (;;) {
+        long v = atomic_load_explicit(&a->flag, memory_order_acquire);
+        if (v < 0) return NULL;
+        if (v > seen && (v & 1)) {
+            atomic_store_explicit(&a->flag, v + 1, memory_order_release);
+            seen = v + 1;
+        }
+    }
+}
+
+/* The first two CPUs this process may run on: false when it may run on only one. */
+static bool two_cpus(int cpu[2])
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return false;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET(c, &set)) cpu[n++] = c;
+    return n == 2;
+}
+
+/* Nanoseconds per round trip between cpu[0] and cpu[1], or -1. */
+static double roundtrip_ns(const int cpu[2])
+{
+    static rt_arg a; /* one run at a time; static for its alignment */
+    atomic_store(&a.flag, 0);
+    a.cpu = cpu[1];
+    pthread_t th;
+    cpu_set_t old;
+    if (pthread_getaffinity_np(pthread_self(), sizeof old, &old) != 0) return -1;
+    if (pthread_create(&th, NULL, rt_partner, &a) != 0) return -1;
+    pin(cpu[0]);
+    for (long i = 0; i < RT_WARMUP; i++) { /* warm up: both threads running, the line moving */
+        atomic_store_explicit(&a.flag, 2 * i + 1, memory_order_release);
+        while (atomic_load_explicit(&a.flag, memory_order_acquire) != 2 * i + 2) {}
+    }
+    double t0 = wall_ns(), t = t0;
+    long trips = 0;
+    for (long i = RT_WARMUP; trips < RT_TRIPS && t - t0 < RT_BUDGET_NS; i++, trips++) {
+        atomic_store_explicit(&a.flag, 2 * i + 1, memory_order_release);
+        while (atomic_load_explicit(&a.flag, memory_order_acquire) != 2 * i + 2) {}
+        if ((trips & 255) == 255) t = wall_ns();
+    }
+    t = wall_ns();
+    atomic_store_explicit(&a.flag, -1, memory_order_release);
+    pthread_join(th, NULL);
+    pthread_setaffinity_np(pthread_self(), sizeof old, &old); /* the caller runs anywhere again */
+    return (t - t0) / (double)trips;
+}
+
 static int cmp(const void *x, const void *y)
 {
     double p = *(const double *)x, q = *(const double *)y;
@@ -183,26 +277,55 @@ static void report(const char *bench, const char *unit, int nth, double *v, int 
     fflush(stdout);
 }
 
+/* Prints core_roundtrip (median, min and max of reps runs), or a comment when this process may
+** run on one CPU only; false when a thread cannot be started. */
+static bool report_roundtrip(int reps)
+{
+    int cpu[2];
+    if (!two_cpus(cpu)) {
+        printf("# core_roundtrip: not measured, this process may run on one CPU only\n");
+        return true;
+    }
+    double v[100];
+    for (int r = 0; r < reps; r++)
+        if ((v[r] = roundtrip_ns(cpu)) < 0) {
+            fprintf(stderr, "bench_peak: cannot start a thread\n");
+            return false;
+        }
+    qsort(v, (size_t)reps, sizeof *v, cmp);
+    printf("%-14s %3d %-8s %10.1f %10.1f %10.1f ns (CPUs %d and %d; the least is the best)\n", "core_roundtrip", 2, "-",
+           v[0], v[reps / 2], v[reps - 1], cpu[0], cpu[1]);
+    printf("{\"bench\":\"core_roundtrip\",\"impl\":\"machine\",\"cpus\":[%d,%d],\"threads\":2,\"unit\":\"ns\","
+           "\"best\":%.1f,\"median\":%.1f,\"min\":%.1f,\"max\":%.1f}\n",
+           cpu[0], cpu[1], v[0], v[reps / 2], v[0], v[reps - 1]);
+    fflush(stdout);
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, reps = 5;
+    bool only_rt = false;
     long iters = FMA_ITERS;
     size_t n = (size_t)24 << 20; /* 3 arrays of 192 MiB */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0) reps = 3, iters /= 4, n /= 4;
+        else if (strcmp(argv[i], "--roundtrip") == 0) only_rt = true;
         else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc && ad__gemm_level_named(argv[i + 1]) >= 0)
             /* the GEMM kernels' level to measure instead of the CPU's best (which caps it) */
             ad__gemm_set_backend(AD__GEMM_AUTO, ad__gemm_level_named(argv[++i]));
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--quick] [--level avx512|avx2|generic]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--quick] [--level avx512|avx2|generic] [--roundtrip]\n",
+                    argv[0]);
             return 2;
         }
     }
     if (threads < 1 || threads > 64 || reps < 1 || reps > 100) return 2;
     const char *name = ad__gemm_kernel_name(false);
     int isa = ad__gemm_level_named(name);
+    if (only_rt) return report_roundtrip(reps) ? 0 : 1;
     printf("# machine peak on the GEMM kernels' ISA (%s); best / median / min of %d runs\n", name, reps);
     printf("%-14s %3s %-8s %10s %10s %10s %s\n", "figure", "thr", "isa", "best", "median", "min", "unit");
     double v[100];
@@ -230,5 +353,5 @@ int main(int argc, char **argv)
     free(a);
     free(b);
     free(c);
-    return 0;
+    return threads > 1 && !report_roundtrip(reps) ? 1 : 0;
 }
