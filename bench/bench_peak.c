@@ -179,7 +179,6 @@ static double triad_rate(double *a, double *b, double *c, size_t n, int nth)
     return 3.0 * 8.0 * (double)n / worst / 1e9;
 }
 
-
 /* ---- the round trip of a cache line between two CPUs ---- */
 
 #define RT_TRIPS 20000L   /* round trips per run */
@@ -221,6 +220,13 @@ static void *rt_partner(void *p)
     }
 }
 
+/* Round trip i: hands the line to the partner and waits for it to come back. */
+static void trip(rt_arg *a, long i)
+{
+    atomic_store_explicit(&a->flag, 2 * i + 1, memory_order_release);
+    while (atomic_load_explicit(&a->flag, memory_order_acquire) != 2 * i + 2) {}
+}
+
 /* The first two CPUs this process may run on: false when it may run on only one. */
 static bool two_cpus(int cpu[2])
 {
@@ -243,15 +249,11 @@ static double roundtrip_ns(const int cpu[2])
     if (pthread_getaffinity_np(pthread_self(), sizeof old, &old) != 0) return -1;
     if (pthread_create(&th, NULL, rt_partner, &a) != 0) return -1;
     pin(cpu[0]);
-    for (long i = 0; i < RT_WARMUP; i++) { /* warm up: both threads running, the line moving */
-        atomic_store_explicit(&a.flag, 2 * i + 1, memory_order_release);
-        while (atomic_load_explicit(&a.flag, memory_order_acquire) != 2 * i + 2) {}
-    }
+    for (long i = 0; i < RT_WARMUP; i++) trip(&a, i); /* warm up: both threads running, the line moving */
     double t0 = wall_ns(), t = t0;
     long trips = 0;
-    for (long i = RT_WARMUP; trips < RT_TRIPS && t - t0 < RT_BUDGET_NS; i++, trips++) {
-        atomic_store_explicit(&a.flag, 2 * i + 1, memory_order_release);
-        while (atomic_load_explicit(&a.flag, memory_order_acquire) != 2 * i + 2) {}
+    for (; trips < RT_TRIPS && t - t0 < RT_BUDGET_NS; trips++) {
+        trip(&a, RT_WARMUP + trips);
         if ((trips & 255) == 255) t = wall_ns();
     }
     t = wall_ns();
