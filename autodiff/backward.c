@@ -379,8 +379,120 @@ done:
     ad__free(saved);
 }
 
+/*
+** The reverse sweep of replay's scalar program (replay.c). After a replay of a scalar
+** graph, ad_backward sweeps the program's steps instead of the nodes: one F64 gradient
+** per node in a dense array, each step adding its fast VJP's one-element formulas into
+** its inputs' gradients in the order the fast sweep adds them (input 0, then input 1;
+** written when a gradient has none yet, added otherwise), so the gradients are the
+** fast sweep's bit for bit; the leaves then get theirs as the fast sweep gives them, in
+** the same order, through the same nodes. Taken by ad_backward without AD_CREATE_GRAPH
+** and without anomaly detection, when the output is one of the program's steps and every
+** differentiable step has its formulas. With AD_ACCUMULATE each param's grad is read into
+** its gradient first and written back after, the same additions in the same order; params
+** sharing a grad tensor (or more than PLAN_MAX_PARAMS of them) take the fast sweep.
+*/
+#define PLAN_MAX_PARAMS 64
+
+/* With AD_ACCUMULATE: whether param node p's grad is its gradient's buffer (direct), for a
+** scalar param of the program; *fits false when the program cannot take it. */
+static bool plan_direct(const ad_node *p, bool *fits)
+{
+    if (!(p->flags & AD_NODE_PARAM) || !p->param_grad || !p->param_grad->data) return false;
+    if (p->value.ndim != 0 || p->value.dtype != AD_F64) return false; /* (no step reads it) */
+    *fits = p->param_grad->size == 1 && p->param_grad->dtype == AD_F64;
+    return true;
+}
+
+static bool plan_fits(ad_tape *t, const sweep_args *a)
+{
+    if (!a->to_leaves || a->n || t->anomaly || t->plan_state != AD_PLAN_OK || !t->plan_grad) return false;
+    uint32_t top = a->y.id;
+    if (top >= t->plan_count || t->count < t->plan_count) return false;
+    const ad_node *y = ad__node(t, top);
+    if (y->op == AD_OP_CONST || y->op == AD_OP_LEAF || y->op == AD_OP_PARAM) return false;
+    if (!(a->flags & AD_ACCUMULATE)) return true;
+    const void *seen[PLAN_MAX_PARAMS];
+    int nseen = 0;
+    for (uint32_t k = 0; k < t->nparams; k++) {
+        uint32_t id = t->params[k];
+        bool fits = true;
+        if (id > top || !plan_direct(ad__node(t, id), &fits)) continue;
+        if (!fits || nseen == PLAN_MAX_PARAMS) return false;
+        const void *d = ad__node(t, id)->param_grad->data;
+        for (int j = 0; j < nseen; j++)
+            if (seen[j] == d) return false;
+        seen[nseen++] = d;
+    }
+    return true;
+}
+
+/* Adds r into gradient k, or writes it there when k has none yet. */
+static inline void plan_put(double *g, unsigned char *has, uint32_t k, double r)
+{
+    if (has[k]) {
+        g[k] += r;
+    } else {
+        g[k] = r;
+        has[k] = 1;
+    }
+}
+
+static ad_status plan_sweep(ad_tape *t, const sweep_args *a)
+{
+    uint32_t top = a->y.id, count = top + 1;
+    bool acc = (a->flags & AD_ACCUMULATE) != 0, fits;
+    double *g = ad__arena_alloc(t, (size_t)count * sizeof *g);
+    unsigned char *has = g ? ad__arena_alloc(t, count) : NULL;
+    if (!has) return t->status; /* AD_ERR_NOMEM is on the tape */
+    memset(has, 0, count);
+    for (uint32_t k = 0; acc && k < t->nparams; k++) { /* params' grads, read in */
+        uint32_t id = t->params[k];
+        const ad_node *p = ad__node(t, id);
+        if (id > top || !plan_direct(p, &fits)) continue;
+        g[id] = *(const double *)p->param_grad->data;
+        has[id] = 1;
+    }
+    g[top] = *(const double *)ad__val(a->seed)->data;
+    has[top] = 1;
+
+    bool was_enabled = t->grad_enabled;
+    t->grad_enabled = false;
+    t->in_backward = true;
+    for (const struct ad_replay_step *st = t->steps + t->nsteps; st-- > t->steps;) {
+        uint32_t i = st->id;
+        if (i > top || !has[i] || !(st->flags & AD_NODE_REQ_GRAD)) continue;
+        double gy = g[i], x = *st->a, y = *st->y;
+        if (st->kind == AD_STEP_UNARY) {
+            plan_put(g, has, st->ia, st->gx(gy, x, y, st->c0));
+            continue;
+        }
+        double b = *st->b;
+        if (st->in_req & 1) plan_put(g, has, st->ia, st->ga(gy, x, b, y));
+        if (st->in_req & 2) plan_put(g, has, st->ib, st->gb(gy, x, b, y));
+    }
+    for (uint32_t k = 0; acc && k < t->nparams; k++) { /* params' grads, written back */
+        uint32_t id = t->params[k];
+        const ad_node *p = ad__node(t, id);
+        if (id <= top && plan_direct(p, &fits)) *(double *)p->param_grad->data = g[id];
+    }
+    for (uint32_t k = t->nplan_leaves; k-- > 0 && t->status == AD_OK;) { /* the others' gradients */
+        uint32_t i = t->plan_leaves[k];
+        ad_node *n = ad__node(t, i);
+        if (i > top || !has[i] || !(n->flags & AD_NODE_REQ_GRAD)) continue;
+        if (n->op != AD_OP_LEAF && n->op != AD_OP_PARAM) continue;
+        if (acc && plan_direct(n, &fits)) continue;
+        to_leaf(t, n, ad__wrap(t, &n->value, &g[i]));
+    }
+    t->bw_node = AD_NO_NODE;
+    t->in_backward = false;
+    t->grad_enabled = was_enabled;
+    return t->status;
+}
+
 static ad_status sweep_fast(ad_tape *t, const sweep_args *a)
 {
+    if (plan_fits(t, a)) return plan_sweep(t, a);
     uint32_t top = a->y.id, count = top + 1;
     ad_gbuf *gb = ad__arena_alloc(t, (size_t)count * sizeof *gb);
     if (!gb) return t->status;

@@ -547,3 +547,50 @@ KERNELS(eq, a == b ? 1.0 : 0.0, a == b ? 1.0f : 0.0f)
 FWD(eq)
 ad_var ad__eq(ad_var a, ad_var b) { return binary(AD_OP_EQ, a, b, ONE(eq)); }
 void ad__vjp_eq(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *gx) {}
+
+/* The one-element F64 formulas of the binary ops, by op (NULL for the others): the steps of
+** replay's scalar program (replay.c) call them, so that a replayed node computes exactly what
+** the recording and the op's forward computed. */
+#define AD_ONE64_tape(ID, name)
+#define AD_ONE64_binary(ID, name) [AD_OP_##ID] = name##_one64,
+#define AD_ONE64_unary(ID, name)
+#define AD_ONE64_reduce(ID, name)
+#define AD_ONE64_linalg(ID, name)
+#define AD_ONE64_shape(ID, name)
+#define AD_ONE64_conv(ID, name)
+#define AD_ONE64_pool(ID, name)
+#define AD_ONE64_nn(ID, name)
+#define AD_ONE64_custom(ID, name)
+#define AD_ONE64_checkpoint(ID, name)
+const ad_binary64_fn ad__binary_one64[AD_OP_COUNT] = {
+#define AD_OP(ID, name, nin, family, ...) AD_ONE64_##family(ID, name)
+#include "ops.def"
+#undef AD_OP
+};
+#undef AD_ONE64_tape
+#undef AD_ONE64_binary
+#undef AD_ONE64_unary
+#undef AD_ONE64_reduce
+#undef AD_ONE64_linalg
+#undef AD_ONE64_shape
+#undef AD_ONE64_conv
+#undef AD_ONE64_pool
+#undef AD_ONE64_nn
+#undef AD_ONE64_custom
+#undef AD_ONE64_checkpoint
+
+/* The fast VJPs' one-element F64 formulas, by op and input (ad__binary_grad64, tape.h): add's
+** pass gy through (ad__gpass: the same value, written or added). */
+static inline double pass_g64(double g, double a, double b, double y)
+{
+    (void)a;
+    (void)b;
+    (void)y;
+    return g;
+}
+const ad_binary_grad64_fn ad__binary_grad64[AD_OP_COUNT][2] = {
+    [AD_OP_ADD] = {pass_g64, pass_g64},
+    [AD_OP_SUB] = {sub_ga64, sub_gb64},
+    [AD_OP_MUL] = {mul_ga64, mul_gb64},
+    [AD_OP_DIV] = {div_ga64, div_gb64},
+};

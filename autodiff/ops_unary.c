@@ -389,3 +389,51 @@ VJP(step) {}
 UNARY(inrange, (v >= c0 && v <= c1) ? 1.0 : 0.0, (v >= c0 && v <= c1) ? 1.0f : 0.0f)
 ad_var ad__inrange(ad_var x, double lo, double hi) { return unary(AD_OP_INRANGE, x, lo, hi, ONE(inrange)); }
 VJP(inrange) {}
+
+/* The one-element F64 formulas of the unary ops, by op (NULL for the others): the steps of
+** replay's scalar program (replay.c) call them, so that a replayed node computes exactly what
+** the recording and the op's forward computed. */
+#define AD_ONE64_tape(ID, name)
+#define AD_ONE64_binary(ID, name)
+#define AD_ONE64_unary(ID, name) [AD_OP_##ID] = name##_one64,
+#define AD_ONE64_reduce(ID, name)
+#define AD_ONE64_linalg(ID, name)
+#define AD_ONE64_shape(ID, name)
+#define AD_ONE64_conv(ID, name)
+#define AD_ONE64_pool(ID, name)
+#define AD_ONE64_nn(ID, name)
+#define AD_ONE64_custom(ID, name)
+#define AD_ONE64_checkpoint(ID, name)
+const ad_unary64_fn ad__unary_one64[AD_OP_COUNT] = {
+#define AD_OP(ID, name, nin, family, ...) AD_ONE64_##family(ID, name)
+#include "ops.def"
+#undef AD_OP
+};
+#undef AD_ONE64_tape
+#undef AD_ONE64_binary
+#undef AD_ONE64_unary
+#undef AD_ONE64_reduce
+#undef AD_ONE64_linalg
+#undef AD_ONE64_shape
+#undef AD_ONE64_conv
+#undef AD_ONE64_pool
+#undef AD_ONE64_nn
+#undef AD_ONE64_custom
+#undef AD_ONE64_checkpoint
+
+/* The fast VJPs' one-element F64 formulas, by op (ad__unary_grad64, tape.h): add_scalar's
+** passes gy through (ad__gpass: the same value, written or added). */
+static inline double pass_gx64(double g, double x, double y, double c0)
+{
+    (void)x;
+    (void)y;
+    (void)c0;
+    return g;
+}
+const ad_unary_grad64_fn ad__unary_grad64[AD_OP_COUNT] = {
+    [AD_OP_ADD_SCALAR] = pass_gx64, [AD_OP_MUL_SCALAR] = mul_scalar_gx64, [AD_OP_NEG] = neg_gx64,
+    [AD_OP_EXP] = exp_gx64,         [AD_OP_LOG] = log_gx64,               [AD_OP_SQRT] = sqrt_gx64,
+    [AD_OP_SQUARE] = square_gx64,   [AD_OP_SIN] = sin_gx64,               [AD_OP_COS] = cos_gx64,
+    [AD_OP_TANH] = tanh_gx64,       [AD_OP_SIGMOID] = sigmoid_gx64,       [AD_OP_RELU] = relu_gx64,
+    [AD_OP_LEAKY_RELU] = leaky_relu_gx64,
+};

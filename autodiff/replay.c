@@ -128,6 +128,132 @@ static bool leaves_ok(ad_tape *t, int n, const ad_var *leaves, const ad_tensor *
     return true;
 }
 
+/*
+** The scalar program. A recording made only of leaves, params, consts and unary or
+** binary elementwise ops on 0-dimensional F64 values (a scalar graph, as ADOL-C and
+** CppAD tapes are) is replayed from a compact list of steps, one per op node, holding
+** the addresses of its value and its inputs' values and the op's one-element formula:
+** the loop reads one step after the other instead of following each input through the
+** node table, and adds, subtracts, multiplies and divides without a call. The steps also
+** hold what a reverse sweep needs (backward.c runs one over them after a replay). Each step computes what
+** the op's forward computes on one element (the same formula, or the same IEEE
+** operation), so the values are the same bit for bit. The program is built by the
+** first replay of such a recording, kept until the nodes it covers change, and built
+** again when a replay gives a leaf new storage; it is not used under anomaly
+** detection (the general loop checks each node). The general loop below does the rest.
+*/
+static bool one_f64(const ad_tensor *v) { return v->ndim == 0 && v->dtype == AD_F64 && v->data; }
+
+static bool is_leaf(const ad_node *nd) { return nd->op == AD_OP_CONST || nd->op == AD_OP_LEAF || nd->op == AD_OP_PARAM; }
+
+/* Whether node nd can be a step: a unary or binary op on one F64 element. */
+static bool steppable(const ad_tape *t, const ad_node *nd)
+{
+    bool un = ad__unary_one64[nd->op] != NULL, bin = ad__binary_one64[nd->op] != NULL;
+    if (!(un && nd->nin == 1) && !(bin && nd->nin == 2)) return false;
+    if (!one_f64(&nd->value) || !one_f64(ad__in(t, nd, 0))) return false;
+    return un || one_f64(ad__in(t, nd, 1));
+}
+
+/* Grows a plan array to hold n items (kept across resets). */
+static bool plan_fit(void **arr, uint32_t *cap, uint32_t n, size_t item)
+{
+    if (n <= *cap) return true;
+    void *p = ad__realloc(*arr, (size_t)n * item);
+    if (!p) return false;
+    *arr = p;
+    *cap = n;
+    return true;
+}
+
+/* The program of nodes [0, count): AD_PLAN_OK, AD_PLAN_NO when a node cannot be a step, or
+** AD_PLAN_NONE when out of memory (nothing recorded on the tape: the general loop runs). */
+static uint8_t plan_build(ad_tape *t, uint32_t count)
+{
+    uint32_t nleaves = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const ad_node *nd = ad__node(t, i);
+        if (is_leaf(nd))
+            nleaves++;
+        else if (!steppable(t, nd))
+            return AD_PLAN_NO;
+    }
+    if (!plan_fit((void **)&t->steps, &t->steps_cap, count - nleaves, sizeof *t->steps) ||
+        !plan_fit((void **)&t->plan_leaves, &t->plan_leaves_cap, nleaves, sizeof *t->plan_leaves))
+        return AD_PLAN_NONE;
+    t->nsteps = t->nplan_leaves = 0;
+    t->plan_grad = true;
+    for (uint32_t i = 0; i < count; i++) {
+        ad_node *nd = ad__node(t, i);
+        if (is_leaf(nd)) {
+            t->plan_leaves[t->nplan_leaves++] = i;
+            continue;
+        }
+        struct ad_replay_step *s = &t->steps[t->nsteps++];
+        s->y = nd->value.data;
+        s->a = ad__in(t, nd, 0)->data;
+        s->b = nd->nin == 2 ? ad__in(t, nd, 1)->data : s->a;
+        s->c0 = nd->attr.f[0];
+        s->c1 = nd->attr.f[1];
+        s->id = i;
+        s->ia = nd->in[0];
+        s->ib = nd->in[nd->nin - 1];
+        s->flags = nd->flags;
+        s->in_req = nd->in_req;
+        s->gx = ad__unary_grad64[nd->op];
+        s->ga = ad__binary_grad64[nd->op][0];
+        s->gb = ad__binary_grad64[nd->op][1];
+        if ((nd->nin == 1 ? !s->gx : !s->ga) && ad__ops[nd->op].differentiable) t->plan_grad = false;
+        switch (nd->op) {
+        case AD_OP_ADD: s->kind = AD_STEP_ADD; break;
+        case AD_OP_SUB: s->kind = AD_STEP_SUB; break;
+        case AD_OP_MUL: s->kind = AD_STEP_MUL; break;
+        case AD_OP_DIV: s->kind = AD_STEP_DIV; break;
+        default:
+            if (nd->nin == 2) {
+                s->kind = AD_STEP_BINARY;
+                s->f.bin = ad__binary_one64[nd->op];
+            } else {
+                s->kind = AD_STEP_UNARY;
+                s->f.un = ad__unary_one64[nd->op];
+            }
+        }
+    }
+    return AD_PLAN_OK;
+}
+
+/* Read a leaf's borrowed tensor again and clear its gradient, as the general loop does. */
+static void leaf_again(ad_node *nd)
+{
+    const ad_tensor *src = ad__borrowed(nd); /* read again now: its current version is the one used */
+    if (src) nd->value.version_ = src->version_;
+    if (nd->op != AD_OP_CONST) nd->grad = AD_NO_NODE; /* the next backward pass gives it again */
+}
+
+static ad_status plan_run(ad_tape *t)
+{
+    for (uint32_t k = 0; k < t->nplan_leaves; k++) leaf_again(ad__node(t, t->plan_leaves[k]));
+    const branch *br = t->branches;
+    const uint32_t nb = t->nbranches;
+    uint32_t next = 0;
+    const struct ad_replay_step *s = t->steps, *end = s + t->nsteps;
+    for (; s < end; s++) {
+        while (next < nb && br[next].pos <= s->id)
+            if (!branch_holds(t, &br[next++])) return t->status;
+        switch (s->kind) {
+        case AD_STEP_ADD: *s->y = *s->a + *s->b; break;
+        case AD_STEP_SUB: *s->y = *s->a - *s->b; break;
+        case AD_STEP_MUL: *s->y = *s->a * *s->b; break;
+        case AD_STEP_DIV: *s->y = *s->a / *s->b; break;
+        case AD_STEP_BINARY: *s->y = s->f.bin(*s->a, *s->b); break;
+        default: *s->y = s->f.un(*s->a, s->c0, s->c1); break;
+        }
+    }
+    while (next < nb)
+        if (!branch_holds(t, &br[next++])) return t->status;
+    return AD_OK;
+}
+
 ad_status ad_tape_replay(ad_tape *t, int n, const ad_var *leaves, const ad_tensor *const *values)
 {
     if (!t) return AD_ERR_ARG;
@@ -145,13 +271,21 @@ ad_status ad_tape_replay(ad_tape *t, int n, const ad_var *leaves, const ad_tenso
         if (t->rec_count <= t->count) ad__tape_rewind(t, (ad_mark){t->rec_count, t->rec_block, t->rec_used});
         t->rec_marked = false;
     }
+    bool moved = false; /* a leaf given new storage: the program's addresses are stale */
     for (int i = 0; i < n; i++) { /* borrowed, as ad_leaf borrows: the node now reads values[i] */
         ad_node *nd = ad__node(t, leaves[i].id);
+        moved |= nd->value.data != values[i]->data;
         nd->value.data = values[i]->data;
         nd->attr.idx = (const int64_t *)(const void *)values[i];
     }
-    const ad_mark scratch = ad__tape_mark(t);
     const uint32_t count = t->count, nb = t->nbranches;
+    if (moved || t->plan_count != count) t->plan_state = AD_PLAN_NONE;
+    if (!t->anomaly && t->plan_state == AD_PLAN_NONE) {
+        t->plan_state = plan_build(t, count);
+        t->plan_count = count;
+    }
+    if (!t->anomaly && t->plan_state == AD_PLAN_OK) return plan_run(t);
+    const ad_mark scratch = ad__tape_mark(t);
     uint32_t next = 0; /* the next comparison to check */
     for (uint32_t i = 0; i < count; i++) {
         while (next < nb && t->branches[next].pos <= i)
@@ -160,12 +294,9 @@ ad_status ad_tape_replay(ad_tape *t, int n, const ad_var *leaves, const ad_tenso
         switch (nd->op) {
         case AD_OP_CONST:
         case AD_OP_LEAF:
-        case AD_OP_PARAM: {
-            const ad_tensor *src = ad__borrowed(nd); /* read again now: its current version is the one used */
-            if (src) nd->value.version_ = src->version_;
-            if (nd->op != AD_OP_CONST) nd->grad = AD_NO_NODE; /* the next backward pass gives it again */
+        case AD_OP_PARAM:
+            leaf_again(nd);
             continue;
-        }
         case AD_OP_RESHAPE:
         case AD_OP_DETACH: /* views of their input, whose storage may have been swapped */
             nd->value.data = ad__node(t, nd->in[0])->value.data;

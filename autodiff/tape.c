@@ -105,6 +105,7 @@ void ad__tape_rewind(ad_tape *t, ad_mark m)
     t->count = m.count;
     if (t->rec_marked && t->rec_count > m.count) t->rec_marked = false; /* the recording's end is gone */
     while (t->nbranches && ad__branch_pos(t, t->nbranches - 1) > m.count) t->nbranches--;
+    if (m.count < t->plan_count) t->plan_state = AD_PLAN_NONE; /* nodes replay's program covers may change */
     t->cur = m.block ? m.block : t->blocks;
     if (t->cur) t->cur->used = m.block ? m.used : 0;
 }
@@ -131,6 +132,8 @@ void ad_tape_free(ad_tape *t)
     ad__free(t->params);
     ad__free(t->borrowed);
     ad__free(t->branches);
+    ad__free(t->steps);
+    ad__free(t->plan_leaves);
     arena_free_all(t);
     ad__free(t);
 }
@@ -143,6 +146,7 @@ void ad_tape_reset(ad_tape *t)
     t->nborrowed = 0;
     t->nbranches = 0;
     t->rec_marked = false;
+    t->plan_state = AD_PLAN_NONE;
     t->gen++;
     t->status = AD_OK;
     t->msg[0] = '\0';

@@ -91,6 +91,15 @@ struct ad_tape {
     size_t rec_used;
     struct ad_branch *branches; /* (the array is kept across resets) */
     uint32_t nbranches, branches_cap;
+    /* replay's scalar program (replay.c): for a recording made only of one-element F64
+    ** elementwise ops over leaves, one step per op node; kept, for nodes 0 .. plan_count-1,
+    ** until those nodes change (a reset, or a rewind below plan_count); arrays kept across resets */
+    struct ad_replay_step *steps;
+    uint32_t *plan_leaves; /* the leaf, param and const nodes among them */
+    uint32_t nsteps, steps_cap, nplan_leaves, plan_leaves_cap;
+    uint32_t plan_count;
+    uint8_t plan_state; /* AD_PLAN_NONE (not built), AD_PLAN_OK, AD_PLAN_NO (those nodes have none) */
+    bool plan_grad;     /* every differentiable step has its gradient's formulas */
     char msg[320];
 };
 
@@ -208,6 +217,39 @@ typedef struct ad_op_info {
     ad_vjp_fn vjp;
     bool differentiable; /* false: outputs never carry a gradient (masks, leaves): ops.def's NOGRAD */
 } ad_op_info;
+
+enum { AD_PLAN_NONE, AD_PLAN_OK, AD_PLAN_NO };
+
+/* The one-element F64 formulas of the unary and binary families, by op (NULL for
+** other ops; ops_unary.c, ops_binary.c): c0, c1 are a unary op's attributes. */
+typedef double (*ad_unary64_fn)(double x, double c0, double c1);
+typedef double (*ad_binary64_fn)(double a, double b);
+AD_INTERNAL extern const ad_unary64_fn ad__unary_one64[AD_OP_COUNT];
+AD_INTERNAL extern const ad_binary64_fn ad__binary_one64[AD_OP_COUNT];
+/* Their fast VJPs' formulas on one F64 element, by op (NULL for ops without a fast VJP):
+** g = dL/dy, x (or a, b) the inputs, y the output, c0 the first attribute; the binary
+** table gives input 0's then input 1's. */
+typedef double (*ad_unary_grad64_fn)(double g, double x, double y, double c0);
+typedef double (*ad_binary_grad64_fn)(double g, double a, double b, double y);
+AD_INTERNAL extern const ad_unary_grad64_fn ad__unary_grad64[AD_OP_COUNT];
+AD_INTERNAL extern const ad_binary_grad64_fn ad__binary_grad64[AD_OP_COUNT][2];
+
+/* One step of replay's scalar program (replay.c; its reverse sweep: backward.c): node id,
+** one F64 element, computed from its inputs' (ia, ib: b == a and ib == ia for a unary op). */
+enum { AD_STEP_ADD, AD_STEP_SUB, AD_STEP_MUL, AD_STEP_DIV, AD_STEP_BINARY, AD_STEP_UNARY };
+struct ad_replay_step {
+    double *y;
+    const double *a, *b;
+    double c0, c1;
+    union {
+        ad_unary64_fn un;
+        ad_binary64_fn bin;
+    } f;
+    ad_unary_grad64_fn gx;      /* unary: the gradient's formula */
+    ad_binary_grad64_fn ga, gb; /* binary */
+    uint32_t id, ia, ib;
+    uint8_t kind, flags, in_req; /* (flags and in_req: the node's) */
+};
 
 /* The table, from ops.def (op_table.c). */
 AD_INTERNAL extern const ad_op_info ad__ops[AD_OP_COUNT];

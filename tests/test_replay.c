@@ -9,8 +9,10 @@
 #include "tape.h"
 #include "test_util.h"
 
-/* Every allocation of the library is counted (set in main, before anything is made). */
+/* Every allocation of the library is counted (set in main, before anything is made); while
+** g_refuse is set, every new allocation fails. */
 static long g_allocs;
+static bool g_refuse;
 static void *counting_alloc(void *ud, void *ptr, size_t nsize)
 {
     (void)ud;
@@ -18,6 +20,7 @@ static void *counting_alloc(void *ud, void *ptr, size_t nsize)
         free(ptr);
         return NULL;
     }
+    if (g_refuse) return NULL;
     g_allocs++;
     return realloc(ptr, nsize);
 }
@@ -339,6 +342,139 @@ START_TEST(test_replay_no_allocation)
 }
 END_TEST
 
+/* ---- the scalar program (replay.c) and its reverse sweep (backward.c) ---- */
+
+/* Two params over one grad tensor, a leaf, a const, and ops with and without a fast VJP;
+** *mid is a node inside. */
+static ad_var p_program(ad_tape *t, const ad_var *x, ad_var *mid, bool fast_only)
+{
+    ad_var u = ad_add(ad_mul(x[0], x[1]), ad_scalar(t, AD_F64, 0.25)), v = ad_div(ad_sin(x[2]), ad_exp(x[3]));
+    *mid = ad_sub(ad_tanh(u), ad_square(v));
+    ad_var w = fast_only ? ad_sigmoid(*mid) : ad_softplus(*mid);
+    return ad_add(ad_mul(w, x[0]), ad_leaky_relu(ad_neg(x[3]), 0.1));
+}
+
+/* Values, param grads (accumulated) and leaf grads of p_program recorded at `at`, on a fresh tape. */
+typedef struct prog_out {
+    double y, mid, gp, gx2, gx3; /* gp: the shared grad tensor of params 0 and 1 */
+} prog_out;
+
+static prog_out recorded(const double *at, bool fast_only, bool mid_out, unsigned flags)
+{
+    ad_tape *f = ad_tape_new();
+    ad_tensor *v[4], *gp = ad_tensor_new(AD_F64, 0, NULL);
+    ad_var x[4], mid;
+    for (int i = 0; i < 4; i++) v[i] = tu_f64(0, NULL, &at[i]);
+    x[0] = ad_param(f, v[0], gp);
+    x[1] = ad_param(f, v[1], gp);
+    x[2] = ad_leaf(f, v[2]);
+    x[3] = ad_param(f, v[3], NULL);
+    ad_var y = p_program(f, x, &mid, fast_only);
+    ck_assert_int_eq(ad_backward(mid_out ? mid : y, NULL, flags), AD_OK);
+    prog_out o = {ad_item(y), ad_item(mid), ad_tensor_get(gp, 0), ad_tensor_get(ad_grad(x[2]), 0),
+                  ad_tensor_get(ad_grad(x[3]), 0)};
+    ad_tape_free(f);
+    for (int i = 0; i < 4; i++) ad_tensor_free(v[i]);
+    ad_tensor_free(gp);
+    return o;
+}
+
+static bool same(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+/* Replayed values and gradients are those of a fresh recording bit for bit, on both sweeps (the
+** program's, and the fast sweep where the program cannot take the pass: a grad tensor shared by two
+** params under AD_ACCUMULATE, an op without a fast VJP, anomaly detection), for the output and for
+** a node inside, and a second backward pass after one replay adds as the fast sweep does. */
+START_TEST(test_replay_program)
+{
+    const double rec[4] = {0.3, -0.7, 1.1, 0.2}, at[3][4] = {{1.5, 0.25, -2.0, 0.6}, {0, -0.0, 3.0, -1.0},
+                                                             {-1e-3, 4.0, 0.5, 2.5}};
+    for (int c = 0; c < 16; c++) {
+        bool fast_only = c & 1, mid_out = c & 2, anomaly = c & 8;
+        unsigned flags = (c & 4) ? AD_ACCUMULATE : 0;
+        ad_tape *t = ad_tape_new();
+        ad_tensor *v[4], *gp = ad_tensor_new(AD_F64, 0, NULL);
+        ad_var x[4], mid;
+        for (int i = 0; i < 4; i++) v[i] = tu_f64(0, NULL, &rec[i]);
+        x[0] = ad_param(t, v[0], gp);
+        x[1] = ad_param(t, v[1], gp);
+        x[2] = ad_leaf(t, v[2]);
+        x[3] = ad_param(t, v[3], NULL);
+        ad_tape_set_anomaly_detection(t, anomaly);
+        ad_var y = p_program(t, x, &mid, fast_only), out = mid_out ? mid : y;
+        ck_assert_int_eq(ad_backward(out, NULL, flags), AD_OK);
+        for (int k = 0; k < 3; k++) {
+            for (int i = 0; i < 4; i++) ad_tensor_set(v[i], 0, at[k][i]);
+            ad_tensor_set(gp, 0, 0.0);
+            ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), AD_OK);
+            ck_assert_int_eq(t->plan_state, anomaly ? AD_PLAN_NONE : AD_PLAN_OK);
+            ck_assert(anomaly || t->plan_grad == fast_only);
+            ck_assert_int_eq(ad_backward(out, NULL, flags), AD_OK);
+            prog_out r = recorded(at[k], fast_only, mid_out, flags);
+            ck_assert_msg(same(ad_item(y), r.y) && same(ad_item(mid), r.mid), "case %d point %d: %.17g %.17g", c, k,
+                          ad_item(y), r.y);
+            ck_assert_msg(same(ad_tensor_get(gp, 0), r.gp), "case %d point %d: shared grad %.17g, recorded %.17g", c,
+                          k, ad_tensor_get(gp, 0), r.gp);
+            ck_assert_msg(same(ad_tensor_get(ad_grad(x[2]), 0), r.gx2), "case %d point %d: leaf grad", c, k);
+            ck_assert_msg(same(ad_tensor_get(ad_grad(x[3]), 0), r.gx3), "case %d point %d: param grad", c, k);
+            /* a second pass on the same replay: the leaf's gradient adds up (an add recorded) */
+            ck_assert_int_eq(ad_backward(out, NULL, flags), AD_OK);
+            ck_assert_msg(same(ad_tensor_get(ad_grad(x[2]), 0), r.gx2 + r.gx2), "case %d point %d: second pass", c,
+                          k);
+        }
+        ad_tape_free(t);
+        for (int i = 0; i < 4; i++) ad_tensor_free(v[i]);
+        ad_tensor_free(gp);
+    }
+}
+END_TEST
+
+/* The program follows the nodes it covers: a new recording of as many nodes, other ops, is replayed
+** by its own program; gradients asked for with ad_gradients take the fast sweep; a program that
+** cannot be allocated leaves the replay to the general loop. */
+START_TEST(test_replay_program_rebuilt)
+{
+    double h = 0.5, q = 2.0;
+    ad_tensor *a = tu_f64(0, NULL, &h), *b = tu_f64(0, NULL, &q);
+    ad_tape *t = ad_tape_new();
+    ad_var x = ad_leaf(t, a);
+    ad_var y = ad_tanh(ad_mul_scalar(x, 3.0));
+    ck_assert_int_eq(ad_backward(y, NULL, 0), AD_OK);
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, (const ad_tensor *const[]){b}), AD_OK);
+    ck_assert(ad_item(y) == tanh(6.0));
+    ad_tape_reset(t);
+    x = ad_leaf(t, a);
+    y = ad_exp(ad_add_scalar(x, 3.0)); /* as many nodes */
+    ck_assert_int_eq(ad_backward(y, NULL, 0), AD_OK);
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, (const ad_tensor *const[]){b}), AD_OK);
+    ck_assert(ad_item(y) == exp(5.0));
+    ad_var g;
+    ck_assert_int_eq(ad_gradients(y, 1, &x, &g, 0), AD_OK);
+    ck_assert(ad_item(g) == exp(5.0));
+    /* out of memory for the program (a new tape: a tape keeps its program's arrays across resets):
+    ** the general loop replays, and the next replay builds it */
+    ad_tape_free(t);
+    t = ad_tape_new();
+    x = ad_leaf(t, a);
+    y = ad_sqrt(ad_add(x, x));
+    ck_assert_int_eq(ad_backward(y, NULL, 0), AD_OK);
+    g_refuse = true;
+    ad_status s = ad_tape_replay(t, 1, &x, (const ad_tensor *const[]){b});
+    g_refuse = false;
+    ck_assert_int_eq(s, AD_OK);
+    ck_assert_int_eq(t->plan_state, AD_PLAN_NONE);
+    ck_assert(ad_item(y) == 2.0);
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, (const ad_tensor *const[]){a}), AD_OK);
+    ck_assert_int_eq(t->plan_state, AD_PLAN_OK);
+    ck_assert(ad_item(y) == 1.0);
+    ck_assert_int_eq(ad_backward(y, NULL, 0), AD_OK);
+    ck_assert(ad_tensor_get(ad_grad(x), 0) == 1.0);
+    ad_tape_free(t);
+    ad_tensor_free(a);
+    ad_tensor_free(b);
+}
+END_TEST
+
 static Suite *replay_suite(void)
 {
     Suite *s = suite_create("replay");
@@ -351,6 +487,8 @@ static Suite *replay_suite(void)
     tcase_add_test(tc, test_replay_errors);
     tcase_add_test(tc, test_replay_drops_passes);
     tcase_add_test(tc, test_replay_no_allocation);
+    tcase_add_test(tc, test_replay_program);
+    tcase_add_test(tc, test_replay_program_rebuilt);
     suite_add_tcase(s, tc);
     return s;
 }

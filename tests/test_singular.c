@@ -15,7 +15,8 @@
 ** where an op has no limit (a kink, a pole from both sides) the row holds the
 ** convention chosen. Each unary row is run through the recorded VJP twice
 ** (AD_CREATE_GRAPH: the second derivative) and through the fast sweep (the first),
-** so the fast VJPs are held to the same points. The completeness test fails for an
+** so the fast VJPs are held to the same points, and replayed (the scalar program's forward and
+** reverse sweep, replay.c and backward.c) from a recording made elsewhere. The completeness test fails for an
 ** op of the unary, binary or reduce families without a row, and wants a written
 ** reason for every other op.
 */
@@ -257,6 +258,72 @@ static void run_binary(const row *r, const bpt *p)
     }
 }
 
+/* A replay at the point of a recording made at 0.5 (the value and the first derivative): one F64
+** scalar is replay's scalar program (replay.c), both ways when the op has a fast VJP (the
+** program's reverse sweep, backward.c): the leaf's storage kept (its value set in place, a replay
+** of n = 0) and a param with its grad accumulated (AD_ACCUMULATE). F32 takes the general loop. */
+static void run_unary_replayed(const row *r, const upt *p)
+{
+    const char *name = ad__ops[r->op].name;
+    ad_dtype dt = p->f32 ? AD_F32 : AD_F64;
+    char what[160];
+    for (int acc = 0; acc < 2; acc++) {
+        ad_tape *t = ad_tape_new();
+        ad_tensor *xv = ad_tensor_new(dt, 0, NULL), *gv = ad_tensor_new(dt, 0, NULL);
+        ck_assert_ptr_nonnull(t);
+        ck_assert_ptr_nonnull(xv);
+        ck_assert_ptr_nonnull(gv);
+        ad_tensor_set(xv, 0, 0.5);
+        ad_var x = acc ? ad_param(t, xv, gv) : ad_leaf(t, xv), y = r->u(x);
+        ck_assert_msg(ad_ok(y), "%s: %s", name, ad_tape_error(t));
+        ck_assert_int_eq(ad_backward(y, NULL, acc ? AD_ACCUMULATE : 0), AD_OK);
+        ad_tensor_set(xv, 0, p->x);
+        ad_tensor_set(gv, 0, 0.0);
+        ck_assert_msg(ad_tape_replay(t, 0, NULL, NULL) == AD_OK, "%s: %s", name, ad_tape_error(t));
+        ck_assert_int_eq(t->plan_state, p->f32 ? AD_PLAN_NO : AD_PLAN_OK);
+        ck_assert(p->f32 || t->plan_grad == (ad__unary_grad64[r->op] != NULL));
+        snprintf(what, sizeof what, "%s(%g) %s value (replayed)", name, p->x, ad_dtype_name(dt));
+        check_num(what, ad_item(y), p->y, p->f32);
+        ck_assert_msg(ad_backward(y, NULL, acc ? AD_ACCUMULATE : 0) == AD_OK, "%s", ad_tape_error(t));
+        snprintf(what, sizeof what, "%s'(%g) %s (replayed, %s)", name, p->x, ad_dtype_name(dt),
+                 acc ? "accumulated" : "leaf");
+        check_num(what, acc ? ad_tensor_get(gv, 0) : ad_tensor_get(ad_grad(x), 0), p->g, p->f32);
+        ad_tape_free(t);
+        ad_tensor_free(xv);
+        ad_tensor_free(gv);
+    }
+}
+
+/* The same for two inputs, each replay given new leaf storage (the program built again). */
+static void run_binary_replayed(const row *r, const bpt *p)
+{
+    const char *name = ad__ops[r->op].name;
+    char what[160];
+    double h = 0.5, q = 0.75;
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a0 = tu_f64(0, NULL, &h), *b0 = tu_f64(0, NULL, &q);
+    ad_tensor *av = tu_f64(0, NULL, &p->a), *bv = tu_f64(0, NULL, &p->b);
+    ad_var xs[2] = {ad_leaf(t, a0), ad_leaf(t, b0)};
+    ad_var y = r->b(xs[0], xs[1]);
+    ck_assert_msg(ad_ok(y), "%s: %s", name, ad_tape_error(t));
+    ck_assert_int_eq(ad_backward(y, NULL, 0), AD_OK);
+    ck_assert_msg(ad_tape_replay(t, 2, xs, (const ad_tensor *const[]){av, bv}) == AD_OK, "%s", ad_tape_error(t));
+    ck_assert_int_eq(t->plan_state, AD_PLAN_OK);
+    ck_assert(t->plan_grad == (ad__binary_grad64[r->op][0] != NULL));
+    snprintf(what, sizeof what, "%s(%g, %g) value (replayed)", name, p->a, p->b);
+    check_num(what, ad_item(y), p->y, false);
+    ck_assert_msg(ad_backward(y, NULL, 0) == AD_OK, "%s", ad_tape_error(t));
+    snprintf(what, sizeof what, "d%s/da at (%g, %g) (replayed)", name, p->a, p->b);
+    check_num(what, ad_tensor_get(ad_grad(xs[0]), 0), p->ga, false);
+    snprintf(what, sizeof what, "d%s/db at (%g, %g) (replayed)", name, p->a, p->b);
+    check_num(what, ad_tensor_get(ad_grad(xs[1]), 0), p->gb, false);
+    ad_tape_free(t);
+    ad_tensor_free(a0);
+    ad_tensor_free(b0);
+    ad_tensor_free(av);
+    ad_tensor_free(bv);
+}
+
 /* Rows end at the first all-zero point. */
 static bool upt_end(const upt *p) { return !p->x && !p->y && !p->g && !p->h && !p->f32 && !signbit(p->x); }
 static bool bpt_end(const bpt *p) { return !p->a && !p->b && !p->y && !p->ga && !p->gb && !signbit(p->a); }
@@ -270,10 +337,12 @@ START_TEST(elementwise_rows)
     for (int k = 0; r->u && k < MAXPT && (k == 0 || !upt_end(&r->up[k])); k++, n++) {
         run_unary(r, &r->up[k]);
         run_unary_tangent(r, &r->up[k]);
+        run_unary_replayed(r, &r->up[k]);
     }
     for (int k = 0; r->b && k < MAXPT && (k == 0 || !bpt_end(&r->bp[k])); k++, n++) {
         run_binary(r, &r->bp[k]);
         run_binary_tangent(r, &r->bp[k]);
+        run_binary_replayed(r, &r->bp[k]);
     }
     ck_assert_int_gt(n, 0);
 }
