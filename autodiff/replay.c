@@ -138,9 +138,10 @@ static bool leaves_ok(ad_tape *t, int n, const ad_var *leaves, const ad_tensor *
 ** hold what a reverse sweep needs (backward.c runs one over them after a replay). Each step computes what
 ** the op's forward computes on one element (the same formula, or the same IEEE
 ** operation), so the values are the same bit for bit. The program is built by the
-** first replay of such a recording, kept until the nodes it covers change, and built
-** again when a replay gives a leaf new storage; it is not used under anomaly
-** detection (the general loop checks each node). The general loop below does the rest.
+** first replay of such a recording and kept until the nodes it covers change; a replay
+** that gives leaves new storage points the steps reading leaves there. It is not used
+** under anomaly detection (the general loop checks each node). The general loop below
+** does the rest.
 */
 static bool one_f64(const ad_tensor *v) { return v->ndim == 0 && v->dtype == AD_F64 && v->data; }
 
@@ -198,6 +199,7 @@ static uint8_t plan_build(ad_tape *t, uint32_t count)
         s->id = i;
         s->ia = nd->in[0];
         s->ib = nd->in[nd->nin - 1];
+        s->leaf_in = (uint8_t)(is_leaf(ad__node(t, s->ia)) | is_leaf(ad__node(t, s->ib)) << 1);
         s->flags = nd->flags;
         s->in_req = nd->in_req;
         s->gx = ad__unary_grad64[nd->op];
@@ -220,6 +222,15 @@ static uint8_t plan_build(ad_tape *t, uint32_t count)
         }
     }
     return AD_PLAN_OK;
+}
+
+/* After a replay gave leaves new storage: the steps read their inputs' values where they are now. */
+static void plan_refresh(ad_tape *t)
+{
+    for (struct ad_replay_step *s = t->steps, *end = s + t->nsteps; s < end; s++) {
+        if (s->leaf_in & 1) s->a = ad__node(t, s->ia)->value.data;
+        if (s->leaf_in & 2) s->b = ad__node(t, s->ib)->value.data;
+    }
 }
 
 /* Read a leaf's borrowed tensor again and clear its gradient, as the general loop does. */
@@ -271,7 +282,7 @@ ad_status ad_tape_replay(ad_tape *t, int n, const ad_var *leaves, const ad_tenso
         if (t->rec_count <= t->count) ad__tape_rewind(t, (ad_mark){t->rec_count, t->rec_block, t->rec_used});
         t->rec_marked = false;
     }
-    bool moved = false; /* a leaf given new storage: the program's addresses are stale */
+    bool moved = false; /* a leaf given new storage: the steps' addresses of leaves are stale */
     for (int i = 0; i < n; i++) { /* borrowed, as ad_leaf borrows: the node now reads values[i] */
         ad_node *nd = ad__node(t, leaves[i].id);
         moved |= nd->value.data != values[i]->data;
@@ -279,7 +290,8 @@ ad_status ad_tape_replay(ad_tape *t, int n, const ad_var *leaves, const ad_tenso
         nd->attr.idx = (const int64_t *)(const void *)values[i];
     }
     const uint32_t count = t->count, nb = t->nbranches;
-    if (moved || t->plan_count != count) t->plan_state = AD_PLAN_NONE;
+    if (t->plan_count != count) t->plan_state = AD_PLAN_NONE;
+    if (moved && t->plan_state == AD_PLAN_OK) plan_refresh(t);
     if (!t->anomaly && t->plan_state == AD_PLAN_NONE) {
         t->plan_state = plan_build(t, count);
         t->plan_count = count;

@@ -249,6 +249,7 @@ struct ad_replay_step {
     ad_binary_grad64_fn ga, gb; /* binary */
     uint32_t id, ia, ib;
     uint8_t kind, flags, in_req; /* (flags and in_req: the node's) */
+    uint8_t leaf_in;             /* bit 0: input a is a leaf, param or const; bit 1: input b */
 };
 
 /* The table, from ops.def (op_table.c). */
