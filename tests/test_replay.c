@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tape.h"
+#include "test_rows.h"
 #include "test_util.h"
 
 /* Every allocation of the library is counted (set in main, before anything is made); while
@@ -429,6 +430,142 @@ START_TEST(test_replay_program)
 }
 END_TEST
 
+/* ---- random scalar graphs: the program against fresh recordings ---- */
+
+enum { RG_LEAVES = 4, RG_OPS = 24 };
+
+/* One random graph: each op node applies a row's op to two earlier nodes (leaves included). */
+typedef struct rgraph {
+    op_row row[RG_OPS];
+    int ia[RG_OPS], ib[RG_OPS];
+    bool acc; /* odd leaves are params with grad tensors of their own, swept with AD_ACCUMULATE */
+} rgraph;
+
+static uint64_t rg_next(uint64_t *s)
+{
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return *s >> 33;
+}
+
+/* Mostly ordinary values, now and then a singular one. */
+static double rg_value(uint64_t *s)
+{
+    static const double special[] = {0.0, -0.0, 1.0, -1.0, INFINITY, -INFINITY, NAN, 0.5};
+    uint64_t r = rg_next(s);
+    if (r % 8 == 0) return special[(r >> 3) % (sizeof special / sizeof special[0])];
+    return ((double)(r % 40001) - 20000.0) / 8000.0; /* [-2.5, 2.5], with exact ties among them */
+}
+
+/* The same bits, or both NaN: which operand's NaN a product or sum of two NaNs passes on is left open by
+** IEEE 754, and the compiler may order a commutative operation's operands either way (the program's
+** inline a * b gave +NaN where the recorded kernel gave the other operand's -NaN). */
+static bool same_num(double a, double b) { return (isnan(a) && isnan(b)) || same(a, b); }
+
+/* Records g on t from the leaf tensors v (params' grads in gv), runs backward; nodes[] gets every var. */
+static ad_var rg_record(ad_tape *t, const rgraph *g, ad_tensor *const *v, ad_tensor *const *gv, ad_var *nodes)
+{
+    for (int i = 0; i < RG_LEAVES; i++) nodes[i] = g->acc && (i & 1) ? ad_param(t, v[i], gv[i]) : ad_leaf(t, v[i]);
+    for (int k = 0; k < RG_OPS; k++)
+        nodes[RG_LEAVES + k] = op_row_build(&g->row[k], nodes[g->ia[k]], nodes[g->ib[k]]);
+    return nodes[RG_LEAVES + RG_OPS - 1];
+}
+
+/* A leaf's gradient into *out (0 when it has none); false when it has none. */
+static bool rg_grad(const rgraph *g, ad_var x, int i, ad_tensor *const *gv, double *out)
+{
+    if (g->acc && (i & 1)) {
+        *out = ad_tensor_get(gv[i], 0);
+        return true;
+    }
+    const ad_tensor *gx = ad_grad(x);
+    *out = gx ? ad_tensor_get(gx, 0) : 0.0;
+    return gx != NULL;
+}
+
+/* 300 graphs of 24 random elementwise ops (every op with a one-element formula, attributes from its row; in
+** half of them only ops with a one-element VJP, so that the backward pass sweeps the steps) on four leaves:
+** recorded at one point, then replayed at another (in place, or from new leaf storage) from the program, with
+** the backward pass after it; every node's value and every leaf's gradient must be those of a fresh
+** recording at the second point, bit for bit, NaNs aside. */
+START_TEST(test_replay_program_random)
+{
+    op_row rows[AD_OP_COUNT], swept[AD_OP_COUNT]; /* every op with a one-element formula; those with its VJP too */
+    int nrows = 0, nswept = 0;
+    for (int op = 0; op < AD_OP_COUNT; op++) {
+        op_row r = op_row_of((ad_op)op);
+        if ((r.kind == ROW_UNARY && ad__unary_one64[op]) || (r.kind == ROW_BINARY && ad__binary_one64[op]))
+            rows[nrows++] = r;
+        if ((r.kind == ROW_UNARY && ad__unary_one64[op] && ad__unary_grad64[op]) ||
+            (r.kind == ROW_BINARY && ad__binary_one64[op] && ad__binary_grad64[op][0]))
+            swept[nswept++] = r;
+    }
+    ck_assert_int_ge(nrows, 30);
+    ck_assert_int_ge(nswept, 15);
+    uint64_t seed = 12345;
+    int programs = 0;
+    for (int gi = 0; gi < 300; gi++) {
+        rgraph g;
+        g.acc = gi & 1;
+        bool moved = gi & 2, sweep = gi & 4; /* sweep: the backward pass sweeps the program's steps */
+        for (int k = 0; k < RG_OPS; k++) {
+            g.row[k] = sweep ? swept[rg_next(&seed) % (uint64_t)nswept] : rows[rg_next(&seed) % (uint64_t)nrows];
+            g.ia[k] = (int)(rg_next(&seed) % (uint64_t)(RG_LEAVES + k));
+            g.ib[k] = (int)(rg_next(&seed) % (uint64_t)(RG_LEAVES + k));
+        }
+        double p0[RG_LEAVES], p1[RG_LEAVES];
+        ad_tensor *v[RG_LEAVES], *w[RG_LEAVES], *gv[RG_LEAVES], *gf[RG_LEAVES];
+        for (int i = 0; i < RG_LEAVES; i++) {
+            p0[i] = rg_value(&seed);
+            p1[i] = rg_value(&seed);
+            v[i] = tu_f64(0, NULL, &p0[i]);
+            w[i] = tu_f64(0, NULL, &p1[i]);
+            gv[i] = ad_tensor_new(AD_F64, 0, NULL);
+            gf[i] = ad_tensor_new(AD_F64, 0, NULL);
+        }
+        unsigned flags = g.acc ? AD_ACCUMULATE : 0;
+        ad_tape *t = ad_tape_new(), *f = ad_tape_new();
+        ad_var n1[RG_LEAVES + RG_OPS], n2[RG_LEAVES + RG_OPS];
+        ad_var y = rg_record(t, &g, v, gv, n1);
+        ck_assert_msg(ad_ok(y), "graph %d: %s", gi, ad_tape_error(t));
+        ck_assert_int_eq(ad_backward(y, NULL, flags), AD_OK);
+        for (int i = 0; i < RG_LEAVES; i++) ad_tensor_set(gv[i], 0, 0.0);
+        if (moved) {
+            ck_assert_int_eq(ad_tape_replay(t, RG_LEAVES, n1, (const ad_tensor *const *)w), AD_OK);
+        } else {
+            for (int i = 0; i < RG_LEAVES; i++) ad_tensor_set(v[i], 0, p1[i]);
+            ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), AD_OK);
+        }
+        ck_assert_int_eq(t->plan_state, AD_PLAN_OK);
+        ck_assert(!sweep || t->plan_grad);
+        programs++;
+        ck_assert_int_eq(ad_backward(y, NULL, flags), AD_OK);
+
+        ad_var yf = rg_record(f, &g, w, gf, n2);
+        ck_assert_msg(ad_ok(yf), "graph %d: %s", gi, ad_tape_error(f));
+        ck_assert_int_eq(ad_backward(yf, NULL, flags), AD_OK);
+        for (int k = 0; k < RG_LEAVES + RG_OPS; k++)
+            ck_assert_msg(same_num(ad_item(n1[k]), ad_item(n2[k])), "graph %d node %d (%s): replayed %.17g, recorded %.17g",
+                          gi, k, k < RG_LEAVES ? "leaf" : ad__ops[g.row[k - RG_LEAVES].op].name, ad_item(n1[k]),
+                          ad_item(n2[k]));
+        for (int i = 0; i < RG_LEAVES; i++) {
+            double a, b;
+            bool ha = rg_grad(&g, n1[i], i, gv, &a), hb = rg_grad(&g, n2[i], i, gf, &b);
+            ck_assert_msg(ha == hb && same_num(a, b), "graph %d leaf %d: gradient replayed %.17g (%d), recorded %.17g (%d)",
+                          gi, i, a, ha, b, hb);
+        }
+        ad_tape_free(t);
+        ad_tape_free(f);
+        for (int i = 0; i < RG_LEAVES; i++) {
+            ad_tensor_free(v[i]);
+            ad_tensor_free(w[i]);
+            ad_tensor_free(gv[i]);
+            ad_tensor_free(gf[i]);
+        }
+    }
+    ck_assert_int_eq(programs, 300);
+}
+END_TEST
+
 /* The program follows the nodes it covers: a new recording of as many nodes, other ops, is replayed
 ** by its own program; gradients asked for with ad_gradients take the fast sweep; a program that
 ** cannot be allocated leaves the replay to the general loop. */
@@ -489,6 +626,7 @@ static Suite *replay_suite(void)
     tcase_add_test(tc, test_replay_no_allocation);
     tcase_add_test(tc, test_replay_program);
     tcase_add_test(tc, test_replay_program_rebuilt);
+    tcase_add_test(tc, test_replay_program_random);
     suite_add_tcase(s, tc);
     return s;
 }
