@@ -360,16 +360,22 @@ typedef struct prog_out {
     double y, mid, gp, gx2, gx3; /* gp: the shared grad tensor of params 0 and 1 */
 } prog_out;
 
+/* p_program's inputs on t, valued at[0..4): params 0 and 1 sharing the grad tensor gp, a leaf, a param without one. */
+static void prog_inputs(ad_tape *t, const double *at, ad_tensor **v, ad_tensor *gp, ad_var *x)
+{
+    for (int i = 0; i < 4; i++) v[i] = tu_f64(0, NULL, &at[i]);
+    x[0] = ad_param(t, v[0], gp);
+    x[1] = ad_param(t, v[1], gp);
+    x[2] = ad_leaf(t, v[2]);
+    x[3] = ad_param(t, v[3], NULL);
+}
+
 static prog_out recorded(const double *at, bool fast_only, bool mid_out, unsigned flags)
 {
     ad_tape *f = ad_tape_new();
     ad_tensor *v[4], *gp = ad_tensor_new(AD_F64, 0, NULL);
     ad_var x[4], mid;
-    for (int i = 0; i < 4; i++) v[i] = tu_f64(0, NULL, &at[i]);
-    x[0] = ad_param(f, v[0], gp);
-    x[1] = ad_param(f, v[1], gp);
-    x[2] = ad_leaf(f, v[2]);
-    x[3] = ad_param(f, v[3], NULL);
+    prog_inputs(f, at, v, gp, x);
     ad_var y = p_program(f, x, &mid, fast_only);
     ck_assert_int_eq(ad_backward(mid_out ? mid : y, NULL, flags), AD_OK);
     prog_out o = {ad_item(y), ad_item(mid), ad_tensor_get(gp, 0), ad_tensor_get(ad_grad(x[2]), 0),
@@ -396,11 +402,7 @@ START_TEST(test_replay_program)
         ad_tape *t = ad_tape_new();
         ad_tensor *v[4], *gp = ad_tensor_new(AD_F64, 0, NULL);
         ad_var x[4], mid;
-        for (int i = 0; i < 4; i++) v[i] = tu_f64(0, NULL, &rec[i]);
-        x[0] = ad_param(t, v[0], gp);
-        x[1] = ad_param(t, v[1], gp);
-        x[2] = ad_leaf(t, v[2]);
-        x[3] = ad_param(t, v[3], NULL);
+        prog_inputs(t, rec, v, gp, x);
         ad_tape_set_anomaly_detection(t, anomaly);
         ad_var y = p_program(t, x, &mid, fast_only), out = mid_out ? mid : y;
         ck_assert_int_eq(ad_backward(out, NULL, flags), AD_OK);
