@@ -551,33 +551,10 @@ void ad__vjp_eq(ad_tape *t, const ad_node *n, uint32_t self, ad_var gy, ad_var *
 /* The one-element F64 formulas of the binary ops, by op (NULL for the others): the steps of
 ** replay's scalar program (replay.c) call them, so that a replayed node computes exactly what
 ** the recording and the op's forward computed. */
-#define AD_ONE64_tape(ID, name)
 #define AD_ONE64_binary(ID, name) [AD_OP_##ID] = name##_one64,
-#define AD_ONE64_unary(ID, name)
-#define AD_ONE64_reduce(ID, name)
-#define AD_ONE64_linalg(ID, name)
-#define AD_ONE64_shape(ID, name)
-#define AD_ONE64_conv(ID, name)
-#define AD_ONE64_pool(ID, name)
-#define AD_ONE64_nn(ID, name)
-#define AD_ONE64_custom(ID, name)
-#define AD_ONE64_checkpoint(ID, name)
 const ad_binary64_fn ad__binary_one64[AD_OP_COUNT] = {
-#define AD_OP(ID, name, nin, family, ...) AD_ONE64_##family(ID, name)
-#include "ops.def"
-#undef AD_OP
+#include "one64_table.inc"
 };
-#undef AD_ONE64_tape
-#undef AD_ONE64_binary
-#undef AD_ONE64_unary
-#undef AD_ONE64_reduce
-#undef AD_ONE64_linalg
-#undef AD_ONE64_shape
-#undef AD_ONE64_conv
-#undef AD_ONE64_pool
-#undef AD_ONE64_nn
-#undef AD_ONE64_custom
-#undef AD_ONE64_checkpoint
 
 /* The fast VJPs' one-element F64 formulas, by op and input (ad__binary_grad64, tape.h): add's
 ** pass gy through (ad__gpass: the same value, written or added). */

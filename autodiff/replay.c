@@ -135,9 +135,10 @@ static bool leaves_ok(ad_tape *t, int n, const ad_var *leaves, const ad_tensor *
 ** the addresses of its value and its inputs' values and the op's one-element formula:
 ** the loop reads one step after the other instead of following each input through the
 ** node table, and adds, subtracts, multiplies and divides without a call. The steps also
-** hold what a reverse sweep needs (backward.c runs one over them after a replay). Each step computes what
-** the op's forward computes on one element (the same formula, or the same IEEE
-** operation), so the values are the same bit for bit. The program is built by the
+** hold what a reverse sweep needs (backward.c runs one over them after a replay). Each
+** step computes what the op's forward computes on one element (the same formula, or the
+** same IEEE operation), so the values are the same bit for bit (only a NaN's sign or
+** payload may differ where both operands are NaN). The program is built by the
 ** first replay of such a recording and kept until the nodes it covers change; a replay
 ** that gives leaves new storage points the steps reading leaves there. It is not used
 ** under anomaly detection (the general loop checks each node). The general loop below

@@ -443,19 +443,12 @@ typedef struct rgraph {
     bool acc; /* odd leaves are params with grad tensors of their own, swept with AD_ACCUMULATE */
 } rgraph;
 
-static uint64_t rg_next(uint64_t *s)
-{
-    *s = *s * 6364136223846793005u + 1442695040888963407u;
-    return *s >> 33;
-}
-
-/* Mostly ordinary values, now and then a singular one. */
-static double rg_value(uint64_t *s)
+/* Mostly ordinary values, one in eight a singular one. */
+static double rg_value(ad_rng *r)
 {
     static const double special[] = {0.0, -0.0, 1.0, -1.0, INFINITY, -INFINITY, NAN, 0.5};
-    uint64_t r = rg_next(s);
-    if (r % 8 == 0) return special[(r >> 3) % (sizeof special / sizeof special[0])];
-    return ((double)(r % 40001) - 20000.0) / 8000.0; /* [-2.5, 2.5], with exact ties among them */
+    if (ad_rng_below(r, 8) == 0) return special[ad_rng_below(r, sizeof special / sizeof special[0])];
+    return ((double)ad_rng_below(r, 40001) - 20000.0) / 8000.0; /* [-2.5, 2.5], with exact ties among them */
 }
 
 /* The same bits, or both NaN: which operand's NaN a product or sum of two NaNs passes on is left open by
@@ -503,22 +496,23 @@ START_TEST(test_replay_program_random)
     }
     ck_assert_int_ge(nrows, 30);
     ck_assert_int_ge(nswept, 15);
-    uint64_t seed = 12345;
+    ad_rng rng;
+    ad_rng_seed(&rng, 12345);
     int programs = 0;
     for (int gi = 0; gi < 300; gi++) {
         rgraph g;
         g.acc = gi & 1;
         bool moved = gi & 2, sweep = gi & 4; /* sweep: the backward pass sweeps the program's steps */
         for (int k = 0; k < RG_OPS; k++) {
-            g.row[k] = sweep ? swept[rg_next(&seed) % (uint64_t)nswept] : rows[rg_next(&seed) % (uint64_t)nrows];
-            g.ia[k] = (int)(rg_next(&seed) % (uint64_t)(RG_LEAVES + k));
-            g.ib[k] = (int)(rg_next(&seed) % (uint64_t)(RG_LEAVES + k));
+            g.row[k] = sweep ? swept[ad_rng_below(&rng, (uint64_t)nswept)] : rows[ad_rng_below(&rng, (uint64_t)nrows)];
+            g.ia[k] = (int)ad_rng_below(&rng, RG_LEAVES + k);
+            g.ib[k] = (int)ad_rng_below(&rng, RG_LEAVES + k);
         }
         double p0[RG_LEAVES], p1[RG_LEAVES];
         ad_tensor *v[RG_LEAVES], *w[RG_LEAVES], *gv[RG_LEAVES], *gf[RG_LEAVES];
         for (int i = 0; i < RG_LEAVES; i++) {
-            p0[i] = rg_value(&seed);
-            p1[i] = rg_value(&seed);
+            p0[i] = rg_value(&rng);
+            p1[i] = rg_value(&rng);
             v[i] = tu_f64(0, NULL, &p0[i]);
             w[i] = tu_f64(0, NULL, &p1[i]);
             gv[i] = ad_tensor_new(AD_F64, 0, NULL);

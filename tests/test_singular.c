@@ -15,10 +15,10 @@
 ** where an op has no limit (a kink, a pole from both sides) the row holds the
 ** convention chosen. Each unary row is run through the recorded VJP twice
 ** (AD_CREATE_GRAPH: the second derivative) and through the fast sweep (the first),
-** so the fast VJPs are held to the same points, and replayed (the scalar program's forward and
-** reverse sweep, replay.c and backward.c) from a recording made elsewhere. The completeness test fails for an
-** op of the unary, binary or reduce families without a row, and wants a written
-** reason for every other op.
+** so the fast VJPs are held to the same points, and replayed (the scalar program's forward
+** and reverse sweep, replay.c and backward.c) from a recording made elsewhere. The
+** completeness test fails for an op of the unary, binary or reduce families without a row,
+** and wants a written reason for every other op.
 */
 
 /* rows leave trailing fields (a point's f32 flag, a row's other arity) to their zero default */
